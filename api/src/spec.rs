@@ -1,0 +1,628 @@
+//! `PluginSpec`: what a plugin is and what it may touch.
+//!
+//! The same type is read from a local run file (`conductor run`), carried by
+//! the node API and embedded in the Kubernetes custom resource, so field
+//! names follow Kubernetes conventions (camelCase) and every field that has a
+//! sensible default may be omitted. Unknown fields are rejected so that a typo
+//! never silently turns into a default.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// One plugin: a wasm component plus the kernel-side object it consumes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PluginSpec {
+    /// Unique name on the node; a DNS-1123 label (lowercase letters, digits
+    /// and `-`, at most 63 characters). Prefixes the plugin's metric names.
+    pub name: String,
+    /// The wasm component: a file path (relative paths are resolved against
+    /// the directory of the spec file).
+    pub component: String,
+    /// The kernel-side BPF object to load and attach, if any. A plugin
+    /// without one can still open maps pinned by path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytecode: Option<Bytecode>,
+    /// The maps the plugin may open, with the access it is granted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub maps: Vec<MapGrant>,
+    /// Free-form settings handed to the plugin through the `config` interface.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub config: BTreeMap<String, String>,
+    #[serde(default)]
+    pub limits: Limits,
+    /// How often the plugin's `tick` export is called, in milliseconds.
+    /// Omitted: never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tick_interval_ms: Option<u64>,
+}
+
+/// A BPF ELF object and the programs in it to attach.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Bytecode {
+    /// Path of the object file (relative to the spec file's directory).
+    pub path: String,
+    /// Programs to attach. Every program listed is loaded (verified) before
+    /// any is attached; programs of the object not listed are not loaded.
+    #[serde(default)]
+    pub programs: Vec<ProgramAttach>,
+}
+
+/// One program of the object and where to attach it: exactly one attach
+/// point must be set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProgramAttach {
+    /// The program's function name in the object.
+    pub name: String,
+    /// A tracepoint as `category/name`, e.g. `sched/sched_process_exec`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracepoint: Option<String>,
+    /// A raw tracepoint by name, e.g. `sched_switch`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw_tracepoint: Option<String>,
+}
+
+/// Where a program attaches, once the spec is validated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttachPoint<'a> {
+    Tracepoint { category: &'a str, name: &'a str },
+    RawTracepoint { name: &'a str },
+}
+
+impl ProgramAttach {
+    /// The attach point, or `None` if the spec is invalid (see [`PluginSpec::validate`]).
+    pub fn attach_point(&self) -> Option<AttachPoint<'_>> {
+        match (&self.tracepoint, &self.raw_tracepoint) {
+            (Some(tp), None) => {
+                let (category, name) = tp.split_once('/')?;
+                Some(AttachPoint::Tracepoint { category, name })
+            }
+            (None, Some(name)) => Some(AttachPoint::RawTracepoint { name }),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Access {
+    #[default]
+    Read,
+    ReadWrite,
+}
+
+/// A map the plugin may open by `name`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MapGrant {
+    /// The map's name in the bytecode object, or the name the plugin opens a
+    /// pinned map under.
+    pub name: String,
+    #[serde(default)]
+    pub access: Access,
+    /// Open a pinned map at this bpffs path (e.g. one pinned by bpfman)
+    /// instead of the bytecode object's map of that name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pin: Option<String>,
+    /// Deliver this ring buffer or perf event array to the plugin's
+    /// `on-events` export.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events: Option<EventSource>,
+}
+
+/// How events of one source are batched.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EventSource {
+    /// The most events handed to the plugin in one call.
+    #[serde(default = "EventSource::default_max_batch")]
+    pub max_batch: u32,
+    /// Perf event arrays only: pages of the per-CPU buffer (a power of two).
+    #[serde(default = "EventSource::default_perf_pages")]
+    pub perf_pages: u32,
+}
+
+impl EventSource {
+    pub const MAX_BATCH_LIMIT: u32 = 65_536;
+
+    fn default_max_batch() -> u32 {
+        1024
+    }
+    fn default_perf_pages() -> u32 {
+        64
+    }
+}
+
+impl Default for EventSource {
+    fn default() -> Self {
+        Self {
+            max_batch: Self::default_max_batch(),
+            perf_pages: Self::default_perf_pages(),
+        }
+    }
+}
+
+/// Resource bounds of the plugin's sandbox.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Limits {
+    /// Linear memory the component may grow to, in MiB.
+    #[serde(default = "Limits::default_memory_mib")]
+    pub memory_mib: u32,
+    /// Wall-clock bound on one call into the plugin (a batch, a tick, a
+    /// collect), in milliseconds. A call past it is interrupted and the
+    /// plugin restarted.
+    #[serde(default = "Limits::default_call_timeout_ms")]
+    pub call_timeout_ms: u32,
+    /// Label sets one metric may hold; samples for new sets past it are dropped.
+    #[serde(default = "Limits::default_max_series")]
+    pub max_series_per_metric: u32,
+}
+
+impl Limits {
+    fn default_memory_mib() -> u32 {
+        64
+    }
+    fn default_call_timeout_ms() -> u32 {
+        1000
+    }
+    fn default_max_series() -> u32 {
+        10_000
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            memory_mib: Self::default_memory_mib(),
+            call_timeout_ms: Self::default_call_timeout_ms(),
+            max_series_per_metric: Self::default_max_series(),
+        }
+    }
+}
+
+/// One problem with a spec, naming the field it is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    /// Path of the field, e.g. `maps[1].access`.
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error("cannot read spec file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: document {document}: {field}: {message}")]
+    Parse {
+        path: PathBuf,
+        /// 1-based index of the YAML document in the file.
+        document: usize,
+        field: String,
+        message: String,
+    },
+    #[error("{path}: contains no plugin spec")]
+    Empty { path: PathBuf },
+    #[error("invalid spec for plugin {plugin:?}:\n  {}", join(.errors))]
+    Invalid {
+        plugin: String,
+        errors: Vec<FieldError>,
+    },
+    #[error("{path}: plugin name {name:?} is used by more than one spec")]
+    DuplicateName { path: PathBuf, name: String },
+}
+
+fn join(errors: &[FieldError]) -> String {
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n  ")
+}
+
+impl PluginSpec {
+    /// Parse one spec from YAML (or JSON, which is YAML) and validate it.
+    pub fn from_yaml(text: &str) -> Result<Self, SpecError> {
+        let path = PathBuf::from("<input>");
+        let spec = parse_document(
+            serde_yaml_ng::Deserializer::from_str(text),
+            &path,
+            1,
+        )?;
+        spec.validate()?;
+        Ok(spec)
+    }
+
+    /// Check every value a type cannot express; reports all problems at once.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        let mut errors = Vec::new();
+        let mut err = |field: String, message: String| errors.push(FieldError { field, message });
+
+        if let Err(m) = check_dns_label(&self.name) {
+            err("name".into(), m);
+        }
+        if self.component.trim().is_empty() {
+            err("component".into(), "must name a wasm component file".into());
+        } else if self.component.contains("://") {
+            err(
+                "component".into(),
+                format!(
+                    "{:?} is not a file path; registry references are not supported by this version",
+                    self.component
+                ),
+            );
+        }
+
+        if let Some(bytecode) = &self.bytecode {
+            if bytecode.path.trim().is_empty() {
+                err("bytecode.path".into(), "must name a BPF object file".into());
+            }
+            let mut seen = BTreeSet::new();
+            for (i, p) in bytecode.programs.iter().enumerate() {
+                let at = format!("bytecode.programs[{i}]");
+                if p.name.is_empty() {
+                    err(format!("{at}.name"), "must not be empty".into());
+                } else if !seen.insert(p.name.as_str()) {
+                    err(format!("{at}.name"), format!("program {:?} is listed twice", p.name));
+                }
+                match (&p.tracepoint, &p.raw_tracepoint) {
+                    (None, None) => err(
+                        at.clone(),
+                        "set one attach point: tracepoint or rawTracepoint".into(),
+                    ),
+                    (Some(_), Some(_)) => err(
+                        at.clone(),
+                        "set only one attach point: tracepoint or rawTracepoint".into(),
+                    ),
+                    (Some(tp), None) => match tp.split_once('/') {
+                        Some((c, n)) if is_trace_name(c) && is_trace_name(n) => {}
+                        _ => err(
+                            format!("{at}.tracepoint"),
+                            format!("{tp:?} is not of the form category/name (e.g. sched/sched_process_exec)"),
+                        ),
+                    },
+                    (None, Some(name)) => {
+                        if !is_trace_name(name) {
+                            err(
+                                format!("{at}.rawTracepoint"),
+                                format!("{name:?} is not a tracepoint name (e.g. sched_switch)"),
+                            );
+                        }
+                    }
+                }
+            }
+        }
+
+        let mut seen = BTreeSet::new();
+        for (i, m) in self.maps.iter().enumerate() {
+            let at = format!("maps[{i}]");
+            if m.name.is_empty() {
+                err(format!("{at}.name"), "must not be empty".into());
+            } else if !seen.insert(m.name.as_str()) {
+                err(format!("{at}.name"), format!("map {:?} is granted twice", m.name));
+            }
+            match &m.pin {
+                Some(pin) if !Path::new(pin).is_absolute() => err(
+                    format!("{at}.pin"),
+                    format!("{pin:?} must be an absolute path on bpffs (e.g. /sys/fs/bpf/...)"),
+                ),
+                None if self.bytecode.is_none() => err(
+                    format!("{at}.pin"),
+                    "the spec has no bytecode, so the map must be opened from a pin path".into(),
+                ),
+                _ => {}
+            }
+            if let Some(ev) = &m.events {
+                if ev.max_batch == 0 || ev.max_batch > EventSource::MAX_BATCH_LIMIT {
+                    err(
+                        format!("{at}.events.maxBatch"),
+                        format!(
+                            "{} is out of range 1..={}",
+                            ev.max_batch,
+                            EventSource::MAX_BATCH_LIMIT
+                        ),
+                    );
+                }
+                if !ev.perf_pages.is_power_of_two() || ev.perf_pages > 4096 {
+                    err(
+                        format!("{at}.events.perfPages"),
+                        format!("{} must be a power of two up to 4096", ev.perf_pages),
+                    );
+                }
+            }
+        }
+
+        for key in self.config.keys() {
+            if key.is_empty() {
+                err("config".into(), "keys must not be empty".into());
+            }
+        }
+
+        let l = &self.limits;
+        if !(1..=4096).contains(&l.memory_mib) {
+            err(
+                "limits.memoryMib".into(),
+                format!("{} is out of range 1..=4096", l.memory_mib),
+            );
+        }
+        if !(1..=600_000).contains(&l.call_timeout_ms) {
+            err(
+                "limits.callTimeoutMs".into(),
+                format!("{} is out of range 1..=600000", l.call_timeout_ms),
+            );
+        }
+        if l.max_series_per_metric == 0 {
+            err(
+                "limits.maxSeriesPerMetric".into(),
+                "must be at least 1".into(),
+            );
+        }
+        if let Some(t) = self.tick_interval_ms
+            && t < 10
+        {
+            err(
+                "tickIntervalMs".into(),
+                format!("{t} is below the minimum of 10"),
+            );
+        }
+
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(SpecError::Invalid {
+                plugin: self.name.clone(),
+                errors,
+            })
+        }
+    }
+
+    /// The grant for map `name`, if any.
+    pub fn map_grant(&self, name: &str) -> Option<&MapGrant> {
+        self.maps.iter().find(|m| m.name == name)
+    }
+}
+
+/// Read a spec file: one or more YAML documents separated by `---`, each a
+/// [`PluginSpec`]. Every spec is validated and names must be unique.
+pub fn load_file(path: &Path) -> Result<Vec<PluginSpec>, SpecError> {
+    let text = std::fs::read_to_string(path).map_err(|source| SpecError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let mut specs = Vec::new();
+    for (i, doc) in serde_yaml_ng::Deserializer::from_str(&text).enumerate() {
+        let document = i + 1;
+        // Parse to a value first so empty documents (a leading or trailing
+        // `---`, a file of comments) are skipped rather than rejected.
+        let value = serde_yaml_ng::Value::deserialize(doc).map_err(|e| SpecError::Parse {
+            path: path.to_owned(),
+            document,
+            field: "(top level)".into(),
+            message: e.to_string(),
+        })?;
+        if value.is_null() {
+            continue;
+        }
+        let spec = parse_document(value, path, document)?;
+        spec.validate()?;
+        if specs.iter().any(|s: &PluginSpec| s.name == spec.name) {
+            return Err(SpecError::DuplicateName {
+                path: path.to_owned(),
+                name: spec.name,
+            });
+        }
+        specs.push(spec);
+    }
+    if specs.is_empty() {
+        return Err(SpecError::Empty {
+            path: path.to_owned(),
+        });
+    }
+    Ok(specs)
+}
+
+fn parse_document<'de>(
+    doc: impl serde::Deserializer<'de, Error = serde_yaml_ng::Error>,
+    path: &Path,
+    document: usize,
+) -> Result<PluginSpec, SpecError> {
+    serde_path_to_error::deserialize(doc).map_err(|e| {
+        let field = e.path().to_string();
+        SpecError::Parse {
+            path: path.to_owned(),
+            document,
+            field: if field == "." { "(top level)".into() } else { field },
+            message: e.into_inner().to_string(),
+        }
+    })
+}
+
+fn check_dns_label(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name:?} is not a DNS-1123 label: use 1 to 63 lowercase letters, digits or '-', starting and ending with a letter or digit"
+        ))
+    }
+}
+
+fn is_trace_name(s: &str) -> bool {
+    !s.is_empty()
+        && s
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FULL: &str = r#"
+name: exec-counter
+component: exec-counter.wasm
+bytecode:
+  path: exec-counter.bpf.o
+  programs:
+    - name: handle_exec
+      tracepoint: sched/sched_process_exec
+maps:
+  - name: events
+    events: {maxBatch: 256}
+  - name: counts
+    access: readWrite
+config:
+  topN: "10"
+limits:
+  memoryMib: 32
+tickIntervalMs: 1000
+"#;
+
+    #[test]
+    fn parses_a_full_spec_with_defaults() {
+        let spec = PluginSpec::from_yaml(FULL).unwrap();
+        assert_eq!(spec.name, "exec-counter");
+        assert_eq!(spec.maps[0].access, Access::Read);
+        assert_eq!(spec.maps[0].events.as_ref().unwrap().max_batch, 256);
+        assert_eq!(spec.maps[0].events.as_ref().unwrap().perf_pages, 64);
+        assert_eq!(spec.maps[1].access, Access::ReadWrite);
+        assert!(spec.maps[1].events.is_none());
+        assert_eq!(spec.limits.memory_mib, 32);
+        assert_eq!(spec.limits.call_timeout_ms, 1000);
+        assert_eq!(
+            spec.bytecode.as_ref().unwrap().programs[0].attach_point(),
+            Some(AttachPoint::Tracepoint {
+                category: "sched",
+                name: "sched_process_exec"
+            })
+        );
+        // Serialising and parsing again gives the same spec.
+        let again = yaml_roundtrip(&spec);
+        assert_eq!(again, spec);
+    }
+
+    fn yaml_roundtrip(spec: &PluginSpec) -> PluginSpec {
+        let yaml = serde_yaml_ng::to_string(spec).unwrap();
+        PluginSpec::from_yaml(&yaml).unwrap()
+    }
+
+    #[test]
+    fn unknown_field_is_named_with_its_path() {
+        let text = FULL.replace("memoryMib: 32", "memoryMiB: 32");
+        let err = PluginSpec::from_yaml(&text).unwrap_err().to_string();
+        assert!(err.contains("limits"), "{err}");
+        assert!(err.contains("unknown field `memoryMiB`"), "{err}");
+    }
+
+    #[test]
+    fn bad_enum_value_is_named_with_its_path() {
+        let text = FULL.replace("access: readWrite", "access: write");
+        let err = PluginSpec::from_yaml(&text).unwrap_err().to_string();
+        assert!(err.contains("maps[1].access"), "{err}");
+        assert!(err.contains("write"), "{err}");
+    }
+
+    #[test]
+    fn missing_required_field_is_reported() {
+        let err = PluginSpec::from_yaml("name: x\n").unwrap_err().to_string();
+        assert!(err.contains("missing field `component`"), "{err}");
+    }
+
+    #[test]
+    fn validation_reports_every_problem_with_its_field() {
+        let text = r#"
+name: Bad_Name
+component: oci://example.com/x:1
+bytecode:
+  path: x.o
+  programs:
+    - name: a
+    - name: b
+      tracepoint: nocategory
+maps:
+  - name: m
+    pin: relative/path
+    events: {maxBatch: 0}
+  - name: m
+limits: {memoryMib: 0, callTimeoutMs: 0}
+tickIntervalMs: 1
+"#;
+        let Err(SpecError::Invalid { errors, .. }) = PluginSpec::from_yaml(text) else {
+            panic!("expected validation errors");
+        };
+        let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "name",
+                "component",
+                "bytecode.programs[0]",
+                "bytecode.programs[1].tracepoint",
+                "maps[0].pin",
+                "maps[0].events.maxBatch",
+                "maps[1].name",
+                "limits.memoryMib",
+                "limits.callTimeoutMs",
+                "tickIntervalMs",
+            ]
+        );
+    }
+
+    #[test]
+    fn file_with_several_documents_and_duplicates() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("specs.yaml");
+        let second = FULL.replace("name: exec-counter", "name: other");
+        std::fs::write(&path, format!("{FULL}\n---\n{second}")).unwrap();
+        let specs = load_file(&path).unwrap();
+        assert_eq!(
+            specs.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
+            ["exec-counter", "other"]
+        );
+
+        std::fs::write(&path, format!("{FULL}\n---\n{FULL}")).unwrap();
+        assert!(matches!(
+            load_file(&path),
+            Err(SpecError::DuplicateName { name, .. }) if name == "exec-counter"
+        ));
+
+        std::fs::write(&path, "").unwrap();
+        assert!(matches!(load_file(&path), Err(SpecError::Empty { .. })));
+
+        let missing = dir.path().join("nope.yaml");
+        let err = load_file(&missing).unwrap_err().to_string();
+        assert!(err.contains("nope.yaml"), "{err}");
+    }
+
+    #[test]
+    fn parse_error_names_document_and_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("specs.yaml");
+        let bad = FULL.replace("maxBatch: 256", "maxBatch: many");
+        std::fs::write(&path, format!("{FULL}\n---\n{bad}")).unwrap();
+        let err = load_file(&path).unwrap_err().to_string();
+        assert!(err.contains("document 2"), "{err}");
+        assert!(err.contains("maps[0].events.maxBatch"), "{err}");
+    }
+}
