@@ -238,11 +238,7 @@ impl PluginSpec {
     /// Parse one spec from YAML (or JSON, which is YAML) and validate it.
     pub fn from_yaml(text: &str) -> Result<Self, SpecError> {
         let path = PathBuf::from("<input>");
-        let spec = parse_document(
-            serde_yaml_ng::Deserializer::from_str(text),
-            &path,
-            1,
-        )?;
+        let spec = parse_document(serde_yaml_ng::Deserializer::from_str(text), &path, 1)?;
         spec.validate()?;
         Ok(spec)
     }
@@ -277,7 +273,10 @@ impl PluginSpec {
                 if p.name.is_empty() {
                     err(format!("{at}.name"), "must not be empty".into());
                 } else if !seen.insert(p.name.as_str()) {
-                    err(format!("{at}.name"), format!("program {:?} is listed twice", p.name));
+                    err(
+                        format!("{at}.name"),
+                        format!("program {:?} is listed twice", p.name),
+                    );
                 }
                 match (&p.tracepoint, &p.raw_tracepoint) {
                     (None, None) => err(
@@ -292,7 +291,9 @@ impl PluginSpec {
                         Some((c, n)) if is_trace_name(c) && is_trace_name(n) => {}
                         _ => err(
                             format!("{at}.tracepoint"),
-                            format!("{tp:?} is not of the form category/name (e.g. sched/sched_process_exec)"),
+                            format!(
+                                "{tp:?} is not of the form category/name (e.g. sched/sched_process_exec)"
+                            ),
                         ),
                     },
                     (None, Some(name)) => {
@@ -313,7 +314,10 @@ impl PluginSpec {
             if m.name.is_empty() {
                 err(format!("{at}.name"), "must not be empty".into());
             } else if !seen.insert(m.name.as_str()) {
-                err(format!("{at}.name"), format!("map {:?} is granted twice", m.name));
+                err(
+                    format!("{at}.name"),
+                    format!("map {:?} is granted twice", m.name),
+                );
             }
             match &m.pin {
                 Some(pin) if !Path::new(pin).is_absolute() => err(
@@ -445,7 +449,11 @@ fn parse_document<'de>(
         SpecError::Parse {
             path: path.to_owned(),
             document,
-            field: if field == "." { "(top level)".into() } else { field },
+            field: if field == "." {
+                "(top level)".into()
+            } else {
+                field
+            },
             message: e.into_inner().to_string(),
         }
     })
@@ -470,8 +478,7 @@ fn check_dns_label(name: &str) -> Result<(), String> {
 
 fn is_trace_name(s: &str) -> bool {
     !s.is_empty()
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
 }
 

@@ -1,0 +1,17 @@
+//! The eBPFConductor node host.
+//!
+//! Data flow: [`bpf`] loads and attaches a plugin's kernel object; [`events`]
+//! drains its ring buffers and perf event arrays into batches; [`plugin`]
+//! runs each plugin on its own thread, feeding batches to its sandboxed
+//! wasm instance ([`runtime`]) and restarting it after faults; plugins reach
+//! kernel maps through [`maps`] and record metrics in [`metrics`], served over
+//! HTTP by [`server`]; [`manager`] owns the set of running plugins.
+
+pub mod bpf;
+pub mod events;
+pub mod manager;
+pub mod maps;
+pub mod metrics;
+pub mod plugin;
+pub mod runtime;
+pub mod server;

@@ -1,0 +1,665 @@
+//! The host's metric registry: its own metrics and every plugin's.
+//!
+//! Plugins declare metrics at run time, and plugins come and go, so plugin
+//! metrics live in a [`PluginMetrics`] per plugin behind one
+//! [`prometheus_client`] collector rather than in the static registry. Each
+//! exported plugin metric is named `<plugin>_<metric>` (plugin name with `-`
+//! turned into `_`) and carries a `plugin` label, so plugins can collide
+//! neither with each other nor with the host's `conductor_*` metrics.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabel, EncodeLabelSet, EncodeMetric, LabelSetEncoder,
+};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub struct PluginLabel {
+    pub plugin: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub struct SourceLabels {
+    pub plugin: String,
+    pub source: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub struct LostLabels {
+    pub plugin: String,
+    pub source: String,
+    /// `kernel`: the BPF side could not queue the event (buffer full);
+    /// `host`: the host drained it while the plugin was not running.
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub struct CallLabels {
+    pub plugin: String,
+    pub call: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub struct FaultLabels {
+    pub plugin: String,
+    /// `trap`, `timeout`, `memory` or `error`.
+    pub kind: &'static str,
+}
+
+/// The host's own metrics, all prefixed `conductor_`.
+#[derive(Debug, Clone)]
+pub struct HostMetrics {
+    pub events_received: Family<SourceLabels, Counter>,
+    pub events_lost: Family<LostLabels, Counter>,
+    pub batches: Family<SourceLabels, Counter>,
+    pub call_seconds: Family<CallLabels, Histogram, fn() -> Histogram>,
+    pub faults: Family<FaultLabels, Counter>,
+    pub restarts: Family<PluginLabel, Counter>,
+    pub memory_bytes: Family<PluginLabel, Gauge>,
+    pub up: Family<PluginLabel, Gauge>,
+    pub series_dropped: Family<PluginLabel, Counter>,
+}
+
+fn call_histogram() -> Histogram {
+    // 1 µs .. ~4 s: batch handlers are usually micro- to milliseconds.
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        1e-6, 4.0, 12,
+    ))
+}
+
+impl HostMetrics {
+    fn new() -> Self {
+        Self {
+            events_received: Family::default(),
+            events_lost: Family::default(),
+            batches: Family::default(),
+            call_seconds: Family::new_with_constructor(call_histogram),
+            faults: Family::default(),
+            restarts: Family::default(),
+            memory_bytes: Family::default(),
+            up: Family::default(),
+            series_dropped: Family::default(),
+        }
+    }
+
+    fn register(&self, r: &mut Registry) {
+        r.register(
+            "conductor_events_received",
+            "Events read from a plugin's event source",
+            self.events_received.clone(),
+        );
+        r.register(
+            "conductor_events_lost",
+            "Events lost per source: reason=kernel (buffer full) or host (plugin not running)",
+            self.events_lost.clone(),
+        );
+        r.register(
+            "conductor_batches",
+            "Event batches delivered to plugins",
+            self.batches.clone(),
+        );
+        r.register(
+            "conductor_plugin_call_duration_seconds",
+            "Wall time of calls into plugins, by export",
+            self.call_seconds.clone(),
+        );
+        r.register(
+            "conductor_plugin_faults",
+            "Plugin faults: kind=trap, timeout (call exceeded limits.callTimeoutMs), memory (limit hit) or error (returned an error)",
+            self.faults.clone(),
+        );
+        r.register(
+            "conductor_plugin_restarts",
+            "Plugin restarts after a fault",
+            self.restarts.clone(),
+        );
+        r.register(
+            "conductor_plugin_memory_bytes",
+            "Linear memory of the plugin's instance",
+            self.memory_bytes.clone(),
+        );
+        r.register(
+            "conductor_plugin_up",
+            "1 while the plugin's instance is running, 0 while it waits to restart",
+            self.up.clone(),
+        );
+        r.register(
+            "conductor_plugin_series_dropped",
+            "Samples dropped because a plugin metric reached limits.maxSeriesPerMetric",
+            self.series_dropped.clone(),
+        );
+    }
+
+    /// Forget every series of `plugin` (it was unloaded).
+    pub fn remove_plugin(&self, plugin: &str) {
+        let label = PluginLabel {
+            plugin: plugin.to_owned(),
+        };
+        self.restarts.remove(&label);
+        self.memory_bytes.remove(&label);
+        self.up.remove(&label);
+        self.series_dropped.remove(&label);
+        // Families keyed by more than the plugin have no prefix removal;
+        // their series for this plugin stay until the process ends, which
+        // matches Prometheus counter semantics across a reload.
+    }
+}
+
+/// The registry behind `/metrics`.
+pub struct Metrics {
+    registry: Registry,
+    pub host: HostMetrics,
+    plugins: Arc<PluginSet>,
+}
+
+impl fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let host = HostMetrics::new();
+        host.register(&mut registry);
+        let plugins = Arc::new(PluginSet::default());
+        registry.register_collector(Box::new(plugins.clone()));
+        Self {
+            registry,
+            host,
+            plugins,
+        }
+    }
+
+    /// A fresh metric set for `plugin` (replacing any previous one).
+    pub fn add_plugin(&self, plugin: &str, max_series: u32) -> Arc<PluginMetrics> {
+        let m = Arc::new(PluginMetrics::new(
+            plugin,
+            max_series,
+            self.host.series_dropped.get_or_create_owned(&PluginLabel {
+                plugin: plugin.to_owned(),
+            }),
+        ));
+        self.plugins
+            .plugins
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(plugin.to_owned(), m.clone());
+        m
+    }
+
+    pub fn remove_plugin(&self, plugin: &str) {
+        self.plugins
+            .plugins
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(plugin);
+        self.host.remove_plugin(plugin);
+    }
+
+    /// OpenMetrics text exposition of everything.
+    pub fn encode(&self) -> Result<String, fmt::Error> {
+        let mut out = String::with_capacity(16 * 1024);
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+}
+
+#[derive(Debug, Default)]
+struct PluginSet {
+    plugins: RwLock<BTreeMap<String, Arc<PluginMetrics>>>,
+}
+
+impl Collector for PluginSet {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
+        let plugins = self.plugins.read().unwrap_or_else(|e| e.into_inner());
+        for plugin in plugins.values() {
+            plugin.encode(&mut encoder)?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum MetricError {
+    #[error("{0}")]
+    InvalidName(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{actual} label values given, the metric declares {expected} labels")]
+    WrongLabelCount { expected: u32, actual: u32 },
+    #[error("{0}")]
+    InvalidBuckets(String),
+    #[error("the metric holds its limit of {0} label sets; sample dropped")]
+    CardinalityLimit(u32),
+}
+
+/// Label values of one series; the names are shared by the whole family.
+#[derive(Clone, Debug)]
+pub struct LabelValues {
+    names: Arc<[String]>,
+    values: Vec<String>,
+}
+
+impl PartialEq for LabelValues {
+    fn eq(&self, other: &Self) -> bool {
+        self.values == other.values
+    }
+}
+impl Eq for LabelValues {}
+impl Hash for LabelValues {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.values.hash(state);
+    }
+}
+
+impl EncodeLabelSet for LabelValues {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), fmt::Error> {
+        for (name, value) in self.names.iter().zip(&self.values) {
+            (name.as_str(), value.as_str()).encode(encoder.encode_label())?;
+        }
+        Ok(())
+    }
+}
+
+/// One declared metric: its description and its series.
+#[derive(Debug)]
+pub struct MetricFamily<M> {
+    name: String,
+    help: String,
+    labels: Arc<[String]>,
+    family: Family<LabelValues, M, Box<dyn Fn() -> M + Send + Sync>>,
+    max_series: u32,
+    /// Series created so far (the family itself does not expose its size).
+    series: AtomicUsize,
+    dropped: Counter,
+}
+
+impl<M: 'static> MetricFamily<M> {
+    /// The series for `values`, created if there is room for it.
+    fn with_series<R>(
+        &self,
+        values: Vec<String>,
+        f: impl FnOnce(&M) -> R,
+    ) -> Result<R, MetricError> {
+        if values.len() != self.labels.len() {
+            return Err(MetricError::WrongLabelCount {
+                expected: self.labels.len() as u32,
+                actual: values.len() as u32,
+            });
+        }
+        let key = LabelValues {
+            names: self.labels.clone(),
+            values,
+        };
+        if let Some(m) = self.family.get(&key) {
+            return Ok(f(&m));
+        }
+        // One plugin records from one thread, so check-then-create is exact.
+        if self.series.load(Ordering::Relaxed) >= self.max_series as usize {
+            self.dropped.inc();
+            return Err(MetricError::CardinalityLimit(self.max_series));
+        }
+        self.series.fetch_add(1, Ordering::Relaxed);
+        Ok(f(&self.family.get_or_create(&key)))
+    }
+}
+
+impl MetricFamily<Counter> {
+    pub fn add(&self, values: Vec<String>, delta: u64) -> Result<(), MetricError> {
+        self.with_series(values, |c| {
+            c.inc_by(delta);
+        })
+    }
+}
+
+impl MetricFamily<Gauge<f64, AtomicU64>> {
+    pub fn set(&self, values: Vec<String>, v: f64) -> Result<(), MetricError> {
+        self.with_series(values, |g| {
+            g.set(v);
+        })
+    }
+    pub fn add(&self, values: Vec<String>, delta: f64) -> Result<(), MetricError> {
+        self.with_series(values, |g| {
+            g.inc_by(delta);
+        })
+    }
+}
+
+impl MetricFamily<Histogram> {
+    pub fn observe(&self, values: Vec<String>, v: f64) -> Result<(), MetricError> {
+        self.with_series(values, |h| h.observe(v))
+    }
+}
+
+pub type CounterFamily = MetricFamily<Counter>;
+pub type GaugeFamily = MetricFamily<Gauge<f64, AtomicU64>>;
+pub type HistogramFamily = MetricFamily<Histogram>;
+
+#[derive(Debug, Clone)]
+enum Declared {
+    Counter(Arc<CounterFamily>),
+    Gauge(Arc<GaugeFamily>),
+    Histogram(Arc<HistogramFamily>, Vec<f64>),
+}
+
+/// The metrics one plugin declared.
+#[derive(Debug)]
+pub struct PluginMetrics {
+    plugin: String,
+    prefix: String,
+    max_series: u32,
+    dropped: Counter,
+    declared: RwLock<BTreeMap<String, Declared>>,
+}
+
+impl PluginMetrics {
+    fn new(plugin: &str, max_series: u32, dropped: Counter) -> Self {
+        Self {
+            plugin: plugin.to_owned(),
+            prefix: plugin.replace('-', "_"),
+            max_series,
+            dropped,
+            declared: RwLock::default(),
+        }
+    }
+
+    pub fn counter(
+        &self,
+        name: &str,
+        help: &str,
+        labels: Vec<String>,
+    ) -> Result<Arc<CounterFamily>, MetricError> {
+        // OpenMetrics adds `_total` to counters; accept a name that has it already.
+        let name = name.strip_suffix("_total").unwrap_or(name);
+        let fam = self.declare(
+            name,
+            help,
+            labels,
+            None,
+            |f| Declared::Counter(Arc::new(f)),
+            Counter::default,
+        )?;
+        match fam {
+            Declared::Counter(c) => Ok(c),
+            _ => Err(self.conflict(name, "counter")),
+        }
+    }
+
+    pub fn gauge(
+        &self,
+        name: &str,
+        help: &str,
+        labels: Vec<String>,
+    ) -> Result<Arc<GaugeFamily>, MetricError> {
+        let fam = self.declare(
+            name,
+            help,
+            labels,
+            None,
+            |f| Declared::Gauge(Arc::new(f)),
+            Gauge::default,
+        )?;
+        match fam {
+            Declared::Gauge(g) => Ok(g),
+            _ => Err(self.conflict(name, "gauge")),
+        }
+    }
+
+    pub fn histogram(
+        &self,
+        name: &str,
+        help: &str,
+        labels: Vec<String>,
+        buckets: Vec<f64>,
+    ) -> Result<Arc<HistogramFamily>, MetricError> {
+        if buckets.is_empty()
+            || buckets.iter().any(|b| !b.is_finite())
+            || buckets.windows(2).any(|w| w[0] >= w[1])
+        {
+            return Err(MetricError::InvalidBuckets(format!(
+                "histogram {name:?}: buckets must be finite, strictly increasing and not empty, got {buckets:?}"
+            )));
+        }
+        let b = buckets.clone();
+        let fam = self.declare(
+            name,
+            help,
+            labels,
+            Some(&buckets),
+            |f| Declared::Histogram(Arc::new(f), buckets.clone()),
+            move || Histogram::new(b.clone()),
+        )?;
+        match fam {
+            Declared::Histogram(h, _) => Ok(h),
+            _ => Err(self.conflict(name, "histogram")),
+        }
+    }
+
+    fn conflict(&self, name: &str, kind: &str) -> MetricError {
+        MetricError::Conflict(format!(
+            "metric {name:?} is already declared by plugin {:?} as another type, not a {kind}",
+            self.plugin
+        ))
+    }
+
+    fn declare<M: 'static>(
+        &self,
+        name: &str,
+        help: &str,
+        labels: Vec<String>,
+        buckets: Option<&[f64]>,
+        wrap: impl FnOnce(MetricFamily<M>) -> Declared,
+        make: impl Fn() -> M + Send + Sync + 'static,
+    ) -> Result<Declared, MetricError> {
+        check_name("metric", name)?;
+        for l in &labels {
+            check_name("label", l)?;
+            if l == "plugin" || l.starts_with("__") {
+                return Err(MetricError::InvalidName(format!(
+                    "label name {l:?} is reserved by the host"
+                )));
+            }
+        }
+        if let Some(dup) = labels
+            .iter()
+            .enumerate()
+            .find_map(|(i, l)| labels[..i].contains(l).then_some(l))
+        {
+            return Err(MetricError::InvalidName(format!(
+                "label {dup:?} is declared twice"
+            )));
+        }
+        let mut declared = self.declared.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(existing) = declared.get(name) {
+            // Declaring again is how a restarted plugin gets its handles back;
+            // it must describe the same metric.
+            let (existing_labels, existing_buckets) = match existing {
+                Declared::Counter(f) => (&f.labels, None),
+                Declared::Gauge(f) => (&f.labels, None),
+                Declared::Histogram(f, b) => (&f.labels, Some(b.as_slice())),
+            };
+            if existing_labels[..] != labels[..] || existing_buckets != buckets {
+                return Err(MetricError::Conflict(format!(
+                    "metric {name:?} is already declared with labels {:?}{}",
+                    existing_labels,
+                    existing_buckets
+                        .map(|b| format!(" and buckets {b:?}"))
+                        .unwrap_or_default()
+                )));
+            }
+            return Ok(existing.clone());
+        }
+        let fam = wrap(MetricFamily {
+            name: format!("{}_{}", self.prefix, name),
+            help: help.to_owned(),
+            labels: labels.into(),
+            family: Family::new_with_constructor(Box::new(make)),
+            max_series: self.max_series,
+            series: AtomicUsize::new(0),
+            dropped: self.dropped.clone(),
+        });
+        declared.insert(name.to_owned(), fam.clone());
+        Ok(fam)
+    }
+
+    fn encode(&self, encoder: &mut DescriptorEncoder) -> Result<(), fmt::Error> {
+        let plugin_label = [("plugin", self.plugin.as_str())];
+        let declared = self.declared.read().unwrap_or_else(|e| e.into_inner());
+        for d in declared.values() {
+            match d {
+                Declared::Counter(f) => {
+                    encode_family(encoder, f, MetricType::Counter, &plugin_label)?
+                }
+                Declared::Gauge(f) => encode_family(encoder, f, MetricType::Gauge, &plugin_label)?,
+                Declared::Histogram(f, _) => {
+                    encode_family(encoder, f, MetricType::Histogram, &plugin_label)?
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn encode_family<M>(
+    encoder: &mut DescriptorEncoder,
+    f: &MetricFamily<M>,
+    ty: MetricType,
+    plugin_label: &[(&str, &str); 1],
+) -> Result<(), fmt::Error>
+where
+    Family<LabelValues, M, Box<dyn Fn() -> M + Send + Sync>>: EncodeMetric,
+{
+    if f.series.load(Ordering::Relaxed) == 0 {
+        // A metric with no series yet has nothing to say; skipping it keeps
+        // the exposition free of bare descriptors.
+        return Ok(());
+    }
+    let mut metric = encoder.encode_descriptor(&f.name, &f.help, None, ty)?;
+    let labelled = metric.encode_family(plugin_label)?;
+    f.family.encode(labelled)
+}
+
+fn check_name(what: &str, name: &str) -> Result<(), MetricError> {
+    let mut chars = name.chars();
+    let ok = matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && name.len() <= 200;
+    if ok {
+        Ok(())
+    } else {
+        Err(MetricError::InvalidName(format!(
+            "{what} name {name:?} is not valid: use [a-zA-Z_][a-zA-Z0-9_]*"
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn plugin_metrics_are_prefixed_labelled_and_capped() {
+        let metrics = Metrics::new();
+        let pm = metrics.add_plugin("exec-counter", 2);
+        let execs = pm
+            .counter("execs_total", "Execs by command", s(&["comm"]))
+            .unwrap();
+        execs.add(s(&["bash"]), 3).unwrap();
+        execs.add(s(&["ls"]), 1).unwrap();
+        assert_eq!(
+            execs.add(s(&["cat"]), 1),
+            Err(MetricError::CardinalityLimit(2))
+        );
+        // An existing series still records past the cap.
+        execs.add(s(&["bash"]), 1).unwrap();
+        assert_eq!(
+            execs.add(s(&["a", "b"]), 1),
+            Err(MetricError::WrongLabelCount {
+                expected: 1,
+                actual: 2
+            })
+        );
+
+        let text = metrics.encode().unwrap();
+        assert!(
+            text.contains(r#"exec_counter_execs_total{plugin="exec-counter",comm="bash"} 4"#),
+            "{text}"
+        );
+        assert!(text.contains(r#"exec_counter_execs_total{plugin="exec-counter",comm="ls"} 1"#));
+        assert!(!text.contains("cat"));
+        assert!(
+            text.contains(r#"conductor_plugin_series_dropped_total{plugin="exec-counter"} 1"#),
+            "{text}"
+        );
+
+        metrics.remove_plugin("exec-counter");
+        assert!(!metrics.encode().unwrap().contains("exec_counter_execs"));
+    }
+
+    #[test]
+    fn declaring_again_returns_the_same_family_or_a_conflict() {
+        let metrics = Metrics::new();
+        let pm = metrics.add_plugin("p", 100);
+        let a = pm.counter("hits", "h", s(&["x"])).unwrap();
+        let b = pm.counter("hits", "h", s(&["x"])).unwrap();
+        assert!(Arc::ptr_eq(&a, &b));
+        assert!(matches!(
+            pm.counter("hits", "h", s(&["y"])),
+            Err(MetricError::Conflict(_))
+        ));
+        assert!(matches!(
+            pm.gauge("hits", "h", s(&["x"])),
+            Err(MetricError::Conflict(_))
+        ));
+        assert!(matches!(
+            pm.gauge("9bad", "h", vec![]),
+            Err(MetricError::InvalidName(_))
+        ));
+        assert!(matches!(
+            pm.gauge("g", "h", s(&["plugin"])),
+            Err(MetricError::InvalidName(_))
+        ));
+        assert!(matches!(
+            pm.gauge("g", "h", s(&["a", "a"])),
+            Err(MetricError::InvalidName(_))
+        ));
+        assert!(matches!(
+            pm.histogram("lat", "h", vec![], vec![1.0, 0.5]),
+            Err(MetricError::InvalidBuckets(_))
+        ));
+        let h = pm.histogram("lat", "h", vec![], vec![0.1, 1.0]).unwrap();
+        h.observe(vec![], 0.5).unwrap();
+        let g = pm.gauge("temp", "h", vec![]).unwrap();
+        g.set(vec![], 2.5).unwrap();
+        g.add(vec![], 1.0).unwrap();
+        let text = metrics.encode().unwrap();
+        assert!(
+            text.contains(r#"p_lat_bucket{plugin="p",le="1.0"} 1"#),
+            "{text}"
+        );
+        assert!(text.contains(r#"p_temp{plugin="p"} 3.5"#), "{text}");
+    }
+}

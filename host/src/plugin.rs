@@ -1,0 +1,684 @@
+//! One running plugin: its kernel object, event sources and wasm instance,
+//! driven by a thread of its own.
+//!
+//! The thread waits (epoll, via mio) on the plugin's ring/perf buffers and a
+//! command channel, drains ready sources into batches and calls the plugin
+//! once per batch. A fault (trap, timeout, memory limit, returned error)
+//! drops the instance; the kernel side stays attached, events arriving in
+//! the meantime are drained and counted as lost, and a fresh instance is
+//! started after an exponential backoff. Nothing a plugin does can reach
+//! another plugin's thread or the host's.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
+
+use aya::maps::Map;
+use conductor_api::{PluginSpec, SpecError};
+use crossbeam_channel::{Receiver, Sender};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token, Waker};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+
+use crate::bpf::{self, BpfError, LoadedObject};
+use crate::events::EventSource;
+use crate::maps::{KernelMap, MapKind};
+use crate::metrics::{CallLabels, FaultLabels, LostLabels, Metrics, PluginLabel, SourceLabels};
+use crate::runtime::{
+    Call, EventBatch, Fault, FaultKind, GrantedMap, Instance, PluginHost, Prepared, Runtime,
+    RuntimeError,
+};
+
+const WAKER: Token = Token(usize::MAX);
+/// First restart delay after a fault; doubles up to `MAX_BACKOFF`.
+const INITIAL_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// A plugin that ran this long without a fault restarts its backoff from the start.
+const HEALTHY_AFTER: Duration = Duration::from_secs(60);
+/// Batches taken from one source before the loop looks at the others and at
+/// commands again; a flooded source cannot starve the rest.
+const ROUNDS_PER_WAKE: usize = 8;
+/// How often drop counters and memory gauges are refreshed when idle.
+const HOUSEKEEPING: Duration = Duration::from_secs(1);
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error(transparent)]
+    Component(#[from] RuntimeError),
+    #[error(transparent)]
+    Bpf(#[from] BpfError),
+    #[error("plugin {plugin:?}: map {map:?}: {cause}")]
+    Map {
+        plugin: String,
+        map: String,
+        cause: String,
+    },
+    #[error("plugin {plugin:?}: cannot start: {cause}")]
+    Start { plugin: String, cause: String },
+}
+
+/// Where a plugin is in its life.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum State {
+    Running,
+    /// Waiting to restart after a fault.
+    Restarting,
+    Stopped,
+}
+
+#[derive(Debug, Clone)]
+pub struct Status {
+    pub state: State,
+    pub since: SystemTime,
+    pub restarts: u64,
+    pub last_error: Option<String>,
+    /// sha256 of the component.
+    pub digest: String,
+}
+
+enum Command {
+    Collect(Sender<()>),
+    Stop,
+}
+
+/// Handle on a running plugin; dropping it stops the plugin.
+pub struct Plugin {
+    name: String,
+    commands: Sender<Command>,
+    waker: Arc<Waker>,
+    status: Arc<Mutex<Status>>,
+    thread: Option<JoinHandle<()>>,
+    metrics: Arc<Metrics>,
+}
+
+impl Plugin {
+    /// Load and start the plugin `spec`; relative paths in it are resolved
+    /// against `base_dir`. Either everything is set up (component compiled
+    /// and checked, programs verified and attached, maps opened, thread
+    /// running) or nothing is left behind and the error says why.
+    pub fn start(
+        runtime: &Arc<Runtime>,
+        metrics: &Arc<Metrics>,
+        spec: &PluginSpec,
+        base_dir: &Path,
+    ) -> Result<Self, LoadError> {
+        spec.validate()?;
+        let name = spec.name.clone();
+        let map_err = |map: &str, cause: String| LoadError::Map {
+            plugin: name.clone(),
+            map: map.to_owned(),
+            cause,
+        };
+
+        // The component first: a bad component must fail before the kernel
+        // is touched.
+        let prepared = runtime.prepare(&resolve(base_dir, &spec.component))?;
+
+        let mut object = match &spec.bytecode {
+            Some(b) => Some(bpf::load(&resolve(base_dir, &b.path), &b.programs)?),
+            None => None,
+        };
+
+        let mut granted = HashMap::new();
+        let mut sources = Vec::new();
+        for grant in &spec.maps {
+            let map = match (&grant.pin, object.as_mut()) {
+                (Some(pin), _) => {
+                    let data = aya::maps::MapData::from_pin(pin).map_err(|e| {
+                        LoadError::Bpf(BpfError::Pin {
+                            map: grant.name.clone(),
+                            pin: pin.clone(),
+                            cause: e.to_string(),
+                        })
+                    })?;
+                    Map::from_map_data(data).map_err(|e| map_err(&grant.name, e.to_string()))?
+                }
+                (None, Some(obj)) => obj.take_map(&grant.name)?,
+                // `validate` requires a pin when there is no bytecode.
+                (None, None) => return Err(map_err(&grant.name, "no bytecode and no pin".into())),
+            };
+            let kmap = KernelMap::new(&grant.name, bpf::into_map_data(map))
+                .map_err(|e| map_err(&grant.name, e.to_string()))?;
+
+            if let Some(ev) = &grant.events {
+                let stream = kmap
+                    .try_clone_data()
+                    .and_then(|d| Map::from_map_data(d).map_err(std::io::Error::other))
+                    .map_err(|e| map_err(&grant.name, e.to_string()))?;
+                let source = match kmap.meta().kind {
+                    MapKind::Ringbuf => {
+                        let lost_name = format!("{}_lost", grant.name);
+                        let lost = object
+                            .as_mut()
+                            .and_then(|o| o.take_map_if_present(&lost_name))
+                            .map(|m| KernelMap::new(&lost_name, bpf::into_map_data(m)))
+                            .transpose()
+                            .map_err(|e| map_err(&lost_name, e.to_string()))?;
+                        EventSource::ring(&grant.name, stream, lost, ev.max_batch)
+                    }
+                    MapKind::PerfEventArray => {
+                        EventSource::perf(&grant.name, stream, ev.perf_pages, ev.max_batch)
+                    }
+                    other => {
+                        return Err(map_err(
+                            &grant.name,
+                            format!(
+                                "is a {other:?} map; only ring buffers and perf event arrays can be event sources (remove `events`)"
+                            ),
+                        ));
+                    }
+                }
+                .map_err(|e| map_err(&grant.name, e.to_string()))?;
+                if !source.counts_kernel_drops() {
+                    tracing::warn!(
+                        plugin = %name,
+                        source = %grant.name,
+                        "ring buffer has no `{0}_lost` map: drops in the kernel cannot be counted (declare it with CONDUCTOR_RINGBUF from conductor.h)",
+                        grant.name
+                    );
+                }
+                sources.push(source);
+            }
+            granted.insert(
+                grant.name.clone(),
+                GrantedMap {
+                    map: Arc::new(kmap),
+                    access: grant.access,
+                },
+            );
+        }
+
+        let plugin_metrics = metrics.add_plugin(&name, spec.limits.max_series_per_metric);
+        let host = Arc::new(PluginHost::new(
+            &name,
+            spec.config.clone(),
+            granted,
+            plugin_metrics,
+        ));
+
+        let worker = Worker::new(
+            runtime.clone(),
+            metrics,
+            spec,
+            prepared,
+            host,
+            sources,
+            object,
+        );
+        let worker = match worker {
+            Ok(w) => w,
+            Err(e) => {
+                metrics.remove_plugin(&name);
+                return Err(LoadError::Start {
+                    plugin: name,
+                    cause: e.to_string(),
+                });
+            }
+        };
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let waker = worker.waker.clone();
+        let status = worker.status.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("plugin-{name}"))
+            .spawn(move || worker.run(rx))
+            .map_err(|e| LoadError::Start {
+                plugin: name.clone(),
+                cause: format!("cannot spawn thread: {e}"),
+            })?;
+        Ok(Self {
+            name,
+            commands: tx,
+            waker,
+            status,
+            thread: Some(thread),
+            metrics: metrics.clone(),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn status(&self) -> Status {
+        self.status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Ask the plugin to run its `collect` export; the receiver fires when done.
+    pub fn request_collect(&self) -> Receiver<()> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        if self.commands.send(Command::Collect(tx)).is_ok() {
+            let _ = self.waker.wake();
+        }
+        rx
+    }
+
+    /// Stop the plugin: its instance is dropped and its programs detached.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        let Some(thread) = self.thread.take() else {
+            return;
+        };
+        let _ = self.commands.send(Command::Stop);
+        let _ = self.waker.wake();
+        if thread.join().is_err() {
+            tracing::error!(plugin = %self.name, "plugin thread panicked");
+        }
+        self.metrics.remove_plugin(&self.name);
+    }
+}
+
+impl Drop for Plugin {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn resolve(base: &Path, p: &str) -> PathBuf {
+    let p = Path::new(p);
+    if p.is_absolute() {
+        p.to_owned()
+    } else {
+        base.join(p)
+    }
+}
+
+/// Per-source state of the worker.
+struct Source {
+    source: EventSource,
+    batch: EventBatch,
+    max_batch: usize,
+    /// The last drain stopped because the batch was full: drain again
+    /// without waiting for a wakeup.
+    pending: bool,
+    /// Events lost since the plugin last received a batch.
+    lost_for_plugin: u64,
+    received: Counter,
+    batches: Counter,
+    lost_kernel: Counter,
+    lost_host: Counter,
+}
+
+struct CallMetrics {
+    init: Histogram,
+    on_events: Histogram,
+    tick: Histogram,
+    collect: Histogram,
+}
+
+struct Worker {
+    name: String,
+    runtime: Arc<Runtime>,
+    prepared: Prepared,
+    host: Arc<PluginHost>,
+    memory_limit: usize,
+    call_timeout: Duration,
+    instance: Option<Instance>,
+    running_since: Instant,
+    restart_at: Option<Instant>,
+    backoff: Duration,
+    tick: Option<(Duration, Instant)>,
+    sources: Vec<Source>,
+    poll: Poll,
+    waker: Arc<Waker>,
+    status: Arc<Mutex<Status>>,
+    calls: CallMetrics,
+    faults: Arc<Metrics>,
+    restarts: Counter,
+    memory: Gauge,
+    up: Gauge,
+    /// Keeps the programs attached for as long as the worker runs.
+    _object: Option<LoadedObject>,
+}
+
+impl Worker {
+    fn new(
+        runtime: Arc<Runtime>,
+        metrics: &Arc<Metrics>,
+        spec: &PluginSpec,
+        prepared: Prepared,
+        host: Arc<PluginHost>,
+        sources: Vec<EventSource>,
+        object: Option<LoadedObject>,
+    ) -> std::io::Result<Self> {
+        let name = spec.name.clone();
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let h = &metrics.host;
+        let call = |call| {
+            h.call_seconds.get_or_create_owned(&CallLabels {
+                plugin: name.clone(),
+                call,
+            })
+        };
+        let plugin_label = PluginLabel {
+            plugin: name.clone(),
+        };
+        let mut workers_sources = Vec::with_capacity(sources.len());
+        for (i, source) in sources.into_iter().enumerate() {
+            for fd in source.fds() {
+                poll.registry()
+                    .register(&mut SourceFd(&fd), Token(i), Interest::READABLE)?;
+            }
+            let src = SourceLabels {
+                plugin: name.clone(),
+                source: source.name().to_owned(),
+            };
+            let lost = |reason| {
+                h.events_lost.get_or_create_owned(&LostLabels {
+                    plugin: name.clone(),
+                    source: source.name().to_owned(),
+                    reason,
+                })
+            };
+            let max_batch = spec
+                .map_grant(source.name())
+                .and_then(|g| g.events.as_ref())
+                .map_or(1024, |e| e.max_batch as usize);
+            workers_sources.push(Source {
+                batch: EventBatch {
+                    source: source.name().to_owned(),
+                    data: Vec::new(),
+                    offsets: Vec::new(),
+                    lost: 0,
+                },
+                max_batch,
+                // Events may have arrived before registration; edge-triggered
+                // polling would never report them.
+                pending: true,
+                lost_for_plugin: 0,
+                received: h.events_received.get_or_create_owned(&src),
+                batches: h.batches.get_or_create_owned(&src),
+                lost_kernel: lost("kernel"),
+                lost_host: lost("host"),
+                source,
+            });
+        }
+        let status = Arc::new(Mutex::new(Status {
+            state: State::Restarting,
+            since: SystemTime::now(),
+            restarts: 0,
+            last_error: None,
+            digest: prepared.digest.clone(),
+        }));
+        Ok(Self {
+            calls: CallMetrics {
+                init: call("init"),
+                on_events: call("on_events"),
+                tick: call("tick"),
+                collect: call("collect"),
+            },
+            restarts: h.restarts.get_or_create_owned(&plugin_label),
+            memory: h.memory_bytes.get_or_create_owned(&plugin_label),
+            up: h.up.get_or_create_owned(&plugin_label),
+            faults: metrics.clone(),
+            name,
+            runtime,
+            prepared,
+            host,
+            memory_limit: (spec.limits.memory_mib as usize) << 20,
+            call_timeout: Duration::from_millis(u64::from(spec.limits.call_timeout_ms)),
+            instance: None,
+            running_since: Instant::now(),
+            restart_at: Some(Instant::now()),
+            backoff: INITIAL_BACKOFF,
+            tick: spec.tick_interval_ms.map(|ms| {
+                (
+                    Duration::from_millis(ms),
+                    Instant::now() + Duration::from_millis(ms),
+                )
+            }),
+            sources: workers_sources,
+            poll,
+            waker,
+            status,
+            _object: object,
+        })
+    }
+
+    fn run(mut self, commands: Receiver<Command>) {
+        let mut events = Events::with_capacity(64);
+        let mut first_start = true;
+        let mut next_housekeeping = Instant::now() + HOUSEKEEPING;
+        loop {
+            let now = Instant::now();
+            if self.restart_at.is_some_and(|t| t <= now) {
+                self.start_instance(first_start);
+                first_start = false;
+            }
+            if let Some((every, next)) = self.tick
+                && next <= now
+            {
+                self.tick = Some((every, now + every));
+                if self.instance.is_some() {
+                    self.call(Call::Tick);
+                }
+            }
+            if next_housekeeping <= now {
+                next_housekeeping = now + HOUSEKEEPING;
+                self.housekeeping();
+            }
+
+            let timeout = self.next_timeout(next_housekeeping);
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout))
+                && e.kind() != std::io::ErrorKind::Interrupted
+            {
+                tracing::error!(plugin = %self.name, "event polling failed, stopping plugin: {e}");
+                break;
+            }
+            for ev in events.iter() {
+                if let Some(s) = self.sources.get_mut(ev.token().0) {
+                    s.pending = true;
+                }
+            }
+            while let Ok(cmd) = commands.try_recv() {
+                match cmd {
+                    Command::Stop => {
+                        self.set_state(State::Stopped, None);
+                        return;
+                    }
+                    Command::Collect(done) => {
+                        if self.instance.is_some() {
+                            self.call(Call::Collect);
+                        }
+                        let _ = done.send(());
+                    }
+                }
+            }
+            for i in 0..self.sources.len() {
+                if self.sources[i].pending {
+                    self.drain(i);
+                }
+            }
+        }
+    }
+
+    fn next_timeout(&self, housekeeping: Instant) -> Duration {
+        if self.sources.iter().any(|s| s.pending) {
+            return Duration::ZERO;
+        }
+        let mut deadline = housekeeping;
+        if let Some(t) = self.restart_at {
+            deadline = deadline.min(t);
+        }
+        if let Some((_, t)) = self.tick {
+            deadline = deadline.min(t);
+        }
+        deadline.saturating_duration_since(Instant::now())
+    }
+
+    fn drain(&mut self, i: usize) {
+        for _ in 0..ROUNDS_PER_WAKE {
+            let s = &mut self.sources[i];
+            let n = s.source.fill(&mut s.batch);
+            let kernel_lost = s.source.take_kernel_lost();
+            if kernel_lost > 0 {
+                s.lost_kernel.inc_by(kernel_lost);
+                s.lost_for_plugin += kernel_lost;
+            }
+            s.pending = n >= s.max_batch;
+            if n == 0 {
+                return;
+            }
+            s.received.inc_by(n as u64);
+            match self.instance.as_mut() {
+                Some(instance) => {
+                    s.batch.lost = s.lost_for_plugin;
+                    let started = Instant::now();
+                    let result = instance.on_events(&s.batch, self.call_timeout);
+                    self.calls
+                        .on_events
+                        .observe(started.elapsed().as_secs_f64());
+                    match result {
+                        Ok(()) => {
+                            s.lost_for_plugin = 0;
+                            s.batches.inc();
+                        }
+                        Err(fault) => {
+                            // The plugin may not have processed the batch.
+                            s.lost_host.inc_by(n as u64);
+                            s.lost_for_plugin += n as u64;
+                            self.fault("on-events", fault);
+                        }
+                    }
+                }
+                None => {
+                    s.lost_host.inc_by(n as u64);
+                    s.lost_for_plugin += n as u64;
+                }
+            }
+            if !self.sources[i].pending {
+                return;
+            }
+        }
+    }
+
+    fn housekeeping(&mut self) {
+        for s in &mut self.sources {
+            let lost = s.source.take_kernel_lost();
+            if lost > 0 {
+                s.lost_kernel.inc_by(lost);
+                s.lost_for_plugin += lost;
+            }
+        }
+        if let Some(i) = &self.instance {
+            self.memory.set(i.memory_bytes() as i64);
+        }
+    }
+
+    fn start_instance(&mut self, first: bool) {
+        self.restart_at = None;
+        if !first {
+            self.restarts.inc();
+            self.update_status(|s| s.restarts += 1);
+        }
+        match self
+            .runtime
+            .instantiate(&self.prepared, self.host.clone(), self.memory_limit)
+        {
+            Ok(instance) => self.instance = Some(instance),
+            Err(e) => {
+                let kind = if format!("{e:#}").contains("memory limit") {
+                    FaultKind::Memory
+                } else {
+                    FaultKind::Trap
+                };
+                self.fault(
+                    "instantiate",
+                    Fault {
+                        kind,
+                        message: format!("{e:#}"),
+                    },
+                );
+                return;
+            }
+        }
+        self.running_since = Instant::now();
+        if self.call(Call::Init) {
+            tracing::info!(
+                plugin = %self.name,
+                digest = %self.prepared.digest,
+                from_cache = self.prepared.from_cache,
+                "plugin running"
+            );
+            self.up.set(1);
+            self.set_state(State::Running, None);
+        }
+    }
+
+    /// Call an export; on a fault the instance is dropped. True on success.
+    fn call(&mut self, call: Call) -> bool {
+        let Some(instance) = self.instance.as_mut() else {
+            return false;
+        };
+        let started = Instant::now();
+        let result = instance.call(call, self.call_timeout);
+        let hist = match call {
+            Call::Init => &self.calls.init,
+            Call::Tick => &self.calls.tick,
+            Call::Collect => &self.calls.collect,
+        };
+        hist.observe(started.elapsed().as_secs_f64());
+        match result {
+            Ok(()) => true,
+            Err(fault) => {
+                self.fault(call.as_str(), fault);
+                false
+            }
+        }
+    }
+
+    fn fault(&mut self, export: &str, fault: Fault) {
+        if let Some(i) = self.instance.take() {
+            self.memory.set(i.memory_bytes() as i64);
+        }
+        self.faults
+            .host
+            .faults
+            .get_or_create(&FaultLabels {
+                plugin: self.name.clone(),
+                kind: fault.kind.as_str(),
+            })
+            .inc();
+        self.up.set(0);
+        if self.running_since.elapsed() >= HEALTHY_AFTER {
+            self.backoff = INITIAL_BACKOFF;
+        }
+        let delay = self.backoff;
+        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+        self.restart_at = Some(Instant::now() + delay);
+        let message = format!("{export} failed: {fault}");
+        tracing::error!(
+            plugin = %self.name,
+            fault = fault.kind.as_str(),
+            restart_in_ms = delay.as_millis() as u64,
+            "{message}"
+        );
+        self.set_state(State::Restarting, Some(message));
+    }
+
+    fn set_state(&self, state: State, error: Option<String>) {
+        self.update_status(|s| {
+            s.state = state;
+            s.since = SystemTime::now();
+            if error.is_some() {
+                s.last_error = error;
+            }
+        });
+    }
+
+    fn update_status(&self, f: impl FnOnce(&mut Status)) {
+        f(&mut self.status.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+}

@@ -1,0 +1,313 @@
+//! Shared test harness: artifacts, root checks, a real `conductor` process
+//! with its log captured, and `/metrics` scraping over real HTTP.
+#![allow(dead_code)] // each test binary uses a different part
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Where `cargo xtask build` puts the BPF objects and wasm components.
+pub fn artifacts() -> PathBuf {
+    let dir = std::env::var_os("CONDUCTOR_ARTIFACTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/plugins"));
+    assert!(
+        dir.join("exec_counter.wasm").exists(),
+        "test artifacts are missing in {}: build them with `cargo xtask build` (or run the suite with `cargo xtask test`)",
+        dir.display()
+    );
+    dir
+}
+
+pub fn artifact(name: &str) -> PathBuf {
+    let p = artifacts().join(name);
+    assert!(p.exists(), "missing artifact {}", p.display());
+    p
+}
+
+/// Tests that load BPF need root. Under CI a missing privilege is a failure,
+/// never a silent skip; on a developer machine the test says why it skips.
+pub fn require_root() -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("this test loads BPF programs and must run as root (CI=true forbids skipping)");
+    }
+    eprintln!("SKIPPED: not root; BPF tests need root (they fail instead under CI=true)");
+    false
+}
+
+/// A copy of /bin/true under a unique name, so exec events for it can be
+/// told apart from everything else running on the machine.
+pub struct UniqueBinary {
+    _dir: tempfile::TempDir,
+    pub path: PathBuf,
+    pub comm: String,
+}
+
+impl UniqueBinary {
+    pub fn new(prefix: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let suffix = (std::process::id() << 8) ^ nanos ^ (n << 20);
+        let comm = format!("{prefix}{:06x}", suffix & 0xff_ffff);
+        assert!(
+            comm.len() <= 15,
+            "comm {comm} is longer than the kernel keeps"
+        );
+        let path = dir.path().join(&comm);
+        std::fs::copy("/bin/true", &path).unwrap();
+        Self {
+            _dir: dir,
+            path,
+            comm,
+        }
+    }
+
+    pub fn run(&self, times: usize) {
+        for _ in 0..times {
+            let status = Command::new(&self.path).status().unwrap();
+            assert!(status.success());
+        }
+    }
+}
+
+/// A `conductor run` process.
+pub struct Host {
+    child: Child,
+    log: Arc<Mutex<Vec<String>>>,
+    pub metrics_url: String,
+    _dir: tempfile::TempDir,
+    pub cache_dir: PathBuf,
+}
+
+impl Host {
+    /// Write `spec` (YAML, possibly several documents) and run it.
+    pub fn start(spec: &str) -> Self {
+        Self::start_with_cache(spec, None)
+    }
+
+    pub fn start_with_cache(spec: &str, cache: Option<&Path>) -> Self {
+        let (child, log, dir, cache_dir) = spawn(spec, cache);
+        let mut host = Self {
+            child,
+            log,
+            metrics_url: String::new(),
+            _dir: dir,
+            cache_dir,
+        };
+        let line = host
+            .wait_for_log("metrics on http://", Duration::from_secs(60))
+            .unwrap_or_else(|| {
+                panic!(
+                    "host did not start serving metrics; log:\n{}",
+                    host.log_text()
+                )
+            });
+        let url = line
+            .split("metrics on ")
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_owned();
+        host.metrics_url = url;
+        host
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    /// The first log line containing `needle`, waiting up to `timeout`.
+    pub fn wait_for_log(&mut self, needle: &str, timeout: Duration) -> Option<String> {
+        let until = Instant::now() + timeout;
+        loop {
+            if let Some(l) = self.log.lock().unwrap().iter().find(|l| l.contains(needle)) {
+                return Some(l.clone());
+            }
+            if Instant::now() > until || self.child.try_wait().unwrap().is_some() {
+                // One last look: the line may have arrived with the exit.
+                std::thread::sleep(Duration::from_millis(100));
+                return self
+                    .log
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .find(|l| l.contains(needle))
+                    .cloned();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn scrape(&self) -> String {
+        let mut resp = ureq::get(&self.metrics_url).call().unwrap_or_else(|e| {
+            panic!(
+                "scrape {} failed: {e}\nlog:\n{}",
+                self.metrics_url,
+                self.log_text()
+            )
+        });
+        let ct = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        assert!(
+            ct.starts_with("application/openmetrics-text"),
+            "content type {ct}"
+        );
+        resp.body_mut().read_to_string().unwrap()
+    }
+
+    /// Poll `/metrics` until `series` has a value satisfying `ok`.
+    pub fn wait_for_metric(
+        &self,
+        series: &str,
+        timeout: Duration,
+        ok: impl Fn(f64) -> bool,
+    ) -> f64 {
+        let until = Instant::now() + timeout;
+        let mut last = None;
+        loop {
+            let text = self.scrape();
+            last = value(&text, series).or(last);
+            if let Some(v) = last
+                && ok(v)
+            {
+                return v;
+            }
+            if Instant::now() > until {
+                panic!(
+                    "metric {series} never reached the expected value (last: {last:?})\nmetrics:\n{text}\nlog:\n{}",
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Stop with SIGINT (Ctrl-C) and return the exit status.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
+        let until = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > until {
+                let _ = self.child.kill();
+                panic!(
+                    "host did not stop within 20s of SIGINT; log:\n{}",
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Run `conductor run` on `spec` to completion (for specs that must fail).
+pub fn run_to_exit(spec: &str) -> (std::process::ExitStatus, String) {
+    let (mut child, log, _dir, _cache) = spawn(spec, None);
+    let until = Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > until {
+            let _ = child.kill();
+            panic!(
+                "host kept running on a bad spec; log:\n{}",
+                log.lock().unwrap().join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    let text = log.lock().unwrap().join("\n");
+    (status, text)
+}
+
+fn spawn(
+    spec: &str,
+    cache: Option<&Path>,
+) -> (Child, Arc<Mutex<Vec<String>>>, tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let spec_path = dir.path().join("spec.yaml");
+    std::fs::write(&spec_path, spec).unwrap();
+    let cache_dir = cache.map_or_else(|| dir.path().join("cache"), Path::to_owned);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_conductor"))
+        .arg("run")
+        .arg(&spec_path)
+        .args(["--metrics-addr", "127.0.0.1:0"])
+        .arg("--cache-dir")
+        .arg(&cache_dir)
+        .env("CONDUCTOR_LOG", "info,conductor_host=debug")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let stderr = child.stderr.take().unwrap();
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            sink.lock().unwrap().push(strip_ansi(&line));
+        }
+    });
+    (child, log, dir, cache_dir)
+}
+
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The value of the first sample whose name-and-labels start with `series`
+/// (e.g. `exec_counter_execs_total{plugin="exec-counter",comm="ls"}`).
+pub fn value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with([' ', ',', '}'].as_ref()))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Spec-file path of an artifact, as YAML-safe text.
+pub fn path_str(p: &Path) -> String {
+    p.display().to_string()
+}

@@ -1,0 +1,102 @@
+//! End to end on the real kernel: `conductor run` with the real
+//! exec-counter plugin counts execs of a binary we run, scraped over HTTP.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+fn exec_counter_spec() -> String {
+    format!(
+        r#"
+name: exec-counter
+component: {}
+bytecode:
+  path: {}
+  programs:
+    - name: handle_exec
+      tracepoint: sched/sched_process_exec
+maps:
+  - name: events
+    events: {{maxBatch: 64}}
+"#,
+        path_str(&artifact("exec_counter.wasm")),
+        path_str(&artifact("exec_counter.bpf.o")),
+    )
+}
+
+#[test]
+fn counts_execs_of_a_known_binary() {
+    if !require_root() {
+        return;
+    }
+    let host = Host::start(&exec_counter_spec());
+    let bin = UniqueBinary::new("cndtre2e");
+    const N: usize = 25;
+    bin.run(N);
+
+    let series = format!(
+        r#"exec_counter_execs_total{{plugin="exec-counter",comm="{}"}}"#,
+        bin.comm
+    );
+    let count = host.wait_for_metric(&series, Duration::from_secs(15), |v| v >= N as f64);
+    assert_eq!(count, N as f64, "each exec is counted exactly once");
+
+    let text = host.scrape();
+    assert!(
+        value(
+            &text,
+            r#"exec_counter_distinct_commands{plugin="exec-counter"}"#
+        )
+        .unwrap()
+            >= 1.0
+    );
+    // The host's own view of the same events.
+    let received = value(
+        &text,
+        r#"conductor_events_received_total{plugin="exec-counter",source="events"}"#,
+    )
+    .unwrap();
+    assert!(received >= N as f64, "{text}");
+    assert_eq!(
+        value(
+            &text,
+            r#"conductor_events_lost_total{plugin="exec-counter",source="events",reason="kernel"}"#
+        ),
+        Some(0.0)
+    );
+    assert_eq!(
+        value(&text, r#"conductor_plugin_up{plugin="exec-counter"}"#),
+        Some(1.0)
+    );
+
+    // Ctrl-C (SIGINT) stops the host cleanly.
+    let status = host.stop();
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn second_start_uses_the_compile_cache() {
+    if !require_root() {
+        return;
+    }
+    let cache = tempfile::tempdir().unwrap();
+    let spec = exec_counter_spec();
+    let mut first = Host::start_with_cache(&spec, Some(cache.path()));
+    let line = first
+        .wait_for_log("plugin running", Duration::from_secs(30))
+        .expect("plugin did not start");
+    assert!(line.contains("from_cache=false"), "{line}");
+    assert!(first.stop().success());
+
+    let mut second = Host::start_with_cache(&spec, Some(cache.path()));
+    let line = second
+        .wait_for_log("plugin running", Duration::from_secs(30))
+        .expect("plugin did not start");
+    assert!(
+        line.contains("from_cache=true"),
+        "second start recompiled: {line}"
+    );
+    assert!(second.stop().success());
+}
