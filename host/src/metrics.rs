@@ -252,10 +252,19 @@ pub enum MetricError {
     CardinalityLimit(u32),
 }
 
-/// Label values of one series; the names are shared by the whole family.
+/// The label names of one metric, shared by all its series; the `plugin`
+/// label comes first.
+#[derive(Debug)]
+struct LabelSchema {
+    plugin: String,
+    names: Vec<String>,
+}
+
+/// Label values of one series. Equality and hashing look at the values
+/// only: the schema is the same for the whole family.
 #[derive(Clone, Debug)]
 pub struct LabelValues {
-    names: Arc<[String]>,
+    schema: Arc<LabelSchema>,
     values: Vec<String>,
 }
 
@@ -273,7 +282,8 @@ impl Hash for LabelValues {
 
 impl EncodeLabelSet for LabelValues {
     fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), fmt::Error> {
-        for (name, value) in self.names.iter().zip(&self.values) {
+        ("plugin", self.schema.plugin.as_str()).encode(encoder.encode_label())?;
+        for (name, value) in self.schema.names.iter().zip(&self.values) {
             (name.as_str(), value.as_str()).encode(encoder.encode_label())?;
         }
         Ok(())
@@ -285,7 +295,7 @@ impl EncodeLabelSet for LabelValues {
 pub struct MetricFamily<M> {
     name: String,
     help: String,
-    labels: Arc<[String]>,
+    labels: Arc<LabelSchema>,
     family: Family<LabelValues, M, Box<dyn Fn() -> M + Send + Sync>>,
     max_series: u32,
     /// Series created so far (the family itself does not expose its size).
@@ -300,14 +310,14 @@ impl<M: 'static> MetricFamily<M> {
         values: Vec<String>,
         f: impl FnOnce(&M) -> R,
     ) -> Result<R, MetricError> {
-        if values.len() != self.labels.len() {
+        if values.len() != self.labels.names.len() {
             return Err(MetricError::WrongLabelCount {
-                expected: self.labels.len() as u32,
+                expected: self.labels.names.len() as u32,
                 actual: values.len() as u32,
             });
         }
         let key = LabelValues {
-            names: self.labels.clone(),
+            schema: self.labels.clone(),
             values,
         };
         if let Some(m) = self.family.get(&key) {
@@ -497,10 +507,10 @@ impl PluginMetrics {
                 Declared::Gauge(f) => (&f.labels, None),
                 Declared::Histogram(f, b) => (&f.labels, Some(b.as_slice())),
             };
-            if existing_labels[..] != labels[..] || existing_buckets != buckets {
+            if existing_labels.names != labels || existing_buckets != buckets {
                 return Err(MetricError::Conflict(format!(
                     "metric {name:?} is already declared with labels {:?}{}",
-                    existing_labels,
+                    existing_labels.names,
                     existing_buckets
                         .map(|b| format!(" and buckets {b:?}"))
                         .unwrap_or_default()
@@ -511,7 +521,10 @@ impl PluginMetrics {
         let fam = wrap(MetricFamily {
             name: format!("{}_{}", self.prefix, name),
             help: help.to_owned(),
-            labels: labels.into(),
+            labels: Arc::new(LabelSchema {
+                plugin: self.plugin.clone(),
+                names: labels,
+            }),
             family: Family::new_with_constructor(Box::new(make)),
             max_series: self.max_series,
             series: AtomicUsize::new(0),
@@ -522,17 +535,12 @@ impl PluginMetrics {
     }
 
     fn encode(&self, encoder: &mut DescriptorEncoder) -> Result<(), fmt::Error> {
-        let plugin_label = [("plugin", self.plugin.as_str())];
         let declared = self.declared.read().unwrap_or_else(|e| e.into_inner());
         for d in declared.values() {
             match d {
-                Declared::Counter(f) => {
-                    encode_family(encoder, f, MetricType::Counter, &plugin_label)?
-                }
-                Declared::Gauge(f) => encode_family(encoder, f, MetricType::Gauge, &plugin_label)?,
-                Declared::Histogram(f, _) => {
-                    encode_family(encoder, f, MetricType::Histogram, &plugin_label)?
-                }
+                Declared::Counter(f) => encode_family(encoder, f, MetricType::Counter)?,
+                Declared::Gauge(f) => encode_family(encoder, f, MetricType::Gauge)?,
+                Declared::Histogram(f, _) => encode_family(encoder, f, MetricType::Histogram)?,
             }
         }
         Ok(())
@@ -543,7 +551,6 @@ fn encode_family<M>(
     encoder: &mut DescriptorEncoder,
     f: &MetricFamily<M>,
     ty: MetricType,
-    plugin_label: &[(&str, &str); 1],
 ) -> Result<(), fmt::Error>
 where
     Family<LabelValues, M, Box<dyn Fn() -> M + Send + Sync>>: EncodeMetric,
@@ -553,9 +560,8 @@ where
         // the exposition free of bare descriptors.
         return Ok(());
     }
-    let mut metric = encoder.encode_descriptor(&f.name, &f.help, None, ty)?;
-    let labelled = metric.encode_family(plugin_label)?;
-    f.family.encode(labelled)
+    let metric = encoder.encode_descriptor(&f.name, &f.help, None, ty)?;
+    f.family.encode(metric)
 }
 
 fn check_name(what: &str, name: &str) -> Result<(), MetricError> {
@@ -657,7 +663,7 @@ mod tests {
         g.add(vec![], 1.0).unwrap();
         let text = metrics.encode().unwrap();
         assert!(
-            text.contains(r#"p_lat_bucket{plugin="p",le="1.0"} 1"#),
+            text.contains(r#"p_lat_bucket{le="1.0",plugin="p"} 1"#),
             "{text}"
         );
         assert!(text.contains(r#"p_temp{plugin="p"} 3.5"#), "{text}");

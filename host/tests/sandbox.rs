@@ -133,18 +133,18 @@ tickIntervalMs: 50
         format!(r#"sneaky_attempts_total{{plugin="sneaky",op="{op}",outcome="{outcome}"}}"#)
     };
     host.wait_for_metric(
-        &attempts("open-secret", "not-granted"),
+        &attempts("open_secret", "not-granted"),
         Duration::from_secs(10),
         |v| v == 1.0,
     );
     let text = host.scrape();
     assert_eq!(
-        value(&text, &attempts("update-ro", "read-only")),
+        value(&text, &attempts("update_ro_hash", "read-only")),
         Some(1.0),
         "{text}"
     );
     assert_eq!(
-        value(&text, &attempts("lookup-ro", "ok")),
+        value(&text, &attempts("lookup_ro_hash", "ok")),
         Some(1.0),
         "{text}"
     );

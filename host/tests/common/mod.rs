@@ -121,6 +121,9 @@ impl Host {
             .unwrap()
             .to_owned();
         host.metrics_url = url;
+        // Logged once every plugin is loaded and attached.
+        host.wait_for_log("running; press Ctrl-C", Duration::from_secs(60))
+            .unwrap_or_else(|| panic!("plugins did not load; log:\n{}", host.log_text()));
         host
     }
 
