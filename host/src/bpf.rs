@@ -298,7 +298,7 @@ fn ensure_mounted(dir: &str, fstype: &str, magic: i64, consequence: &str) {
     use nix::mount::{MsFlags, mount};
     use nix::sys::statfs::statfs;
     match statfs(dir) {
-        Ok(s) if s.filesystem_type().0 as i64 == magic => return,
+        Ok(s) if s.filesystem_type().0 == magic => return,
         Ok(_) => {}
         Err(e) => {
             tracing::warn!("{dir} is not usable ({e}): {consequence}");

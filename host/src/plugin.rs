@@ -202,6 +202,14 @@ impl Plugin {
             plugin_metrics,
         ));
 
+        // From here on a failure must also forget the plugin's metrics.
+        let fail = |cause: String| {
+            metrics.remove_plugin(&name);
+            LoadError::Start {
+                plugin: name.clone(),
+                cause,
+            }
+        };
         let worker = Worker::new(
             runtime.clone(),
             metrics,
@@ -210,27 +218,15 @@ impl Plugin {
             host,
             sources,
             object,
-        );
-        let worker = match worker {
-            Ok(w) => w,
-            Err(e) => {
-                metrics.remove_plugin(&name);
-                return Err(LoadError::Start {
-                    plugin: name,
-                    cause: e.to_string(),
-                });
-            }
-        };
+        )
+        .map_err(|e| fail(e.to_string()))?;
         let (tx, rx) = crossbeam_channel::unbounded();
         let waker = worker.waker.clone();
         let status = worker.status.clone();
         let thread = std::thread::Builder::new()
             .name(format!("plugin-{name}"))
             .spawn(move || worker.run(rx))
-            .map_err(|e| LoadError::Start {
-                plugin: name.clone(),
-                cause: format!("cannot spawn thread: {e}"),
-            })?;
+            .map_err(|e| fail(format!("cannot spawn thread: {e}")))?;
         Ok(Self {
             name,
             commands: tx,

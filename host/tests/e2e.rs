@@ -100,3 +100,27 @@ fn second_start_uses_the_compile_cache() {
     );
     assert!(second.stop().success());
 }
+
+#[test]
+fn example_spec_parses_and_names_built_artifacts() {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/exec-counter.yaml");
+    let specs = conductor_api::load_file(&path).expect("examples/exec-counter.yaml is valid");
+    let base = path.parent().unwrap();
+    let spec = &specs[0];
+    assert_eq!(spec.name, "exec-counter");
+    // The example's paths are where `cargo xtask build` puts the artifacts.
+    let component = base.join(&spec.component).canonicalize().unwrap();
+    assert_eq!(
+        component,
+        artifact("exec_counter.wasm").canonicalize().unwrap()
+    );
+    let object = base
+        .join(&spec.bytecode.as_ref().unwrap().path)
+        .canonicalize()
+        .unwrap();
+    assert_eq!(
+        object,
+        artifact("exec_counter.bpf.o").canonicalize().unwrap()
+    );
+}
