@@ -17,22 +17,13 @@ fn exec_tracepoint(name: &str) -> ProgramAttach {
     }
 }
 
-/// Ids of loaded programs with this name, from the kernel's own list.
-fn loaded_program_ids(name: &str) -> Vec<u32> {
-    aya::programs::loaded_programs()
-        .filter_map(Result::ok)
-        .filter(|p| p.name_as_str() == Some(name))
-        .map(|p| p.id())
-        .collect()
-}
-
 #[test]
 fn verifier_rejection_names_the_program_and_leaves_nothing_loaded() {
     if !require_root() {
         return;
     }
     let object = artifact("verifier_reject.bpf.o");
-    let before = loaded_program_ids("good");
+    let before = program_ids("good");
 
     // `good` is listed first, so it is loaded (and would be attached) before
     // `bad` fails: the failure must take it down too.
@@ -42,16 +33,16 @@ fn verifier_rejection_names_the_program_and_leaves_nothing_loaded() {
     assert!(msg.contains("verifier rejected program \"bad\""), "{msg}");
     assert!(msg.contains("verifier log"), "{msg}");
     assert_eq!(
-        loaded_program_ids("good"),
+        program_ids("good"),
         before,
         "program `good` stayed loaded after the failure"
     );
 
     // The valid program alone loads and attaches; dropping it unloads it.
     let loaded = bpf::load(&object, &[exec_tracepoint("good")]).expect("`good` is valid");
-    assert_eq!(loaded_program_ids("good").len(), before.len() + 1);
+    assert_eq!(program_ids("good").len(), before.len() + 1);
     drop(loaded);
-    assert_eq!(loaded_program_ids("good"), before);
+    assert_eq!(program_ids("good"), before);
 }
 
 #[test]
@@ -139,7 +130,7 @@ fn cli_rejects_bad_bytecode_and_leaves_nothing_attached() {
         return;
     }
     let wasm = path_str(&artifact("exec_counter.wasm"));
-    let before = loaded_program_ids("good");
+    let before = program_ids("good");
     expect_failure(
         &format!(
             r#"
@@ -160,7 +151,7 @@ bytecode:
             "verifier rejected program \"bad\"",
         ],
     );
-    assert_eq!(loaded_program_ids("good"), before);
+    assert_eq!(program_ids("good"), before);
 
     // A granted map the object does not have.
     expect_failure(

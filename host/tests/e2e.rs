@@ -31,7 +31,16 @@ fn counts_execs_of_a_known_binary() {
     if !require_root() {
         return;
     }
+    let before = program_ids("handle_exec");
     let host = Host::start(&exec_counter_spec());
+    let ours: Vec<u32> = program_ids("handle_exec")
+        .into_iter()
+        .filter(|id| !before.contains(id))
+        .collect();
+    assert!(
+        !ours.is_empty(),
+        "handle_exec is not loaded while the host runs"
+    );
     let bin = UniqueBinary::new("cndtre2e");
     const N: usize = 25;
     bin.run(N);
@@ -71,9 +80,17 @@ fn counts_execs_of_a_known_binary() {
         Some(1.0)
     );
 
-    // Ctrl-C (SIGINT) stops the host cleanly.
+    // Ctrl-C (SIGINT) stops the host cleanly and detaches its programs.
     let status = host.stop();
     assert!(status.success(), "{status:?}");
+    let left: Vec<u32> = program_ids("handle_exec")
+        .into_iter()
+        .filter(|id| ours.contains(id))
+        .collect();
+    assert!(
+        left.is_empty(),
+        "programs {left:?} still loaded after the host stopped"
+    );
 }
 
 #[test]
@@ -110,17 +127,16 @@ fn example_spec_parses_and_names_built_artifacts() {
     let spec = &specs[0];
     assert_eq!(spec.name, "exec-counter");
     // The example's paths are where `cargo xtask build` puts the artifacts.
-    let component = base.join(&spec.component).canonicalize().unwrap();
-    assert_eq!(
-        component,
-        artifact("exec_counter.wasm").canonicalize().unwrap()
-    );
-    let object = base
-        .join(&spec.bytecode.as_ref().unwrap().path)
-        .canonicalize()
-        .unwrap();
-    assert_eq!(
-        object,
-        artifact("exec_counter.bpf.o").canonicalize().unwrap()
-    );
+    for (path, built) in [
+        (&spec.component, "exec_counter.wasm"),
+        (&spec.bytecode.as_ref().unwrap().path, "exec_counter.bpf.o"),
+    ] {
+        let resolved = base.join(path);
+        assert!(
+            resolved.ends_with(format!("target/plugins/{built}")),
+            "{}",
+            resolved.display()
+        );
+        artifact(built);
+    }
 }

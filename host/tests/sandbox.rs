@@ -1,6 +1,6 @@
 //! Faulty plugins are contained: a plugin that traps, loops forever, grows
-//! memory without bound or reaches for a map it was not granted is stopped
-//! or refused, reported in the log and in metrics, and restarted with
+//! memory without bound, returns an error or reaches for a map it was not
+//! granted is stopped or refused, reported in the log and in metrics, and restarted with
 //! backoff, while the host and a healthy plugin beside it keep working.
 
 mod common;
@@ -38,13 +38,19 @@ fn faulty_plugins_are_contained_and_neighbours_keep_working() {
         tick_plugin("trap", "testing_trap.wasm", ""),
         tick_plugin("spin", "testing_spin.wasm", ""),
         tick_plugin("memhog", "testing_memhog.wasm", ""),
+        tick_plugin("failing", "testing_trap.wasm", "config:\n  mode: error"),
     ]
     .join("\n---\n");
     let mut host = Host::start(&spec);
 
     // Each fault is classified and counted, and each faulty plugin is
     // restarted (backoff starts at 1 s and doubles).
-    for (plugin, kind) in [("trap", "trap"), ("spin", "timeout"), ("memhog", "memory")] {
+    for (plugin, kind) in [
+        ("trap", "trap"),
+        ("spin", "timeout"),
+        ("memhog", "memory"),
+        ("failing", "error"),
+    ] {
         host.wait_for_metric(
             &format!(r#"conductor_plugin_faults_total{{plugin="{plugin}",kind="{kind}"}}"#),
             Duration::from_secs(20),
@@ -101,6 +107,7 @@ fn faulty_plugins_are_contained_and_neighbours_keep_working() {
         "{log}"
     );
     assert!(log.contains("memory limit of 32 MiB"), "{log}");
+    assert!(log.contains("testing-trap: failing on purpose"), "{log}");
 
     // The memory hog's memory stayed under its cap.
     let mem = value(&text, r#"conductor_plugin_memory_bytes{plugin="memhog"}"#).unwrap();

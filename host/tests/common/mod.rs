@@ -314,3 +314,12 @@ pub fn value(text: &str, series: &str) -> Option<f64> {
 pub fn path_str(p: &Path) -> String {
     p.display().to_string()
 }
+
+/// Ids of the kernel's loaded BPF programs with this name.
+pub fn program_ids(name: &str) -> Vec<u32> {
+    aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .filter(|p| p.name_as_str() == Some(name))
+        .map(|p| p.id())
+        .collect()
+}

@@ -1,15 +1,23 @@
-//! Test component: every `tick` panics, which traps the instance.
+//! Test component: every `tick` fails. With config `mode: error` it returns
+//! an error; otherwise it panics, which traps the instance.
 
 use conductor_sdk::prelude::*;
 
-struct Trap;
+struct Trap {
+    return_error: bool,
+}
 
 impl Plugin for Trap {
     fn init() -> Result<Self> {
-        Ok(Trap)
+        Ok(Trap {
+            return_error: config::get("mode").as_deref() == Some("error"),
+        })
     }
 
     fn tick(&mut self) -> Result<()> {
+        if self.return_error {
+            return Err(Error::msg("testing-trap: failing on purpose"));
+        }
         panic!("testing-trap: trapping on purpose");
     }
 }
