@@ -285,7 +285,8 @@ impl KernelMap {
 }
 
 fn map_type_raw(info: &aya::maps::MapInfo) -> u32 {
-    // `MapInfo::map_type` fails for types aya does not know; keep the raw number then.
+    // aya's `MapType` discriminants are the kernel's `bpf_map_type` values.
+    // `MapInfo::map_type` fails for types aya does not know.
     match info.map_type() {
         Ok(t) => t as u32,
         Err(_) => u32::MAX,

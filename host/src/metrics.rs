@@ -150,9 +150,8 @@ impl HostMetrics {
         self.memory_bytes.remove(&label);
         self.up.remove(&label);
         self.series_dropped.remove(&label);
-        // Families keyed by more than the plugin have no prefix removal;
-        // their series for this plugin stay until the process ends, which
-        // matches Prometheus counter semantics across a reload.
+        // Series keyed by more than the plugin (sources, calls, faults) are
+        // removed by the plugin's worker, which knows their label sets.
     }
 }
 

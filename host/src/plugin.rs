@@ -66,6 +66,8 @@ pub enum LoadError {
 /// Where a plugin is in its life.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum State {
+    /// Loaded; the first instance is being started.
+    Starting,
     Running,
     /// Waiting to restart after a fault.
     Restarting,
@@ -402,7 +404,7 @@ impl Worker {
             });
         }
         let status = Arc::new(Mutex::new(Status {
-            state: State::Restarting,
+            state: State::Starting,
             since: SystemTime::now(),
             restarts: 0,
             last_error: None,
@@ -482,6 +484,7 @@ impl Worker {
                 match cmd {
                     Command::Stop => {
                         self.set_state(State::Stopped, None);
+                        self.forget_metrics();
                         return;
                     }
                     Command::Collect(done) => {
@@ -579,24 +582,15 @@ impl Worker {
             self.restarts.inc();
             self.update_status(|s| s.restarts += 1);
         }
-        match self
-            .runtime
-            .instantiate(&self.prepared, self.host.clone(), self.memory_limit)
-        {
+        match self.runtime.instantiate(
+            &self.prepared,
+            self.host.clone(),
+            self.memory_limit,
+            self.call_timeout,
+        ) {
             Ok(instance) => self.instance = Some(instance),
-            Err(e) => {
-                let kind = if format!("{e:#}").contains("memory limit") {
-                    FaultKind::Memory
-                } else {
-                    FaultKind::Trap
-                };
-                self.fault(
-                    "instantiate",
-                    Fault {
-                        kind,
-                        message: format!("{e:#}"),
-                    },
-                );
+            Err(fault) => {
+                self.fault("instantiate", fault);
                 return;
             }
         }
@@ -662,6 +656,47 @@ impl Worker {
             "{message}"
         );
         self.set_state(State::Restarting, Some(message));
+    }
+
+    /// Remove every host series of this plugin (it is being unloaded).
+    fn forget_metrics(&self) {
+        let h = &self.faults.host;
+        let plugin = || self.name.clone();
+        for s in &self.sources {
+            let source = s.source.name().to_owned();
+            h.events_received.remove(&SourceLabels {
+                plugin: plugin(),
+                source: source.clone(),
+            });
+            h.batches.remove(&SourceLabels {
+                plugin: plugin(),
+                source: source.clone(),
+            });
+            for reason in ["kernel", "host"] {
+                h.events_lost.remove(&LostLabels {
+                    plugin: plugin(),
+                    source: source.clone(),
+                    reason,
+                });
+            }
+        }
+        for call in ["init", "on_events", "tick", "collect"] {
+            h.call_seconds.remove(&CallLabels {
+                plugin: plugin(),
+                call,
+            });
+        }
+        for kind in [
+            FaultKind::Trap,
+            FaultKind::Timeout,
+            FaultKind::Memory,
+            FaultKind::Error,
+        ] {
+            h.faults.remove(&FaultLabels {
+                plugin: plugin(),
+                kind: kind.as_str(),
+            });
+        }
     }
 
     fn set_state(&self, state: State, error: Option<String>) {

@@ -90,9 +90,6 @@ impl Runtime {
         config.wasm_component_model(true);
         config.epoch_interruption(true);
         config.cranelift_opt_level(wasmtime::OptLevel::Speed);
-        // Plugins are small; a modest reservation keeps the address space of
-        // a node with many plugins reasonable while still eliding bounds checks.
-        config.memory_reservation(1 << 32);
         let engine = Engine::new(&config).map_err(|e| RuntimeError::Engine(e.to_string()))?;
 
         let mut linker = Linker::new(&engine);
@@ -184,13 +181,15 @@ impl Runtime {
         bindings::PluginPre::new(pre)
     }
 
-    /// A new sandboxed instance of `prepared` for the plugin `host`.
+    /// A new sandboxed instance of `prepared` for the plugin `host`. The
+    /// component's start-up code runs here, under the same limits as calls.
     pub fn instantiate(
         &self,
         prepared: &Prepared,
         host: Arc<PluginHost>,
         memory_limit: usize,
-    ) -> wasmtime::Result<Instance> {
+        timeout: Duration,
+    ) -> Result<Instance, Fault> {
         let wasi = stdio::wasi_ctx(host.name());
         let mut store = Store::new(
             &self.engine,
@@ -203,9 +202,11 @@ impl Runtime {
         );
         store.limiter(|s| &mut s.limiter);
         store.epoch_deadline_trap();
-        store.set_epoch_deadline(u64::MAX / 2);
-        let plugin = prepared.pre.instantiate(&mut store)?;
-        Ok(Instance { store, plugin })
+        store.set_epoch_deadline(deadline_ticks(timeout));
+        match prepared.pre.instantiate(&mut store) {
+            Ok(plugin) => Ok(Instance { store, plugin }),
+            Err(e) => Err(classify(&store, e)),
+        }
     }
 }
 
@@ -358,9 +359,7 @@ impl Instance {
     }
 
     fn arm(&mut self, timeout: Duration) {
-        let ticks = timeout.as_micros().div_ceil(EPOCH_TICK.as_micros()) as u64;
-        // One extra tick: the ticker may advance right after we arm.
-        self.store.set_epoch_deadline(ticks + 1);
+        self.store.set_epoch_deadline(deadline_ticks(timeout));
     }
 
     fn finish(&mut self, result: wasmtime::Result<Result<(), String>>) -> Result<(), Fault> {
@@ -370,22 +369,30 @@ impl Instance {
                 kind: FaultKind::Error,
                 message,
             }),
-            Err(e) => {
-                let kind = if self.store.data().limiter.hit {
-                    FaultKind::Memory
-                } else if matches!(
-                    e.downcast_ref::<wasmtime::Trap>(),
-                    Some(wasmtime::Trap::Interrupt)
-                ) {
-                    FaultKind::Timeout
-                } else {
-                    FaultKind::Trap
-                };
-                Err(Fault {
-                    kind,
-                    message: format!("{e:#}"),
-                })
-            }
+            Err(e) => Err(classify(&self.store, e)),
         }
+    }
+}
+
+fn deadline_ticks(timeout: Duration) -> u64 {
+    // One extra tick: the ticker may advance right after the deadline is set.
+    timeout.as_micros().div_ceil(EPOCH_TICK.as_micros()) as u64 + 1
+}
+
+/// Why the guest stopped: the memory cap, the epoch deadline, or a trap.
+fn classify(store: &Store<StoreData>, e: wasmtime::Error) -> Fault {
+    let kind = if store.data().limiter.hit {
+        FaultKind::Memory
+    } else if matches!(
+        e.downcast_ref::<wasmtime::Trap>(),
+        Some(wasmtime::Trap::Interrupt)
+    ) {
+        FaultKind::Timeout
+    } else {
+        FaultKind::Trap
+    };
+    Fault {
+        kind,
+        message: format!("{e:#}"),
     }
 }
