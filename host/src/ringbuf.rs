@@ -150,14 +150,6 @@ impl RingReader {
         unsafe { std::slice::from_raw_parts(self.producer.ptr.as_ptr().add(off), len as usize) }
     }
 
-    /// Bytes the producers have committed or reserved that we have not consumed.
-    pub fn pending_bytes(&self) -> u64 {
-        let cons = self.consumer_pos().load(Ordering::Acquire);
-        self.producer_pos()
-            .load(Ordering::Acquire)
-            .wrapping_sub(cons)
-    }
-
     /// Hand each committed record to `f` in ring order until the ring is
     /// empty or `f` returns false (after taking its record), then publish
     /// the consumer position once. Discarded records are skipped.

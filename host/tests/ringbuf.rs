@@ -3,7 +3,9 @@
 //! the host's event source must deliver each committed record exactly once,
 //! in order and intact, across many wrap-arounds of a one-page ring (records
 //! spanning its end, discarded records in between), and account for every
-//! record the kernel dropped when the ring overflowed.
+//! record the kernel dropped when the ring overflowed. And through a real
+//! `conductor`: a producer that suppresses every wakeup is still delivered
+//! when the source sets `maxLatencyMs`.
 
 mod common;
 
@@ -22,14 +24,14 @@ struct Producer {
     record_size: u32,
 }
 
-/// Load the producer for the calling thread, with a ring of `ring_bytes`.
-fn producer(
+/// Load and attach the producer, fired by the calling thread's getpgid().
+fn load(
     ring_bytes: u32,
     record_size: u32,
     per_trigger: u32,
     discard_every: u32,
-    max_batch: u32,
-) -> Producer {
+    wakeup_bytes: u64,
+) -> Ebpf {
     let tid = nix::unistd::gettid().as_raw() as u32;
     let nr = libc::SYS_getpgid as u64;
     let mut ebpf = EbpfLoader::new()
@@ -38,12 +40,32 @@ fn producer(
         .override_global("per_trigger", &per_trigger, true)
         .override_global("record_size", &record_size, true)
         .override_global("discard_every", &discard_every, true)
+        .override_global("wakeup_bytes", &wakeup_bytes, true)
         .map_max_entries("seq_ring", ring_bytes)
         .load_file(artifact("seq_producer.bpf.o"))
         .unwrap();
     let prog: &mut RawTracePoint = ebpf.program_mut("trigger").unwrap().try_into().unwrap();
     prog.load().unwrap();
     prog.attach("sys_enter").unwrap();
+    ebpf
+}
+
+fn trigger(times: usize) {
+    for _ in 0..times {
+        // SAFETY: getpgid has no memory arguments.
+        unsafe { libc::getpgid(0) };
+    }
+}
+
+/// The producer with the host's event source on its ring.
+fn producer(
+    ring_bytes: u32,
+    record_size: u32,
+    per_trigger: u32,
+    discard_every: u32,
+    max_batch: u32,
+) -> Producer {
+    let mut ebpf = load(ring_bytes, record_size, per_trigger, discard_every, 0);
     let ring = ebpf.take_map("seq_ring").unwrap();
     let lost = KernelMap::new(
         "seq_ring_lost",
@@ -60,10 +82,7 @@ fn producer(
 
 impl Producer {
     fn trigger(&self, times: usize) {
-        for _ in 0..times {
-            // SAFETY: getpgid has no memory arguments.
-            unsafe { libc::getpgid(0) };
-        }
+        trigger(times);
     }
 
     /// (sequence numbers used, records discarded)
@@ -196,4 +215,41 @@ fn overflowing_ring_counts_every_dropped_record() {
         check.received + check.lost,
         "produced == consumed + counted drops"
     );
+}
+
+#[test]
+fn max_latency_delivers_events_that_never_wake_the_host() {
+    if !require_root() {
+        return;
+    }
+    // A threshold the ring can never reach: every record is committed with
+    // BPF_RB_NO_WAKEUP, so epoll never reports the ring readable.
+    let ebpf = load(64 * 1024, 64, 10, 0, 1 << 40);
+    let dir = format!("/sys/fs/bpf/conductor-test-{}", std::process::id());
+    std::fs::create_dir_all(&dir).unwrap();
+    let pin = format!("{dir}/latency_ring");
+    ebpf.map("seq_ring").unwrap().pin(&pin).unwrap();
+    let spec = format!(
+        r#"
+name: latency
+component: {}
+maps:
+  - name: seq_ring
+    pin: {pin}
+    events: {{maxBatch: 64, maxLatencyMs: 5}}
+"#,
+        path_str(&artifact("testing_seq_sum.wasm")),
+    );
+    let host = Host::start(&spec);
+    trigger(20);
+    host.wait_for_metric(
+        r#"latency_events_total{plugin="latency"}"#,
+        std::time::Duration::from_secs(30),
+        |v| v == 200.0,
+    );
+    // Sequence numbers 0..200.
+    let sum = value(&host.scrape(), r#"latency_seq_sum_total{plugin="latency"}"#);
+    assert_eq!(sum, Some((0..200).sum::<u32>() as f64));
+    host.stop();
+    std::fs::remove_dir_all(&dir).unwrap();
 }
