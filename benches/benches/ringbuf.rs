@@ -6,7 +6,7 @@
 //! One producer (`seq_producer.bpf.c`): every getpgid() of a trigger thread
 //! pinned to CPU 0 emits `--per-trigger` records of `--event-size` bytes with
 //! bpf_loop. Each consumer, pinned to CPU 1, gets a fresh copy of the
-//! producer for `--duration` seconds:
+//! producer for `--duration` seconds (both threads at nice -20):
 //!
 //! - `aya`: aya's `RingBuf::next()`, counting;
 //! - `libbpf`: libbpf-rs `RingBuffer` with a no-op callback (the C reference);
@@ -279,7 +279,7 @@ impl Bench {
             let stop = stop.clone();
             std::thread::spawn(move || {
                 let tid = gettid();
-                pin_to_cpu(tid, CONSUMER_CPU);
+                dedicate(tid, CONSUMER_CPU);
                 let _ = tid_tx.send(tid);
                 let _ = go_rx.recv();
                 let cpu0 = thread_cpu(tid)?;
@@ -345,7 +345,7 @@ impl Bench {
         })
         .context("the plugin did not start")?;
         let tid = find_thread(&format!("plugin-{name}"))?;
-        pin_to_cpu(tid, CONSUMER_CPU);
+        dedicate(tid, CONSUMER_CPU);
         let cpu0 = thread_cpu(tid)?;
         let batches0 = batches.get();
         let (started, producer_cpu) = self.trigger.run_for(self.args.duration)?;
@@ -521,7 +521,7 @@ impl Trigger {
                 .name("bench-trigger".into())
                 .spawn(move || {
                     let tid = gettid();
-                    pin_to_cpu(tid, PRODUCER_CPU);
+                    dedicate(tid, PRODUCER_CPU);
                     let _ = tx.send(tid);
                     loop {
                         match state.load(Ordering::Acquire) {
@@ -623,7 +623,11 @@ fn find_thread(name: &str) -> Result<u32> {
     bail!("no thread named {name}")
 }
 
-fn pin_to_cpu(tid: u32, cpu: usize) {
+/// Pin thread `tid` to `cpu` and raise its priority to nice -20, so that
+/// other work on a shared machine takes little from the measured threads.
+fn dedicate(tid: u32, cpu: usize) {
+    // SAFETY: setpriority on one of our threads; failure only costs accuracy.
+    unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, -20) };
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     if cpus < 2 {
         return;
@@ -692,30 +696,34 @@ fn report(
     cold_start: Duration,
     idle_rss: u64,
 ) -> Result<()> {
-    let get = |m: Mode| {
-        results
-            .iter()
-            .find(|(mode, _)| *mode == m)
-            .map(|(_, r)| r.events_per_sec())
-            .unwrap_or(f64::NAN)
-    };
+    let find = |m: Mode| results.iter().find(|(mode, _)| *mode == m).map(|(_, r)| r);
+    let rate = |m: Mode| find(m).map_or(f64::NAN, Outcome::events_per_sec);
+    let cost = |m: Mode| find(m).map_or(f64::NAN, Outcome::cpu_ns_per_event);
+    let (c, a, b, d) = (Mode::Conductor, Mode::Aya, Mode::Libbpf, Mode::PerEvent);
+    // Events/s, as the issue asks; meaningful only where the consumer, not
+    // the producer, is the bound (see the utilisation columns).
     let ratios = [
-        ("wasm_vs_aya", get(Mode::Conductor) / get(Mode::Aya)),
-        ("wasm_vs_libbpf", get(Mode::Conductor) / get(Mode::Libbpf)),
-        (
-            "batched_vs_per_event",
-            get(Mode::Conductor) / get(Mode::PerEvent),
-        ),
+        ("wasm_vs_aya", rate(c) / rate(a)),
+        ("wasm_vs_libbpf", rate(c) / rate(b)),
+        ("batched_vs_per_event", rate(c) / rate(d)),
     ];
+    // The same comparisons per CPU second: how many events each consumer
+    // handles for the same CPU time (inverse ratio of ns/event).
+    let per_cpu = [
+        ("wasm_vs_aya", cost(a) / cost(c)),
+        ("wasm_vs_libbpf", cost(b) / cost(c)),
+        ("batched_vs_per_event", cost(d) / cost(c)),
+    ];
+    let window = args.duration;
 
     println!();
     println!(
-        "| consumer | produced | consumed | dropped | events/s | consumer CPU | CPU ns/event | producer events/s |"
+        "| consumer | produced | consumed | dropped | events/s | consumer CPU | consumer ns/event | producer CPU | producer ns/event |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (mode, r) in results {
         println!(
-            "| {} | {} | {} | {} | {:.2} M | {:.0} % | {:.1} | {:.2} M |",
+            "| {} | {} | {} | {} | {:.2} M | {:.0} % | {:.1} | {:.0} % | {:.1} |",
             mode.name(),
             r.produced,
             r.consumed,
@@ -723,12 +731,13 @@ fn report(
             r.events_per_sec() / 1e6,
             100.0 * r.consumer_cpu.as_secs_f64() / r.elapsed.as_secs_f64(),
             r.cpu_ns_per_event(),
-            r.produced as f64 / r.elapsed.as_secs_f64() / 1e6,
+            100.0 * r.producer_cpu.as_secs_f64() / window,
+            r.producer_cpu.as_nanos() as f64 / r.produced.max(1) as f64,
         );
     }
     println!();
-    for (name, v) in &ratios {
-        println!("{name} = {v:.2}");
+    for ((name, v), (_, w)) in ratios.iter().zip(&per_cpu) {
+        println!("{name} = {v:.2} (events/s), {w:.2} (events per CPU second)");
     }
     println!(
         "plugin cold start (warm cache) = {:.2} ms",
@@ -753,6 +762,7 @@ fn report(
                     "consumer_utilisation": r.consumer_cpu.as_secs_f64() / r.elapsed.as_secs_f64(),
                     "consumer_ns_per_event": r.cpu_ns_per_event(),
                     "producer_seconds": r.producer_cpu.as_secs_f64(),
+                    "producer_utilisation": r.producer_cpu.as_secs_f64() / window,
                 },
                 "elapsed_seconds": r.elapsed.as_secs_f64(),
                 "guest_calls": r.batches,
@@ -760,6 +770,7 @@ fn report(
         );
     }
     let ratios: BTreeMap<_, _> = ratios.iter().map(|(k, v)| (*k, *v)).collect();
+    let per_cpu: BTreeMap<_, _> = per_cpu.iter().map(|(k, v)| (*k, *v)).collect();
     let doc = json!({
         "config": {
             "duration_seconds": args.duration,
@@ -772,6 +783,7 @@ fn report(
         },
         "consumers": consumers,
         "ratios": ratios,
+        "ratios_per_cpu_second": per_cpu,
         "cold_start_ms": cold_start.as_secs_f64() * 1e3,
         "idle_plugin_rss_bytes": idle_rss,
     });
@@ -820,7 +832,7 @@ fn plot(path: &Path, results: &[(Mode, Outcome)]) -> Result<()> {
         .margin(15)
         .x_label_area_size(40)
         .y_label_area_size(170)
-        .build_cartesian_2d(0.0..max.max(0.1), (0..n).into_segmented())?;
+        .build_cartesian_2d(0.0..max.max(0.1), (0..n - 1).into_segmented())?;
     chart
         .configure_mesh()
         .disable_y_mesh()

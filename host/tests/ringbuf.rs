@@ -225,9 +225,8 @@ fn max_latency_delivers_events_that_never_wake_the_host() {
     // A threshold the ring can never reach: every record is committed with
     // BPF_RB_NO_WAKEUP, so epoll never reports the ring readable.
     let ebpf = load(64 * 1024, 64, 10, 0, 1 << 40);
-    let dir = format!("/sys/fs/bpf/conductor-test-{}", std::process::id());
-    std::fs::create_dir_all(&dir).unwrap();
-    let pin = format!("{dir}/latency_ring");
+    let dir = PinDir::new();
+    let pin = format!("{}/latency_ring", dir.0);
     ebpf.map("seq_ring").unwrap().pin(&pin).unwrap();
     let spec = format!(
         r#"
@@ -251,5 +250,21 @@ maps:
     let sum = value(&host.scrape(), r#"latency_seq_sum_total{plugin="latency"}"#);
     assert_eq!(sum, Some((0..200).sum::<u32>() as f64));
     host.stop();
-    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A bpffs directory for this test's pins, removed even if the test fails.
+struct PinDir(String);
+
+impl PinDir {
+    fn new() -> Self {
+        let dir = format!("/sys/fs/bpf/conductor-test-{}", std::process::id());
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+}
+
+impl Drop for PinDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
