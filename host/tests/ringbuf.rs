@@ -5,7 +5,8 @@
 //! spanning its end, discarded records in between), and account for every
 //! record the kernel dropped when the ring overflowed. And through a real
 //! `conductor`: a producer that suppresses every wakeup is still delivered
-//! when the source sets `maxLatencyMs`.
+//! when the source sets `maxLatencyMs`, and a plugin stuck in a call does not
+//! hold up another plugin's source.
 
 mod common;
 
@@ -225,8 +226,8 @@ fn max_latency_delivers_events_that_never_wake_the_host() {
     // A threshold the ring can never reach: every record is committed with
     // BPF_RB_NO_WAKEUP, so epoll never reports the ring readable.
     let ebpf = load(64 * 1024, 64, 10, 0, 1 << 40);
-    let dir = PinDir::new();
-    let pin = format!("{}/latency_ring", dir.0);
+    let dir = PinDir::new("latency");
+    let pin = format!("{}/ring", dir.0);
     ebpf.map("seq_ring").unwrap().pin(&pin).unwrap();
     let spec = format!(
         r#"
@@ -252,12 +253,68 @@ maps:
     host.stop();
 }
 
+#[test]
+fn a_stuck_plugin_does_not_stall_another_plugins_source() {
+    if !require_root() {
+        return;
+    }
+    // Two producers on the same trigger, one ring each. `stuck` spends its
+    // life in a `tick` that never returns (within the 10-minute bound), so
+    // its thread never drains its ring; `fast` must still get every event.
+    let stuck_side = load(64 * 1024, 64, 10, 0, 0);
+    let fast_side = load(64 * 1024, 64, 10, 0, 0);
+    let dir = PinDir::new("stuck");
+    let (pin_stuck, pin_fast) = (format!("{}/stuck", dir.0), format!("{}/fast", dir.0));
+    stuck_side.map("seq_ring").unwrap().pin(&pin_stuck).unwrap();
+    fast_side.map("seq_ring").unwrap().pin(&pin_fast).unwrap();
+    let spec = format!(
+        r#"
+name: stuck
+component: {}
+maps:
+  - name: seq_ring
+    pin: {pin_stuck}
+    events: {{maxBatch: 64}}
+limits: {{callTimeoutMs: 600000}}
+tickIntervalMs: 10
+---
+name: fast
+component: {}
+maps:
+  - name: seq_ring
+    pin: {pin_fast}
+    events: {{maxBatch: 64}}
+"#,
+        path_str(&artifact("testing_spin.wasm")),
+        path_str(&artifact("testing_seq_sum.wasm")),
+    );
+    let host = Host::start(&spec);
+    trigger(20);
+    host.wait_for_metric(
+        r#"fast_events_total{plugin="fast"}"#,
+        std::time::Duration::from_secs(30),
+        |v| v == 200.0,
+    );
+    let text = host.scrape();
+    let faults = value(
+        &text,
+        r#"conductor_plugin_faults_total{plugin="stuck",kind="timeout"}"#,
+    );
+    assert_eq!(
+        faults.unwrap_or(0.0),
+        0.0,
+        "stuck was still in its first tick"
+    );
+    // Killed on drop: a clean stop would wait for the stuck call.
+    drop(host);
+}
+
 /// A bpffs directory for this test's pins, removed even if the test fails.
 struct PinDir(String);
 
 impl PinDir {
-    fn new() -> Self {
-        let dir = format!("/sys/fs/bpf/conductor-test-{}", std::process::id());
+    fn new(test: &str) -> Self {
+        let dir = format!("/sys/fs/bpf/conductor-test-{}-{test}", std::process::id());
         std::fs::create_dir_all(&dir).unwrap();
         Self(dir)
     }
