@@ -125,10 +125,18 @@ pub struct EventSource {
     /// Perf event arrays only: pages of the per-CPU buffer (a power of two).
     #[serde(default = "EventSource::default_perf_pages")]
     pub perf_pages: u32,
+    /// Drain the source at least this often even without a wakeup. Needed
+    /// when the BPF program suppresses wakeups to stay cheap (see
+    /// `conductor_ringbuf_wakeup_flags` in `conductor.h`): this bounds the
+    /// latency of the events that did not trigger one. Omitted: drain on
+    /// wakeups only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_latency_ms: Option<u32>,
 }
 
 impl EventSource {
     pub const MAX_BATCH_LIMIT: u32 = 65_536;
+    pub const MAX_LATENCY_LIMIT_MS: u32 = 60_000;
 
     fn default_max_batch() -> u32 {
         1024
@@ -143,6 +151,7 @@ impl Default for EventSource {
         Self {
             max_batch: Self::default_max_batch(),
             perf_pages: Self::default_perf_pages(),
+            max_latency_ms: None,
         }
     }
 }
@@ -347,6 +356,17 @@ impl PluginSpec {
                         format!("{} must be a power of two up to 4096", ev.perf_pages),
                     );
                 }
+                if let Some(ms) = ev.max_latency_ms
+                    && (ms == 0 || ms > EventSource::MAX_LATENCY_LIMIT_MS)
+                {
+                    err(
+                        format!("{at}.events.maxLatencyMs"),
+                        format!(
+                            "{ms} is out of range 1..={} (omit it to drain on wakeups only)",
+                            EventSource::MAX_LATENCY_LIMIT_MS
+                        ),
+                    );
+                }
             }
         }
 
@@ -496,7 +516,7 @@ bytecode:
       tracepoint: sched/sched_process_exec
 maps:
   - name: events
-    events: {maxBatch: 256}
+    events: {maxBatch: 256, maxLatencyMs: 5}
   - name: counts
     access: readWrite
 config:
@@ -513,6 +533,10 @@ tickIntervalMs: 1000
         assert_eq!(spec.maps[0].access, Access::Read);
         assert_eq!(spec.maps[0].events.as_ref().unwrap().max_batch, 256);
         assert_eq!(spec.maps[0].events.as_ref().unwrap().perf_pages, 64);
+        assert_eq!(
+            spec.maps[0].events.as_ref().unwrap().max_latency_ms,
+            Some(5)
+        );
         assert_eq!(spec.maps[1].access, Access::ReadWrite);
         assert!(spec.maps[1].events.is_none());
         assert_eq!(spec.limits.memory_mib, 32);
@@ -570,7 +594,7 @@ bytecode:
 maps:
   - name: m
     pin: relative/path
-    events: {maxBatch: 0}
+    events: {maxBatch: 0, maxLatencyMs: 0}
   - name: m
 limits: {memoryMib: 0, callTimeoutMs: 0}
 tickIntervalMs: 1
@@ -588,6 +612,7 @@ tickIntervalMs: 1
                 "bytecode.programs[1].tracepoint",
                 "maps[0].pin",
                 "maps[0].events.maxBatch",
+                "maps[0].events.maxLatencyMs",
                 "maps[1].name",
                 "limits.memoryMib",
                 "limits.callTimeoutMs",

@@ -5,6 +5,10 @@
 //! out of the kernel's ring into the batch, and once more when the batch is
 //! lowered into the plugin's memory by a single guest call.
 //!
+//! Both kinds of source release kernel buffer space once per batch, not per
+//! record: ring buffers through [`RingReader`], perf buffers through aya's
+//! `try_fold`, which publishes `data_tail` when the fold ends.
+//!
 //! Drops are counted, never silent: perf event arrays report lost samples
 //! themselves; for ring buffers the BPF side counts failed reservations in a
 //! per-CPU `<ring>_lost` map (see `plugins/include/conductor.h`), which the
@@ -15,9 +19,10 @@ use std::ops::ControlFlow;
 use std::os::fd::{AsRawFd, RawFd};
 
 use aya::maps::perf::{PerfEvent, PerfEventArrayBuffer};
-use aya::maps::{Map, MapData, PerfEventArray, RingBuf};
+use aya::maps::{Map, MapData, PerfEventArray};
 
 use crate::maps::KernelMap;
+use crate::ringbuf::{Drained, RingReader};
 use crate::runtime::EventBatch;
 
 /// Upper bound on the bytes of one batch, whatever `maxBatch` says, so one
@@ -25,7 +30,7 @@ use crate::runtime::EventBatch;
 pub const MAX_BATCH_BYTES: usize = 4 << 20;
 
 enum Kind {
-    Ring(RingBuf<MapData>),
+    Ring(RingReader),
     Perf {
         buffers: Vec<PerfEventArrayBuffer<MapData>>,
         /// Buffer to start the next drain at, so no CPU starves the others.
@@ -53,7 +58,7 @@ impl EventSource {
         lost_map: Option<KernelMap>,
         max_batch: u32,
     ) -> io::Result<Self> {
-        let ring = RingBuf::try_from(map).map_err(io::Error::other)?;
+        let ring = RingReader::new(crate::bpf::into_map_data(map))?;
         let lost_seen = match &lost_map {
             Some(m) => m.sum_u64_at_zero().map_err(io::Error::other)?,
             None => 0,
@@ -100,14 +105,14 @@ impl EventSource {
     /// Descriptors that become readable when events arrive.
     pub fn fds(&self) -> Vec<RawFd> {
         match &self.kind {
-            Kind::Ring(r) => vec![r.as_raw_fd()],
+            Kind::Ring(r) => vec![r.raw_fd()],
             Kind::Perf { buffers, .. } => buffers.iter().map(AsRawFd::as_raw_fd).collect(),
         }
     }
 
     /// Replace `batch`'s records with up to `max_batch` new events. Returns
-    /// how many; fewer than `max_batch` means the source is drained.
-    pub fn fill(&mut self, batch: &mut EventBatch) -> usize {
+    /// how many, and whether more may be ready (the batch filled up).
+    pub fn fill(&mut self, batch: &mut EventBatch) -> (usize, bool) {
         batch.data.clear();
         batch.offsets.clear();
         batch.lost = 0;
@@ -118,17 +123,12 @@ impl EventSource {
             batch.data.extend_from_slice(tail);
             batch.offsets.len() >= max || batch.data.len() >= MAX_BATCH_BYTES
         };
-        match &mut self.kind {
-            Kind::Ring(ring) => {
-                while let Some(item) = ring.next() {
-                    if push(batch, &item, &[]) {
-                        break;
-                    }
-                }
-            }
+        let more = match &mut self.kind {
+            Kind::Ring(ring) => ring.drain(|record| !push(batch, record, &[])) == Drained::Stopped,
             Kind::Perf { buffers, next } => {
                 let n = buffers.len();
                 let mut lost = 0;
+                let mut more = false;
                 for i in 0..n {
                     let idx = (*next + i) % n;
                     let full = buffers[idx].try_fold((), |(), ev| match ev {
@@ -146,13 +146,15 @@ impl EventSource {
                     });
                     if full.is_break() {
                         *next = idx;
+                        more = true;
                         break;
                     }
                 }
                 self.lost_pending += lost;
+                more
             }
-        }
-        batch.offsets.len()
+        };
+        (batch.offsets.len(), more)
     }
 
     /// Events the kernel dropped since the previous call.

@@ -1,7 +1,8 @@
 //! The eBPFConductor node host.
 //!
 //! Data flow: [`bpf`] loads and attaches a plugin's kernel object; [`events`]
-//! drains its ring buffers and perf event arrays into batches; [`plugin`]
+//! drains its ring buffers (through [`ringbuf`]) and perf event arrays into
+//! batches; [`plugin`]
 //! runs each plugin on its own thread, feeding batches to its sandboxed
 //! wasm instance ([`runtime`]) and restarting it after faults; plugins reach
 //! kernel maps through [`maps`] and record metrics in [`metrics`], served over
@@ -13,5 +14,6 @@ pub mod manager;
 pub mod maps;
 pub mod metrics;
 pub mod plugin;
+pub mod ringbuf;
 pub mod runtime;
 pub mod server;

@@ -296,7 +296,10 @@ fn resolve(base: &Path, p: &str) -> PathBuf {
 struct Source {
     source: EventSource,
     batch: EventBatch,
-    max_batch: usize,
+    /// `events.maxLatencyMs`: drain at least this often, wakeup or not.
+    max_latency: Option<Duration>,
+    /// When the source is drained next if no wakeup comes first.
+    drain_by: Option<Instant>,
     /// The last drain stopped because the batch was full: drain again
     /// without waiting for a wakeup.
     pending: bool,
@@ -380,10 +383,11 @@ impl Worker {
                     reason,
                 })
             };
-            let max_batch = spec
+            let max_latency = spec
                 .map_grant(source.name())
                 .and_then(|g| g.events.as_ref())
-                .map_or(1024, |e| e.max_batch as usize);
+                .and_then(|e| e.max_latency_ms)
+                .map(|ms| Duration::from_millis(u64::from(ms)));
             workers_sources.push(Source {
                 batch: EventBatch {
                     source: source.name().to_owned(),
@@ -391,7 +395,8 @@ impl Worker {
                     offsets: Vec::new(),
                     lost: 0,
                 },
-                max_batch,
+                max_latency,
+                drain_by: None,
                 // Events may have arrived before registration; edge-triggered
                 // polling would never report them.
                 pending: true,
@@ -480,6 +485,12 @@ impl Worker {
                     s.pending = true;
                 }
             }
+            let now = Instant::now();
+            for s in &mut self.sources {
+                if s.drain_by.is_some_and(|t| t <= now) {
+                    s.pending = true;
+                }
+            }
             while let Ok(cmd) = commands.try_recv() {
                 match cmd {
                     Command::Stop => {
@@ -514,19 +525,23 @@ impl Worker {
         if let Some((_, t)) = self.tick {
             deadline = deadline.min(t);
         }
+        for t in self.sources.iter().filter_map(|s| s.drain_by) {
+            deadline = deadline.min(t);
+        }
         deadline.saturating_duration_since(Instant::now())
     }
 
     fn drain(&mut self, i: usize) {
         for _ in 0..ROUNDS_PER_WAKE {
             let s = &mut self.sources[i];
-            let n = s.source.fill(&mut s.batch);
+            let (n, more) = s.source.fill(&mut s.batch);
+            s.drain_by = s.max_latency.map(|d| Instant::now() + d);
             let kernel_lost = s.source.take_kernel_lost();
             if kernel_lost > 0 {
                 s.lost_kernel.inc_by(kernel_lost);
                 s.lost_for_plugin += kernel_lost;
             }
-            s.pending = n >= s.max_batch;
+            s.pending = more;
             if n == 0 {
                 return;
             }

@@ -38,6 +38,18 @@
  *   ...
  *   bpf_ringbuf_submit(e, 0);
  *
+ * Wakeups
+ * -------
+ * By default the kernel wakes the consumer whenever it commits a record
+ * while the consumer is caught up: at low rates every record costs the
+ * producer an irq_work (about a microsecond). At high rates a program can
+ * pass conductor_ringbuf_wakeup_flags(name, size, wakeup_bytes) as the
+ * flags of bpf_ringbuf_submit()/conductor_ringbuf_output(): it asks for a
+ * wakeup only when this record makes the unconsumed data cross
+ * `wakeup_bytes`, and suppresses it otherwise. Records that never reach the
+ * threshold are then picked up by the host's timer: set `maxLatencyMs` on
+ * the source in the spec, or they wait for the next crossing.
+ *
  * Perf event arrays
  * -----------------
  * Need no convention: the kernel itself reports lost samples to the reader
@@ -103,5 +115,23 @@ static __always_inline long conductor__ringbuf_output(void *ringbuf, void *lost,
  */
 #define conductor_ringbuf_output(name, data, size, flags)                      \
 	conductor__ringbuf_output(&(name), &(name##_lost), (data), (size), (flags))
+
+/*
+ * Wakeup flags for a record of `size` bytes going into ring buffer `name`:
+ * BPF_RB_FORCE_WAKEUP if it makes the unconsumed data cross `wakeup_bytes`,
+ * BPF_RB_NO_WAKEUP otherwise (see "Wakeups" above). Racing producers on
+ * other CPUs may both miss the crossing; `maxLatencyMs` bounds the delay.
+ */
+#define conductor_ringbuf_wakeup_flags(name, size, wakeup_bytes)              \
+	conductor__wakeup_flags(bpf_ringbuf_query(&(name), BPF_RB_AVAIL_DATA), \
+				(size), (wakeup_bytes))
+
+static __always_inline __u64 conductor__wakeup_flags(__u64 avail, __u64 size, __u64 threshold)
+{
+	/* 8-byte record header, record rounded up to 8 bytes. */
+	__u64 after = avail + ((size + 8 + 7) & ~7ULL);
+
+	return avail < threshold && after >= threshold ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
+}
 
 #endif /* __CONDUCTOR_H__ */

@@ -118,6 +118,14 @@ enum {
 	BPF_RB_FORCE_WAKEUP = 2,
 };
 
+/* what bpf_ringbuf_query() reports */
+enum {
+	BPF_RB_AVAIL_DATA = 0,
+	BPF_RB_RING_SIZE = 1,
+	BPF_RB_CONS_POS = 2,
+	BPF_RB_PROD_POS = 3,
+};
+
 /* Context of raw_tracepoint programs: the tracepoint's arguments. */
 struct bpf_raw_tracepoint_args {
 	__u64 args[0];

@@ -30,6 +30,15 @@ const APT_PACKAGES: &[(&str, Probe)] = &[
     ("clang", Probe::Command("clang")),
     ("llvm", Probe::Command("llvm-objdump")),
     ("libbpf-dev", Probe::File("/usr/include/bpf/bpf_helpers.h")),
+    // The ring-buffer benchmark: libbpf-rs builds libbpf from source (libelf,
+    // zlib, pkg-config) and the plot's labels need a font.
+    ("libelf-dev", Probe::File("/usr/include/libelf.h")),
+    ("zlib1g-dev", Probe::File("/usr/include/zlib.h")),
+    ("pkg-config", Probe::Command("pkg-config")),
+    (
+        "fonts-dejavu-core",
+        Probe::File("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"),
+    ),
 ];
 
 /// The rustup target the plugins are compiled for.

@@ -1,0 +1,201 @@
+//! A BPF ring buffer consumer that drains in batches.
+//!
+//! aya's `RingBuf::next()` (like libbpf's `ring_buffer__consume`) publishes
+//! the consumer position after every record: one release store to a cache
+//! line the producers read, per event, and a consumer that keeps catching up
+//! with the producer, so the kernel wakes it (irq_work) again and again.
+//! This reader walks the mmapped ring itself and publishes the position once
+//! per drained batch, which aya's API cannot express.
+//!
+//! Layout and ordering follow `kernel/bpf/ringbuf.c` and libbpf's
+//! `ringbuf.c`: page 0 holds the consumer position (read-write), page 1 the
+//! producer position (read-only), then the data pages, mapped twice in a row
+//! so a record that wraps around the end is contiguous in our address space.
+//! Every record starts with an 8-byte header: `u32 len` whose bit 31
+//! (`BUSY`) is set while the producer writes it and bit 30 (`DISCARD`) when
+//! it was discarded, then `u32 pg_off` (kernel use). A record occupies
+//! `round_up(len + 8, 8)` bytes. Loads of the producer position and of a
+//! header are acquire loads (the kernel commits with a fully ordered xchg);
+//! the consumer position is published with a release store.
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
+
+use aya::maps::MapData;
+
+const BUSY_BIT: u32 = 1 << 31;
+const DISCARD_BIT: u32 = 1 << 30;
+const HEADER_LEN: u64 = 8;
+
+/// One mmapped region, unmapped on drop.
+struct Mapping {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+impl Mapping {
+    fn new(fd: i32, len: usize, prot: libc::c_int, offset: usize) -> io::Result<Self> {
+        let offset = libc::off_t::try_from(offset).map_err(io::Error::other)?;
+        // SAFETY: a fresh shared mapping of `fd`; we keep it until drop.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                prot,
+                libc::MAP_SHARED,
+                fd,
+                offset,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        NonNull::new(ptr.cast())
+            .map(|ptr| Self { ptr, len })
+            .ok_or_else(|| io::Error::other("mmap returned NULL"))
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: `ptr`/`len` came from a successful mmap and nothing
+        // borrowed from the mapping outlives `self` (see `RingReader`).
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+    }
+}
+
+// SAFETY: the mapping is plain shared memory; all access goes through atomics
+// or through `RingReader`, which needs `&mut self`.
+unsafe impl Send for Mapping {}
+
+/// Why [`RingReader::drain`] stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drained {
+    /// Nothing left (or the next record is still being written; its
+    /// producer will wake us): wait for the next wakeup.
+    Empty,
+    /// The callback asked to stop; more records may be ready.
+    Stopped,
+}
+
+/// Consumer of one BPF ring buffer map.
+pub struct RingReader {
+    /// Keeps the map's descriptor open for the mappings' lifetime.
+    _map: MapData,
+    consumer: Mapping,
+    /// Producer page followed by the doubly mapped data.
+    producer: Mapping,
+    page: u64,
+    mask: u64,
+}
+
+impl RingReader {
+    pub fn new(map: MapData) -> io::Result<Self> {
+        let size = u64::from(map.info().map_err(io::Error::other)?.max_entries());
+        if !size.is_power_of_two() {
+            return Err(io::Error::other(format!(
+                "ring buffer size {size} is not a power of two"
+            )));
+        }
+        // SAFETY: sysconf has no preconditions.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        let page = usize::try_from(page).map_err(io::Error::other)?;
+        let fd = map.fd().as_fd().as_raw_fd();
+        let consumer = Mapping::new(fd, page, libc::PROT_READ | libc::PROT_WRITE, 0)?;
+        let data_len = usize::try_from(size).map_err(io::Error::other)?;
+        let producer = Mapping::new(fd, page + 2 * data_len, libc::PROT_READ, page)?;
+        Ok(Self {
+            _map: map,
+            consumer,
+            producer,
+            page: page as u64,
+            mask: size - 1,
+        })
+    }
+
+    /// The map's descriptor: readable (epoll) when the kernel wakes consumers.
+    pub fn raw_fd(&self) -> RawFd {
+        self._map.fd().as_fd().as_raw_fd()
+    }
+
+    fn consumer_pos(&self) -> &AtomicU64 {
+        // SAFETY: page-aligned, so aligned for u64; the kernel places the
+        // consumer position at the start of page 0 and it lives as long as self.
+        unsafe { self.consumer.ptr.cast::<AtomicU64>().as_ref() }
+    }
+
+    fn producer_pos(&self) -> &AtomicU64 {
+        // SAFETY: as above, for the producer page.
+        unsafe { self.producer.ptr.cast::<AtomicU64>().as_ref() }
+    }
+
+    /// The header of the record at ring position `pos`.
+    fn header(&self, pos: u64) -> &AtomicU32 {
+        let off = (self.page + (pos & self.mask)) as usize;
+        // SAFETY: `off < page + size` is inside the mapping; records are
+        // 8-byte aligned, so the u32 is aligned.
+        unsafe { self.producer.ptr.add(off).cast::<AtomicU32>().as_ref() }
+    }
+
+    /// The `len` bytes of the record whose header is at `pos`.
+    fn sample(&self, pos: u64, len: u32) -> &[u8] {
+        let off = (self.page + (pos & self.mask) + HEADER_LEN) as usize;
+        // SAFETY: the kernel caps a record at the ring's size, and the data
+        // is mapped twice, so `off + len < page + 2 * size`. The producer
+        // committed the record (acquire load of its header), and it cannot
+        // reuse the space before we publish a consumer position past it,
+        // which happens only after the slice is dropped (`drain`).
+        unsafe { std::slice::from_raw_parts(self.producer.ptr.as_ptr().add(off), len as usize) }
+    }
+
+    /// Hand each committed record to `f` in ring order until the ring is
+    /// empty or `f` returns false (after taking its record), then publish
+    /// the consumer position once. Discarded records are skipped.
+    pub fn drain(&mut self, mut f: impl FnMut(&[u8]) -> bool) -> Drained {
+        let start = self.consumer_pos().load(Ordering::Relaxed);
+        let mut cons = start;
+        let result = loop {
+            let prod = self.producer_pos().load(Ordering::Acquire);
+            let mut stopped = false;
+            let mut busy = false;
+            while cons != prod {
+                let len = self.header(cons).load(Ordering::Acquire);
+                if len & BUSY_BIT != 0 {
+                    busy = true;
+                    break;
+                }
+                let data_len = len & !(BUSY_BIT | DISCARD_BIT);
+                let at = cons;
+                cons = cons.wrapping_add((u64::from(data_len) + HEADER_LEN).next_multiple_of(8));
+                if len & DISCARD_BIT == 0 && !f(self.sample(at, data_len)) {
+                    stopped = true;
+                    break;
+                }
+            }
+            if stopped {
+                break Drained::Stopped;
+            }
+            // About to report `Empty`, after which the caller sleeps until a
+            // wakeup. The kernel wakes us when it commits a record at the
+            // published consumer position, so publish first, then (full
+            // fence) look again: either we see a record committed meanwhile
+            // or its producer sees our position and wakes us.
+            self.consumer_pos().store(cons, Ordering::Release);
+            fence(Ordering::SeqCst);
+            let again = if busy {
+                self.header(cons).load(Ordering::Acquire) & BUSY_BIT == 0
+            } else {
+                self.producer_pos().load(Ordering::Acquire) != cons
+            };
+            if !again {
+                return Drained::Empty;
+            }
+        };
+        if cons != start {
+            self.consumer_pos().store(cons, Ordering::Release);
+        }
+        result
+    }
+}

@@ -1,0 +1,101 @@
+/*
+ * seq_producer.bpf.c - a ring-buffer producer with sequence numbers, for
+ * the host's batching tests and the ring-buffer benchmark (benches/).
+ *
+ * Every getpgid()-style syscall made by one thread (`target_tid`, syscall
+ * number `trigger_nr`, both set at load) emits `per_trigger` records of
+ * `record_size` bytes with bpf_loop, like the kernel's bench_ringbufs. A
+ * record is a struct of u64 words: word 0 is the sequence number, the last
+ * word its complement, so a torn or misplaced record is detected. Every
+ * `discard_every`-th sequence number (0: none) is reserved and discarded
+ * instead, so consumers must skip discarded records. Drops (ring full) are
+ * counted in `seq_ring_lost` (conductor.h), so that
+ *   seq_stats[0] (sequence numbers used) ==
+ *       records consumed + seq_stats[1] (discarded) + sum(seq_ring_lost).
+ * One thread triggers, so plain increments suffice.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include "conductor.h"
+
+#define MAX_RECORD 4096
+
+const volatile __u32 target_tid = 0;
+const volatile __u64 trigger_nr = 0;
+const volatile __u32 per_trigger = 1;
+const volatile __u32 record_size = 64;   /* multiple of 8, 16..MAX_RECORD */
+const volatile __u32 discard_every = 0;
+const volatile __u64 wakeup_bytes = 0;  /* 0: the kernel's default wakeups */
+
+CONDUCTOR_RINGBUF(seq_ring, 256 * 1024);
+
+/* [0]: next sequence number, [1]: records discarded */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, __u64);
+} seq_stats SEC(".maps");
+
+struct scratch {
+	__u64 words[MAX_RECORD / 8];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct scratch);
+} seq_scratch SEC(".maps");
+
+static long emit(__u64 index, void *ctx)
+{
+	__u32 k0 = 0, k1 = 1;
+	__u64 *next = bpf_map_lookup_elem(&seq_stats, &k0);
+	__u64 *discarded = bpf_map_lookup_elem(&seq_stats, &k1);
+	struct scratch *s = bpf_map_lookup_elem(&seq_scratch, &k0);
+	__u64 seq, flags = 0;
+	__u32 size = record_size, last;
+
+	if (!next || !discarded || !s)
+		return 1;
+	seq = *next;
+	*next = seq + 1;
+
+	if (discard_every && seq % discard_every == 0) {
+		__u64 *r = conductor_ringbuf_reserve(seq_ring, 16);
+
+		if (r) {
+			r[0] = seq;
+			r[1] = ~seq;
+			bpf_ringbuf_discard(r, BPF_RB_NO_WAKEUP);
+			*discarded += 1;
+		}
+		return 0;
+	}
+
+	if (size < 16 || size > MAX_RECORD)
+		return 1;
+	last = size / 8 - 1;
+	if (last >= MAX_RECORD / 8)
+		return 1;
+	s->words[0] = seq;
+	s->words[last] = ~seq;
+	if (wakeup_bytes)
+		flags = conductor_ringbuf_wakeup_flags(seq_ring, size, wakeup_bytes);
+	conductor_ringbuf_output(seq_ring, s, size, flags);
+	return 0;
+}
+
+SEC("raw_tracepoint/sys_enter")
+int trigger(struct bpf_raw_tracepoint_args *ctx)
+{
+	if ((__u32)bpf_get_current_pid_tgid() != target_tid)
+		return 0;
+	if (ctx->args[1] != trigger_nr)
+		return 0;
+	bpf_loop(per_trigger, emit, NULL, 0);
+	return 0;
+}
+
+char LICENSE[] SEC("license") = "GPL";
