@@ -30,6 +30,16 @@ const APT_PACKAGES: &[(&str, Probe)] = &[
     ("clang", Probe::Command("clang")),
     ("llvm", Probe::Command("llvm-objdump")),
     ("libbpf-dev", Probe::File("/usr/include/bpf/bpf_helpers.h")),
+    // prometheus-client's protobuf model (read by the OTLP exporter) is
+    // generated at build time and imports the well-known types.
+    ("protobuf-compiler", Probe::Command("protoc")),
+    (
+        "libprotobuf-dev",
+        Probe::File("/usr/include/google/protobuf/timestamp.proto"),
+    ),
+    // The metrics tests scrape the host with a real Prometheus and lint the
+    // exposition with promtool (same package).
+    ("prometheus", Probe::Command("promtool")),
 ];
 
 /// The rustup target the plugins are compiled for.
@@ -69,8 +79,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Task {
-    /// Install what the build needs: clang, llvm and libbpf headers (apt, as
-    /// root) and the wasm32-wasip2 Rust target.
+    /// Install what the build needs: clang, llvm, libbpf headers, protoc and
+    /// Prometheus (apt, as root) and the wasm32-wasip2 Rust target.
     Deps,
     /// Compile the BPF objects and the wasm plugins into target/plugins/.
     Build,
