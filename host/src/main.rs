@@ -69,10 +69,18 @@ struct OtlpArgs {
     #[arg(long, env = "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")]
     otlp_metrics_endpoint: Option<String>,
     /// grpc or http/protobuf.
-    #[arg(long, env = "OTEL_EXPORTER_OTLP_PROTOCOL", default_value = "http/protobuf")]
+    #[arg(
+        long,
+        env = "OTEL_EXPORTER_OTLP_PROTOCOL",
+        default_value = "http/protobuf"
+    )]
     otlp_protocol: conductor_host::otlp::Protocol,
     /// Extra request headers, name=value (repeat, or comma-separate).
-    #[arg(long = "otlp-header", env = "OTEL_EXPORTER_OTLP_HEADERS", value_delimiter = ',')]
+    #[arg(
+        long = "otlp-header",
+        env = "OTEL_EXPORTER_OTLP_HEADERS",
+        value_delimiter = ','
+    )]
     otlp_headers: Vec<String>,
     /// Export interval in milliseconds.
     #[arg(long, env = "OTEL_METRIC_EXPORT_INTERVAL", default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(1..))]
@@ -81,10 +89,18 @@ struct OtlpArgs {
     #[arg(long, env = "OTEL_EXPORTER_OTLP_TIMEOUT", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     otlp_timeout_ms: u64,
     /// cumulative or delta (counters and histograms).
-    #[arg(long, env = "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", default_value = "cumulative")]
+    #[arg(
+        long,
+        env = "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE",
+        default_value = "cumulative"
+    )]
     otlp_temporality: conductor_host::otlp::Temporality,
     /// Resource attributes, key=value (repeat, or comma-separate), e.g. k8s.node.name=$(NODE_NAME).
-    #[arg(long = "resource-attr", env = "OTEL_RESOURCE_ATTRIBUTES", value_delimiter = ',')]
+    #[arg(
+        long = "resource-attr",
+        env = "OTEL_RESOURCE_ATTRIBUTES",
+        value_delimiter = ','
+    )]
     resource_attrs: Vec<String>,
     /// service.name of the resource [default: conductor].
     #[arg(long, env = "OTEL_SERVICE_NAME")]

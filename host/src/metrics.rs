@@ -773,8 +773,14 @@ mod tests {
         // Under a single `_` both would be `a_b_c`.
         let a = metrics.add_plugin("a", 10);
         let ab = metrics.add_plugin("a-b", 10);
-        a.gauge("b_c", "h", vec![]).unwrap().set(vec![], 1.0).unwrap();
-        ab.gauge("c", "h", vec![]).unwrap().set(vec![], 2.0).unwrap();
+        a.gauge("b_c", "h", vec![])
+            .unwrap()
+            .set(vec![], 1.0)
+            .unwrap();
+        ab.gauge("c", "h", vec![])
+            .unwrap()
+            .set(vec![], 2.0)
+            .unwrap();
         // A plugin named like the host cannot shadow a host metric.
         let c = metrics.add_plugin("conductor", 10);
         c.gauge("plugin_up", "h", vec![])
@@ -804,7 +810,10 @@ mod tests {
         ));
         for bad in ["le", "quantile", "plugin", "__x"] {
             assert!(
-                matches!(a.gauge("g", "h", s(&[bad])), Err(MetricError::InvalidName(_))),
+                matches!(
+                    a.gauge("g", "h", s(&[bad])),
+                    Err(MetricError::InvalidName(_))
+                ),
                 "{bad}"
             );
         }
@@ -825,8 +834,14 @@ mod tests {
             ),
             "{text}"
         );
-        assert!(text.contains(r#"p__hits_total{plugin="p",x="a"} 2"#), "{text}");
+        assert!(
+            text.contains(r#"p__hits_total{plugin="p",x="a"} 2"#),
+            "{text}"
+        );
         assert!(text.contains("# TYPE conductor_plugin_series_dropped_total counter\n"));
-        assert!(!text.contains("# EOF") && !text.contains("# UNIT"), "{text}");
+        assert!(
+            !text.contains("# EOF") && !text.contains("# UNIT"),
+            "{text}"
+        );
     }
 }

@@ -94,6 +94,8 @@ pub enum OtlpError {
     Attribute(String),
     #[error("reading the metric registry failed: {0}")]
     Encode(fmt::Error),
+    #[error("collecting plugin metrics before the export failed: {0}")]
+    Collect(String),
     #[error("OTLP gRPC export to {endpoint} failed: {status}")]
     Grpc {
         endpoint: String,
@@ -226,10 +228,7 @@ impl Exporter {
             manager.metrics().families()
         })
         .await
-        .map_err(|e| OtlpError::Http {
-            endpoint: self.config.endpoint.clone(),
-            reason: format!("collect task failed: {e}"),
-        })?
+        .map_err(|e| OtlpError::Collect(e.to_string()))?
         .map_err(OtlpError::Encode)?;
         let request = self.converter.convert(&families, SystemTime::now());
         match &mut self.grpc {
@@ -244,13 +243,10 @@ impl Exporter {
                         req.metadata_mut().insert(k, v);
                     }
                 }
-                client
-                    .export(req)
-                    .await
-                    .map_err(|status| OtlpError::Grpc {
-                        endpoint: self.config.endpoint.clone(),
-                        status: Box::new(status),
-                    })?;
+                client.export(req).await.map_err(|status| OtlpError::Grpc {
+                    endpoint: self.config.endpoint.clone(),
+                    status: Box::new(status),
+                })?;
                 Ok(())
             }
             None => {
@@ -313,8 +309,11 @@ struct Converter {
     last_export: SystemTime,
     /// Delta: previous cumulative value per (metric, labels); for
     /// histograms the count, sum and per-bucket counts.
-    previous: HashMap<(String, Vec<(String, String)>), Vec<f64>>,
+    previous: HashMap<SeriesKey, Vec<f64>>,
 }
+
+/// A metric's name and one series' labels.
+type SeriesKey = (String, Vec<(String, String)>);
 
 fn nanos(t: SystemTime) -> u64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
@@ -348,7 +347,7 @@ impl Converter {
 
     /// The delta of `current` against the previous export of `key` (all of
     /// `current` after a reset), remembering `current`.
-    fn delta(&mut self, key: (String, Vec<(String, String)>), current: Vec<f64>) -> Vec<f64> {
+    fn delta(&mut self, key: SeriesKey, current: Vec<f64>) -> Vec<f64> {
         let previous = self.previous.insert(key, current.clone());
         match previous {
             Some(p) if p.len() == current.len() && p.iter().zip(&current).all(|(p, c)| c >= p) => {
@@ -577,7 +576,10 @@ mod tests {
                 sum.data_points[0].value,
                 Some(number_data_point::Value::AsDouble(3.0))
             );
-            assert_eq!(sum.data_points[0].attributes, vec![kv("plugin", "p"), kv("x", "a")]);
+            assert_eq!(
+                sum.data_points[0].attributes,
+                vec![kv("plugin", "p"), kv("x", "a")]
+            );
             let metric::Data::Histogram(hist) = find(&first, "p__lat") else {
                 panic!("not a histogram")
             };
@@ -607,7 +609,10 @@ mod tests {
                     assert_eq!((p.count, &p.bucket_counts[..]), (5, &[2, 2, 1][..]));
                 }
                 Temporality::Delta => {
-                    assert_eq!(sum.aggregation_temporality, AggregationTemporality::Delta as i32);
+                    assert_eq!(
+                        sum.aggregation_temporality,
+                        AggregationTemporality::Delta as i32
+                    );
                     assert_eq!(
                         sum.data_points[0].value,
                         Some(number_data_point::Value::AsDouble(2.0))
@@ -621,7 +626,10 @@ mod tests {
     #[test]
     fn parses_otel_pair_lists() {
         let pairs = parse_pairs(
-            &["k8s.pod.name=web-1,k8s.namespace.name=shop".into(), "a=b%2Cc".into()],
+            &[
+                "k8s.pod.name=web-1,k8s.namespace.name=shop".into(),
+                "a=b%2Cc".into(),
+            ],
             OtlpError::Attribute,
         )
         .unwrap();

@@ -55,7 +55,9 @@ async fn metrics(State(manager): State<Arc<Manager>>, headers: HeaderMap) -> Res
     })
     .await;
     match result {
-        Ok(Ok(text)) if openmetrics => ([(header::CONTENT_TYPE, OPENMETRICS)], text).into_response(),
+        Ok(Ok(text)) if openmetrics => {
+            ([(header::CONTENT_TYPE, OPENMETRICS)], text).into_response()
+        }
         Ok(Ok(text)) => (
             [(header::CONTENT_TYPE, PROMETHEUS_TEXT)],
             crate::metrics::openmetrics_to_prometheus_text(&text),
@@ -111,7 +113,9 @@ mod tests {
         )));
         assert!(!wants_openmetrics(&accept("*/*")));
         assert!(!wants_openmetrics(&accept("text/plain;version=0.0.4")));
-        assert!(!wants_openmetrics(&accept("application/openmetrics-text;q=0")));
+        assert!(!wants_openmetrics(&accept(
+            "application/openmetrics-text;q=0"
+        )));
         assert!(!wants_openmetrics(&HeaderMap::new()));
     }
 }

@@ -57,13 +57,17 @@ fn prometheus_scrapes_the_host_and_promtool_accepts_the_exposition() {
     // Prometheus negotiated OpenMetrics, stored the series under the
     // plugin's namespace and answers with exactly the execs we ran.
     let execs = prometheus.wait_for(
-        &format!(r#"execs__execs_total{{plugin="execs",comm="{}"}}"#, bin.comm),
+        &format!(
+            r#"execs__execs_total{{plugin="execs",comm="{}"}}"#,
+            bin.comm
+        ),
         Duration::from_secs(60),
         |v| v >= N as f64,
     );
     assert_eq!(execs, N as f64);
     assert_eq!(
-        prometheus.wait_for(r#"up{job="conductor"}"#, Duration::from_secs(30), |v| v == 1.0),
+        prometheus.wait_for(r#"up{job="conductor"}"#, Duration::from_secs(30), |v| v
+            == 1.0),
         1.0
     );
     let up = prometheus.query(r#"conductor_plugin_up{plugin="execs"}"#);
@@ -72,13 +76,18 @@ fn prometheus_scrapes_the_host_and_promtool_accepts_the_exposition() {
     // Histograms arrive as Prometheus histograms.
     assert!(
         !prometheus
-            .query(r#"conductor_plugin_call_duration_seconds_bucket{plugin="execs",call="on_events"}"#)
+            .query(
+                r#"conductor_plugin_call_duration_seconds_bucket{plugin="execs",call="on_events"}"#
+            )
             .is_empty()
     );
 
     // curl and promtool get the classic text format, which promtool accepts.
     let (content_type, text) = host.scrape_classic();
-    assert!(content_type.starts_with("text/plain; version=0.0.4"), "{content_type}");
+    assert!(
+        content_type.starts_with("text/plain; version=0.0.4"),
+        "{content_type}"
+    );
     assert!(text.contains(&format!(
         r#"execs__execs_total{{plugin="execs",comm="{}"}} {N}"#,
         bin.comm
@@ -155,7 +164,10 @@ impl Receiver {
                                 sink.lock().unwrap().push((headers, req));
                                 (axum::http::StatusCode::OK, Vec::new())
                             }
-                            Err(e) => (axum::http::StatusCode::BAD_REQUEST, e.to_string().into_bytes()),
+                            Err(e) => (
+                                axum::http::StatusCode::BAD_REQUEST,
+                                e.to_string().into_bytes(),
+                            ),
                         }
                     },
                 ),
@@ -269,17 +281,36 @@ fn otlp_grpc_receiver_gets_the_values_prometheus_shows() {
     let comm = bin.comm.clone();
     let (headers, req) = receiver.wait_for(
         Duration::from_secs(30),
-        |r| point(r, "exec_counter__execs", &[("plugin", "exec-counter"), ("comm", &comm)]),
+        |r| {
+            point(
+                r,
+                "exec_counter__execs",
+                &[("plugin", "exec-counter"), ("comm", &comm)],
+            )
+        },
         |v| v >= N as f64,
     );
     let pushed = point(&req, "exec_counter__execs", &[("comm", &bin.comm)]).unwrap();
     assert_eq!(pushed, scraped, "OTLP and Prometheus views differ");
     assert_eq!(headers.get("x-tenant").map(String::as_str), Some("team-a"));
 
-    let resource = &req.resource_metrics[0].resource.as_ref().unwrap().attributes;
-    assert_eq!(string_attr(resource, "service.name").as_deref(), Some("conductor"));
-    assert_eq!(string_attr(resource, "k8s.node.name").as_deref(), Some("node-1"));
-    assert_eq!(string_attr(resource, "k8s.pod.name").as_deref(), Some("conductor-abc"));
+    let resource = &req.resource_metrics[0]
+        .resource
+        .as_ref()
+        .unwrap()
+        .attributes;
+    assert_eq!(
+        string_attr(resource, "service.name").as_deref(),
+        Some("conductor")
+    );
+    assert_eq!(
+        string_attr(resource, "k8s.node.name").as_deref(),
+        Some("node-1")
+    );
+    assert_eq!(
+        string_attr(resource, "k8s.pod.name").as_deref(),
+        Some("conductor-abc")
+    );
     let execs = req.resource_metrics[0].scope_metrics[0]
         .metrics
         .iter()
@@ -289,12 +320,20 @@ fn otlp_grpc_receiver_gets_the_values_prometheus_shows() {
         panic!("{execs:?}")
     };
     assert!(sum.is_monotonic);
-    assert_eq!(sum.aggregation_temporality, AggregationTemporality::Cumulative as i32);
+    assert_eq!(
+        sum.aggregation_temporality,
+        AggregationTemporality::Cumulative as i32
+    );
     // The host's own metrics travel too, histograms included.
-    assert!(req.resource_metrics[0].scope_metrics[0].metrics.iter().any(|m| {
-        m.name == "conductor_plugin_call_duration_seconds"
-            && matches!(m.data, Some(metric::Data::Histogram(_)))
-    }));
+    assert!(
+        req.resource_metrics[0].scope_metrics[0]
+            .metrics
+            .iter()
+            .any(|m| {
+                m.name == "conductor_plugin_call_duration_seconds"
+                    && matches!(m.data, Some(metric::Data::Histogram(_)))
+            })
+    );
     assert!(host.stop().success());
 }
 
@@ -320,7 +359,10 @@ fn otlp_http_protobuf_with_delta_temporality_from_otel_environment() {
             ("OTEL_METRIC_EXPORT_INTERVAL", "300"),
             ("OTEL_EXPORTER_OTLP_HEADERS", "authorization=Bearer%20t0k"),
             ("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", "delta"),
-            ("OTEL_RESOURCE_ATTRIBUTES", "k8s.namespace.name=observability"),
+            (
+                "OTEL_RESOURCE_ATTRIBUTES",
+                "k8s.namespace.name=observability",
+            ),
             ("OTEL_SERVICE_NAME", "conductor-node"),
         ],
     );
@@ -336,9 +378,19 @@ fn otlp_http_protobuf_with_delta_temporality_from_otel_environment() {
         headers.get("authorization").map(String::as_str),
         Some("Bearer t0k")
     );
-    assert_eq!(headers.get("content-type").map(String::as_str), Some("application/x-protobuf"));
-    let resource = &first.resource_metrics[0].resource.as_ref().unwrap().attributes;
-    assert_eq!(string_attr(resource, "service.name").as_deref(), Some("conductor-node"));
+    assert_eq!(
+        headers.get("content-type").map(String::as_str),
+        Some("application/x-protobuf")
+    );
+    let resource = &first.resource_metrics[0]
+        .resource
+        .as_ref()
+        .unwrap()
+        .attributes;
+    assert_eq!(
+        string_attr(resource, "service.name").as_deref(),
+        Some("conductor-node")
+    );
     assert_eq!(
         string_attr(resource, "k8s.namespace.name").as_deref(),
         Some("observability")
@@ -351,7 +403,10 @@ fn otlp_http_protobuf_with_delta_temporality_from_otel_environment() {
     let Some(metric::Data::Sum(sum)) = &ticks.data else {
         panic!("{ticks:?}")
     };
-    assert_eq!(sum.aggregation_temporality, AggregationTemporality::Delta as i32);
+    assert_eq!(
+        sum.aggregation_temporality,
+        AggregationTemporality::Delta as i32
+    );
 
     // Wait for a few exports, then compare their sum with the cumulative value.
     let until = Instant::now() + Duration::from_secs(30);
@@ -367,7 +422,10 @@ fn otlp_http_protobuf_with_delta_temporality_from_otel_environment() {
         .filter_map(|(_, r)| point(r, "ticker__ticks", &[("plugin", "ticker")]))
         .sum();
     let served = value(&host.scrape(), r#"ticker__ticks_total{plugin="ticker"}"#).unwrap();
-    assert!(pushed_total > 0.0 && pushed_total <= served, "deltas {pushed_total}, cumulative {served}");
+    assert!(
+        pushed_total > 0.0 && pushed_total <= served,
+        "deltas {pushed_total}, cumulative {served}"
+    );
     assert!(host.stop().success());
 }
 
@@ -394,11 +452,17 @@ fn slow_and_failing_collect_hooks_do_not_fail_the_scrape() {
     // The first scrape waits at most the collect deadline (500 ms), not for
     // the slow plugin's 8 s: it shows the slow plugin's last value (0).
     let text = host.scrape();
-    assert_eq!(value(&text, r#"slow__collected{plugin="slow"}"#), Some(0.0), "{text}");
+    assert_eq!(
+        value(&text, r#"slow__collected{plugin="slow"}"#),
+        Some(0.0),
+        "{text}"
+    );
     // The healthy plugin is collected on every scrape.
-    host.wait_for_metric(r#"fine__collected{plugin="fine"}"#, Duration::from_secs(30), |v| {
-        v >= 1.0
-    });
+    host.wait_for_metric(
+        r#"fine__collected{plugin="fine"}"#,
+        Duration::from_secs(30),
+        |v| v >= 1.0,
+    );
     // The failing collect is reported as a fault of that plugin alone, and
     // every scrape still succeeds.
     host.wait_for_metric(
@@ -406,20 +470,35 @@ fn slow_and_failing_collect_hooks_do_not_fail_the_scrape() {
         Duration::from_secs(30),
         |v| v >= 1.0,
     );
-    assert!(value(&host.scrape(), r#"conductor_plugin_faults_total{plugin="fine""#).is_none());
+    assert!(
+        value(
+            &host.scrape(),
+            r#"conductor_plugin_faults_total{plugin="fine""#
+        )
+        .is_none()
+    );
     // The slow collect does finish, and a later scrape shows its value.
-    host.wait_for_metric(r#"slow__collected{plugin="slow"}"#, Duration::from_secs(60), |v| {
-        v >= 1.0
-    });
+    host.wait_for_metric(
+        r#"slow__collected{plugin="slow"}"#,
+        Duration::from_secs(60),
+        |v| v >= 1.0,
+    );
     let text = host.scrape();
 
     // Cardinality cap: 8 label values against a cap of 5. The plugin got the
     // typed error for each refused sample, the host counted them, and only
     // 5 series exist.
-    assert_eq!(value(&text, r#"fine__capped{plugin="fine"}"#), Some(3.0), "{text}");
+    assert_eq!(
+        value(&text, r#"fine__capped{plugin="fine"}"#),
+        Some(3.0),
+        "{text}"
+    );
     assert_eq!(value(&text, r#"fine__cap_limit{plugin="fine"}"#), Some(5.0));
     assert_eq!(
-        value(&text, r#"conductor_plugin_series_dropped_total{plugin="fine"}"#),
+        value(
+            &text,
+            r#"conductor_plugin_series_dropped_total{plugin="fine"}"#
+        ),
         Some(3.0)
     );
     let series = text

@@ -176,12 +176,12 @@ impl Host {
             .header("accept", "application/openmetrics-text; version=1.0.0")
             .call()
             .unwrap_or_else(|e| {
-            panic!(
-                "scrape {} failed: {e}\nlog:\n{}",
-                self.metrics_url,
-                self.log_text()
-            )
-        });
+                panic!(
+                    "scrape {} failed: {e}\nlog:\n{}",
+                    self.metrics_url,
+                    self.log_text()
+                )
+            });
         let ct = resp
             .headers()
             .get("content-type")
@@ -393,7 +393,10 @@ impl Prometheus {
         let addr = format!("127.0.0.1:{}", free_port());
         let mut child = Command::new("prometheus")
             .arg(format!("--config.file={}", config.display()))
-            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
             .arg(format!("--web.listen-address={addr}"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -490,8 +493,15 @@ pub fn promtool_check_metrics(text: &str) -> (bool, String) {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap_or_else(|e| panic!("cannot run promtool ({e}): install prometheus with `cargo xtask deps`"));
-    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+        .unwrap_or_else(|e| {
+            panic!("cannot run promtool ({e}): install prometheus with `cargo xtask deps`")
+        });
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     let mut msg = String::from_utf8_lossy(&out.stdout).into_owned();
     msg.push_str(&String::from_utf8_lossy(&out.stderr));
