@@ -62,6 +62,28 @@ fn host_sample_names() -> BTreeSet<String> {
         .collect()
 }
 
+/// PromQL aggregation operators (they may be followed by `by`, not `(`) and
+/// other keywords.
+const KEYWORDS: &[&str] = &[
+    "sum",
+    "min",
+    "max",
+    "avg",
+    "group",
+    "stddev",
+    "stdvar",
+    "count",
+    "count_values",
+    "bottomk",
+    "topk",
+    "quantile",
+    "bool",
+    "offset",
+    "and",
+    "or",
+    "unless",
+];
+
 /// Metric names in a PromQL expression: identifiers that are not followed by
 /// `(` (functions), not label names inside `{}` or `by (...)`, not keywords.
 fn metric_names(expr: &str) -> Vec<String> {
@@ -95,9 +117,22 @@ fn metric_names(expr: &str) -> Vec<String> {
             }
             let word: String = chars[start..=i].iter().collect();
             let next = chars[i + 1..].iter().find(|c| !c.is_whitespace());
-            if word == "by" || word == "without" {
+            if [
+                "by",
+                "without",
+                "on",
+                "ignoring",
+                "group_left",
+                "group_right",
+            ]
+            .contains(&word.as_str())
+            {
                 parens_after_by = true;
-            } else if braces == 0 && !parens_after_by && next != Some(&'(') {
+            } else if braces == 0
+                && !parens_after_by
+                && next != Some(&'(')
+                && !KEYWORDS.contains(&word.as_str())
+            {
                 names.push(word);
             }
         }

@@ -37,10 +37,10 @@ maps:
         ("removed", 10.0),
         ("keys_seen", 90.0),
         // Keys 11..=100 remain, each holding key * 10.
-        ("value_sum", 10.0 * ((11..=100).sum::<u32>() as f64)),
+        ("sum_of_values", 10.0 * ((11..=100).sum::<u32>() as f64)),
         ("create_existing_failed", 1.0),
         ("pcpu_cpus", cpus),
-        ("pcpu_sum", 7.0 * cpus),
+        ("sum_of_pcpu", 7.0 * cpus),
         ("rw_key_size", 4.0),
         ("rw_value_size", 8.0),
         ("wrong_size_rejected", 1.0),
