@@ -508,3 +508,45 @@ fn slow_and_failing_collect_hooks_do_not_fail_the_scrape() {
     assert_eq!(series, 5, "{text}");
     assert!(host.stop().success());
 }
+
+#[test]
+fn an_unreachable_collector_is_counted_and_never_fatal() {
+    if !require_root() {
+        return;
+    }
+    let spec = format!(
+        "name: ticker\ncomponent: {}\ntickIntervalMs: 50\n",
+        path_str(&artifact("testing_steady.wasm"))
+    );
+    // Nothing listens there: every export fails.
+    let endpoint = format!("http://127.0.0.1:{}", free_port());
+    for protocol in ["grpc", "http/protobuf"] {
+        let host = Host::start_with(
+            &spec,
+            None,
+            &[
+                "--otlp-endpoint",
+                &endpoint,
+                "--otlp-protocol",
+                protocol,
+                "--otlp-interval-ms",
+                "100",
+                "--otlp-timeout-ms",
+                "1000",
+            ],
+            &[],
+        );
+        host.wait_for_metric(
+            r#"conductor_otlp_exports_total{outcome="error"}"#,
+            Duration::from_secs(30),
+            |v| v >= 2.0,
+        );
+        // The host keeps running its plugins and serving scrapes.
+        host.wait_for_metric(
+            r#"ticker__ticks_total{plugin="ticker"}"#,
+            Duration::from_secs(30),
+            |v| v >= 1.0,
+        );
+        assert!(host.stop().success(), "{protocol}");
+    }
+}
