@@ -360,7 +360,7 @@ impl Bench {
             .request_collect()
             .recv_timeout(Duration::from_secs(10));
         let text = metrics.encode()?;
-        let consumed = metric_value(&text, &format!("{}_events_total", name.replace('-', "_")))?;
+        let consumed = metric_value(&text, &format!("{}__events_total", name.replace('-', "_")))?;
         let batches = batches.get() - batches0;
         plugin.stop();
         Ok(Outcome {

@@ -1,9 +1,10 @@
 //! Metrics the host exports (Prometheus/OpenMetrics, OTLP).
 //!
 //! Declare each metric once, typically in [`Plugin::init`](crate::Plugin::init),
-//! and keep the handle. Names follow Prometheus rules; the host prefixes them
-//! with the plugin's name and adds a `plugin` label, and exports counters with
-//! a `_total` suffix (do not add one). Label values are passed in the order
+//! and keep the handle. Names follow Prometheus rules, must not start with `_`,
+//! contain `__` or end in `_total`, `_count`, `_sum`, `_bucket`, `_created`,
+//! `_info`; the host exports them as `<plugin>__<name>` with a `plugin` label,
+//! and counters with a `_total` suffix (do not add one). Label values are passed in the order
 //! the label names were declared, as `&[&str]`, so recording a sample does not
 //! allocate.
 //!
@@ -17,7 +18,7 @@ use crate::error::{Result, ResultExt};
 
 pub use raw::{MetricError, WrongLabelCount};
 
-/// A monotonically increasing count, exported as `<plugin>_<name>_total`.
+/// A monotonically increasing count, exported as `<plugin>__<name>_total`.
 #[derive(Debug)]
 pub struct Counter {
     raw: raw::Counter,

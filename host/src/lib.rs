@@ -6,13 +6,14 @@
 //! runs each plugin on its own thread, feeding batches to its sandboxed
 //! wasm instance ([`runtime`]) and restarting it after faults; plugins reach
 //! kernel maps through [`maps`] and record metrics in [`metrics`], served over
-//! HTTP by [`server`]; [`manager`] owns the set of running plugins.
+//! HTTP by [`server`] and pushed by [`otlp`]; [`manager`] owns the set of running plugins.
 
 pub mod bpf;
 pub mod events;
 pub mod manager;
 pub mod maps;
 pub mod metrics;
+pub mod otlp;
 pub mod plugin;
 pub mod ringbuf;
 pub mod runtime;

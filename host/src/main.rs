@@ -3,11 +3,13 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use conductor_host::manager::Manager;
 use conductor_host::metrics::Metrics;
+use conductor_host::otlp::{Exporter, OtlpConfig};
 use conductor_host::runtime::Runtime;
 use conductor_host::{bpf, server};
 use tracing_subscriber::EnvFilter;
@@ -51,7 +53,84 @@ enum Command {
         /// Compile components on every start instead of caching them.
         #[arg(long)]
         no_cache: bool,
+        #[command(flatten)]
+        otlp: OtlpArgs,
     },
+}
+
+/// OTLP push; off unless an endpoint is set. Each flag defaults to its
+/// standard OpenTelemetry environment variable.
+#[derive(clap::Args)]
+struct OtlpArgs {
+    /// Push metrics to this OTLP endpoint (gRPC: http://host:4317; HTTP: http://host:4318, to which /v1/metrics is added).
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
+    /// Full URL for metrics, used as is (overrides --otlp-endpoint).
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")]
+    otlp_metrics_endpoint: Option<String>,
+    /// grpc or http/protobuf.
+    #[arg(
+        long,
+        env = "OTEL_EXPORTER_OTLP_PROTOCOL",
+        default_value = "http/protobuf"
+    )]
+    otlp_protocol: conductor_host::otlp::Protocol,
+    /// Extra request headers, name=value (repeat, or comma-separate).
+    #[arg(
+        long = "otlp-header",
+        env = "OTEL_EXPORTER_OTLP_HEADERS",
+        value_delimiter = ','
+    )]
+    otlp_headers: Vec<String>,
+    /// Export interval in milliseconds.
+    #[arg(long, env = "OTEL_METRIC_EXPORT_INTERVAL", default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(1..))]
+    otlp_interval_ms: u64,
+    /// Export timeout in milliseconds.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_TIMEOUT", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    otlp_timeout_ms: u64,
+    /// cumulative or delta (counters and histograms).
+    #[arg(
+        long,
+        env = "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE",
+        default_value = "cumulative"
+    )]
+    otlp_temporality: conductor_host::otlp::Temporality,
+    /// Resource attributes, key=value (repeat, or comma-separate), e.g. k8s.node.name=$(NODE_NAME).
+    #[arg(
+        long = "resource-attr",
+        env = "OTEL_RESOURCE_ATTRIBUTES",
+        value_delimiter = ','
+    )]
+    resource_attrs: Vec<String>,
+    /// service.name of the resource [default: conductor].
+    #[arg(long, env = "OTEL_SERVICE_NAME")]
+    service_name: Option<String>,
+}
+
+impl OtlpArgs {
+    fn config(self) -> anyhow::Result<Option<OtlpConfig>> {
+        use conductor_host::otlp::{OtlpError, Protocol, parse_pairs};
+        let endpoint = match (self.otlp_metrics_endpoint, self.otlp_endpoint) {
+            (Some(url), _) => url,
+            (None, Some(base)) if self.otlp_protocol == Protocol::HttpProtobuf => {
+                format!("{}/v1/metrics", base.trim_end_matches('/'))
+            }
+            (None, Some(base)) => base,
+            (None, None) => return Ok(None),
+        };
+        Ok(Some(OtlpConfig {
+            endpoint,
+            protocol: self.otlp_protocol,
+            headers: parse_pairs(&self.otlp_headers, OtlpError::Header)?,
+            interval: Duration::from_millis(self.otlp_interval_ms),
+            timeout: Duration::from_millis(self.otlp_timeout_ms),
+            temporality: self.otlp_temporality,
+            resource: OtlpConfig::resource_with_defaults(
+                self.service_name,
+                parse_pairs(&self.resource_attrs, OtlpError::Attribute)?,
+            ),
+        }))
+    }
 }
 
 fn main() -> std::process::ExitCode {
@@ -63,9 +142,13 @@ fn main() -> std::process::ExitCode {
             metrics_addr,
             cache_dir,
             no_cache,
+            otlp,
         } => {
             let cache_dir = (!no_cache).then(|| cache_dir.unwrap_or_else(default_cache_dir));
-            match run(spec, metrics_addr, cache_dir) {
+            match otlp
+                .config()
+                .and_then(|otlp| run(spec, metrics_addr, cache_dir, otlp))
+            {
                 Ok(()) => std::process::ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e:#}");
@@ -81,6 +164,7 @@ fn run(
     spec_path: PathBuf,
     metrics_addr: SocketAddr,
     cache_dir: Option<PathBuf>,
+    otlp: Option<OtlpConfig>,
 ) -> anyhow::Result<()> {
     let specs = conductor_api::load_file(&spec_path)?;
     let base_dir = spec_path
@@ -111,6 +195,14 @@ fn run(
         let server = tokio::spawn(server::serve(listener, manager.clone(), async {
             let _ = stop_rx.await;
         }));
+        // The gRPC channel needs the runtime, hence built in here.
+        let exporter = match otlp {
+            Some(config) => {
+                tracing::info!(endpoint = %config.endpoint, protocol = ?config.protocol, "pushing metrics over OTLP");
+                Some(tokio::spawn(Exporter::new(config, manager.clone())?.run()))
+            }
+            None => None,
+        };
 
         for spec in &specs {
             let (manager, owned, base) = (manager.clone(), spec.clone(), base_dir.clone());
@@ -124,6 +216,9 @@ fn run(
         wait_for_signal().await;
         tracing::info!("stopping");
         let _ = stop_tx.send(());
+        if let Some(e) = exporter {
+            e.abort();
+        }
         server.await.context("metrics server")??;
         anyhow::Ok(())
     });

@@ -2,10 +2,17 @@
 //!
 //! Plugins declare metrics at run time, and plugins come and go, so plugin
 //! metrics live in a [`PluginMetrics`] per plugin behind one
-//! [`prometheus_client`] collector rather than in the static registry. Each
-//! exported plugin metric is named `<plugin>_<metric>` (plugin name with `-`
-//! turned into `_`) and carries a `plugin` label, so plugins can collide
-//! neither with each other nor with the host's `conductor_*` metrics.
+//! [`prometheus_client`] collector rather than in the static registry.
+//!
+//! Namespacing: a plugin metric is exported as `<plugin>__<metric>` (plugin
+//! name with `-` turned into `_`, then a double underscore) and carries a
+//! `plugin` label. Plugin names are DNS labels (they end in `[a-z0-9]`) and
+//! metric names may neither start with `_` nor contain `__`, so the last `__`
+//! of an exported name always splits it back into plugin and metric: two
+//! plugins cannot export the same name, and since no host metric contains
+//! `__`, no plugin can shadow one. Names ending in a suffix that OpenMetrics
+//! gives a meaning (`_total`, `_bucket`, ...) are refused, so one plugin's
+//! metrics cannot collide with each other's samples either.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -69,6 +76,13 @@ pub struct HostMetrics {
     pub memory_bytes: Family<PluginLabel, Gauge>,
     pub up: Family<PluginLabel, Gauge>,
     pub series_dropped: Family<PluginLabel, Counter>,
+    otlp_exports: Family<OutcomeLabel, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub struct OutcomeLabel {
+    /// `ok` or `error`.
+    pub outcome: &'static str,
 }
 
 fn call_histogram() -> Histogram {
@@ -90,6 +104,7 @@ impl HostMetrics {
             memory_bytes: Family::default(),
             up: Family::default(),
             series_dropped: Family::default(),
+            otlp_exports: Family::default(),
         }
     }
 
@@ -139,6 +154,17 @@ impl HostMetrics {
             "Samples dropped because a plugin metric reached limits.maxSeriesPerMetric",
             self.series_dropped.clone(),
         );
+        r.register(
+            "conductor_otlp_exports",
+            "OTLP metric exports by outcome (ok, error)",
+            self.otlp_exports.clone(),
+        );
+    }
+
+    /// The export counter for `outcome` (`ok` or `error`).
+    pub fn otlp_exports(&self, outcome: &'static str) -> Counter {
+        self.otlp_exports
+            .get_or_create_owned(&OutcomeLabel { outcome })
     }
 
     /// Forget every series of `plugin` (it was unloaded).
@@ -214,12 +240,60 @@ impl Metrics {
         self.host.remove_plugin(plugin);
     }
 
+    /// Everything as data (the Prometheus protobuf model), for the OTLP
+    /// exporter: the same registry the text exposition reads.
+    pub fn families(
+        &self,
+    ) -> Result<
+        Vec<prometheus_client::encoding::prometheus_protobuf::prometheus_data_model::MetricFamily>,
+        fmt::Error,
+    > {
+        prometheus_client::encoding::prometheus_protobuf::encode(&self.registry)
+    }
+
     /// OpenMetrics text exposition of everything.
     pub fn encode(&self) -> Result<String, fmt::Error> {
         let mut out = String::with_capacity(16 * 1024);
         prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
         Ok(out)
     }
+}
+
+/// The classic Prometheus text format (0.0.4) of an OpenMetrics exposition
+/// from [`Metrics::encode`], for clients that do not accept OpenMetrics.
+///
+/// The two differ, for what we emit, only in the `# EOF` and `# UNIT` lines,
+/// in counters' family names (OpenMetrics `foo` with samples `foo_total`,
+/// 0.0.4 `foo_total` throughout) and in HELP escaping (0.0.4 knows no `\"`).
+pub fn openmetrics_to_prometheus_text(openmetrics: &str) -> String {
+    let mut out = String::with_capacity(openmetrics.len());
+    // prometheus-client writes HELP before TYPE: hold it until the type is known.
+    let mut help: Option<&str> = None;
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            help = Some(rest.split_once(' ').map_or("", |(_, text)| text));
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, ty) = rest.split_once(' ').unwrap_or((rest, "untyped"));
+            let name = if ty == "counter" {
+                format!("{name}_total")
+            } else {
+                name.to_owned()
+            };
+            if let Some(text) = help.take() {
+                out.push_str(&format!("# HELP {name} {text}\n"));
+            }
+            out.push_str(&format!("# TYPE {name} {ty}\n"));
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
 }
 
 #[derive(Debug, Default)]
@@ -384,7 +458,7 @@ impl PluginMetrics {
     fn new(plugin: &str, max_series: u32, dropped: Counter) -> Self {
         Self {
             plugin: plugin.to_owned(),
-            prefix: plugin.replace('-', "_"),
+            prefix: format!("{}__", plugin.replace('-', "_")),
             max_series,
             dropped,
             declared: RwLock::default(),
@@ -480,11 +554,21 @@ impl PluginMetrics {
         make: impl Fn() -> M + Send + Sync + 'static,
     ) -> Result<Declared, MetricError> {
         check_name("metric", name)?;
+        if name.starts_with('_') || name.contains("__") {
+            return Err(MetricError::InvalidName(format!(
+                "metric name {name:?} must not start with `_` or contain `__`: the host uses `__` to separate the plugin's name from the metric's"
+            )));
+        }
+        if let Some(suffix) = RESERVED_SUFFIXES.iter().find(|s| name.ends_with(*s)) {
+            return Err(MetricError::InvalidName(format!(
+                "metric name {name:?} ends in {suffix:?}, which OpenMetrics reserves for the samples of counters and histograms; choose another name"
+            )));
+        }
         for l in &labels {
             check_name("label", l)?;
-            if l == "plugin" || l.starts_with("__") {
+            if RESERVED_LABELS.contains(&l.as_str()) || l.starts_with("__") {
                 return Err(MetricError::InvalidName(format!(
-                    "label name {l:?} is reserved by the host"
+                    "label name {l:?} is reserved by the host or by Prometheus"
                 )));
             }
         }
@@ -518,8 +602,13 @@ impl PluginMetrics {
             return Ok(existing.clone());
         }
         let fam = wrap(MetricFamily {
-            name: format!("{}_{}", self.prefix, name),
-            help: help.to_owned(),
+            name: format!("{}{}", self.prefix, name),
+            // prometheus-client writes HELP verbatim: a plugin's newline
+            // would end the line and inject samples.
+            help: help
+                .replace('\\', "\\\\")
+                .replace('\n', "\\n")
+                .replace('\r', ""),
             labels: Arc::new(LabelSchema {
                 plugin: self.plugin.clone(),
                 names: labels,
@@ -562,6 +651,15 @@ where
     let metric = encoder.encode_descriptor(&f.name, &f.help, None, ty)?;
     f.family.encode(metric)
 }
+
+/// Sample suffixes OpenMetrics derives from a family name (counters lose a
+/// `_total` before this check, see [`PluginMetrics::counter`]).
+const RESERVED_SUFFIXES: &[&str] = &[
+    "_total", "_created", "_bucket", "_count", "_sum", "_gcount", "_gsum", "_info",
+];
+
+/// `plugin` is ours; `le` and `quantile` have a meaning in histograms and summaries.
+const RESERVED_LABELS: &[&str] = &["plugin", "le", "quantile"];
 
 fn check_name(what: &str, name: &str) -> Result<(), MetricError> {
     let mut chars = name.chars();
@@ -610,10 +708,10 @@ mod tests {
 
         let text = metrics.encode().unwrap();
         assert!(
-            text.contains(r#"exec_counter_execs_total{plugin="exec-counter",comm="bash"} 4"#),
+            text.contains(r#"exec_counter__execs_total{plugin="exec-counter",comm="bash"} 4"#),
             "{text}"
         );
-        assert!(text.contains(r#"exec_counter_execs_total{plugin="exec-counter",comm="ls"} 1"#));
+        assert!(text.contains(r#"exec_counter__execs_total{plugin="exec-counter",comm="ls"} 1"#));
         assert!(!text.contains("cat"));
         assert!(
             text.contains(r#"conductor_plugin_series_dropped_total{plugin="exec-counter"} 1"#),
@@ -621,7 +719,7 @@ mod tests {
         );
 
         metrics.remove_plugin("exec-counter");
-        assert!(!metrics.encode().unwrap().contains("exec_counter_execs"));
+        assert!(!metrics.encode().unwrap().contains("exec_counter__execs"));
     }
 
     #[test]
@@ -662,9 +760,87 @@ mod tests {
         g.add(vec![], 1.0).unwrap();
         let text = metrics.encode().unwrap();
         assert!(
-            text.contains(r#"p_lat_bucket{le="1.0",plugin="p"} 1"#),
+            text.contains(r#"p__lat_bucket{le="1.0",plugin="p"} 1"#),
             "{text}"
         );
-        assert!(text.contains(r#"p_temp{plugin="p"} 3.5"#), "{text}");
+        assert!(text.contains(r#"p__temp{plugin="p"} 3.5"#), "{text}");
+    }
+
+    #[test]
+    fn plugins_cannot_collide_with_each_other_or_the_host() {
+        let metrics = Metrics::new();
+        // Under a single `_` both would be `a_b_c`.
+        let a = metrics.add_plugin("a", 10);
+        let ab = metrics.add_plugin("a-b", 10);
+        a.gauge("b_c", "h", vec![])
+            .unwrap()
+            .set(vec![], 1.0)
+            .unwrap();
+        ab.gauge("c", "h", vec![])
+            .unwrap()
+            .set(vec![], 2.0)
+            .unwrap();
+        // A plugin named like the host cannot shadow a host metric.
+        let c = metrics.add_plugin("conductor", 10);
+        c.gauge("plugin_up", "h", vec![])
+            .unwrap()
+            .set(vec![], 3.0)
+            .unwrap();
+        let text = metrics.encode().unwrap();
+        assert!(text.contains(r#"a__b_c{plugin="a"} 1.0"#), "{text}");
+        assert!(text.contains(r#"a_b__c{plugin="a-b"} 2.0"#), "{text}");
+        assert!(
+            text.contains(r#"conductor__plugin_up{plugin="conductor"} 3.0"#),
+            "{text}"
+        );
+
+        // The names that would break the split, or collide with samples.
+        for bad in ["b__c", "_c", "x_count", "x_bucket", "x_sum", "x_created"] {
+            assert!(
+                matches!(a.gauge(bad, "h", vec![]), Err(MetricError::InvalidName(_))),
+                "{bad}"
+            );
+        }
+        // A counter may be declared with its `_total`, not with two.
+        a.counter("hits_total", "h", vec![]).unwrap();
+        assert!(matches!(
+            a.counter("hits_total_total", "h", vec![]),
+            Err(MetricError::InvalidName(_))
+        ));
+        for bad in ["le", "quantile", "plugin", "__x"] {
+            assert!(
+                matches!(
+                    a.gauge("g", "h", s(&[bad])),
+                    Err(MetricError::InvalidName(_))
+                ),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn classic_text_renames_counter_families_and_drops_openmetrics_lines() {
+        let metrics = Metrics::new();
+        let pm = metrics.add_plugin("p", 10);
+        pm.counter("hits", "Hits \"quoted\"\nfake_sample 1 \\o/", s(&["x"]))
+            .unwrap()
+            .add(s(&["a"]), 2)
+            .unwrap();
+        let text = openmetrics_to_prometheus_text(&metrics.encode().unwrap());
+        assert!(
+            text.contains(
+                "# HELP p__hits_total Hits \"quoted\"\\nfake_sample 1 \\\\o/\n# TYPE p__hits_total counter\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"p__hits_total{plugin="p",x="a"} 2"#),
+            "{text}"
+        );
+        assert!(text.contains("# TYPE conductor_plugin_series_dropped_total counter\n"));
+        assert!(
+            !text.contains("# EOF") && !text.contains("# UNIT"),
+            "{text}"
+        );
     }
 }

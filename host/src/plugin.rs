@@ -491,6 +491,7 @@ impl Worker {
                     s.pending = true;
                 }
             }
+            let mut collect_waiters = Vec::new();
             while let Ok(cmd) = commands.try_recv() {
                 match cmd {
                     Command::Stop => {
@@ -498,12 +499,17 @@ impl Worker {
                         self.forget_metrics();
                         return;
                     }
-                    Command::Collect(done) => {
-                        if self.instance.is_some() {
-                            self.call(Call::Collect);
-                        }
-                        let _ = done.send(());
-                    }
+                    Command::Collect(done) => collect_waiters.push(done),
+                }
+            }
+            if !collect_waiters.is_empty() {
+                // Scrapes and exports that queued up behind a slow collect
+                // share one call, so they cannot pile up.
+                if self.instance.is_some() {
+                    self.call(Call::Collect);
+                }
+                for done in collect_waiters {
+                    let _ = done.send(());
                 }
             }
             for i in 0..self.sources.len() {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tokio::net::TcpListener;
@@ -17,6 +17,7 @@ use crate::manager::Manager;
 const COLLECT_DEADLINE: Duration = Duration::from_millis(500);
 
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Bind the metrics address (separately from serving, so a taken port is
 /// reported before any plugin is loaded).
@@ -46,14 +47,22 @@ pub async fn serve(
     Ok(())
 }
 
-async fn metrics(State(manager): State<Arc<Manager>>) -> Response {
+async fn metrics(State(manager): State<Arc<Manager>>, headers: HeaderMap) -> Response {
+    let openmetrics = wants_openmetrics(&headers);
     let result = tokio::task::spawn_blocking(move || {
         manager.collect(COLLECT_DEADLINE);
         manager.metrics().encode()
     })
     .await;
     match result {
-        Ok(Ok(text)) => ([(header::CONTENT_TYPE, OPENMETRICS)], text).into_response(),
+        Ok(Ok(text)) if openmetrics => {
+            ([(header::CONTENT_TYPE, OPENMETRICS)], text).into_response()
+        }
+        Ok(Ok(text)) => (
+            [(header::CONTENT_TYPE, PROMETHEUS_TEXT)],
+            crate::metrics::openmetrics_to_prometheus_text(&text),
+        )
+            .into_response(),
         Ok(Err(e)) => (
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("encoding metrics failed: {e}\n"),
@@ -64,5 +73,49 @@ async fn metrics(State(manager): State<Arc<Manager>>) -> Response {
             format!("collecting metrics failed: {e}\n"),
         )
             .into_response(),
+    }
+}
+
+/// Content negotiation: OpenMetrics when the client accepts it (Prometheus
+/// asks for it first), the classic text format otherwise (curl, promtool and
+/// older scrapers), as Prometheus client libraries do.
+fn wants_openmetrics(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|range| {
+            let mut parts = range.split(';').map(str::trim);
+            parts.next() == Some("application/openmetrics-text")
+                && parts
+                    .find_map(|p| p.strip_prefix("q="))
+                    .map_or(1.0, |q| q.parse::<f32>().unwrap_or(0.0))
+                    > 0.0
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accept(v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::ACCEPT, v.parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn negotiates_openmetrics_only_when_asked() {
+        // What Prometheus 2.x sends.
+        assert!(wants_openmetrics(&accept(
+            "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+        )));
+        assert!(!wants_openmetrics(&accept("*/*")));
+        assert!(!wants_openmetrics(&accept("text/plain;version=0.0.4")));
+        assert!(!wants_openmetrics(&accept(
+            "application/openmetrics-text;q=0"
+        )));
+        assert!(!wants_openmetrics(&HeaderMap::new()));
     }
 }

@@ -46,7 +46,7 @@ fn counts_execs_of_a_known_binary() {
     bin.run(N);
 
     let series = format!(
-        r#"exec_counter_execs_total{{plugin="exec-counter",comm="{}"}}"#,
+        r#"exec_counter__execs_total{{plugin="exec-counter",comm="{}"}}"#,
         bin.comm
     );
     let count = host.wait_for_metric(&series, Duration::from_secs(15), |v| v >= N as f64);
@@ -56,7 +56,7 @@ fn counts_execs_of_a_known_binary() {
     assert!(
         value(
             &text,
-            r#"exec_counter_distinct_commands{plugin="exec-counter"}"#
+            r#"exec_counter__distinct_commands{plugin="exec-counter"}"#
         )
         .unwrap()
             >= 1.0

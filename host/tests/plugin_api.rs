@@ -29,7 +29,7 @@ maps:
         path_str(&artifact("test_maps.bpf.o")),
     );
     let host = Host::start(&spec);
-    let g = |name: &str| format!(r#"probe_{name}{{plugin="probe"}}"#);
+    let g = |name: &str| format!(r#"probe__{name}{{plugin="probe"}}"#);
     host.wait_for_metric(&g("lookup_42"), Duration::from_secs(15), |v| v == 420.0);
     let text = host.scrape();
     let cpus = conductor_host::maps::possible_cpus().unwrap() as f64;
@@ -37,10 +37,10 @@ maps:
         ("removed", 10.0),
         ("keys_seen", 90.0),
         // Keys 11..=100 remain, each holding key * 10.
-        ("value_sum", 10.0 * ((11..=100).sum::<u32>() as f64)),
+        ("sum_of_values", 10.0 * ((11..=100).sum::<u32>() as f64)),
         ("create_existing_failed", 1.0),
         ("pcpu_cpus", cpus),
-        ("pcpu_sum", 7.0 * cpus),
+        ("sum_of_pcpu", 7.0 * cpus),
         ("rw_key_size", 4.0),
         ("rw_value_size", 8.0),
         ("wrong_size_rejected", 1.0),
@@ -81,14 +81,14 @@ maps:
     bin.run(N);
     for source in ["perf_events", "raw_events"] {
         let series = format!(
-            r#"echo_events_total{{plugin="echo",source="{source}",comm="{}"}}"#,
+            r#"echo__events_total{{plugin="echo",source="{source}",comm="{}"}}"#,
             bin.comm
         );
         let n = host.wait_for_metric(&series, Duration::from_secs(15), |v| v >= N as f64);
         assert_eq!(n, N as f64, "{source}: every exec exactly once");
     }
     let text = host.scrape();
-    let max_batch = value(&text, r#"echo_max_batch{plugin="echo"}"#).unwrap();
+    let max_batch = value(&text, r#"echo__max_batch{plugin="echo"}"#).unwrap();
     assert!(
         (1.0..=16.0).contains(&max_batch),
         "maxBatch not honoured: {max_batch}"

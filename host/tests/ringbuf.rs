@@ -243,12 +243,15 @@ maps:
     let host = Host::start(&spec);
     trigger(20);
     host.wait_for_metric(
-        r#"latency_events_total{plugin="latency"}"#,
+        r#"latency__events_total{plugin="latency"}"#,
         std::time::Duration::from_secs(30),
         |v| v == 200.0,
     );
     // Sequence numbers 0..200.
-    let sum = value(&host.scrape(), r#"latency_seq_sum_total{plugin="latency"}"#);
+    let sum = value(
+        &host.scrape(),
+        r#"latency__summed_seq_total{plugin="latency"}"#,
+    );
     assert_eq!(sum, Some((0..200).sum::<u32>() as f64));
     host.stop();
 }
@@ -291,7 +294,7 @@ maps:
     let host = Host::start(&spec);
     trigger(20);
     host.wait_for_metric(
-        r#"fast_events_total{plugin="fast"}"#,
+        r#"fast__events_total{plugin="fast"}"#,
         std::time::Duration::from_secs(30),
         |v| v == 200.0,
     );

@@ -65,10 +65,10 @@ fn faulty_plugins_are_contained_and_neighbours_keep_working() {
 
     // The healthy neighbour kept ticking the whole time, was never faulted,
     // and its logs reached the host's log tagged with its name.
-    let ticks_before = value(&host.scrape(), r#"steady_ticks_total{plugin="steady"}"#).unwrap();
+    let ticks_before = value(&host.scrape(), r#"steady__ticks_total{plugin="steady"}"#).unwrap();
     std::thread::sleep(Duration::from_millis(600));
     let text = host.scrape();
-    let ticks_after = value(&text, r#"steady_ticks_total{plugin="steady"}"#).unwrap();
+    let ticks_after = value(&text, r#"steady__ticks_total{plugin="steady"}"#).unwrap();
     assert!(
         ticks_after > ticks_before + 3.0,
         "steady stalled: {ticks_before} -> {ticks_after}"
@@ -137,7 +137,7 @@ tickIntervalMs: 50
     );
     let host = Host::start(&spec);
     let attempts = |op: &str, outcome: &str| {
-        format!(r#"sneaky_attempts_total{{plugin="sneaky",op="{op}",outcome="{outcome}"}}"#)
+        format!(r#"sneaky__attempts_total{{plugin="sneaky",op="{op}",outcome="{outcome}"}}"#)
     };
     host.wait_for_metric(
         &attempts("open_secret", "not-granted"),
@@ -157,7 +157,7 @@ tickIntervalMs: 50
     );
     // Still running, never faulted.
     host.wait_for_metric(
-        r#"sneaky_ticks_total{plugin="sneaky"}"#,
+        r#"sneaky__ticks_total{plugin="sneaky"}"#,
         Duration::from_secs(5),
         |v| v >= 3.0,
     );

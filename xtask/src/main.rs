@@ -39,6 +39,16 @@ const APT_PACKAGES: &[(&str, Probe)] = &[
         "fonts-dejavu-core",
         Probe::File("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"),
     ),
+    // prometheus-client's protobuf model (read by the OTLP exporter) is
+    // generated at build time and imports the well-known types.
+    ("protobuf-compiler", Probe::Command("protoc")),
+    (
+        "libprotobuf-dev",
+        Probe::File("/usr/include/google/protobuf/timestamp.proto"),
+    ),
+    // The metrics tests scrape the host with a real Prometheus and lint the
+    // exposition with promtool (same package).
+    ("prometheus", Probe::Command("promtool")),
 ];
 
 /// The rustup target the plugins are compiled for.
@@ -78,8 +88,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Task {
-    /// Install what the build needs: clang, llvm and libbpf headers (apt, as
-    /// root) and the wasm32-wasip2 Rust target.
+    /// Install what the build needs: clang, llvm, libbpf headers, protoc and
+    /// Prometheus (apt, as root) and the wasm32-wasip2 Rust target.
     Deps,
     /// Compile the BPF objects and the wasm plugins into target/plugins/.
     Build,

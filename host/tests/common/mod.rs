@@ -96,7 +96,17 @@ impl Host {
     }
 
     pub fn start_with_cache(spec: &str, cache: Option<&Path>) -> Self {
-        let (child, log, dir, cache_dir) = spawn(spec, cache);
+        Self::start_with(spec, cache, &[], &[])
+    }
+
+    /// Run `spec` with extra `conductor run` arguments and environment.
+    pub fn start_with(
+        spec: &str,
+        cache: Option<&Path>,
+        args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> Self {
+        let (child, log, dir, cache_dir) = spawn(spec, cache, args, envs);
         let mut host = Self {
             child,
             log,
@@ -153,14 +163,25 @@ impl Host {
         }
     }
 
+    /// The host's `host:port`, as a Prometheus scrape target.
+    pub fn target(&self) -> String {
+        self.metrics_url
+            .trim_start_matches("http://")
+            .trim_end_matches("/metrics")
+            .to_owned()
+    }
+
     pub fn scrape(&self) -> String {
-        let mut resp = ureq::get(&self.metrics_url).call().unwrap_or_else(|e| {
-            panic!(
-                "scrape {} failed: {e}\nlog:\n{}",
-                self.metrics_url,
-                self.log_text()
-            )
-        });
+        let mut resp = ureq::get(&self.metrics_url)
+            .header("accept", "application/openmetrics-text; version=1.0.0")
+            .call()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "scrape {} failed: {e}\nlog:\n{}",
+                    self.metrics_url,
+                    self.log_text()
+                )
+            });
         let ct = resp
             .headers()
             .get("content-type")
@@ -172,6 +193,18 @@ impl Host {
             "content type {ct}"
         );
         resp.body_mut().read_to_string().unwrap()
+    }
+
+    /// `/metrics` as curl and promtool get it (no `Accept`): content type and body.
+    pub fn scrape_classic(&self) -> (String, String) {
+        let mut resp = ureq::get(&self.metrics_url).call().unwrap();
+        let ct = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        (ct, resp.body_mut().read_to_string().unwrap())
     }
 
     /// Poll `/metrics` until `series` has a value satisfying `ok`.
@@ -231,7 +264,7 @@ impl Drop for Host {
 
 /// Run `conductor run` on `spec` to completion (for specs that must fail).
 pub fn run_to_exit(spec: &str) -> (std::process::ExitStatus, String) {
-    let (mut child, log, _dir, _cache) = spawn(spec, None);
+    let (mut child, log, _dir, _cache) = spawn(spec, None, &[], &[]);
     let until = Instant::now() + Duration::from_secs(120);
     let status = loop {
         if let Some(s) = child.try_wait().unwrap() {
@@ -254,6 +287,8 @@ pub fn run_to_exit(spec: &str) -> (std::process::ExitStatus, String) {
 fn spawn(
     spec: &str,
     cache: Option<&Path>,
+    args: &[&str],
+    envs: &[(&str, &str)],
 ) -> (Child, Arc<Mutex<Vec<String>>>, tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let spec_path = dir.path().join("spec.yaml");
@@ -265,6 +300,8 @@ fn spawn(
         .args(["--metrics-addr", "127.0.0.1:0"])
         .arg("--cache-dir")
         .arg(&cache_dir)
+        .args(args)
+        .envs(envs.iter().copied())
         .env("CONDUCTOR_LOG", "info,conductor_host=debug")
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())
@@ -322,4 +359,151 @@ pub fn program_ids(name: &str) -> Vec<u32> {
         .filter(|p| p.name_as_str() == Some(name))
         .map(|p| p.id())
         .collect()
+}
+
+/// A free loopback port (bound, then released for the child to take).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A real Prometheus server (Debian's `prometheus`) on loopback, scraping
+/// `target` every second, with its data in a temporary directory.
+pub struct Prometheus {
+    child: Child,
+    log: Arc<Mutex<Vec<String>>>,
+    pub url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    pub fn start(target: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - job_name: conductor\n    static_configs:\n      - targets: ['{target}']\n"
+            ),
+        )
+        .unwrap();
+        let addr = format!("127.0.0.1:{}", free_port());
+        let mut child = Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address={addr}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start prometheus ({e}): install it with `cargo xtask deps`")
+            });
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().unwrap();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let prom = Self {
+            child,
+            log,
+            url: format!("http://{addr}"),
+            _dir: dir,
+        };
+        let until = Instant::now() + Duration::from_secs(60);
+        while ureq::get(&format!("{}/-/ready", prom.url)).call().is_err() {
+            assert!(
+                Instant::now() < until,
+                "prometheus did not become ready; log:\n{}",
+                prom.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        prom
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    /// An instant query: each series' labels and value.
+    pub fn query(&self, promql: &str) -> Vec<(serde_json::Value, f64)> {
+        let body = ureq::get(&format!("{}/api/v1/query", self.url))
+            .query("query", promql)
+            .call()
+            .unwrap_or_else(|e| panic!("query {promql} failed: {e}"))
+            .body_mut()
+            .read_to_string()
+            .unwrap();
+        let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(json["status"], "success", "{body}");
+        json["data"]["result"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                let v = r["value"][1].as_str().unwrap().parse().unwrap();
+                (r["metric"].clone(), v)
+            })
+            .collect()
+    }
+
+    /// Query until the first series' value satisfies `ok`; returns it.
+    pub fn wait_for(&self, promql: &str, timeout: Duration, ok: impl Fn(f64) -> bool) -> f64 {
+        let until = Instant::now() + timeout;
+        loop {
+            let result = self.query(promql);
+            if let Some((_, v)) = result.first()
+                && ok(*v)
+            {
+                return *v;
+            }
+            assert!(
+                Instant::now() < until,
+                "{promql} never reached the expected value (last: {result:?}); prometheus log:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `promtool check metrics` on `text`: success and promtool's output.
+pub fn promtool_check_metrics(text: &str) -> (bool, String) {
+    use std::io::Write;
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("cannot run promtool ({e}): install prometheus with `cargo xtask deps`")
+        });
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let mut msg = String::from_utf8_lossy(&out.stdout).into_owned();
+    msg.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), msg)
 }

@@ -7,10 +7,10 @@
 //! | `lookup_42`              | 420 (-1 if absent) |
 //! | `removed`                | 10       |
 //! | `keys_seen`              | 90       |
-//! | `value_sum`              | 49950    |
+//! | `sum_of_values`          | 49950    |
 //! | `create_existing_failed` | 1        |
 //! | `pcpu_cpus`              | possible CPUs |
-//! | `pcpu_sum`               | 7 x possible CPUs |
+//! | `sum_of_pcpu`            | 7 x possible CPUs |
 //! | `rw_key_size`            | 4        |
 //! | `rw_value_size`          | 8        |
 //! | `wrong_size_rejected`    | 1        |
@@ -61,7 +61,7 @@ impl Plugin for MapsProbe {
             let (_, value) = entry?;
             value_sum += value;
         }
-        report("value_sum", value_sum as f64)?;
+        report("sum_of_values", value_sum as f64)?;
 
         let create_existing = rw.update(&42, &0, UpdateMode::Create);
         let failed = matches!(&create_existing, Err(e) if e.errno() == Some(errno::EEXIST));
@@ -71,7 +71,7 @@ impl Plugin for MapsProbe {
         pcpu.insert_per_cpu(&0, &vec![7; pcpu.values_per_key()])?;
         let values = pcpu.get_per_cpu(&0)?.unwrap_or_default();
         report("pcpu_cpus", values.len() as f64)?;
-        report("pcpu_sum", values.iter().sum::<u64>() as f64)?;
+        report("sum_of_pcpu", values.iter().sum::<u64>() as f64)?;
 
         report("rw_key_size", f64::from(rw.info().key_size))?;
         report("rw_value_size", f64::from(rw.info().value_size))?;

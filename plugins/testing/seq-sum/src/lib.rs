@@ -4,7 +4,7 @@
 //! `collect`, so delivering one event costs one guest call and nothing else:
 //!
 //! - `events`: records decoded,
-//! - `seq_sum`: the sum of their sequence numbers (wrapping),
+//! - `summed_seq`: the sum of their sequence numbers (wrapping),
 //! - `lost`: events the host reported lost.
 
 use conductor_sdk::prelude::*;
@@ -24,7 +24,7 @@ impl Plugin for SeqSum {
     fn init() -> Result<Self> {
         Ok(SeqSum {
             events: Counter::declare("events", "Records decoded.", &[])?,
-            seq_sum: Counter::declare("seq_sum", "Sum of the records' sequence numbers.", &[])?,
+            seq_sum: Counter::declare("summed_seq", "Sum of the records' sequence numbers.", &[])?,
             lost: Counter::declare("lost", "Events reported lost.", &[])?,
             count: 0,
             sum: 0,

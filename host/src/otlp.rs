@@ -1,0 +1,649 @@
+//! OTLP push of the registry `/metrics` serves.
+//!
+//! There is one registry ([`crate::metrics::Metrics`]): recording a sample
+//! touches it once. At each export the host runs the plugins' `collect`
+//! exports, reads the registry as data through prometheus-client's protobuf
+//! encoder and converts that to OTLP messages (`opentelemetry-proto`), sent
+//! over gRPC (tonic) or HTTP/protobuf. The OpenTelemetry SDK is not in this
+//! path on purpose: it can only export what its own instruments aggregated
+//! (its `MetricProducer` was removed before 1.0 and its data types cannot be
+//! built outside the crate), so it would either record every event twice or
+//! lose our histograms.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
+use opentelemetry_proto::tonic::metrics::v1::{
+    AggregationTemporality, Gauge, Histogram, HistogramDataPoint, Metric, NumberDataPoint,
+    ResourceMetrics, ScopeMetrics, Sum, metric, number_data_point,
+};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use prometheus_client::encoding::prometheus_protobuf::prometheus_data_model as prom;
+use prost::Message;
+
+use crate::manager::Manager;
+
+/// How long an export waits for plugins' `collect` exports, as a scrape does.
+const COLLECT_DEADLINE: Duration = Duration::from_millis(500);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Grpc,
+    HttpProtobuf,
+}
+
+impl std::str::FromStr for Protocol {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "grpc" => Ok(Self::Grpc),
+            "http/protobuf" => Ok(Self::HttpProtobuf),
+            _ => Err(format!(
+                "unsupported OTLP protocol {s:?}: use grpc or http/protobuf (http/json is not supported)"
+            )),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Temporality {
+    Cumulative,
+    Delta,
+}
+
+impl std::str::FromStr for Temporality {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "cumulative" => Ok(Self::Cumulative),
+            "delta" => Ok(Self::Delta),
+            _ => Err(format!(
+                "unsupported temporality {s:?}: use cumulative or delta"
+            )),
+        }
+    }
+}
+
+/// Where and how to push. Built from `conductor run` flags, whose defaults
+/// come from the standard `OTEL_*` environment variables.
+#[derive(Debug, Clone)]
+pub struct OtlpConfig {
+    /// For gRPC the collector's address (`http://host:4317`); for
+    /// HTTP/protobuf the full URL metrics are posted to.
+    pub endpoint: String,
+    pub protocol: Protocol,
+    pub headers: Vec<(String, String)>,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub temporality: Temporality,
+    pub resource: Vec<(String, String)>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OtlpError {
+    #[error("invalid OTLP endpoint {endpoint:?}: {reason}")]
+    Endpoint { endpoint: String, reason: String },
+    #[error("invalid OTLP header {0:?}: expected name=value with a valid header name and value")]
+    Header(String),
+    #[error("invalid resource attribute {0:?}: expected key=value")]
+    Attribute(String),
+    #[error("reading the metric registry failed: {0}")]
+    Encode(fmt::Error),
+    #[error("collecting plugin metrics before the export failed: {0}")]
+    Collect(String),
+    #[error("OTLP gRPC export to {endpoint} failed: {status}")]
+    Grpc {
+        endpoint: String,
+        status: Box<tonic::Status>,
+    },
+    #[error("OTLP HTTP export to {endpoint} failed: {reason}")]
+    Http { endpoint: String, reason: String },
+}
+
+/// Parse `k=v,k2=v2` lists as `OTEL_EXPORTER_OTLP_HEADERS` and
+/// `OTEL_RESOURCE_ATTRIBUTES` hold them (values percent-encoded).
+pub fn parse_pairs(
+    items: &[String],
+    err: fn(String) -> OtlpError,
+) -> Result<Vec<(String, String)>, OtlpError> {
+    items
+        .iter()
+        .flat_map(|i| i.split(','))
+        .filter(|i| !i.trim().is_empty())
+        .map(|item| {
+            let (k, v) = item.split_once('=').ok_or_else(|| err(item.to_owned()))?;
+            let k = k.trim();
+            if k.is_empty() {
+                return Err(err(item.to_owned()));
+            }
+            let v = percent_encoding::percent_decode_str(v.trim())
+                .decode_utf8()
+                .map_err(|_| err(item.to_owned()))?;
+            Ok((k.to_owned(), v.into_owned()))
+        })
+        .collect()
+}
+
+impl OtlpConfig {
+    /// The resource: `service.name` (from `OTEL_SERVICE_NAME`, else
+    /// `conductor`) and `host.name`, then the given attributes, which win.
+    pub fn resource_with_defaults(
+        service_name: Option<String>,
+        attributes: Vec<(String, String)>,
+    ) -> Vec<(String, String)> {
+        let mut resource = vec![(
+            "service.name".to_owned(),
+            service_name.unwrap_or_else(|| "conductor".to_owned()),
+        )];
+        if let Ok(host) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
+            resource.push(("host.name".to_owned(), host.trim().to_owned()));
+        }
+        for (k, v) in attributes {
+            resource.retain(|(existing, _)| *existing != k);
+            resource.push((k, v));
+        }
+        resource
+    }
+}
+
+/// Pushes the registry every `interval` until dropped.
+pub struct Exporter {
+    config: OtlpConfig,
+    manager: Arc<Manager>,
+    grpc: Option<MetricsServiceClient<tonic::transport::Channel>>,
+    converter: Converter,
+}
+
+impl Exporter {
+    pub fn new(config: OtlpConfig, manager: Arc<Manager>) -> Result<Self, OtlpError> {
+        let endpoint_err = |reason: String| OtlpError::Endpoint {
+            endpoint: config.endpoint.clone(),
+            reason,
+        };
+        let grpc = match config.protocol {
+            Protocol::Grpc => {
+                let channel = tonic::transport::Endpoint::from_shared(config.endpoint.clone())
+                    .map_err(|e| endpoint_err(e.to_string()))?
+                    .timeout(config.timeout)
+                    .connect_timeout(config.timeout)
+                    // Connect on first use: a collector that starts after us is fine.
+                    .connect_lazy();
+                Some(MetricsServiceClient::new(channel))
+            }
+            Protocol::HttpProtobuf => {
+                if !config.endpoint.starts_with("http://") {
+                    return Err(endpoint_err(
+                        "use an http:// URL (TLS is not supported yet)".into(),
+                    ));
+                }
+                None
+            }
+        };
+        for (k, v) in &config.headers {
+            if k.parse::<tonic::metadata::MetadataKey<tonic::metadata::Ascii>>()
+                .is_err()
+                || v.parse::<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>()
+                    .is_err()
+            {
+                return Err(OtlpError::Header(format!("{k}={v}")));
+            }
+        }
+        let converter = Converter::new(&config);
+        Ok(Self {
+            config,
+            manager,
+            grpc,
+            converter,
+        })
+    }
+
+    /// Export every `interval`; errors are logged and counted, never fatal.
+    pub async fn run(mut self) {
+        let mut ticker = tokio::time::interval(self.config.interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticker.tick().await; // the first tick fires at once; export after one interval
+        loop {
+            ticker.tick().await;
+            let outcome = match self.export_once().await {
+                Ok(()) => "ok",
+                Err(e) => {
+                    tracing::warn!("{e}");
+                    "error"
+                }
+            };
+            self.manager.metrics().host.otlp_exports(outcome).inc();
+        }
+    }
+
+    /// Collect, convert and send one export.
+    pub async fn export_once(&mut self) -> Result<(), OtlpError> {
+        let manager = self.manager.clone();
+        let families = tokio::task::spawn_blocking(move || {
+            manager.collect(COLLECT_DEADLINE);
+            manager.metrics().families()
+        })
+        .await
+        .map_err(|e| OtlpError::Collect(e.to_string()))?
+        .map_err(OtlpError::Encode)?;
+        let request = self.converter.convert(&families, SystemTime::now());
+        match &mut self.grpc {
+            Some(client) => {
+                let mut req = tonic::Request::new(request);
+                for (k, v) in &self.config.headers {
+                    // Checked in `new`.
+                    if let (Ok(k), Ok(v)) = (
+                        k.parse::<tonic::metadata::MetadataKey<tonic::metadata::Ascii>>(),
+                        v.parse(),
+                    ) {
+                        req.metadata_mut().insert(k, v);
+                    }
+                }
+                client.export(req).await.map_err(|status| OtlpError::Grpc {
+                    endpoint: self.config.endpoint.clone(),
+                    status: Box::new(status),
+                })?;
+                Ok(())
+            }
+            None => {
+                let body = request.encode_to_vec();
+                let (url, headers, timeout) = (
+                    self.config.endpoint.clone(),
+                    self.config.headers.clone(),
+                    self.config.timeout,
+                );
+                let endpoint = url.clone();
+                tokio::task::spawn_blocking(move || post(&url, &headers, timeout, body))
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| r)
+                    .map_err(|reason| OtlpError::Http { endpoint, reason })
+            }
+        }
+    }
+}
+
+fn post(
+    url: &str,
+    headers: &[(String, String)],
+    timeout: Duration,
+    body: Vec<u8>,
+) -> Result<(), String> {
+    let agent = ureq::Agent::new_with_config(
+        ureq::config::Config::builder()
+            .timeout_global(Some(timeout))
+            .http_status_as_error(false)
+            .build(),
+    );
+    let mut req = agent
+        .post(url)
+        .header("content-type", "application/x-protobuf");
+    for (k, v) in headers {
+        req = req.header(k, v);
+    }
+    let mut resp = req.send(&body[..]).map_err(|e| e.to_string())?;
+    let status = resp.status();
+    if status.is_success() {
+        Ok(())
+    } else {
+        let text = resp
+            .body_mut()
+            .with_config()
+            .limit(4096)
+            .read_to_string()
+            .unwrap_or_default();
+        Err(format!("HTTP {status}: {}", text.trim()))
+    }
+}
+
+/// Turns registry snapshots into OTLP requests, remembering the previous
+/// export for delta temporality.
+struct Converter {
+    resource: Resource,
+    temporality: Temporality,
+    start: SystemTime,
+    last_export: SystemTime,
+    /// Delta: previous cumulative value per (metric, labels); for
+    /// histograms the count, sum and per-bucket counts.
+    previous: HashMap<SeriesKey, Vec<f64>>,
+}
+
+/// A metric's name and one series' labels.
+type SeriesKey = (String, Vec<(String, String)>);
+
+fn nanos(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+fn kv(key: &str, value: &str) -> KeyValue {
+    KeyValue {
+        key: key.to_owned(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(value.to_owned())),
+        }),
+        ..Default::default()
+    }
+}
+
+impl Converter {
+    fn new(config: &OtlpConfig) -> Self {
+        let now = SystemTime::now();
+        Self {
+            resource: Resource {
+                attributes: config.resource.iter().map(|(k, v)| kv(k, v)).collect(),
+                ..Default::default()
+            },
+            temporality: config.temporality,
+            start: now,
+            last_export: now,
+            previous: HashMap::new(),
+        }
+    }
+
+    /// The delta of `current` against the previous export of `key` (all of
+    /// `current` after a reset), remembering `current`.
+    fn delta(&mut self, key: SeriesKey, current: Vec<f64>) -> Vec<f64> {
+        let previous = self.previous.insert(key, current.clone());
+        match previous {
+            Some(p) if p.len() == current.len() && p.iter().zip(&current).all(|(p, c)| c >= p) => {
+                current.iter().zip(&p).map(|(c, p)| c - p).collect()
+            }
+            _ => current,
+        }
+    }
+
+    fn convert(
+        &mut self,
+        families: &[prom::MetricFamily],
+        now: SystemTime,
+    ) -> ExportMetricsServiceRequest {
+        let delta = self.temporality == Temporality::Delta;
+        let (start, time) = (
+            nanos(if delta { self.last_export } else { self.start }),
+            nanos(now),
+        );
+        let temporality = if delta {
+            AggregationTemporality::Delta
+        } else {
+            AggregationTemporality::Cumulative
+        } as i32;
+        let mut metrics = Vec::with_capacity(families.len());
+        for family in families {
+            let ty = prom::MetricType::try_from(family.r#type).unwrap_or(prom::MetricType::Untyped);
+            // OTLP names counters without the Prometheus `_total`; receivers
+            // that write to Prometheus add it back.
+            let name = match ty {
+                prom::MetricType::Counter => family
+                    .name
+                    .strip_suffix("_total")
+                    .unwrap_or(&family.name)
+                    .to_owned(),
+                _ => family.name.clone(),
+            };
+            let data = match ty {
+                prom::MetricType::Counter => {
+                    let points = family
+                        .metric
+                        .iter()
+                        .map(|m| {
+                            let labels = labels(m);
+                            let mut v = m.counter.as_ref().map_or(0.0, |c| c.value);
+                            if delta {
+                                v = self.delta((name.clone(), labels.clone()), vec![v])[0];
+                            }
+                            number(labels, start, time, v)
+                        })
+                        .collect();
+                    metric::Data::Sum(Sum {
+                        data_points: points,
+                        aggregation_temporality: temporality,
+                        is_monotonic: true,
+                    })
+                }
+                prom::MetricType::Gauge | prom::MetricType::Untyped => {
+                    let points = family
+                        .metric
+                        .iter()
+                        .map(|m| {
+                            let v = m
+                                .gauge
+                                .as_ref()
+                                .map(|g| g.value)
+                                .or(m.untyped.as_ref().map(|u| u.value))
+                                .unwrap_or(0.0);
+                            number(labels(m), 0, time, v)
+                        })
+                        .collect();
+                    metric::Data::Gauge(Gauge {
+                        data_points: points,
+                    })
+                }
+                prom::MetricType::Histogram => {
+                    let points = family
+                        .metric
+                        .iter()
+                        .filter_map(|m| {
+                            let h = m.histogram.as_ref()?;
+                            Some(self.histogram_point(&name, labels(m), h, delta, start, time))
+                        })
+                        .collect();
+                    metric::Data::Histogram(Histogram {
+                        data_points: points,
+                        aggregation_temporality: temporality,
+                    })
+                }
+                // The registry holds no summaries or infos.
+                _ => continue,
+            };
+            metrics.push(Metric {
+                name,
+                description: family.help.clone(),
+                unit: family.unit.clone(),
+                data: Some(data),
+                ..Default::default()
+            });
+        }
+        self.last_export = now;
+        ExportMetricsServiceRequest {
+            resource_metrics: vec![ResourceMetrics {
+                resource: Some(self.resource.clone()),
+                scope_metrics: vec![ScopeMetrics {
+                    scope: Some(InstrumentationScope {
+                        name: "conductor".to_owned(),
+                        version: env!("CARGO_PKG_VERSION").to_owned(),
+                        ..Default::default()
+                    }),
+                    metrics,
+                    schema_url: String::new(),
+                }],
+                schema_url: String::new(),
+            }],
+        }
+    }
+
+    fn histogram_point(
+        &mut self,
+        name: &str,
+        labels: Vec<(String, String)>,
+        h: &prom::Histogram,
+        delta: bool,
+        start: u64,
+        time: u64,
+    ) -> HistogramDataPoint {
+        // Prometheus buckets are cumulative and end with +Inf (or f64::MAX);
+        // OTLP wants the finite bounds and a count per bucket, +Inf last.
+        let mut bounds = Vec::with_capacity(h.bucket.len());
+        let mut counts = Vec::with_capacity(h.bucket.len() + 1);
+        let mut below = 0u64;
+        for b in &h.bucket {
+            if b.upper_bound.is_infinite() || b.upper_bound == f64::MAX {
+                break;
+            }
+            bounds.push(b.upper_bound);
+            counts.push(b.cumulative_count.saturating_sub(below) as f64);
+            below = b.cumulative_count;
+        }
+        counts.push(h.sample_count.saturating_sub(below) as f64);
+        let (mut count, mut sum) = (h.sample_count as f64, h.sample_sum);
+        if delta {
+            let mut current = vec![count, sum];
+            current.extend(&counts);
+            let d = self.delta((name.to_owned(), labels.clone()), current);
+            (count, sum) = (d[0], d[1]);
+            counts = d[2..].to_vec();
+        }
+        HistogramDataPoint {
+            attributes: labels.iter().map(|(k, v)| kv(k, v)).collect(),
+            start_time_unix_nano: start,
+            time_unix_nano: time,
+            count: count as u64,
+            sum: Some(sum),
+            bucket_counts: counts.into_iter().map(|c| c as u64).collect(),
+            explicit_bounds: bounds,
+            ..Default::default()
+        }
+    }
+}
+
+fn labels(m: &prom::Metric) -> Vec<(String, String)> {
+    m.label
+        .iter()
+        .map(|l| (l.name.clone(), l.value.clone()))
+        .collect()
+}
+
+fn number(labels: Vec<(String, String)>, start: u64, time: u64, v: f64) -> NumberDataPoint {
+    NumberDataPoint {
+        attributes: labels.iter().map(|(k, v)| kv(k, v)).collect(),
+        start_time_unix_nano: start,
+        time_unix_nano: time,
+        value: Some(number_data_point::Value::AsDouble(v)),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Metrics;
+
+    fn config(temporality: Temporality) -> OtlpConfig {
+        OtlpConfig {
+            endpoint: "http://127.0.0.1:1".into(),
+            protocol: Protocol::Grpc,
+            headers: vec![],
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(1),
+            temporality,
+            resource: vec![("service.name".into(), "conductor".into())],
+        }
+    }
+
+    fn find<'a>(req: &'a ExportMetricsServiceRequest, name: &str) -> &'a metric::Data {
+        req.resource_metrics[0].scope_metrics[0]
+            .metrics
+            .iter()
+            .find(|m| m.name == name)
+            .and_then(|m| m.data.as_ref())
+            .unwrap_or_else(|| panic!("no metric {name}"))
+    }
+
+    #[test]
+    fn converts_counters_gauges_and_histograms_cumulative_and_delta() {
+        for temporality in [Temporality::Cumulative, Temporality::Delta] {
+            let metrics = Metrics::new();
+            let pm = metrics.add_plugin("p", 10);
+            let c = pm.counter("hits", "h", vec!["x".into()]).unwrap();
+            let h = pm.histogram("lat", "h", vec![], vec![1.0, 2.0]).unwrap();
+            let g = pm.gauge("g", "h", vec![]).unwrap();
+            c.add(vec!["a".into()], 3).unwrap();
+            for v in [0.5, 1.5, 1.5, 9.0] {
+                h.observe(vec![], v).unwrap();
+            }
+            g.set(vec![], 7.0).unwrap();
+            let mut conv = Converter::new(&config(temporality));
+            let first = conv.convert(&metrics.families().unwrap(), SystemTime::now());
+            let metric::Data::Sum(sum) = find(&first, "p__hits") else {
+                panic!("not a sum")
+            };
+            assert!(sum.is_monotonic);
+            assert_eq!(
+                sum.data_points[0].value,
+                Some(number_data_point::Value::AsDouble(3.0))
+            );
+            assert_eq!(
+                sum.data_points[0].attributes,
+                vec![kv("plugin", "p"), kv("x", "a")]
+            );
+            let metric::Data::Histogram(hist) = find(&first, "p__lat") else {
+                panic!("not a histogram")
+            };
+            let p = &hist.data_points[0];
+            assert_eq!(
+                (p.count, p.sum, &p.explicit_bounds[..], &p.bucket_counts[..]),
+                (4, Some(12.5), &[1.0, 2.0][..], &[1, 2, 1][..])
+            );
+            assert!(matches!(find(&first, "p__g"), metric::Data::Gauge(_)));
+
+            c.add(vec!["a".into()], 2).unwrap();
+            h.observe(vec![], 0.1).unwrap();
+            let second = conv.convert(&metrics.families().unwrap(), SystemTime::now());
+            let metric::Data::Sum(sum) = find(&second, "p__hits") else {
+                panic!("not a sum")
+            };
+            let metric::Data::Histogram(hist) = find(&second, "p__lat") else {
+                panic!("not a histogram")
+            };
+            let p = &hist.data_points[0];
+            match temporality {
+                Temporality::Cumulative => {
+                    assert_eq!(
+                        sum.data_points[0].value,
+                        Some(number_data_point::Value::AsDouble(3.0 + 2.0))
+                    );
+                    assert_eq!((p.count, &p.bucket_counts[..]), (5, &[2, 2, 1][..]));
+                }
+                Temporality::Delta => {
+                    assert_eq!(
+                        sum.aggregation_temporality,
+                        AggregationTemporality::Delta as i32
+                    );
+                    assert_eq!(
+                        sum.data_points[0].value,
+                        Some(number_data_point::Value::AsDouble(2.0))
+                    );
+                    assert_eq!((p.count, &p.bucket_counts[..]), (1, &[1, 0, 0][..]));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn parses_otel_pair_lists() {
+        let pairs = parse_pairs(
+            &[
+                "k8s.pod.name=web-1,k8s.namespace.name=shop".into(),
+                "a=b%2Cc".into(),
+            ],
+            OtlpError::Attribute,
+        )
+        .unwrap();
+        assert_eq!(
+            pairs,
+            vec![
+                ("k8s.pod.name".into(), "web-1".into()),
+                ("k8s.namespace.name".into(), "shop".into()),
+                ("a".into(), "b,c".into())
+            ]
+        );
+        assert!(parse_pairs(&["novalue".into()], OtlpError::Attribute).is_err());
+        let r = OtlpConfig::resource_with_defaults(None, vec![("service.name".into(), "x".into())]);
+        assert_eq!(r.iter().filter(|(k, _)| k == "service.name").count(), 1);
+        assert!(r.contains(&("service.name".into(), "x".into())));
+    }
+}
