@@ -12,6 +12,7 @@ pub mod events;
 pub mod manager;
 pub mod maps;
 pub mod metrics;
+pub mod oci;
 pub mod plugin;
 pub mod runtime;
 pub mod server;
