@@ -24,12 +24,12 @@ use conductor_api::{PluginSpec, PullPolicy, oci_reference};
 use futures_util::StreamExt;
 use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::errors::OciDistributionError;
-use oci_client::manifest::OciDescriptor;
+use oci_client::manifest::{OciDescriptor, OciImageManifest};
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 use oci_wasm::{
-    WASM_LAYER_MEDIA_TYPE, WASM_MANIFEST_CONFIG_MEDIA_TYPE, WASM_MANIFEST_MEDIA_TYPE, WasmClient,
-    WasmConfig,
+    ToConfig, WASM_LAYER_MEDIA_TYPE, WASM_MANIFEST_CONFIG_MEDIA_TYPE, WASM_MANIFEST_MEDIA_TYPE,
+    WasmClient, WasmConfig,
 };
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -46,6 +46,8 @@ pub const PROGRAMS_LABEL: &str = "io.ebpf.programs";
 pub const MAPS_LABEL: &str = "io.ebpf.maps";
 /// Manifest annotation naming the WIT world a pushed component targets.
 pub const WORLD_ANNOTATION: &str = "dev.ebpfconductor.wit.world";
+/// Upload chunk of a pushed layer (one PATCH request each).
+const PUSH_CHUNK: usize = 1 << 20;
 /// Largest layer accepted; plugins are small, this only bounds a bad registry.
 const MAX_LAYER_BYTES: u64 = 512 << 20;
 
@@ -889,28 +891,43 @@ pub async fn push(
     let registry = parsed.resolve_registry().to_owned();
     let client = client(&registry, opts);
     let auth = auth(&registry, opts);
-    // oci-client uploads a blob in one request, so there is no byte count
-    // to follow: a spinner shows the push is alive.
-    let bar = if opts.progress {
-        let bar = indicatif::ProgressBar::new_spinner();
-        bar.set_message(format!("pushing {reference} ({len} bytes)"));
-        bar.enable_steady_tick(Duration::from_millis(120));
-        bar
-    } else {
-        indicatif::ProgressBar::hidden()
+    let bar = progress_bar(opts, len, &format!("pushing {reference}"));
+    let registry_err = |op, e: OciDistributionError| OciError::Registry {
+        reference: reference.to_owned(),
+        op,
+        cause: describe(&e),
     };
     let result = bounded(reference, "push", opts, async {
+        let config = config.to_config().map_err(|e| OciError::WrongArtifact {
+            reference: reference.to_owned(),
+            want: "component to push",
+            cause: format!("cannot encode its wasm config: {e:#}"),
+        })?;
+        // What oci-wasm's `WasmClient::push` writes, with the layer streamed
+        // in chunks so the progress bar follows the upload.
+        let mut manifest = OciImageManifest::build(
+            std::slice::from_ref(&layer),
+            &config,
+            Some(annotations.clone()),
+        );
+        manifest.media_type = Some(WASM_MANIFEST_MEDIA_TYPE.to_owned());
+        let client = client.as_ref();
+        client.store_auth_if_needed(&registry, &auth).await;
+        let data = layer.data.clone();
+        let chunks = futures_util::stream::iter((0..data.len()).step_by(PUSH_CHUNK).map(|at| {
+            let end = (at + PUSH_CHUNK).min(data.len());
+            bar.set_position(end as u64);
+            Ok(data.slice(at..end))
+        }));
         client
-            .push(&parsed, &auth, layer, config, Some(annotations.clone()))
+            .push_blob_stream(&parsed, chunks, &layer_digest)
             .await
-            .map_err(|e| OciError::Registry {
-                reference: reference.to_owned(),
-                op: "push",
-                cause: match e.downcast_ref::<OciDistributionError>() {
-                    Some(d) => describe(d),
-                    None => format!("{e:#}"),
-                },
-            })
+            .map_err(|e| registry_err("uploading the layer", e))?;
+        // The layer is in place: this uploads the config and the manifest.
+        client
+            .push(&parsed, &[], config, &auth, Some(manifest))
+            .await
+            .map_err(|e| registry_err("push", e))
     })
     .await;
     bar.finish_and_clear();
