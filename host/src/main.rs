@@ -362,10 +362,14 @@ fn run(
                 .await
                 .with_context(|| format!("cannot load plugin {:?}", spec.name))?;
             let (manager, owned, base) = (manager.clone(), resolved, base_dir.clone());
+            // A pulled component loads from a cache path: name its reference.
+            let from = conductor_api::oci_reference(&spec.component)
+                .map(|_| format!(" (component {})", spec.component))
+                .unwrap_or_default();
             tokio::task::spawn_blocking(move || manager.load(&owned, &base))
                 .await
                 .context("loading plugin")?
-                .with_context(|| format!("cannot load plugin {:?}", spec.name))?;
+                .with_context(|| format!("cannot load plugin {:?}{from}", spec.name))?;
         }
         tracing::info!(plugins = specs.len(), "running; press Ctrl-C to stop");
 

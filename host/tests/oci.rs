@@ -262,6 +262,20 @@ fn a_layer_that_is_not_a_component_is_refused() {
 }
 
 #[test]
+fn a_component_of_another_world_is_refused_naming_the_reference() {
+    let reg = Registry::start();
+    let reference = format!("oci://{}/plugins/wrong-world:1", reg.addr);
+    push_raw_wasm_artifact(
+        &reference["oci://".len()..],
+        std::fs::read(artifact("testing_wrong_world.wasm")).unwrap(),
+    );
+    let (status, log) = run_to_exit(&format!("name: x\ncomponent: {reference}\n"));
+    assert!(!status.success());
+    assert!(log.contains(&format!("(component {reference})")), "{log}");
+    assert!(log.contains("supports conductor:plugin@0.1.x"), "{log}");
+}
+
+#[test]
 fn digest_mismatch_is_detected_and_nothing_is_cached() {
     let reg = Registry::start();
     push_exec_counter(&reg, "plugins/exec-counter:1.0");
