@@ -7,5 +7,5 @@ pub mod spec;
 
 pub use spec::{
     Access, AttachPoint, Bytecode, EventSource, FieldError, Limits, MapGrant, PluginSpec,
-    ProgramAttach, SpecError, load_file,
+    ProgramAttach, PullPolicy, SpecError, load_file, oci_reference,
 };

@@ -20,8 +20,14 @@ pub struct PluginSpec {
     /// and `-`, at most 63 characters). Prefixes the plugin's metric names.
     pub name: String,
     /// The wasm component: a file path (relative paths are resolved against
-    /// the directory of the spec file).
+    /// the directory of the spec file) or an OCI reference
+    /// `oci://registry/repository:tag` (or `@sha256:<digest>`).
     pub component: String,
+    /// When OCI references of this spec are pulled from their registry (as
+    /// in Kubernetes). Omitted: `Always` for a `:latest` or untagged
+    /// reference, `IfNotPresent` otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_policy: Option<PullPolicy>,
     /// The kernel-side BPF object to load and attach, if any. A plugin
     /// without one can still open maps pinned by path.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -40,12 +46,56 @@ pub struct PluginSpec {
     pub tick_interval_ms: Option<u64>,
 }
 
+/// When a registry is asked for an OCI reference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PullPolicy {
+    /// Resolve the tag on every start; the content is still downloaded only
+    /// when its digest is not in the cache.
+    Always,
+    /// Use the cached artifact if the reference was pulled before.
+    IfNotPresent,
+    /// Never contact the registry: the artifact must be in the cache.
+    Never,
+}
+
+/// The scheme of an OCI reference in a spec.
+pub const OCI_SCHEME: &str = "oci://";
+
+/// The OCI reference (without `oci://`) if `value` is one.
+pub fn oci_reference(value: &str) -> Option<&str> {
+    value.strip_prefix(OCI_SCHEME)
+}
+
+impl PluginSpec {
+    /// The pull policy in effect for `reference` (without `oci://`).
+    pub fn effective_pull_policy(&self, reference: &str) -> PullPolicy {
+        if let Some(p) = self.pull_policy {
+            return p;
+        }
+        let last = reference.rsplit('/').next().unwrap_or(reference);
+        if reference.contains('@') {
+            PullPolicy::IfNotPresent
+        } else {
+            match last.split_once(':') {
+                Some((_, "latest")) | None => PullPolicy::Always,
+                Some(_) => PullPolicy::IfNotPresent,
+            }
+        }
+    }
+}
+
 /// A BPF ELF object and the programs in it to attach.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Bytecode {
     /// Path of the object file (relative to the spec file's directory).
+    /// Exactly one of `path` and `image` is set.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub path: String,
+    /// A bpfman bytecode image holding the object, as
+    /// `oci://registry/repository:tag` (or `@sha256:<digest>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
     /// Programs to attach. Every program listed is loaded (verified) before
     /// any is attached; programs of the object not listed are not loaded.
     #[serde(default)]
@@ -261,20 +311,43 @@ impl PluginSpec {
             err("name".into(), m);
         }
         if self.component.trim().is_empty() {
-            err("component".into(), "must name a wasm component file".into());
+            err(
+                "component".into(),
+                "must name a wasm component file or an oci:// reference".into(),
+            );
+        } else if let Some(r) = oci_reference(&self.component) {
+            if let Err(m) = check_oci_reference(r) {
+                err("component".into(), m);
+            }
         } else if self.component.contains("://") {
             err(
                 "component".into(),
                 format!(
-                    "{:?} is not a file path; registry references are not supported by this version",
+                    "{:?} is neither a file path nor an oci:// reference",
                     self.component
                 ),
             );
         }
 
         if let Some(bytecode) = &self.bytecode {
-            if bytecode.path.trim().is_empty() {
-                err("bytecode.path".into(), "must name a BPF object file".into());
+            match (&bytecode.image, bytecode.path.trim().is_empty()) {
+                (None, true) => err(
+                    "bytecode".into(),
+                    "set path (a BPF object file) or image (an oci:// bytecode image)".into(),
+                ),
+                (Some(_), false) => err("bytecode".into(), "set only one of path and image".into()),
+                (Some(image), true) => match oci_reference(image) {
+                    Some(r) => {
+                        if let Err(m) = check_oci_reference(r) {
+                            err("bytecode.image".into(), m);
+                        }
+                    }
+                    None => err(
+                        "bytecode.image".into(),
+                        format!("{image:?} must be an oci:// reference"),
+                    ),
+                },
+                (None, false) => {}
             }
             let mut seen = BTreeSet::new();
             for (i, p) in bytecode.programs.iter().enumerate() {
@@ -418,6 +491,36 @@ impl PluginSpec {
     pub fn map_grant(&self, name: &str) -> Option<&MapGrant> {
         self.maps.iter().find(|m| m.name == name)
     }
+}
+
+/// A light syntax check of an OCI reference (without `oci://`); the host
+/// parses it fully before pulling.
+fn check_oci_reference(r: &str) -> Result<(), String> {
+    let example =
+        "e.g. oci://ghcr.io/org/plugin:1.0 or oci://127.0.0.1:5000/plugin@sha256:<64 hex>";
+    let (name, digest) = match r.split_once('@') {
+        Some((n, d)) => (n, Some(d)),
+        None => (r, None),
+    };
+    let Some((registry, path)) = name.split_once('/') else {
+        return Err(format!(
+            "{r:?} must name a registry and a repository ({example})"
+        ));
+    };
+    if registry.is_empty() || path.is_empty() || r.chars().any(char::is_whitespace) {
+        return Err(format!("{r:?} is not a valid OCI reference ({example})"));
+    }
+    if let Some(d) = digest {
+        let ok = d
+            .strip_prefix("sha256:")
+            .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()));
+        if !ok {
+            return Err(format!(
+                "{r:?}: the digest must be sha256:<64 hex digits> ({example})"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Read a spec file: one or more YAML documents separated by `---`, each a
@@ -584,7 +687,7 @@ tickIntervalMs: 1000
     fn validation_reports_every_problem_with_its_field() {
         let text = r#"
 name: Bad_Name
-component: oci://example.com/x:1
+component: oci://example.com
 bytecode:
   path: x.o
   programs:
@@ -619,6 +722,78 @@ tickIntervalMs: 1
                 "tickIntervalMs",
             ]
         );
+    }
+
+    #[test]
+    fn oci_references_and_pull_policy() {
+        let text = r#"
+name: p
+component: oci://127.0.0.1:5000/plugins/exec-counter:1.0
+pullPolicy: Never
+bytecode:
+  image: oci://quay.io/bpfman-bytecode/go-tracepoint-counter@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef
+"#;
+        let spec = PluginSpec::from_yaml(text).unwrap();
+        assert_eq!(
+            oci_reference(&spec.component),
+            Some("127.0.0.1:5000/plugins/exec-counter:1.0")
+        );
+        assert_eq!(spec.pull_policy, Some(PullPolicy::Never));
+        assert_eq!(yaml_roundtrip(&spec), spec);
+
+        // Kubernetes defaults: `latest` and untagged are re-resolved.
+        let mut spec = spec;
+        spec.pull_policy = None;
+        for (r, want) in [
+            ("r.io/p:1.0", PullPolicy::IfNotPresent),
+            ("r.io/p:latest", PullPolicy::Always),
+            ("r.io:5000/p", PullPolicy::Always),
+            ("r.io/p@sha256:00", PullPolicy::IfNotPresent),
+        ] {
+            assert_eq!(spec.effective_pull_policy(r), want, "{r}");
+        }
+    }
+
+    #[test]
+    fn bad_oci_references_are_named() {
+        let text = r#"
+name: p
+component: oci://no-repository
+pullPolicy: Sometimes
+"#;
+        let err = PluginSpec::from_yaml(text).unwrap_err().to_string();
+        assert!(err.contains("pullPolicy"), "{err}");
+
+        let text = r#"
+name: p
+component: http://example.com/p.wasm
+bytecode:
+  path: x.o
+  image: oci://r.io/b:1
+maps: []
+"#;
+        let Err(SpecError::Invalid { errors, .. }) = PluginSpec::from_yaml(text) else {
+            panic!("expected validation errors");
+        };
+        let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["component", "bytecode"]);
+
+        let text = r#"
+name: p
+component: oci://r.io/p@sha256:beef
+bytecode:
+  image: r.io/b:1
+"#;
+        let Err(SpecError::Invalid { errors, .. }) = PluginSpec::from_yaml(text) else {
+            panic!("expected validation errors");
+        };
+        let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["component", "bytecode.image"]);
+        assert!(errors[0].message.contains("sha256:<64 hex digits>"));
+
+        let text = "name: p\ncomponent: p.wasm\nbytecode: {programs: []}\n";
+        let err = PluginSpec::from_yaml(text).unwrap_err().to_string();
+        assert!(err.contains("bytecode: set path"), "{err}");
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod events;
 pub mod manager;
 pub mod maps;
 pub mod metrics;
+pub mod oci;
 pub mod otlp;
 pub mod plugin;
 pub mod ringbuf;

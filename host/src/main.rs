@@ -9,6 +9,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use conductor_host::manager::Manager;
 use conductor_host::metrics::Metrics;
+use conductor_host::oci::{self, RegistryOptions};
 use conductor_host::otlp::{Exporter, OtlpConfig};
 use conductor_host::runtime::Runtime;
 use conductor_host::{bpf, server};
@@ -50,12 +51,111 @@ enum Command {
         /// Where compiled components are cached [default: $XDG_CACHE_HOME/conductor or ~/.cache/conductor].
         #[arg(long, env = "CONDUCTOR_CACHE_DIR")]
         cache_dir: Option<PathBuf>,
-        /// Compile components on every start instead of caching them.
+        /// Compile components on every start instead of caching them
+        /// (pulled artifacts are still kept in the cache directory).
         #[arg(long)]
         no_cache: bool,
         #[command(flatten)]
         otlp: OtlpArgs,
+        registry: RegistryArgs,
     },
+    /// Push a plugin component to an OCI registry (CNCF wasm artifact format).
+    Push {
+        /// The component file (`.wasm`).
+        file: PathBuf,
+        /// Where to push: `oci://registry/repository:tag` (`oci://` optional).
+        reference: String,
+        /// Annotation org.opencontainers.image.title [default: the file name].
+        #[arg(long)]
+        title: Option<String>,
+        /// Annotation org.opencontainers.image.version.
+        #[arg(long)]
+        version: Option<String>,
+        /// Annotation org.opencontainers.image.source (e.g. the repository URL).
+        #[arg(long)]
+        source: Option<String>,
+        /// Annotation org.opencontainers.image.description.
+        #[arg(long)]
+        description: Option<String>,
+        #[command(flatten)]
+        registry: RegistryArgs,
+    },
+    /// Pull a plugin component (or, with --bytecode, a bpfman bytecode image)
+    /// into the local cache, re-resolving its tag.
+    Pull {
+        /// `oci://registry/repository:tag` or `...@sha256:<digest>` (`oci://` optional).
+        reference: String,
+        /// The reference is a bpfman bytecode image, not a component.
+        #[arg(long)]
+        bytecode: bool,
+        /// Also copy the artifact (the component, or the extracted BPF object) here.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        /// The cache directory [default: $XDG_CACHE_HOME/conductor or ~/.cache/conductor].
+        #[arg(long, env = "CONDUCTOR_CACHE_DIR")]
+        cache_dir: Option<PathBuf>,
+        #[command(flatten)]
+        registry: RegistryArgs,
+    },
+    /// List or prune pulled artifacts.
+    Cache {
+        #[command(subcommand)]
+        action: CacheAction,
+        /// The cache directory [default: $XDG_CACHE_HOME/conductor or ~/.cache/conductor].
+        #[arg(long, env = "CONDUCTOR_CACHE_DIR", global = true)]
+        cache_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum CacheAction {
+    /// One line per cached reference: reference, kind, layer digest, size.
+    List,
+    /// Remove blobs no cached reference uses and leftovers of interrupted pulls.
+    Prune {
+        /// Remove every pulled artifact and every compiled component.
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+/// How to reach OCI registries.
+#[derive(clap::Args)]
+struct RegistryArgs {
+    /// A registry (`host:port`) that may be reached over plain HTTP; repeatable.
+    /// Loopback registries always may.
+    #[arg(
+        long = "insecure-registry",
+        env = "CONDUCTOR_INSECURE_REGISTRIES",
+        value_delimiter = ','
+    )]
+    insecure: Vec<String>,
+    /// Registry user name [default: from docker's config.json].
+    #[arg(long, env = "CONDUCTOR_REGISTRY_USERNAME")]
+    username: Option<String>,
+    /// Registry password or token (prefer the environment variable).
+    #[arg(long, env = "CONDUCTOR_REGISTRY_PASSWORD", hide_env_values = true)]
+    password: Option<String>,
+    /// Seconds to wait for a connection to a registry.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    registry_connect_timeout: u64,
+    /// Seconds one pull or push of a reference may take in all.
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
+    registry_timeout: u64,
+}
+
+impl RegistryArgs {
+    fn options(self) -> RegistryOptions {
+        use std::io::IsTerminal;
+        RegistryOptions {
+            insecure: self.insecure,
+            username: self.username,
+            password: self.password,
+            connect_timeout: std::time::Duration::from_secs(self.registry_connect_timeout),
+            timeout: std::time::Duration::from_secs(self.registry_timeout),
+            progress: std::io::stderr().is_terminal(),
+        }
+    }
 }
 
 /// OTLP push; off unless an endpoint is set. Each flag defaults to its
@@ -136,37 +236,186 @@ impl OtlpArgs {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
-    match cli.command {
+    let result = match cli.command {
         Command::Run {
             spec,
             metrics_addr,
             cache_dir,
             no_cache,
             otlp,
+            registry,
         } => {
-            let cache_dir = (!no_cache).then(|| cache_dir.unwrap_or_else(default_cache_dir));
-            match otlp
-                .config()
-                .and_then(|otlp| run(spec, metrics_addr, cache_dir, otlp))
-            {
-                Ok(()) => std::process::ExitCode::SUCCESS,
-                Err(e) => {
-                    tracing::error!("{e:#}");
-                    eprintln!("error: {e:#}");
-                    std::process::ExitCode::FAILURE
-                }
-            }
+            let cache_dir = cache_dir.unwrap_or_else(default_cache_dir);
+            otlp.config().and_then(|otlp| {
+                run(
+                    spec,
+                    metrics_addr,
+                    cache_dir,
+                    no_cache,
+                    registry.options(),
+                    otlp,
+                )
+            })
+        }
+        Command::Push {
+            file,
+            reference,
+            title,
+            version,
+            source,
+            description,
+            registry,
+        } => {
+            let notes = oci::PushAnnotations {
+                title,
+                version,
+                source,
+                description,
+            };
+            push(file, reference, notes, registry.options())
+        }
+        Command::Pull {
+            reference,
+            bytecode,
+            output,
+            cache_dir,
+            registry,
+        } => pull(
+            reference,
+            bytecode,
+            output,
+            cache_dir.unwrap_or_else(default_cache_dir),
+            registry.options(),
+        ),
+        Command::Cache { action, cache_dir } => {
+            cache(action, cache_dir.unwrap_or_else(default_cache_dir))
+        }
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
         }
     }
+}
+
+fn block_on<T>(fut: impl Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?
+        .block_on(fut)
+}
+
+fn strip_scheme(reference: &str) -> &str {
+    conductor_api::oci_reference(reference).unwrap_or(reference)
+}
+
+fn push(
+    file: PathBuf,
+    reference: String,
+    notes: oci::PushAnnotations,
+    opts: RegistryOptions,
+) -> anyhow::Result<()> {
+    let reference = strip_scheme(&reference);
+    let pushed = block_on(async { Ok(oci::push(&file, reference, notes, &opts).await?) })?;
+    println!("pushed oci://{reference}");
+    println!("manifest {}", pushed.manifest_url);
+    println!("layer {}", pushed.layer_digest);
+    for (k, v) in &pushed.annotations {
+        println!("annotation {k}={v}");
+    }
+    Ok(())
+}
+
+fn pull(
+    reference: String,
+    bytecode: bool,
+    output: Option<PathBuf>,
+    cache_dir: PathBuf,
+    opts: RegistryOptions,
+) -> anyhow::Result<()> {
+    let reference = strip_scheme(&reference);
+    let store = oci::Store::new(&cache_dir);
+    let kind = if bytecode {
+        oci::Kind::Bytecode
+    } else {
+        oci::Kind::Component
+    };
+    let pulled = block_on(async {
+        Ok(oci::pull(
+            &store,
+            reference,
+            kind,
+            conductor_api::PullPolicy::Always,
+            &opts,
+        )
+        .await?)
+    })?;
+    if let Some(out) = output {
+        std::fs::copy(&pulled.path, &out)
+            .with_context(|| format!("cannot write {}", out.display()))?;
+    }
+    println!("pulled oci://{}", pulled.record.reference);
+    println!("manifest {}", pulled.record.manifest_digest);
+    println!("layer {}", pulled.record.layer_digest);
+    println!("size {}", pulled.record.size);
+    println!("downloaded {}", !pulled.from_cache);
+    println!("path {}", pulled.path.display());
+    Ok(())
+}
+
+fn cache(action: CacheAction, cache_dir: PathBuf) -> anyhow::Result<()> {
+    let store = oci::Store::new(&cache_dir);
+    match action {
+        CacheAction::List => {
+            for r in store.list()? {
+                let kind = match r.kind {
+                    oci::Kind::Component => "component",
+                    oci::Kind::Bytecode => "bytecode",
+                };
+                println!(
+                    "oci://{}\t{kind}\t{}\t{}",
+                    r.reference, r.layer_digest, r.size
+                );
+            }
+        }
+        CacheAction::Prune { all } => {
+            let mut removed = store.prune(all)?;
+            if all {
+                // Compiled components live beside the OCI store.
+                if let Ok(entries) = std::fs::read_dir(&cache_dir) {
+                    for e in entries.flatten() {
+                        if e.path().extension().is_some_and(|x| x == "cwasm") {
+                            std::fs::remove_file(e.path())
+                                .with_context(|| format!("cannot remove {}", e.path().display()))?;
+                            removed.push(e.path());
+                        }
+                    }
+                }
+            }
+            for p in &removed {
+                println!("removed {}", p.display());
+            }
+            println!("{} removed", removed.len());
+        }
+    }
+    Ok(())
 }
 
 fn run(
     spec_path: PathBuf,
     metrics_addr: SocketAddr,
-    cache_dir: Option<PathBuf>,
+    cache_dir: PathBuf,
+    no_cache: bool,
+    registry: RegistryOptions,
     otlp: Option<OtlpConfig>,
 ) -> anyhow::Result<()> {
     let specs = conductor_api::load_file(&spec_path)?;
+    let store = oci::Store::new(&cache_dir);
+    let cache_dir = (!no_cache).then_some(cache_dir);
     let base_dir = spec_path
         .parent()
         .map(|p| {
@@ -205,11 +454,19 @@ fn run(
         };
 
         for spec in &specs {
-            let (manager, owned, base) = (manager.clone(), spec.clone(), base_dir.clone());
+            // OCI references become cached files before anything loads.
+            let resolved = oci::resolve_spec(spec, &store, &registry)
+                .await
+                .with_context(|| format!("cannot load plugin {:?}", spec.name))?;
+            let (manager, owned, base) = (manager.clone(), resolved, base_dir.clone());
+            // A pulled component loads from a cache path: name its reference.
+            let from = conductor_api::oci_reference(&spec.component)
+                .map(|_| format!(" (component {})", spec.component))
+                .unwrap_or_default();
             tokio::task::spawn_blocking(move || manager.load(&owned, &base))
                 .await
                 .context("loading plugin")?
-                .with_context(|| format!("cannot load plugin {:?}", spec.name))?;
+                .with_context(|| format!("cannot load plugin {:?}{from}", spec.name))?;
         }
         tracing::info!(plugins = specs.len(), "running; press Ctrl-C to stop");
 

@@ -49,6 +49,8 @@ const APT_PACKAGES: &[(&str, Probe)] = &[
     // The metrics tests scrape the host with a real Prometheus and lint the
     // exposition with promtool (same package).
     ("prometheus", Probe::Command("promtool")),
+    // The OCI registry (CNCF distribution 2.8) the OCI tests run on loopback.
+    ("docker-registry", Probe::Command("docker-registry")),
 ];
 
 /// The rustup target the plugins are compiled for.
@@ -220,7 +222,7 @@ fn install_packages(missing: &[&str]) -> Result<()> {
     if find_in_path("apt-get").is_none() {
         bail!(
             "missing build prerequisites ({}) and this is not a Debian/Ubuntu system: \
-             install clang, llvm and the libbpf headers (bpf/bpf_helpers.h) with your package manager",
+             install clang, llvm, the libbpf headers (bpf/bpf_helpers.h) and, for the tests, docker-registry (CNCF distribution) with your package manager",
             missing.join(", ")
         );
     }

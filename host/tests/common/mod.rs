@@ -8,6 +8,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub mod registry;
+
 /// Where `cargo xtask build` puts the BPF objects and wasm components.
 pub fn artifacts() -> PathBuf {
     let dir = std::env::var_os("CONDUCTOR_ARTIFACTS")
