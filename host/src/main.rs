@@ -57,6 +57,7 @@ enum Command {
         no_cache: bool,
         #[command(flatten)]
         otlp: OtlpArgs,
+        #[command(flatten)]
         registry: RegistryArgs,
     },
     /// Push a plugin component to an OCI registry (CNCF wasm artifact format).

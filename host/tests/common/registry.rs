@@ -2,6 +2,7 @@
 //! on a loopback port, a TCP proxy that breaks connections on purpose, and
 //! `conductor` CLI runs.
 
+use super::free_port;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -152,14 +153,6 @@ impl Drop for Registry {
 }
 
 /// A loopback port nothing listens on (bound, then released).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// What the proxy does once a connection has sent `after` bytes to the client.
 #[derive(Clone, Copy)]
 pub enum Fault {
