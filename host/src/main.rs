@@ -384,16 +384,33 @@ fn cache(action: CacheAction, cache_dir: PathBuf) -> anyhow::Result<()> {
             }
         }
         CacheAction::Prune { all } => {
+            // Digests of the components still referenced, read before pruning.
+            let keep: Vec<String> = if all {
+                Vec::new()
+            } else {
+                store
+                    .list()?
+                    .into_iter()
+                    .filter_map(|r| r.layer_digest.strip_prefix("sha256:").map(str::to_owned))
+                    .collect()
+            };
             let mut removed = store.prune(all)?;
-            if all {
-                // Compiled components live beside the OCI store.
-                if let Ok(entries) = std::fs::read_dir(&cache_dir) {
-                    for e in entries.flatten() {
-                        if e.path().extension().is_some_and(|x| x == "cwasm") {
-                            std::fs::remove_file(e.path())
-                                .with_context(|| format!("cannot remove {}", e.path().display()))?;
-                            removed.push(e.path());
-                        }
+            // Compiled components live beside the OCI store, named
+            // `<sha256 of the component>-<engine hash>.cwasm`: drop those whose
+            // component is no longer cached (a local file's is recompiled on
+            // its next start).
+            if let Ok(entries) = std::fs::read_dir(&cache_dir) {
+                for e in entries.flatten() {
+                    let path = e.path();
+                    if path.extension().is_none_or(|x| x != "cwasm") {
+                        continue;
+                    }
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    let digest = name.split('-').next().unwrap_or_default();
+                    if !keep.iter().any(|k| k == digest) {
+                        std::fs::remove_file(&path)
+                            .with_context(|| format!("cannot remove {}", path.display()))?;
+                        removed.push(path);
                     }
                 }
             }

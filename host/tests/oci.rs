@@ -166,8 +166,18 @@ fn push_writes_the_cncf_wasm_artifact_format_and_pull_verifies_it() {
     let list = stdout(&conductor(&["cache", "list", "--cache-dir", dir], &[]));
     assert_eq!(list.lines().count(), 2, "{list}");
     assert!(list.contains(":1.0\tcomponent\t"), "{list}");
+    // Compiled forms: one of the cached component (kept), one of a
+    // component no longer cached (pruned).
+    let blob = cached_blobs(cache.path()).pop().unwrap();
+    let kept = cache.path().join(format!("{blob}-0123456789abcdef.cwasm"));
+    let stale = cache
+        .path()
+        .join(format!("{}-0123456789abcdef.cwasm", "0".repeat(64)));
+    std::fs::write(&kept, b"compiled").unwrap();
+    std::fs::write(&stale, b"compiled").unwrap();
     let out = conductor(&["cache", "prune", "--cache-dir", dir], &[]);
-    assert!(stdout(&out).contains("0 removed"), "{}", stdout(&out));
+    assert!(stdout(&out).contains("1 removed"), "{}", stdout(&out));
+    assert!(kept.exists() && !stale.exists());
     assert_eq!(cached_blobs(cache.path()).len(), 1);
     let out = conductor(&["cache", "prune", "--all", "--cache-dir", dir], &[]);
     assert!(out.status.success(), "{}", stderr(&out));
