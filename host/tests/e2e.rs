@@ -7,32 +7,13 @@ use std::time::Duration;
 
 use common::*;
 
-fn exec_counter_spec() -> String {
-    format!(
-        r#"
-name: exec-counter
-component: {}
-bytecode:
-  path: {}
-  programs:
-    - name: handle_exec
-      tracepoint: sched/sched_process_exec
-maps:
-  - name: events
-    events: {{maxBatch: 64}}
-"#,
-        path_str(&artifact("exec_counter.wasm")),
-        path_str(&artifact("exec_counter.bpf.o")),
-    )
-}
-
 #[test]
 fn counts_execs_of_a_known_binary() {
     if !require_root() {
         return;
     }
     let before = program_ids("handle_exec");
-    let host = Host::start(&exec_counter_spec());
+    let host = Host::start(&exec_counter_spec("exec-counter"));
     let ours: Vec<u32> = program_ids("handle_exec")
         .into_iter()
         .filter(|id| !before.contains(id))
@@ -99,7 +80,7 @@ fn second_start_uses_the_compile_cache() {
         return;
     }
     let cache = tempfile::tempdir().unwrap();
-    let spec = exec_counter_spec();
+    let spec = exec_counter_spec("exec-counter");
     let mut first = Host::start_with_cache(&spec, Some(cache.path()));
     let line = first
         .wait_for_log("plugin running", Duration::from_secs(30))

@@ -21,26 +21,6 @@ use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value};
 use opentelemetry_proto::tonic::metrics::v1::{AggregationTemporality, metric, number_data_point};
 use prost::Message;
 
-/// The exec-counter plugin under `name`.
-fn exec_counter_spec(name: &str) -> String {
-    format!(
-        r#"
-name: {name}
-component: {}
-bytecode:
-  path: {}
-  programs:
-    - name: handle_exec
-      tracepoint: sched/sched_process_exec
-maps:
-  - name: events
-    events: {{maxBatch: 64}}
-"#,
-        path_str(&artifact("exec_counter.wasm")),
-        path_str(&artifact("exec_counter.bpf.o")),
-    )
-}
-
 #[test]
 fn prometheus_scrapes_the_host_and_promtool_accepts_the_exposition() {
     if !require_root() {

@@ -509,3 +509,23 @@ pub fn promtool_check_metrics(text: &str) -> (bool, String) {
     msg.push_str(&String::from_utf8_lossy(&out.stderr));
     (out.status.success(), msg)
 }
+
+/// The real exec-counter plugin (its BPF object and component) under `name`.
+pub fn exec_counter_spec(name: &str) -> String {
+    format!(
+        r#"
+name: {name}
+component: {}
+bytecode:
+  path: {}
+  programs:
+    - name: handle_exec
+      tracepoint: sched/sched_process_exec
+maps:
+  - name: events
+    events: {{maxBatch: 64}}
+"#,
+        path_str(&artifact("exec_counter.wasm")),
+        path_str(&artifact("exec_counter.bpf.o")),
+    )
+}
