@@ -542,14 +542,16 @@ impl Worker {
             let s = &mut self.sources[i];
             let (n, more) = s.source.fill(&mut s.batch);
             s.drain_by = s.max_latency.map(|d| Instant::now() + d);
+            s.pending = more;
+            if n == 0 {
+                // Nothing arrived (e.g. the latency timer on an idle source):
+                // no drop-counter syscall here; housekeeping reads it.
+                return;
+            }
             let kernel_lost = s.source.take_kernel_lost();
             if kernel_lost > 0 {
                 s.lost_kernel.inc_by(kernel_lost);
                 s.lost_for_plugin += kernel_lost;
-            }
-            s.pending = more;
-            if n == 0 {
-                return;
             }
             s.received.inc_by(n as u64);
             match self.instance.as_mut() {
