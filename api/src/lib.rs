@@ -4,6 +4,7 @@
 //! operator and other clients can depend on it.
 
 pub mod spec;
+pub mod v1;
 
 pub use spec::{
     Access, AttachPoint, Bytecode, EventSource, FieldError, Limits, MapGrant, PluginSpec,

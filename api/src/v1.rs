@@ -1,0 +1,272 @@
+//! The `conductor.v1` node API (see `proto/conductor/v1/conductor.proto`):
+//! generated messages, client and server, and lossless conversions between
+//! the wire `PluginSpec` and the one [`crate::PluginSpec`].
+
+use std::collections::BTreeMap;
+
+use crate::spec::{self, FieldError, SpecError};
+
+#[allow(clippy::all, clippy::pedantic)]
+mod generated {
+    tonic::include_proto!("conductor.v1");
+}
+pub use generated::*;
+
+/// The encoded descriptors of `conductor.v1`, for gRPC server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    tonic::include_file_descriptor_set!("conductor_v1_descriptor");
+
+/// The daemon's socket when none is given.
+pub const DEFAULT_SOCKET: &str = "/run/conductor/conductor.sock";
+
+impl From<&spec::PluginSpec> for PluginSpec {
+    fn from(s: &spec::PluginSpec) -> Self {
+        Self {
+            name: s.name.clone(),
+            component: s.component.clone(),
+            pull_policy: s.pull_policy.map(|p| PullPolicy::from(p) as i32),
+            bytecode: s.bytecode.as_ref().map(|b| Bytecode {
+                path: b.path.clone(),
+                image: b.image.clone(),
+                programs: b
+                    .programs
+                    .iter()
+                    .map(|p| ProgramAttach {
+                        name: p.name.clone(),
+                        tracepoint: p.tracepoint.clone(),
+                        raw_tracepoint: p.raw_tracepoint.clone(),
+                    })
+                    .collect(),
+            }),
+            maps: s
+                .maps
+                .iter()
+                .map(|m| MapGrant {
+                    name: m.name.clone(),
+                    access: Access::from(m.access) as i32,
+                    pin: m.pin.clone(),
+                    events: m.events.as_ref().map(|e| EventSource {
+                        max_batch: e.max_batch,
+                        perf_pages: e.perf_pages,
+                        max_latency_ms: e.max_latency_ms,
+                    }),
+                })
+                .collect(),
+            config: s
+                .config
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            limits: Some(Limits {
+                memory_mib: s.limits.memory_mib,
+                call_timeout_ms: s.limits.call_timeout_ms,
+                max_series_per_metric: s.limits.max_series_per_metric,
+            }),
+            tick_interval_ms: s.tick_interval_ms,
+        }
+    }
+}
+
+impl From<spec::PullPolicy> for PullPolicy {
+    fn from(p: spec::PullPolicy) -> Self {
+        match p {
+            spec::PullPolicy::Always => Self::Always,
+            spec::PullPolicy::IfNotPresent => Self::IfNotPresent,
+            spec::PullPolicy::Never => Self::Never,
+        }
+    }
+}
+
+impl From<spec::Access> for Access {
+    fn from(a: spec::Access) -> Self {
+        match a {
+            spec::Access::Read => Self::Read,
+            spec::Access::ReadWrite => Self::ReadWrite,
+        }
+    }
+}
+
+/// Zero on the wire means "the default", as omitting a field in a run file does.
+fn or_default(value: u32, default: u32) -> u32 {
+    if value == 0 { default } else { value }
+}
+
+impl TryFrom<PluginSpec> for spec::PluginSpec {
+    type Error = SpecError;
+
+    /// Converts and validates: the result is a spec `conductor run` would
+    /// accept, or every problem with its field path.
+    fn try_from(w: PluginSpec) -> Result<Self, SpecError> {
+        let mut errors = Vec::new();
+        let mut bad_enum = |field: String, value: i32| {
+            errors.push(FieldError {
+                field,
+                message: format!("unknown enum value {value}"),
+            })
+        };
+
+        let pull_policy = match w.pull_policy {
+            None => None,
+            Some(v) => match PullPolicy::try_from(v) {
+                Ok(PullPolicy::Unspecified) => None,
+                Ok(PullPolicy::Always) => Some(spec::PullPolicy::Always),
+                Ok(PullPolicy::IfNotPresent) => Some(spec::PullPolicy::IfNotPresent),
+                Ok(PullPolicy::Never) => Some(spec::PullPolicy::Never),
+                Err(_) => {
+                    bad_enum("pullPolicy".into(), v);
+                    None
+                }
+            },
+        };
+        let mut maps = Vec::with_capacity(w.maps.len());
+        for (i, m) in w.maps.into_iter().enumerate() {
+            let access = match Access::try_from(m.access) {
+                Ok(Access::Unspecified | Access::Read) => spec::Access::Read,
+                Ok(Access::ReadWrite) => spec::Access::ReadWrite,
+                Err(_) => {
+                    bad_enum(format!("maps[{i}].access"), m.access);
+                    spec::Access::Read
+                }
+            };
+            let defaults = spec::EventSource::default();
+            maps.push(spec::MapGrant {
+                name: m.name,
+                access,
+                pin: m.pin,
+                events: m.events.map(|e| spec::EventSource {
+                    max_batch: or_default(e.max_batch, defaults.max_batch),
+                    perf_pages: or_default(e.perf_pages, defaults.perf_pages),
+                    max_latency_ms: e.max_latency_ms,
+                }),
+            });
+        }
+        let defaults = spec::Limits::default();
+        let limits = match w.limits {
+            None => defaults,
+            Some(l) => spec::Limits {
+                memory_mib: or_default(l.memory_mib, defaults.memory_mib),
+                call_timeout_ms: or_default(l.call_timeout_ms, defaults.call_timeout_ms),
+                max_series_per_metric: or_default(
+                    l.max_series_per_metric,
+                    defaults.max_series_per_metric,
+                ),
+            },
+        };
+        let spec = spec::PluginSpec {
+            name: w.name,
+            component: w.component,
+            pull_policy,
+            bytecode: w.bytecode.map(|b| spec::Bytecode {
+                path: b.path,
+                image: b.image,
+                programs: b
+                    .programs
+                    .into_iter()
+                    .map(|p| spec::ProgramAttach {
+                        name: p.name,
+                        tracepoint: p.tracepoint,
+                        raw_tracepoint: p.raw_tracepoint,
+                    })
+                    .collect(),
+            }),
+            maps,
+            config: w.config.into_iter().collect::<BTreeMap<_, _>>(),
+            limits,
+            tick_interval_ms: w.tick_interval_ms,
+        };
+        if !errors.is_empty() {
+            // Report the wire problems together with the spec's own.
+            if let Err(SpecError::Invalid { errors: more, .. }) = spec.validate() {
+                errors.extend(more);
+            }
+            return Err(SpecError::Invalid {
+                plugin: spec.name,
+                errors,
+            });
+        }
+        spec.validate()?;
+        Ok(spec)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FULL: &str = r#"
+name: demo
+component: oci://registry.example/plugins/demo:1.0
+pullPolicy: Never
+bytecode:
+  path: /opt/demo.bpf.o
+  programs:
+    - name: on_exec
+      tracepoint: sched/sched_process_exec
+    - name: on_switch
+      rawTracepoint: sched_switch
+maps:
+  - name: events
+    events: { maxBatch: 256, perfPages: 16, maxLatencyMs: 50 }
+  - name: counts
+    access: readWrite
+  - name: shared
+    pin: /sys/fs/bpf/shared
+config: { a: "1", b: two }
+limits: { memoryMib: 32, callTimeoutMs: 200, maxSeriesPerMetric: 100 }
+tickIntervalMs: 500
+"#;
+
+    #[test]
+    fn spec_survives_the_wire() {
+        let spec = spec::PluginSpec::from_yaml(FULL).unwrap();
+        let wire = PluginSpec::from(&spec);
+        let back = spec::PluginSpec::try_from(wire).unwrap();
+        assert_eq!(back, spec);
+    }
+
+    #[test]
+    fn zero_values_on_the_wire_mean_defaults() {
+        let wire = PluginSpec {
+            name: "minimal".into(),
+            component: "/opt/minimal.wasm".into(),
+            maps: vec![MapGrant {
+                name: "events".into(),
+                pin: Some("/sys/fs/bpf/events".into()),
+                events: Some(EventSource::default()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let spec = spec::PluginSpec::try_from(wire).unwrap();
+        let from_yaml = spec::PluginSpec::from_yaml(
+            "name: minimal\ncomponent: /opt/minimal.wasm\nmaps: [{name: events, pin: /sys/fs/bpf/events, events: {}}]",
+        )
+        .unwrap();
+        assert_eq!(spec, from_yaml);
+    }
+
+    #[test]
+    fn bad_wire_values_are_named_with_the_spec_errors() {
+        let wire = PluginSpec {
+            name: "Bad Name".into(),
+            component: "/opt/x.wasm".into(),
+            pull_policy: Some(42),
+            maps: vec![MapGrant {
+                name: "m".into(),
+                access: 9,
+                pin: Some("/sys/fs/bpf/m".into()),
+                events: None,
+            }],
+            ..Default::default()
+        };
+        let Err(SpecError::Invalid { errors, .. }) = spec::PluginSpec::try_from(wire) else {
+            panic!("expected an invalid spec");
+        };
+        let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            ["pullPolicy", "maps[0].access", "name"],
+            "{errors:?}"
+        );
+    }
+}
