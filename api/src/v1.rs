@@ -19,6 +19,89 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
 /// The daemon's socket when none is given.
 pub const DEFAULT_SOCKET: &str = "/run/conductor/conductor.sock";
 
+#[cfg(feature = "client")]
+pub use client::{ConnectError, connect};
+
+#[cfg(feature = "client")]
+mod client {
+    use std::path::{Path, PathBuf};
+
+    use hyper_util::rt::TokioIo;
+    use tonic::transport::{Channel, Endpoint};
+
+    use super::conductor_client::ConductorClient;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error(
+        "cannot connect to the conductor daemon at {}: {cause} (is `conductor serve` running, \
+         and may this user open the socket? pass --socket if it listens elsewhere)",
+        path.display()
+    )]
+    pub struct ConnectError {
+        pub path: PathBuf,
+        pub cause: String,
+        /// The socket exists but this process may not open it.
+        pub permission_denied: bool,
+    }
+
+    /// A client of the daemon listening on the Unix socket `path`. Connects
+    /// eagerly, so that a missing daemon is reported here and not on the
+    /// first call.
+    pub async fn connect(path: &Path) -> Result<ConductorClient<Channel>, ConnectError> {
+        let socket = path.to_path_buf();
+        // The URI is required by the API but never resolved: the connector
+        // below always dials the socket.
+        let endpoint = Endpoint::from_static("http://conductor.sock");
+        let channel = endpoint
+            .connect_with_connector(tower::service_fn(move |_| {
+                let socket = socket.clone();
+                async move {
+                    let stream = tokio::net::UnixStream::connect(socket).await?;
+                    Ok::<_, std::io::Error>(TokioIo::new(stream))
+                }
+            }))
+            .await
+            .map_err(|e| {
+                // The io::Error is a few sources down tonic's error chain.
+                let mut source = std::error::Error::source(&e);
+                let mut io = None;
+                while let Some(s) = source {
+                    if let Some(err) = s.downcast_ref::<std::io::Error>() {
+                        io = Some((err.kind(), err.to_string()));
+                        break;
+                    }
+                    source = s.source();
+                }
+                let (permission_denied, cause) = match io {
+                    Some((kind, msg)) => (kind == std::io::ErrorKind::PermissionDenied, msg),
+                    None => (false, e.to_string()),
+                };
+                ConnectError {
+                    path: path.to_path_buf(),
+                    cause,
+                    permission_denied,
+                }
+            })?;
+        Ok(ConductorClient::new(channel))
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[tokio::test]
+        async fn a_missing_daemon_is_named_with_its_socket() {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("absent.sock");
+            let err = connect(&path).await.unwrap_err();
+            assert!(!err.permission_denied);
+            let msg = err.to_string();
+            assert!(msg.contains("absent.sock"), "{msg}");
+            assert!(msg.contains("No such file"), "{msg}");
+        }
+    }
+}
+
 impl From<&spec::PluginSpec> for PluginSpec {
     fn from(s: &spec::PluginSpec) -> Self {
         Self {
