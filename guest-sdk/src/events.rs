@@ -8,9 +8,6 @@ use bytemuck::Pod;
 
 use crate::error::{Error, Result};
 
-/// Where one record lies in a batch's data: `data[offset..][..len]`.
-pub use crate::bindings::conductor::plugin::events::Span;
-
 /// One batch of events from one event source, as passed to
 /// [`Plugin::on_events`](crate::Plugin::on_events).
 ///
@@ -18,38 +15,44 @@ pub use crate::bindings::conductor::plugin::events::Span;
 /// with [`iter`](Self::iter) or decode them into a `#[repr(C)]` struct that
 /// mirrors the C layout with [`decode`](Self::decode).
 ///
-/// The SDK checks the host's record spans before handing a batch to the
+/// The SDK checks the host's record offsets and lengths before handing a batch to the
 /// plugin, so iterating never fails and never panics.
 #[derive(Debug, Clone)]
 pub struct EventBatch {
     source: String,
     data: Vec<u8>,
-    spans: Vec<Span>,
+    offsets: Vec<u32>,
+    lengths: Vec<u32>,
     lost: u64,
 }
 
 impl EventBatch {
-    /// Builds a batch: record `i` is `data[spans[i].offset..][..spans[i].len]`
-    /// (the WIT `event-batch` layout). Bytes of `data` outside every span
-    /// belong to no record.
+    /// Builds a batch: record `i` is `data[offsets[i]..][..lengths[i]]`
+    /// (the WIT `event-batch` layout). Bytes of `data` outside every record
+    /// belong to none.
     ///
-    /// Fails if a span reaches past the end of `data`. Useful to unit-test
-    /// a plugin's event handling natively; see also
-    /// [`from_records`](Self::from_records).
+    /// Fails if the two lists differ in length or a record reaches past
+    /// the end of `data`. Useful to unit-test a plugin's event handling
+    /// natively; see also [`from_records`](Self::from_records).
     pub fn new(
         source: impl Into<String>,
         data: Vec<u8>,
-        spans: Vec<Span>,
+        offsets: Vec<u32>,
+        lengths: Vec<u32>,
         lost: u64,
     ) -> Result<Self> {
         let source = source.into();
-        for (i, span) in spans.iter().enumerate() {
-            let end = u64::from(span.offset) + u64::from(span.len);
-            if end > data.len() as u64 {
+        if offsets.len() != lengths.len() {
+            return Err(Error::msg(format!(
+                "malformed event batch from {source:?}: {} offsets but {} lengths",
+                offsets.len(),
+                lengths.len()
+            )));
+        }
+        for (i, (&offset, &len)) in offsets.iter().zip(&lengths).enumerate() {
+            if u64::from(offset) + u64::from(len) > data.len() as u64 {
                 return Err(Error::msg(format!(
-                    "malformed event batch from {source:?}: record {i} ({} bytes at {}) reaches past the end of the data ({} bytes)",
-                    span.len,
-                    span.offset,
+                    "malformed event batch from {source:?}: record {i} ({len} bytes at {offset}) reaches past the end of the data ({} bytes)",
                     data.len()
                 )));
             }
@@ -57,7 +60,8 @@ impl EventBatch {
         Ok(EventBatch {
             source,
             data,
-            spans,
+            offsets,
+            lengths,
             lost,
         })
     }
@@ -73,19 +77,19 @@ impl EventBatch {
         lost: u64,
     ) -> Self {
         let mut data = Vec::new();
-        let mut spans = Vec::new();
+        let mut offsets = Vec::new();
+        let mut lengths = Vec::new();
         for record in records {
             let record = record.as_ref();
-            spans.push(Span {
-                offset: u32::try_from(data.len()).expect("event batch data exceeds 4 GiB"),
-                len: u32::try_from(record.len()).expect("event record exceeds 4 GiB"),
-            });
+            offsets.push(u32::try_from(data.len()).expect("event batch data exceeds 4 GiB"));
+            lengths.push(u32::try_from(record.len()).expect("event record exceeds 4 GiB"));
             data.extend_from_slice(record);
         }
         EventBatch {
             source: source.into(),
             data,
-            spans,
+            offsets,
+            lengths,
             lost,
         }
     }
@@ -103,21 +107,21 @@ impl EventBatch {
 
     /// The number of records.
     pub fn len(&self) -> usize {
-        self.spans.len()
+        self.offsets.len()
     }
 
     /// True if the batch has no records (it may still report
     /// [`lost`](Self::lost) events).
     pub fn is_empty(&self) -> bool {
-        self.spans.is_empty()
+        self.offsets.is_empty()
     }
 
     /// Record `index`, if there is one.
     pub fn get(&self, index: usize) -> Option<&[u8]> {
-        let span = self.spans.get(index)?;
-        let start = span.offset as usize;
-        // `new` checked the spans; `get` keeps this panic-free regardless.
-        self.data.get(start..start.checked_add(span.len as usize)?)
+        let start = *self.offsets.get(index)? as usize;
+        let len = *self.lengths.get(index)? as usize;
+        // `new` checked the records; `get` keeps this panic-free regardless.
+        self.data.get(start..start.checked_add(len)?)
     }
 
     /// The raw records, in the order the kernel committed them.
@@ -284,36 +288,29 @@ mod tests {
         bytemuck::bytes_of(&Pair { a, b, c }).to_vec()
     }
 
-    fn spans(pairs: &[(u32, u32)]) -> Vec<Span> {
-        pairs
-            .iter()
-            .map(|&(offset, len)| Span { offset, len })
-            .collect()
+    /// A batch of `data` with records at these (offset, length) pairs.
+    fn batch(data: Vec<u8>, spans: &[(u32, u32)], lost: u64) -> Result<EventBatch> {
+        let (offsets, lengths) = spans.iter().copied().unzip();
+        EventBatch::new("ev", data, offsets, lengths, lost)
     }
 
     #[test]
     fn splits_records_by_spans_skipping_the_gaps() {
         // As from a ring buffer: a header before each record, padding after.
         let data = b"HHHHaa..HHHHHHHHbbbHHHHc".to_vec();
-        let batch = EventBatch::new(
-            "events",
-            data,
-            spans(&[(4, 2), (8, 0), (16, 3), (23, 1)]),
-            3,
-        )
-        .unwrap();
+        let batch = batch(data, &[(4, 2), (8, 0), (16, 3), (23, 1)], 3).unwrap();
         let records: Vec<&[u8]> = batch.iter().collect();
         assert_eq!(records, [&b"aa"[..], b"", b"bbb", b"c"]);
         assert_eq!(batch.len(), 4);
         assert_eq!(batch.iter().len(), 4);
         assert_eq!(batch.lost(), 3);
-        assert_eq!(batch.source(), "events");
+        assert_eq!(batch.source(), "ev");
         assert_eq!(batch.get(4), None);
     }
 
     #[test]
     fn empty_batch_may_report_losses() {
-        let batch = EventBatch::new("events", Vec::new(), Vec::new(), 7).unwrap();
+        let batch = batch(Vec::new(), &[], 7).unwrap();
         assert!(batch.is_empty());
         assert_eq!(batch.iter().next(), None);
         assert_eq!(batch.lost(), 7);
@@ -321,15 +318,19 @@ mod tests {
 
     #[test]
     fn rejects_spans_past_the_data() {
-        let past_end = EventBatch::new("ev", vec![0; 8], spans(&[(0, 4), (6, 3)]), 0).unwrap_err();
+        let past_end = batch(vec![0; 8], &[(0, 4), (6, 3)], 0).unwrap_err();
         assert_eq!(
             past_end.to_string(),
             "malformed event batch from \"ev\": record 1 (3 bytes at 6) reaches past the end of the data (8 bytes)"
         );
-        let overflow = EventBatch::new("ev", vec![0; 8], spans(&[(u32::MAX, 2)]), 0);
-        assert!(overflow.is_err());
+        assert!(batch(vec![0; 8], &[(u32::MAX, 2)], 0).is_err());
+        let uneven = EventBatch::new("ev", vec![0; 8], vec![0, 1], vec![1], 0).unwrap_err();
+        assert_eq!(
+            uneven.to_string(),
+            "malformed event batch from \"ev\": 2 offsets but 1 lengths"
+        );
         // A record may end exactly at the end of the data.
-        assert!(EventBatch::new("ev", vec![0; 8], spans(&[(0, 8), (8, 0)]), 0).is_ok());
+        assert!(batch(vec![0; 8], &[(0, 8), (8, 0)], 0).is_ok());
     }
 
     #[test]
@@ -339,7 +340,7 @@ mod tests {
         data.extend(pair_bytes(1, 2, 3));
         data.extend(pair_bytes(4, 5, 6));
         data.extend([9, 9]); // trailing fields of a newer layout
-        let batch = EventBatch::new("ev", data, spans(&[(1, 16), (17, 18)]), 0).unwrap();
+        let batch = batch(data, &[(1, 16), (17, 18)], 0).unwrap();
         let pairs: Vec<Pair> = batch.decode::<Pair>().collect::<Result<_, _>>().unwrap();
         assert_eq!(
             pairs,

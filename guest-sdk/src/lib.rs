@@ -117,6 +117,9 @@ mod plugin;
 /// The generated bindings of `wit/plugin.wit`; the rest of the crate wraps
 /// them.
 #[doc(hidden)]
+// The `on-events` export's flattened parameters (the batch's lists as
+// pointer/length pairs) exceed clippy's default argument count.
+#[allow(clippy::too_many_arguments)]
 pub mod bindings {
     wit_bindgen::generate!({
         path: "../wit",

@@ -105,7 +105,7 @@ pub mod __private {
         }
 
         pub fn on_events(&self, raw: bindings::EventBatch) -> Result<(), String> {
-            let batch = EventBatch::new(raw.source, raw.data, raw.spans, raw.lost)
+            let batch = EventBatch::new(raw.source, raw.data, raw.offsets, raw.lengths, raw.lost)
                 .map_err(|e| e.to_string())?;
             self.with(|plugin| plugin.on_events(&batch))
         }
@@ -172,10 +172,8 @@ mod tests {
         bindings::EventBatch {
             source: "events".into(),
             data: vec![0; 8],
-            spans: spans
-                .iter()
-                .map(|&(offset, len)| crate::events::Span { offset, len })
-                .collect(),
+            offsets: spans.iter().map(|s| s.0).collect(),
+            lengths: spans.iter().map(|s| s.1).collect(),
             lost: 0,
         }
     }

@@ -26,7 +26,6 @@ use aya::maps::{Map, MapData, PerfEventArray};
 
 use crate::maps::KernelMap;
 use crate::ringbuf::{Drained, RingReader};
-use crate::runtime::Span;
 
 /// How soon events that arrived while a batch was being delivered are
 /// taken, when there are too few to take at once (see [`Delivered::soon`]).
@@ -38,12 +37,44 @@ pub const SOON: std::time::Duration = std::time::Duration::from_millis(1);
 /// call cannot ask the plugin for unbounded memory.
 pub const MAX_BATCH_BYTES: usize = 4 << 20;
 
+/// Where each record of a batch lies in its data, as the WIT `event-batch`
+/// carries it.
+#[derive(Debug, Default)]
+pub struct Spans {
+    pub offsets: Vec<u32>,
+    pub lengths: Vec<u32>,
+}
+
+impl Spans {
+    pub fn push(&mut self, offset: u32, len: u32) {
+        self.offsets.push(offset);
+        self.lengths.push(len);
+    }
+    pub fn clear(&mut self) {
+        self.offsets.clear();
+        self.lengths.clear();
+    }
+    pub fn len(&self) -> usize {
+        self.offsets.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.offsets.is_empty()
+    }
+    /// Record `i`'s place in the data: (offset, length).
+    pub fn iter(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
+        self.offsets
+            .iter()
+            .zip(&self.lengths)
+            .map(|(&o, &l)| (o as usize, l as usize))
+    }
+}
+
 /// One batch of records, borrowed for the length of a delivery.
 pub struct Batch<'a> {
     /// The bytes the records lie in (and, for ring buffers, the kernel's
     /// record headers between them).
     pub data: &'a [u8],
-    pub spans: &'a [Span],
+    pub spans: &'a Spans,
     /// Events the kernel dropped since the previous batch (or
     /// [`EventSource::take_kernel_lost`]).
     pub kernel_lost: u64,
@@ -75,7 +106,7 @@ pub struct EventSource {
     kind: Kind,
     max_batch: usize,
     /// Reused for every batch: record spans, and perf records' bytes.
-    spans: Vec<Span>,
+    spans: Spans,
     data: Vec<u8>,
     lost_map: Option<KernelMap>,
     /// Last value read from `lost_map` (it only grows).
@@ -102,7 +133,7 @@ impl EventSource {
             name: name.to_owned(),
             kind: Kind::Ring(ring),
             max_batch: max_batch as usize,
-            spans: Vec::new(),
+            spans: Spans::default(),
             data: Vec::new(),
             lost_map,
             lost_seen,
@@ -124,7 +155,7 @@ impl EventSource {
             name: name.to_owned(),
             kind: Kind::Perf { buffers, next: 0 },
             max_batch: max_batch as usize,
-            spans: Vec::new(),
+            spans: Spans::default(),
             data: Vec::new(),
             lost_map: None,
             lost_seen: 0,
@@ -194,10 +225,7 @@ impl EventSource {
                     let idx = (*next + i) % n;
                     let full = buffers[idx].try_fold((), |(), ev| match ev {
                         PerfEvent::Sample { head, tail } => {
-                            spans.push(Span {
-                                offset: data.len() as u32,
-                                len: (head.len() + tail.len()) as u32,
-                            });
+                            spans.push(data.len() as u32, (head.len() + tail.len()) as u32);
                             data.extend_from_slice(head);
                             data.extend_from_slice(tail);
                             if spans.len() >= max || data.len() >= MAX_BATCH_BYTES {

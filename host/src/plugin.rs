@@ -553,7 +553,8 @@ impl Worker {
                     EventBatch {
                         source: source_name,
                         data: batch.data,
-                        spans: batch.spans,
+                        offsets: &batch.spans.offsets,
+                        lengths: &batch.spans.lengths,
                         lost: *lost_for_plugin,
                     },
                     call_timeout,

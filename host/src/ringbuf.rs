@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
 
 use aya::maps::MapData;
 
-use crate::runtime::Span;
+use crate::events::Spans;
 
 const BUSY_BIT: u32 = 1 << 31;
 const DISCARD_BIT: u32 = 1 << 30;
@@ -171,8 +171,8 @@ impl RingReader {
         &mut self,
         max_records: usize,
         max_bytes: usize,
-        spans: &mut Vec<Span>,
-        deliver: impl FnOnce(&[u8], &[Span]) -> R,
+        spans: &mut Spans,
+        deliver: impl FnOnce(&[u8], &Spans) -> R,
     ) -> (Option<R>, Drained) {
         spans.clear();
         let start = self.consumer_pos().load(Ordering::Relaxed);
@@ -195,11 +195,8 @@ impl RingReader {
                     break;
                 }
                 if len & DISCARD_BIT == 0 {
-                    spans.push(Span {
-                        // At most the ring's size: fits (ring sizes are u32).
-                        offset: (cons.wrapping_sub(start) + HEADER_LEN) as u32,
-                        len: data_len,
-                    });
+                    // At most the ring's size: fits (ring sizes are u32).
+                    spans.push((cons.wrapping_sub(start) + HEADER_LEN) as u32, data_len);
                 }
                 cons = next;
                 if spans.len() >= max_records {
@@ -233,13 +230,22 @@ impl RingReader {
             return (Some(result), Drained::More);
         }
         // As above: publish, fence, look again before letting the caller
-        // sleep. A record still being written shows up as `More`; the next
+        // sleep. A record still being written counts as arrived; the next
         // call then waits for it properly.
         fence(Ordering::SeqCst);
-        let more = self.producer_pos().load(Ordering::Acquire) != cons;
-        (
-            Some(result),
-            if more { Drained::More } else { Drained::Empty },
-        )
+        let arrived = self
+            .producer_pos()
+            .load(Ordering::Acquire)
+            .wrapping_sub(cons);
+        let drained = if arrived == 0 {
+            Drained::Empty
+        } else if arrived > self.mask / 4 {
+            // A quarter of the ring already: the producer is fast enough to
+            // fill it before a delayed look.
+            Drained::More
+        } else {
+            Drained::Soon
+        };
+        (Some(result), drained)
     }
 }

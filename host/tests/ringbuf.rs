@@ -109,13 +109,12 @@ impl Checker {
             let record_size = p.record_size as usize;
             let delivered = p.source.deliver(|batch| {
                 self.lost += batch.kernel_lost;
-                for span in batch.spans {
+                for (at, len) in batch.spans.iter() {
                     // Delivered in place: the kernel's record header (the
                     // committed length) sits right before each record.
-                    let at = span.offset as usize;
                     let header = u32::from_ne_bytes(batch.data[at - 8..at - 4].try_into().unwrap());
-                    assert_eq!(header, span.len, "record header before the record");
-                    let record = &batch.data[at..][..span.len as usize];
+                    assert_eq!(header as usize, len, "record header before the record");
+                    let record = &batch.data[at..][..len];
                     assert_eq!(record.len(), record_size, "record length");
                     let word =
                         |k: usize| u64::from_ne_bytes(record[k * 8..k * 8 + 8].try_into().unwrap());

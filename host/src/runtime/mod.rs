@@ -36,8 +36,6 @@ pub mod bindings {
     });
 }
 
-pub use bindings::conductor::plugin::events::Span;
-
 /// The WIT `event-batch`, borrowing its lists: they are lowered into the
 /// plugin's memory straight from where the host holds them (for ring
 /// buffers, the kernel's ring), which the generated, owning `EventBatch`
@@ -47,7 +45,8 @@ pub use bindings::conductor::plugin::events::Span;
 pub struct EventBatch<'a> {
     pub source: &'a str,
     pub data: &'a [u8],
-    pub spans: &'a [Span],
+    pub offsets: &'a [u32],
+    pub lengths: &'a [u32],
     pub lost: u64,
 }
 
