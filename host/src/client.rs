@@ -186,7 +186,13 @@ pub fn read_specs(path: &Path) -> Result<Vec<PluginSpec>, ClientError> {
         .unwrap_or_else(|| PathBuf::from("/"));
     let abs = |p: &mut String| {
         if !p.is_empty() && oci_reference(p).is_none() && !Path::new(p.as_str()).is_absolute() {
-            *p = base.join(&*p).display().to_string();
+            // `components` drops the `.`s of `./x`.
+            *p = base
+                .join(&*p)
+                .components()
+                .collect::<PathBuf>()
+                .display()
+                .to_string();
         }
     };
     for s in &mut specs {
