@@ -591,6 +591,8 @@ impl Conductor for Api {
                 let manager = api.manager.clone();
                 let name = spec.name.clone();
                 let _ = tokio::task::spawn_blocking(move || manager.unload(&name)).await;
+                // Best effort: a write by another request may have listed it.
+                let _ = api.persist().await;
                 return Err(status);
             }
             tracing::info!(plugin = %spec.name, digest = %info.digest, "loaded");
