@@ -956,6 +956,162 @@ async fn health_and_readiness_endpoints() {
         resp.status,
         tonic_health::pb::health_check_response::ServingStatus::Serving as i32
     );
+
+    // Server reflection names the services, so grpcurl & co. need no .proto.
+    use tonic_reflection::pb::v1::{
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+    };
+    let channel = tonic::transport::Endpoint::from_static("http://conductor.sock")
+        .connect_with_connector(tower_unix(daemon.socket.clone()))
+        .await
+        .unwrap();
+    let mut reflection = ServerReflectionClient::new(channel);
+    let mut responses = reflection
+        .server_reflection_info(tokio_stream::iter(vec![ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        }]))
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(MessageResponse::ListServicesResponse(list)) =
+        responses.message().await.unwrap().unwrap().message_response
+    else {
+        panic!("not a service list");
+    };
+    let names: Vec<_> = list.service.into_iter().map(|s| s.name).collect();
+    for want in ["conductor.v1.Conductor", "grpc.health.v1.Health"] {
+        assert!(names.iter().any(|n| n == want), "{names:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_follow_new_lines_until_the_plugin_goes() {
+    if !require_root() {
+        return;
+    }
+    let daemon = Daemon::start();
+    let mut c = daemon.client().await;
+    c.load(load_request(&steady_spec("followed", "first")))
+        .await
+        .unwrap();
+    let mut follow = c
+        .logs(v1::LogsRequest {
+            name: "followed".into(),
+            follow: true,
+            tail: 1,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = follow.message().await.unwrap().unwrap();
+    assert!(!first.message.is_empty());
+    c.update(v1::UpdateRequest {
+        spec: Some(wire_spec(&steady_spec("followed", "second"))),
+        annotations: HashMap::new(),
+    })
+    .await
+    .unwrap();
+    let mut seen = Vec::new();
+    loop {
+        let line = tokio::time::timeout(LONG, follow.message())
+            .await
+            .expect("no new line arrived")
+            .unwrap()
+            .expect("stream ended early");
+        let done = line.message.contains("steady started: second");
+        seen.push(line);
+        if done {
+            break;
+        }
+    }
+    assert!(
+        seen.iter().all(|l| l.time.is_some() && !l.level.is_empty()),
+        "{seen:?}"
+    );
+    c.unload(v1::UnloadRequest {
+        name: "followed".into(),
+    })
+    .await
+    .unwrap();
+    // Unloading ends the stream (after any lines still queued).
+    loop {
+        match tokio::time::timeout(LONG, follow.message())
+            .await
+            .expect("the stream did not end")
+        {
+            Ok(Some(_)) => continue,
+            Ok(None) => break,
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_that_cannot_come_back_is_failed_with_the_reason() {
+    if !require_root() {
+        return;
+    }
+    let mut daemon = Daemon::start();
+    let mut c = daemon.client().await;
+    let doomed = daemon.dir.path().join("doomed.wasm");
+    std::fs::copy(artifact("testing_steady.wasm"), &doomed).unwrap();
+    let doomed_spec = format!(
+        "name: doomed
+component: {}
+config: {{greeting: x}}
+",
+        doomed.display()
+    );
+    c.load(load_request(&doomed_spec)).await.unwrap();
+    c.load(load_request(&steady_spec("survivor", "x")))
+        .await
+        .unwrap();
+    assert!(daemon.stop().success());
+    std::fs::remove_file(&doomed).unwrap();
+
+    blocking(|| daemon.spawn());
+    let ready = format!("{}", daemon.metrics_url.replace("/metrics", "/readyz"));
+    let until = Instant::now() + LONG;
+    while ureq::get(&ready).call().is_err() {
+        assert!(Instant::now() < until, "never ready");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut c = daemon.client().await;
+    let status = c
+        .get(v1::GetRequest {
+            name: "doomed".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap();
+    assert_eq!(phase(&status), v1::Phase::Failed, "{status:?}");
+    assert!(status.last_error.contains("doomed.wasm"), "{status:?}");
+    wait_for_phase(&mut c, "survivor", v1::Phase::Running, LONG).await;
+    // Still desired: the name is taken, and an update with a fixed spec revives it.
+    let err = c
+        .load(load_request(&steady_spec("doomed", "x")))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::AlreadyExists);
+    let status = c
+        .update(v1::UpdateRequest {
+            spec: Some(wire_spec(&steady_spec("doomed", "back"))),
+            annotations: HashMap::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap();
+    assert_eq!(phase(&status), v1::Phase::Running);
+    assert_eq!(status.generation, 2);
+    let out = blocking(|| daemon.cli(&["list"]));
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(table.matches("Running").count(), 2, "{table}");
 }
 
 fn tower_unix(
