@@ -1072,7 +1072,7 @@ config: {{greeting: x}}
     std::fs::remove_file(&doomed).unwrap();
 
     blocking(|| daemon.spawn());
-    let ready = format!("{}", daemon.metrics_url.replace("/metrics", "/readyz"));
+    let ready = daemon.metrics_url.replace("/metrics", "/readyz");
     let until = Instant::now() + LONG;
     while ureq::get(&ready).call().is_err() {
         assert!(Instant::now() < until, "never ready");
