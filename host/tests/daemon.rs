@@ -24,11 +24,21 @@ fn blocking<T>(f: impl FnOnce() -> T) -> T {
     tokio::task::block_in_place(f)
 }
 
-fn new_ids(name: &str, before: &[u32]) -> Vec<u32> {
-    program_ids(name)
-        .into_iter()
-        .filter(|id| !before.contains(id))
-        .collect()
+/// Ids of the programs named `name` that the daemon holds open (other tests
+/// run their own daemons at the same time).
+fn held(daemon: &Daemon, name: &str) -> Vec<u32> {
+    let mut held = held_program_ids(daemon.pid());
+    held.retain(|id| program_ids(name).contains(id));
+    held
+}
+
+/// Wait until none of `ids` is loaded in the kernel any more.
+fn wait_unloaded(ids: &[u32]) {
+    let until = Instant::now() + LONG;
+    while ids.iter().any(|id| program_ids("handle_exec").contains(id)) {
+        assert!(Instant::now() < until, "programs {ids:?} stay loaded");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 fn execs(plugin: &str, comm: &str) -> String {
@@ -54,7 +64,6 @@ async fn lifecycle_with_exec_counter_on_the_real_kernel() {
         .unwrap()
         .into_inner();
 
-    let before = program_ids("handle_exec");
     let mut request = load_request(&exec_counter_spec("ec-life"));
     request.annotations = HashMap::from([("owner".into(), "daemon-test".into())]);
     let status = c
@@ -68,7 +77,7 @@ async fn lifecycle_with_exec_counter_on_the_real_kernel() {
     assert_eq!(status.generation, 1);
     assert!(status.component_digest.starts_with("sha256:"), "{status:?}");
     assert_eq!(status.annotations["owner"], "daemon-test");
-    let ours = new_ids("handle_exec", &before);
+    let ours = held(&daemon, "handle_exec");
     assert_eq!(ours.len(), 1, "one handle_exec attached for the plugin");
 
     // Counts exactly.
@@ -82,7 +91,7 @@ async fn lifecycle_with_exec_counter_on_the_real_kernel() {
     // A second load of the name is refused and changes nothing.
     let err = c.load(request).await.unwrap_err();
     assert_eq!(err.code(), Code::AlreadyExists, "{err:?}");
-    assert_eq!(new_ids("handle_exec", &before), ours);
+    assert_eq!(held(&daemon, "handle_exec"), ours);
 
     let list = c
         .list(v1::ListRequest {})
@@ -133,7 +142,7 @@ async fn lifecycle_with_exec_counter_on_the_real_kernel() {
         status.annotations["owner"], "daemon-test",
         "empty annotations keep the old ones"
     );
-    let after_replace = new_ids("handle_exec", &before);
+    let after_replace = held(&daemon, "handle_exec");
     assert_eq!(after_replace.len(), 1, "{after_replace:?}");
     assert_ne!(after_replace, ours, "the kernel side was replaced");
     let bin2 = UniqueBinary::new("cndtrdm2");
@@ -148,8 +157,14 @@ async fn lifecycle_with_exec_counter_on_the_real_kernel() {
     .await
     .unwrap();
     assert!(
-        new_ids("handle_exec", &before).is_empty(),
+        held(&daemon, "handle_exec").is_empty(),
         "programs still attached after unload"
+    );
+    // Detached, and gone from the kernel.
+    let all = program_ids("handle_exec");
+    assert!(
+        !ours.iter().chain(&after_replace).any(|id| all.contains(id)),
+        "{all:?}"
     );
     let err = c
         .get(v1::GetRequest {
@@ -393,7 +408,6 @@ async fn kill_9_and_restart_restores_the_plugins() {
     }
     let mut daemon = Daemon::start();
     let mut c = daemon.client().await;
-    let before = program_ids("handle_exec");
     for name in ["ec-crash-a", "ec-crash-b"] {
         let mut req = load_request(&exec_counter_spec(name));
         req.annotations = HashMap::from([("owner".into(), name.into())]);
@@ -409,20 +423,13 @@ async fn kill_9_and_restart_restores_the_plugins() {
     })
     .await
     .unwrap();
-    let old = new_ids("handle_exec", &before);
+    let old = held(&daemon, "handle_exec");
     assert_eq!(old.len(), 2);
 
     daemon.kill9();
     drop(c);
     // The kernel detaches everything of a dead process: nothing half-loaded stays.
-    let until = Instant::now() + LONG;
-    while old.iter().any(|id| program_ids("handle_exec").contains(id)) {
-        assert!(
-            Instant::now() < until,
-            "programs of the killed daemon stay loaded"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_unloaded(&old);
     assert!(
         daemon.socket.exists(),
         "kill -9 leaves the socket file behind"
@@ -441,7 +448,7 @@ async fn kill_9_and_restart_restores_the_plugins() {
     );
     assert!(daemon.log_text().contains("removing the stale socket"));
 
-    let now = new_ids("handle_exec", &before);
+    let now = held(&daemon, "handle_exec");
     assert_eq!(now.len(), 2, "each plugin attached once: {now:?}");
     assert!(now.iter().all(|id| !old.contains(id)));
     let a = c
@@ -511,7 +518,7 @@ async fn kill_9_and_restart_restores_the_plugins() {
 
     // A clean stop detaches everything and keeps the desired state.
     assert!(daemon.stop().success());
-    assert!(new_ids("handle_exec", &before).is_empty());
+    wait_unloaded(&now);
     assert!(!daemon.socket.exists(), "a clean stop removes the socket");
     let state = std::fs::read_to_string(daemon.state_dir.join("plugins.json")).unwrap();
     assert!(state.contains("ec-crash-b"), "{state}");
@@ -781,7 +788,6 @@ async fn bad_requests_and_faults_get_clear_errors_and_change_nothing() {
     }
 
     // Load is atomic on the kernel: a missing second program rolls back the first.
-    let before = program_ids("handle_exec");
     let two = exec_counter_spec("half-loaded").replace(
         "      tracepoint: sched/sched_process_exec\n",
         "      tracepoint: sched/sched_process_exec\n    - name: no_such_program\n      tracepoint: sched/sched_process_exit\n",
@@ -789,7 +795,7 @@ async fn bad_requests_and_faults_get_clear_errors_and_change_nothing() {
     let err = c.load(load_request(&two)).await.unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
     assert!(err.message().contains("no_such_program"), "{err:?}");
-    assert!(new_ids("handle_exec", &before).is_empty());
+    assert!(held(&daemon, "handle_exec").is_empty());
     // And on the user side: an init that fails rolls everything back.
     let failing = format!(
         "name: bad-init\ncomponent: {}\nconfig: {{series: many}}\n",
