@@ -356,6 +356,21 @@ impl Allow {
     }
 }
 
+/// Who sent a request, for the log of changes: `uid <uid> pid <pid>`.
+fn peer<T>(req: &Request<T>) -> String {
+    match req
+        .extensions()
+        .get::<tonic::transport::server::UdsConnectInfo>()
+        .and_then(|i| i.peer_cred)
+    {
+        Some(c) => match c.pid() {
+            Some(pid) => format!("uid {} pid {pid}", c.uid()),
+            None => format!("uid {}", c.uid()),
+        },
+        None => "unknown peer".to_owned(),
+    }
+}
+
 fn supplementary_groups(pid: i32) -> Vec<u32> {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
@@ -589,6 +604,7 @@ impl Conductor for Api {
         &self,
         request: Request<v1::LoadRequest>,
     ) -> Result<Response<v1::LoadResponse>, Status> {
+        let by = peer(&request);
         let req = request.into_inner();
         let spec = accept_spec(req.spec, &req.annotations)?;
         let annotations: BTreeMap<_, _> = req.annotations.into_iter().collect();
@@ -610,7 +626,7 @@ impl Conductor for Api {
                 let _ = api.persist().await;
                 return Err(status);
             }
-            tracing::info!(plugin = %spec.name, digest = %info.digest, "loaded");
+            tracing::info!(plugin = %spec.name, digest = %info.digest, by, "loaded");
             Ok(info)
         });
         let info = task
@@ -625,6 +641,7 @@ impl Conductor for Api {
         &self,
         request: Request<v1::UnloadRequest>,
     ) -> Result<Response<v1::UnloadResponse>, Status> {
+        let by = peer(&request);
         let name = request.into_inner().name;
         let api = self.clone();
         let task = tokio::spawn(async move {
@@ -634,7 +651,7 @@ impl Conductor for Api {
                 .await
                 .map_err(|e| Status::internal(format!("the unload task failed: {e}")))?
                 .map_err(manager_status)?;
-            tracing::info!(plugin = %name, "unloaded");
+            tracing::info!(plugin = %name, by, "unloaded");
             api.persist().await
         });
         task.await
@@ -669,6 +686,7 @@ impl Conductor for Api {
         &self,
         request: Request<v1::UpdateRequest>,
     ) -> Result<Response<v1::UpdateResponse>, Status> {
+        let by = peer(&request);
         let req = request.into_inner();
         let spec = accept_spec(req.spec, &req.annotations)?;
         let annotations: BTreeMap<_, _> = req.annotations.into_iter().collect();
@@ -685,7 +703,7 @@ impl Conductor for Api {
                     .await
                     .map_err(|e| Status::internal(format!("the update task failed: {e}")))?
                     .map_err(manager_status)?;
-            tracing::info!(plugin = %spec.name, generation = info.generation, ?kind, "updated");
+            tracing::info!(plugin = %spec.name, generation = info.generation, ?kind, by, "updated");
             api.persist().await?;
             Ok::<_, Status>(info)
         });

@@ -91,6 +91,15 @@ async fn lifecycle_with_exec_counter_on_the_real_kernel() {
     // A second load of the name is refused and changes nothing.
     let err = c.load(request).await.unwrap_err();
     assert_eq!(err.code(), Code::AlreadyExists, "{err:?}");
+    let me = format!("uid 0 pid {}", std::process::id());
+    assert!(
+        daemon
+            .log_text()
+            .lines()
+            .any(|l| l.contains("loaded") && l.contains(&me)),
+        "the load is logged with who asked: {}",
+        daemon.log_text()
+    );
     assert_eq!(held(&daemon, "handle_exec"), ours);
 
     let list = c
