@@ -341,6 +341,11 @@ async fn update_under_load_loses_no_event() {
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
     assert!(err.message().contains("init failed"), "{err:?}");
     assert!(err.message().contains("running version stays"), "{err:?}");
+    let text = blocking(|| daemon.scrape());
+    assert!(
+        !text.contains("seq_update__collected"),
+        "what the refused version declared is gone: {text}"
+    );
 
     // A component of another world: refused before anything changes.
     pause().await;
