@@ -156,15 +156,31 @@ async fn run(
                 };
                 let api = api.clone();
                 tasks.push(tokio::spawn(async move {
-                    if let Err(status) = api.bring_up(ticket, &p.spec, true).await {
-                        tracing::error!(plugin = %name, "could not restore the plugin (it stays listed as Failed): {}", status.message());
+                    match api.bring_up(ticket.clone(), &p.spec, true).await {
+                        Ok(_) => None,
+                        Err(status) => {
+                            tracing::error!(
+                                plugin = %name,
+                                retry_in_s = RESTORE_RETRY_FIRST.as_secs(),
+                                "could not restore the plugin (listed as Failed until a retry works): {}",
+                                status.message()
+                            );
+                            Some((ticket, p.spec))
+                        }
                     }
                 }));
             }
+            let mut retries = Vec::new();
             for t in tasks {
-                let _ = t.await;
+                if let Ok(Some(retry)) = t.await {
+                    retries.push(retry);
+                }
             }
+            // Ready once every plugin had its first attempt.
             ready.store(true, Ordering::Release);
+            for (ticket, spec) in retries {
+                tokio::spawn(api.clone().retry_restore(ticket, spec));
+            }
             let failed = api
                 .manager
                 .list()
@@ -386,6 +402,11 @@ fn supplementary_groups(pid: i32) -> Vec<u32> {
         .unwrap_or_default()
 }
 
+/// First retry of a persisted plugin that could not be restored; doubles
+/// up to `RESTORE_RETRY_MAX`.
+const RESTORE_RETRY_FIRST: std::time::Duration = std::time::Duration::from_secs(2);
+const RESTORE_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(300);
+
 #[derive(Clone)]
 struct Api {
     manager: Arc<Manager>,
@@ -407,8 +428,7 @@ impl Api {
     ) -> Result<PluginInfo, Status> {
         let fail = |status: Status| {
             if restoring {
-                self.manager
-                    .set_phase(&ticket, Phase::Failed, Some(status.message().to_owned()));
+                self.manager.fail(&ticket, status.message().to_owned());
             } else {
                 self.manager.discard(&ticket);
             }
@@ -441,6 +461,31 @@ impl Api {
         .await
         .map_err(|e| fail(Status::internal(format!("the load task failed: {e}"))))?;
         result.map_err(|e| fail(manager_status(e)))
+    }
+
+    /// Retry restoring a plugin with a backoff until it loads, or is
+    /// unloaded or updated meanwhile (a file or registry may come back).
+    async fn retry_restore(self, ticket: Ticket, spec: PluginSpec) {
+        let mut delay = RESTORE_RETRY_FIRST;
+        loop {
+            tokio::time::sleep(delay).await;
+            if !self.manager.retry(&ticket) {
+                return;
+            }
+            delay = (delay * 2).min(RESTORE_RETRY_MAX);
+            match self.bring_up(ticket.clone(), &spec, true).await {
+                Ok(_) => {
+                    tracing::info!(plugin = %spec.name, "restored on a retry");
+                    return;
+                }
+                Err(status) => tracing::warn!(
+                    plugin = %spec.name,
+                    retry_in_s = delay.as_secs(),
+                    "still cannot restore the plugin: {}",
+                    status.message()
+                ),
+            }
+        }
     }
 
     /// Pull the spec's OCI references into the cache (reported as `Pulling`

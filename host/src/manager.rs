@@ -329,6 +329,44 @@ impl Manager {
         }
     }
 
+    /// A load from the persisted state failed: the plugin stays listed as
+    /// `Failed` with `reason`, to be retried, updated or unloaded.
+    pub fn fail(&self, ticket: &Ticket, reason: String) {
+        let mut plugins = self.shared.lock();
+        if let Some(e) = plugins.get_mut(&ticket.name)
+            && e.id == ticket.id
+            && e.plugin.is_none()
+        {
+            e.phase = Phase::Failed;
+            e.since = SystemTime::now();
+            e.last_error = Some(reason);
+            e.busy = false;
+            self.shared.announce(&plugins, &ticket.name);
+        }
+    }
+
+    /// Start another attempt at loading a `Failed` plugin restored from
+    /// the persisted state: true (and the plugin is `Pending`) unless it
+    /// was unloaded, updated or is busy meanwhile.
+    pub fn retry(&self, ticket: &Ticket) -> bool {
+        let mut plugins = self.shared.lock();
+        match plugins.get_mut(&ticket.name) {
+            Some(e)
+                if e.id == ticket.id
+                    && e.phase == Phase::Failed
+                    && e.plugin.is_none()
+                    && !e.busy =>
+            {
+                e.busy = true;
+                e.phase = Phase::Pending;
+                e.since = SystemTime::now();
+                self.shared.announce(&plugins, &ticket.name);
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Load and start the reserved plugin `name` from `resolved` (its spec
     /// with OCI references replaced by local files). `wait_for_init`: all or
     /// nothing, including the first instance's `init`. On failure the entry

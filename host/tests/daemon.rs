@@ -1075,21 +1075,20 @@ async fn a_plugin_that_cannot_come_back_is_failed_with_the_reason() {
     }
     let mut daemon = Daemon::start();
     let mut c = daemon.client().await;
+    // Two plugins whose component files will be missing at the next start.
     let doomed = daemon.dir.path().join("doomed.wasm");
-    std::fs::copy(artifact("testing_steady.wasm"), &doomed).unwrap();
-    let doomed_spec = format!(
-        "name: doomed
-component: {}
-config: {{greeting: x}}
-",
-        doomed.display()
-    );
-    c.load(load_request(&doomed_spec)).await.unwrap();
+    let lost = daemon.dir.path().join("lost.wasm");
+    for (name, file) in [("doomed", &doomed), ("lost", &lost)] {
+        std::fs::copy(artifact("testing_steady.wasm"), file).unwrap();
+        let yaml = format!("name: {name}\ncomponent: {}\n", file.display());
+        c.load(load_request(&yaml)).await.unwrap();
+    }
     c.load(load_request(&steady_spec("survivor", "x")))
         .await
         .unwrap();
     assert!(daemon.stop().success());
     std::fs::remove_file(&doomed).unwrap();
+    std::fs::remove_file(&lost).unwrap();
 
     blocking(|| daemon.spawn());
     let ready = daemon.metrics_url.replace("/metrics", "/readyz");
@@ -1099,27 +1098,42 @@ config: {{greeting: x}}
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let mut c = daemon.client().await;
-    let status = c
-        .get(v1::GetRequest {
-            name: "doomed".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .status
-        .unwrap();
-    assert_eq!(phase(&status), v1::Phase::Failed, "{status:?}");
-    assert!(status.last_error.contains("doomed.wasm"), "{status:?}");
+    for name in ["doomed", "lost"] {
+        let status = c
+            .get(v1::GetRequest { name: name.into() })
+            .await
+            .unwrap()
+            .into_inner()
+            .status
+            .unwrap();
+        assert_eq!(phase(&status), v1::Phase::Failed, "{status:?}");
+        assert!(
+            status.last_error.contains(&format!("{name}.wasm")),
+            "{status:?}"
+        );
+    }
     wait_for_phase(&mut c, "survivor", v1::Phase::Running, LONG).await;
+
+    // The file comes back: a retry brings the plugin back by itself.
+    std::fs::copy(artifact("testing_steady.wasm"), &doomed).unwrap();
+    let status = wait_for_phase(&mut c, "doomed", v1::Phase::Running, LONG).await;
+    assert_eq!(status.generation, 1);
+    assert!(status.last_error.is_empty(), "{status:?}");
+    assert!(
+        blocking(|| daemon.wait_for_log("restored on a retry", LONG)).is_some(),
+        "{}",
+        daemon.log_text()
+    );
+
     // Still desired: the name is taken, and an update with a fixed spec revives it.
     let err = c
-        .load(load_request(&steady_spec("doomed", "x")))
+        .load(load_request(&steady_spec("lost", "x")))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::AlreadyExists);
     let status = c
         .update(v1::UpdateRequest {
-            spec: Some(wire_spec(&steady_spec("doomed", "back"))),
+            spec: Some(wire_spec(&steady_spec("lost", "back"))),
             annotations: HashMap::new(),
         })
         .await
@@ -1131,7 +1145,7 @@ config: {{greeting: x}}
     assert_eq!(status.generation, 2);
     let out = blocking(|| daemon.cli(&["list"]));
     let table = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(table.matches("Running").count(), 2, "{table}");
+    assert_eq!(table.matches("Running").count(), 3, "{table}");
 }
 
 fn tower_unix(
