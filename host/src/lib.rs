@@ -6,10 +6,12 @@
 //! runs each plugin on its own thread, feeding batches to its sandboxed
 //! wasm instance ([`runtime`]) and restarting it after faults; plugins reach
 //! kernel maps through [`maps`] and record metrics in [`metrics`], served over
-//! HTTP by [`server`] and pushed by [`otlp`]; [`manager`] owns the set of running plugins.
+//! HTTP by [`server`] and pushed by [`otlp`]; [`manager`] owns the set of running plugins;
+//! [`k8s`] answers the plugins' workload lookups (cgroup, pid, pod).
 
 pub mod bpf;
 pub mod events;
+pub mod k8s;
 pub mod manager;
 pub mod maps;
 pub mod metrics;

@@ -69,7 +69,7 @@ fn prometheus_scrapes_the_host_and_promtool_accepts_the_exposition() {
         "{content_type}"
     );
     assert!(text.contains(&format!(
-        r#"execs__execs_total{{plugin="execs",comm="{}"}} {N}"#,
+        r#"execs__execs_total{{plugin="execs",comm="{}",namespace="",pod="",container=""}} {N}"#,
         bin.comm
     )));
     let (ok, lint) = promtool_check_metrics(&text);
