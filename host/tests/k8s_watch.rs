@@ -134,23 +134,23 @@ async fn lists_this_nodes_pods_then_follows_changes() {
         api.requests()
     );
     // What the plugins see.
-    let Identity::Workload { pod, container } = cache
+    let Identity::Workload { pod: web, container } = cache
         .workloads
         .by_container_id(&format!("containerd://{}", hex_id(1)))
     else {
         panic!("web's container is not known")
     };
     assert_eq!(
-        (pod.namespace.as_str(), pod.name.as_str(), pod.node.as_str()),
+        (web.namespace.as_str(), web.name.as_str(), web.node.as_str()),
         ("shop", "web", NODE)
     );
-    assert_eq!(pod.owner, Some(("Deployment".into(), "web".into())));
-    assert_eq!(pod.label("app"), Some("web"));
+    assert_eq!(web.owner, Some(("Deployment".into(), "web".into())));
+    assert_eq!(web.label("app"), Some("web"));
     assert_eq!(
-        pod.annotations,
+        web.annotations,
         vec![("team.example.com/owner".into(), "payments".into())]
     );
-    let c = &pod.containers[container.unwrap()];
+    let c = &web.containers[container.unwrap()];
     assert_eq!(
         (c.name.as_str(), c.image.as_str()),
         ("app", "registry.example/web:1")
@@ -226,11 +226,22 @@ async fn bookmarks_and_dropped_watches_lose_nothing() {
     let cache = start(&api).await;
     assert_eq!(cache.names(), ["a/one"]);
 
+    // Other nodes' pods move the resourceVersion on unseen by this node's
+    // watch; a bookmark brings the watch's version up to date, so resuming
+    // after compaction needs no relist.
+    for n in 20..23 {
+        api.create(&pod("a", &format!("other{n}"), "node-b", n));
+    }
     api.send_bookmark();
+    // (The bookmark is an event on an open loopback stream; give it time to arrive.)
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    api.compact();
     api.create(&pod("a", "two", NODE, 2));
     cache
         .wait_for("a pod after a bookmark", |c| c.pod_of(2).is_some())
         .await;
+    assert_eq!(lists(&api), 1, "the bookmark spared a relist after compaction");
+    assert_eq!(cache.metrics.host.k8s.watch_errors.get(), 0);
 
     // Cut every watch, change things while no watch is open, then more.
     for round in 0..3u32 {
@@ -264,12 +275,19 @@ async fn gone_410_relists_without_duplicates_or_leaks() {
     assert_eq!(cache.names().len(), 5);
     let lists_before = lists(&api);
 
-    // While the watch is cut, history is compacted: resuming gets 410 Gone.
-    api.drop_watches();
+    let errors_before = cache.metrics.host.k8s.watch_errors.get();
+
+    // Other nodes' pods move the store's resourceVersion on without the
+    // node's watch seeing any event; then history is compacted and the
+    // watch cut: resuming from its old version gets 410 Gone.
+    for n in 20..23 {
+        api.create(&pod("b", &format!("other{n}"), "node-b", n));
+    }
+    api.compact();
+    // Changes around the relist.
     api.delete::<Pod>(Some("b"), "p0");
     api.delete::<Pod>(Some("b"), "p1");
     api.create(&pod("b", "p9", NODE, 9));
-    api.compact();
 
     cache
         .wait_for("the relist after 410", |c| {
@@ -283,6 +301,15 @@ async fn gone_410_relists_without_duplicates_or_leaks() {
     assert!(
         lists(&api) > lists_before,
         "410 Gone must lead to a new LIST"
+    );
+    assert!(
+        cache.metrics.host.k8s.watch_errors.get() > errors_before,
+        "the 410 is an error of the watch"
+    );
+    assert_eq!(
+        cache.metrics.host.k8s.lists.get(),
+        2,
+        "one list at start, one after 410"
     );
 }
 
