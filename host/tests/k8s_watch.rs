@@ -134,7 +134,10 @@ async fn lists_this_nodes_pods_then_follows_changes() {
         api.requests()
     );
     // What the plugins see.
-    let Identity::Workload { pod: web, container } = cache
+    let Identity::Workload {
+        pod: web,
+        container,
+    } = cache
         .workloads
         .by_container_id(&format!("containerd://{}", hex_id(1)))
     else {
@@ -240,7 +243,11 @@ async fn bookmarks_and_dropped_watches_lose_nothing() {
     cache
         .wait_for("a pod after a bookmark", |c| c.pod_of(2).is_some())
         .await;
-    assert_eq!(lists(&api), 1, "the bookmark spared a relist after compaction");
+    assert_eq!(
+        lists(&api),
+        1,
+        "the bookmark spared a relist after compaction"
+    );
     assert_eq!(cache.metrics.host.k8s.watch_errors.get(), 0);
 
     // Cut every watch, change things while no watch is open, then more.

@@ -238,11 +238,9 @@ impl CgroupIndex {
                 _ => {}
             }
             if misses.len() >= MAX_MISSES {
-                misses.retain(|_, at| now.duration_since(*at) < NEGATIVE_TTL);
-                if misses.len() >= MAX_MISSES {
-                    // Full of recent misses: this one waits for the next scan anyway.
-                    return;
-                }
+                // Full of recent misses: a rescan is already asked for, and
+                // the next one prunes the list. O(1) either way.
+                return;
             }
             misses.insert(id, now);
         }
@@ -299,6 +297,11 @@ impl CgroupIndex {
         }
         let n = found.len();
         *self.write() = found;
+        let now = Instant::now();
+        self.misses
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|_, at| now.duration_since(*at) < NEGATIVE_TTL);
         self.rescan_wanted.store(false, Ordering::Release);
         self.metrics.cgroup_scans.inc();
         self.metrics.cgroups.set(n as i64);
@@ -333,9 +336,18 @@ impl CgroupIndex {
         self.metrics.cgroups.set(self.len() as i64);
     }
 
+    /// A directory went away; a container's takes the (unwatched)
+    /// directories nested inside it along.
     fn removed(&self, ino: u64) {
-        self.write().remove(&ino);
-        self.metrics.cgroups.set(self.len() as i64);
+        let mut map = self.write();
+        if let Some(CgroupClass::Container { id, .. }) = map.remove(&ino) {
+            map.retain(
+                |_, c| !matches!(c, CgroupClass::Container { id: other, .. } if *other == id),
+            );
+        }
+        let n = map.len();
+        drop(map);
+        self.metrics.cgroups.set(n as i64);
     }
 
     /// Stop the watcher thread (it exits at its next wakeup).
@@ -497,10 +509,14 @@ impl Watcher {
                     index.added(&path, self);
                 } else if ev.mask.contains(EventMask::DELETE) && ev.mask.contains(EventMask::ISDIR)
                 {
-                    // Its own watch reports IGNORED; unwatched ones are
-                    // dropped here by the inode we recorded, if any.
-                    if !self.by_path.contains_key(&path) {
-                        tracing::trace!(dir = %path.display(), "unwatched cgroup removed");
+                    // kernfs reports IGNORED on the directory's own watch only
+                    // when its inode is evicted, which may be much later: forget
+                    // it now, by the inode recorded when it was watched.
+                    if let Some(wd) = self.by_path.remove(&path)
+                        && let Some((_, ino)) = self.watched.remove(&wd)
+                    {
+                        tracing::trace!(dir = %path.display(), "cgroup removed");
+                        self.index.removed(ino);
                     }
                 }
             }
