@@ -267,19 +267,44 @@ fn exec_counter_labels_execs_with_their_pod_in_every_runtime_layout() {
     }
 
     let bin = UniqueBinary::new("cndtrk8s");
+    // Every exec of `bin`, whatever its labels: tells when an exec was handled.
+    let handled = |text: &str| -> f64 {
+        let needle = format!(r#"comm="{}""#, bin.comm);
+        text.lines()
+            .filter(|l| l.starts_with("k8s_execs__execs_total{") && l.contains(&needle))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
     for (i, l) in layouts.iter().enumerate() {
-        // Run until counted: a cgroup made a moment ago may reach the cache
-        // just after the first exec (the plugin then sees the container id only).
         let series = format!(
             r#"k8s_execs__execs_total{{plugin="k8s-execs",comm="{}",namespace="ns-{i}",pod="pod-{}",container="app"}}"#,
             bin.comm, l.name
         );
         let until = Instant::now() + Duration::from_secs(30);
+        let mut tries = 0;
         loop {
+            let before_exec = handled(&host.scrape());
             cgroups.exec_in(&cgroups.root.join(&l.dir), &bin.path);
+            tries += 1;
+            while handled(&host.scrape()) <= before_exec {
+                assert!(
+                    Instant::now() < until,
+                    "exec never counted\n{}",
+                    host.log_text()
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
             if value(&host.scrape(), &series).is_some() {
                 break;
             }
+            // Only a cgroup made a moment ago may reach the cache after the
+            // exec (the sample then has the container id only): try again.
+            assert!(
+                after.iter().any(|a| a.name == l.name),
+                "{}: a cgroup that existed at start was not attributed on the first exec\nmetrics:\n{}",
+                l.name,
+                host.scrape()
+            );
             assert!(
                 Instant::now() < until,
                 "{}: no sample {series}\nmetrics:\n{}\nlog:\n{}",
@@ -287,16 +312,8 @@ fn exec_counter_labels_execs_with_their_pod_in_every_runtime_layout() {
                 host.scrape(),
                 host.log_text()
             );
-            std::thread::sleep(Duration::from_millis(200));
         }
-    }
-    // The cgroups that existed at start were indexed by the first scan: their
-    // very first exec was already attributed to the pod.
-    for (i, l) in before.iter().enumerate() {
-        let series = format!(
-            r#"k8s_execs__execs_total{{plugin="k8s-execs",comm="{}",namespace="ns-{i}",pod="pod-{}",container="app"}}"#,
-            bin.comm, l.name
-        );
+        println!("{}: attributed after {tries} exec(s)", l.name);
         assert_eq!(value(&host.scrape(), &series), Some(1.0), "{series}");
     }
     // The node's own processes: empty workload labels.
