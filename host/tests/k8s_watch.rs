@@ -14,7 +14,7 @@ use k8s_openapi::api::core::v1::Pod;
 const NODE: &str = "node-a";
 
 fn hex_id(n: u32) -> String {
-    format!("{:064x}", 0xc0ffee_0000u64 + u64::from(n))
+    format!("{:064x}", 0x00c0_ffee_0000_u64 + u64::from(n))
 }
 
 fn pod(ns: &str, name: &str, node: &str, n: u32) -> Pod {

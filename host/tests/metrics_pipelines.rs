@@ -252,7 +252,7 @@ fn otlp_grpc_receiver_gets_the_values_prometheus_shows() {
     const N: usize = 9;
     bin.run(N);
     let series = format!(
-        r#"exec_counter__execs_total{{plugin="exec-counter",comm="{}"}}"#,
+        r#"exec_counter__execs_total{{plugin="exec-counter",comm="{}",namespace="",pod="",container=""}}"#,
         bin.comm
     );
     let scraped = host.wait_for_metric(&series, Duration::from_secs(15), |v| v >= N as f64);

@@ -53,6 +53,9 @@ struct ExecCounter {
     workloads: HashMap<u64, [String; 3]>,
 }
 
+const EXECS_LABELS: [&str; 4] = ["comm", "namespace", "pod", "container"];
+const EXECS_HELP: &str = "Processes executed, by command name and workload (namespace, pod, container; empty for the node's own processes).";
+
 /// namespace, pod and container label values for a cgroup.
 fn workload_labels(cgroup_id: u64) -> [String; 3] {
     match k8s::by_cgroup_id(cgroup_id) {
@@ -75,11 +78,7 @@ impl Plugin for ExecCounter {
     fn init() -> Result<Self> {
         let ignore: HashSet<String> = config::list("ignore").into_iter().collect();
         let plugin = ExecCounter {
-            execs: Counter::declare(
-                "execs",
-                "Processes executed, by command name and workload (namespace, pod, container; empty for the node's own processes).",
-                &["comm", "namespace", "pod", "container"],
-            )?,
+            execs: Counter::declare("execs", EXECS_HELP, &EXECS_LABELS)?,
             distinct: Gauge::declare("distinct_commands", "Distinct command names executed.", &[])?,
             lost: Counter::declare("events_lost", "Exec events dropped before counting.", &[])?,
             ignore,
@@ -113,12 +112,17 @@ impl Plugin for ExecCounter {
                 .workloads
                 .entry(event.cgroup_id)
                 .or_insert_with(|| workload_labels(event.cgroup_id));
-            match self.execs.inc(&[&comm, namespace.as_str(), pod.as_str(), container.as_str()]) {
+            match self
+                .execs
+                .inc(&[&comm, namespace.as_str(), pod.as_str(), container.as_str()])
+            {
                 // The host dropped the sample; keep counting the known series.
                 Err(e) if matches!(e.metric_error(), Some(MetricError::CardinalityLimit(_))) => {
                     if !self.saturated {
                         self.saturated = true;
-                        warn!("{e}; executions of new command names or workloads are no longer counted");
+                        warn!(
+                            "{e}; executions of new command names or workloads are no longer counted"
+                        );
                     }
                 }
                 result => result?,
