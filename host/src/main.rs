@@ -158,16 +158,20 @@ struct K8sArgs {
 }
 
 impl K8sArgs {
-    /// Start the workload cache on the current tokio runtime.
-    async fn start(self, metrics: &Metrics) -> anyhow::Result<Arc<conductor_host::k8s::Workloads>> {
-        let config = conductor_host::k8s::K8sConfig {
+    fn config(self) -> conductor_host::k8s::K8sConfig {
+        conductor_host::k8s::K8sConfig {
             node_name: self.node_name.filter(|n| !n.is_empty()),
             kubeconfig: self.kubeconfig,
             annotations: self.annotations,
             cgroup_root: self.cgroup_root,
             min_rescan: Duration::from_millis(self.cgroup_rescan_interval_ms),
             sync_timeout: Duration::from_secs(self.k8s_sync_timeout),
-        };
+        }
+    }
+
+    /// Start the workload cache on the current tokio runtime.
+    async fn start(self, metrics: &Metrics) -> anyhow::Result<Arc<conductor_host::k8s::Workloads>> {
+        let config = self.config();
         Ok(conductor_host::k8s::Workloads::start(config, metrics.host.k8s.clone()).await?)
     }
 }

@@ -202,7 +202,7 @@ impl HostMetrics {
         );
         r.register(
             "conductor_k8s_cgroups",
-            "Container cgroups known by inode",
+            "Cgroup v2 directories indexed by inode (host and containers)",
             k.cgroups.clone(),
         );
         r.register(
