@@ -141,7 +141,11 @@ pub mod k8s {
     //!
     //! Lookups answer from the host's in-memory cache and never block. A process
     //! outside any pod is [`Identity::Host`]; without cluster metadata (or for a
-    //! container not cached yet) the answer is [`Identity::Unknown`].
+    //! container not cached yet) the answer is [`Identity::Unknown`], and
+    //! [`cgroup_container_id`] still names the container from its cgroup.
+    //! Records carry no label sets: [`pod_label`] reads one label,
+    //! [`pod_labels`] and [`pod_annotations`] copy the whole set. Calls cost
+    //! a host call each: resolve each distinct cgroup once per batch.
     //!
     //! ```rust,ignore
     //! if let k8s::Identity::Workload(w) = k8s::by_cgroup_id(event.cgroup_id) {

@@ -62,6 +62,8 @@ pub struct DaemonConfig {
     pub max_parallel_loads: usize,
     /// Log lines kept per plugin.
     pub log_lines: usize,
+    /// The workload cache behind the plugins' `k8s` lookups.
+    pub k8s: crate::k8s::K8sConfig,
 }
 
 /// Run the daemon until SIGINT/SIGTERM.
@@ -87,13 +89,22 @@ pub fn serve(config: DaemonConfig) -> anyhow::Result<()> {
     let cache_dir = config.cache_dir.clone();
     let runtime = Runtime::new((!config.no_cache).then(|| cache_dir.clone()))
         .context("cannot start the wasm runtime")?;
-    let manager = Arc::new(Manager::new(runtime, Arc::new(Metrics::new())));
+    let metrics = Arc::new(Metrics::new());
+    let manager = Arc::new(Manager::new(runtime.clone(), metrics.clone()));
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    // The workload cache first, so that restored plugins' first lookups
+    // already find this node's pods (it waits for the first list, bounded
+    // by its sync timeout).
+    let workloads = rt.block_on(crate::k8s::Workloads::start(
+        config.k8s.clone(),
+        metrics.host.k8s.clone(),
+    ))?;
+    runtime.set_workloads(workloads);
     let result = rt.block_on(run(config, state, persisted, manager.clone()));
     // Whatever happened, detach everything before exiting (the desired
     // state stays on disk: a restart brings the plugins back).

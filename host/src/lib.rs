@@ -6,7 +6,8 @@
 //! runs each plugin on its own thread, feeding batches to its sandboxed
 //! wasm instance ([`runtime`]) and restarting it after faults; plugins reach
 //! kernel maps through [`maps`] and record metrics in [`metrics`], served over
-//! HTTP by [`server`] and pushed by [`otlp`]; [`manager`] owns the set of running plugins.
+//! HTTP by [`server`] and pushed by [`otlp`]; [`manager`] owns the set of running plugins;
+//! [`k8s`] answers the plugins' workload lookups (cgroup, pid, pod).
 //! [`daemon`] serves the `conductor.v1` node API over a Unix socket, keeping
 //! its desired state in [`state`] and plugins' recent log lines in [`logs`];
 //! [`client`] is the CLI's side of that API.
@@ -15,6 +16,7 @@ pub mod bpf;
 pub mod client;
 pub mod daemon;
 pub mod events;
+pub mod k8s;
 pub mod logs;
 pub mod manager;
 pub mod maps;

@@ -62,6 +62,8 @@ enum Command {
         otlp: OtlpArgs,
         #[command(flatten)]
         registry: RegistryArgs,
+        #[command(flatten)]
+        k8s: K8sArgs,
     },
     /// Run the node daemon: serve the conductor.v1 API on a Unix socket and
     /// keep the plugins it is asked to load running, across restarts.
@@ -102,6 +104,8 @@ enum Command {
         log_lines: u64,
         #[command(flatten)]
         registry: RegistryArgs,
+        #[command(flatten)]
+        k8s: K8sArgs,
     },
     /// Load the plugins of a spec file into the daemon (all or nothing, each).
     ///
@@ -231,6 +235,60 @@ struct ClientArgs {
     /// Output format.
     #[arg(long, short, value_enum, default_value_t = Output::Table)]
     output: Output,
+}
+
+/// Kubernetes metadata for the plugins' `k8s` lookups. Without a node name
+/// (or without an API server configuration) the cache runs in local mode:
+/// cgroup-based container identity only.
+#[derive(clap::Args)]
+struct K8sArgs {
+    /// This node's name, as the downward API sets it (`spec.nodeName`); only
+    /// its pods are watched.
+    #[arg(long, env = "NODE_NAME")]
+    node_name: Option<String>,
+    /// Kubeconfig file for the API server [default: in-cluster service
+    /// account, else $KUBECONFIG, else ~/.kube/config].
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// Pod annotations plugins may read: keys, or prefixes ending in `*`
+    /// (repeat, or comma-separate). None by default.
+    #[arg(
+        long = "k8s-annotation",
+        env = "CONDUCTOR_K8S_ANNOTATIONS",
+        value_delimiter = ','
+    )]
+    annotations: Vec<String>,
+    /// The cgroup v2 directory whose tree is scanned for containers
+    /// [default: where cgroup2 is mounted].
+    #[arg(long, env = "CONDUCTOR_CGROUP_ROOT")]
+    cgroup_root: Option<PathBuf>,
+    /// Least milliseconds between two rescans of the cgroup tree triggered
+    /// by lookups of unknown cgroups (new containers are normally seen at
+    /// once through inotify).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    cgroup_rescan_interval_ms: u64,
+    /// Seconds to wait at start for the first pod list before plugins start.
+    #[arg(long, default_value_t = 10)]
+    k8s_sync_timeout: u64,
+}
+
+impl K8sArgs {
+    fn config(self) -> conductor_host::k8s::K8sConfig {
+        conductor_host::k8s::K8sConfig {
+            node_name: self.node_name.filter(|n| !n.is_empty()),
+            kubeconfig: self.kubeconfig,
+            annotations: self.annotations,
+            cgroup_root: self.cgroup_root,
+            min_rescan: Duration::from_millis(self.cgroup_rescan_interval_ms),
+            sync_timeout: Duration::from_secs(self.k8s_sync_timeout),
+        }
+    }
+
+    /// Start the workload cache on the current tokio runtime.
+    async fn start(self, metrics: &Metrics) -> anyhow::Result<Arc<conductor_host::k8s::Workloads>> {
+        let config = self.config();
+        Ok(conductor_host::k8s::Workloads::start(config, metrics.host.k8s.clone()).await?)
+    }
 }
 
 /// How to reach OCI registries.
@@ -366,6 +424,7 @@ fn main() -> std::process::ExitCode {
             max_parallel_loads,
             log_lines,
             registry,
+            k8s,
         } => (|| {
             let socket_group = socket_group.as_deref().map(gid).transpose()?;
             let allow_gids = if allow_gids.is_empty() {
@@ -390,6 +449,7 @@ fn main() -> std::process::ExitCode {
                 registry: registry.options(),
                 max_parallel_loads: max_parallel_loads as usize,
                 log_lines: log_lines as usize,
+                k8s: k8s.config(),
             })
         })(),
         Command::Load { .. }
@@ -406,6 +466,7 @@ fn main() -> std::process::ExitCode {
             no_cache,
             otlp,
             registry,
+            k8s,
         } => {
             let cache_dir = cache_dir.unwrap_or_else(default_cache_dir);
             otlp.config().and_then(|otlp| {
@@ -416,6 +477,7 @@ fn main() -> std::process::ExitCode {
                     no_cache,
                     registry.options(),
                     otlp,
+                    k8s,
                 )
             })
         }
@@ -665,6 +727,7 @@ fn run(
     no_cache: bool,
     registry: RegistryOptions,
     otlp: Option<OtlpConfig>,
+    k8s: K8sArgs,
 ) -> anyhow::Result<()> {
     let specs = conductor_api::load_file(&spec_path)?;
     let store = oci::Store::new(&cache_dir);
@@ -683,7 +746,7 @@ fn run(
     bpf::prepare_host();
     let runtime = Runtime::new(cache_dir).context("cannot start the wasm runtime")?;
     let metrics = Arc::new(Metrics::new());
-    let manager = Arc::new(Manager::new(runtime, metrics));
+    let manager = Arc::new(Manager::new(runtime.clone(), metrics.clone()));
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -694,6 +757,7 @@ fn run(
     let result = rt.block_on(async {
         // Bind first: a taken port should fail before anything is attached.
         let listener = server::bind(metrics_addr).await?;
+        runtime.set_workloads(k8s.start(&metrics).await?);
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(server::serve(
             listener,

@@ -77,6 +77,20 @@ pub struct HostMetrics {
     pub up: Family<PluginLabel, Gauge>,
     pub series_dropped: Family<PluginLabel, Counter>,
     otlp_exports: Family<OutcomeLabel, Counter>,
+    pub k8s: K8sMetrics,
+}
+
+/// The workload cache's health (see [`crate::k8s`]).
+#[derive(Debug, Clone, Default)]
+pub struct K8sMetrics {
+    /// 1 while the pod cache may be out of date (watch failing), else 0.
+    pub stale: Gauge,
+    pub pods: Gauge,
+    pub containers: Gauge,
+    pub watch_errors: Counter,
+    pub lists: Counter,
+    pub cgroups: Gauge,
+    pub cgroup_scans: Counter,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
@@ -105,6 +119,7 @@ impl HostMetrics {
             up: Family::default(),
             series_dropped: Family::default(),
             otlp_exports: Family::default(),
+            k8s: K8sMetrics::default(),
         }
     }
 
@@ -158,6 +173,42 @@ impl HostMetrics {
             "conductor_otlp_exports",
             "OTLP metric exports by outcome (ok, error)",
             self.otlp_exports.clone(),
+        );
+        let k = &self.k8s;
+        r.register(
+            "conductor_k8s_cache_stale",
+            "1 while the pod cache cannot reach the API server and serves its last state, else 0",
+            k.stale.clone(),
+        );
+        r.register(
+            "conductor_k8s_pods",
+            "Pods of this node in the workload cache",
+            k.pods.clone(),
+        );
+        r.register(
+            "conductor_k8s_containers",
+            "Containers (with an id) of this node's pods in the workload cache",
+            k.containers.clone(),
+        );
+        r.register(
+            "conductor_k8s_watch_errors",
+            "Failed list or watch requests of the pod cache (each is retried with backoff)",
+            k.watch_errors.clone(),
+        );
+        r.register(
+            "conductor_k8s_lists",
+            "Complete pod lists the cache was rebuilt from (start, 410 Gone, recovery)",
+            k.lists.clone(),
+        );
+        r.register(
+            "conductor_k8s_cgroups",
+            "Cgroup v2 directories indexed by inode (host and containers)",
+            k.cgroups.clone(),
+        );
+        r.register(
+            "conductor_k8s_cgroup_scans",
+            "Scans of the cgroup hierarchy (start, inotify overflow, rate-limited rescans after misses)",
+            k.cgroup_scans.clone(),
         );
     }
 

@@ -237,12 +237,10 @@ impl Plugin {
         }
 
         let plugin_metrics = metrics.add_plugin(&name, spec.limits.max_series_per_metric);
-        let host = Arc::new(PluginHost::new(
-            &name,
-            spec.config.clone(),
-            granted,
-            plugin_metrics,
-        ));
+        let host = Arc::new(
+            PluginHost::new(&name, spec.config.clone(), granted, plugin_metrics)
+                .with_workloads(runtime.workloads()),
+        );
 
         // From here on a failure must also forget the plugin's metrics.
         let fail = |cause: String| {

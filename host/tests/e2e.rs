@@ -27,11 +27,19 @@ fn counts_execs_of_a_known_binary() {
     bin.run(N);
 
     let series = format!(
-        r#"exec_counter__execs_total{{plugin="exec-counter",comm="{}"}}"#,
+        r#"exec_counter__execs_total{{plugin="exec-counter",comm="{}",namespace="",pod="",container=""}}"#,
         bin.comm
     );
     let count = host.wait_for_metric(&series, Duration::from_secs(15), |v| v >= N as f64);
     assert_eq!(count, N as f64, "each exec is counted exactly once");
+    // No node name: Kubernetes metadata in local mode, said once; this
+    // test's processes are the node's own (empty workload labels above).
+    assert_eq!(
+        host.log_text().matches("local mode").count(),
+        1,
+        "{}",
+        host.log_text()
+    );
 
     let text = host.scrape();
     assert!(

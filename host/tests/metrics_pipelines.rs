@@ -69,7 +69,7 @@ fn prometheus_scrapes_the_host_and_promtool_accepts_the_exposition() {
         "{content_type}"
     );
     assert!(text.contains(&format!(
-        r#"execs__execs_total{{plugin="execs",comm="{}"}} {N}"#,
+        r#"execs__execs_total{{plugin="execs",comm="{}",namespace="",pod="",container=""}} {N}"#,
         bin.comm
     )));
     let (ok, lint) = promtool_check_metrics(&text);
@@ -252,7 +252,7 @@ fn otlp_grpc_receiver_gets_the_values_prometheus_shows() {
     const N: usize = 9;
     bin.run(N);
     let series = format!(
-        r#"exec_counter__execs_total{{plugin="exec-counter",comm="{}"}}"#,
+        r#"exec_counter__execs_total{{plugin="exec-counter",comm="{}",namespace="",pod="",container=""}}"#,
         bin.comm
     );
     let scraped = host.wait_for_metric(&series, Duration::from_secs(15), |v| v >= N as f64);

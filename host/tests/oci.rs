@@ -458,7 +458,7 @@ fn count_execs(host: &Host, prefix: &str) {
     const N: usize = 10;
     bin.run(N);
     let series = format!(
-        r#"exec_counter__execs_total{{plugin="exec-counter",comm="{}"}}"#,
+        r#"exec_counter__execs_total{{plugin="exec-counter",comm="{}",namespace="",pod="",container=""}}"#,
         bin.comm
     );
     let count = host.wait_for_metric(&series, Duration::from_secs(15), |v| v >= N as f64);

@@ -12,6 +12,7 @@ use wasmtime::component::Resource;
 
 use super::StoreData;
 use super::bindings::conductor::plugin::{config, events, k8s, log, maps, metrics};
+use crate::k8s::Workloads;
 use crate::maps::{KernelMap, MapKind, MapOpError};
 use crate::metrics::{CounterFamily, GaugeFamily, HistogramFamily, MetricError, PluginMetrics};
 
@@ -25,6 +26,7 @@ pub struct PluginHost {
     config: BTreeMap<String, String>,
     maps: HashMap<String, GrantedMap>,
     metrics: Arc<PluginMetrics>,
+    workloads: Arc<Workloads>,
 }
 
 #[derive(Clone)]
@@ -45,7 +47,14 @@ impl PluginHost {
             config,
             maps,
             metrics,
+            workloads: Workloads::disabled(),
         }
+    }
+
+    /// Answer the plugin's `k8s` lookups from `workloads`.
+    pub fn with_workloads(mut self, workloads: Arc<Workloads>) -> Self {
+        self.workloads = workloads;
+        self
     }
 
     pub fn name(&self) -> &str {
@@ -64,6 +73,7 @@ impl PluginHost {
             config,
             maps: self.maps.clone(),
             metrics: self.metrics.clone(),
+            workloads: self.workloads.clone(),
         }
     }
 }
@@ -393,22 +403,108 @@ impl metrics::HostHistogram for StoreData {
     }
 }
 
-/// No workload cache yet: every lookup answers `unknown`, which the WIT
-/// defines as "the host does not know", rather than guessing.
+fn wit_pod(p: &crate::k8s::PodInfo) -> k8s::Pod {
+    k8s::Pod {
+        namespace: p.namespace.clone(),
+        name: p.name.clone(),
+        uid: p.uid.clone(),
+        node: p.node.clone(),
+        owner: p.owner.clone(),
+    }
+}
+
+fn wit_identity(id: crate::k8s::Identity) -> k8s::Identity {
+    use crate::k8s::Identity;
+    match id {
+        Identity::Host => k8s::Identity::Host,
+        Identity::Unknown => k8s::Identity::Unknown,
+        Identity::Workload { ref pod, .. } => k8s::Identity::Workload(k8s::Workload {
+            pod: wit_pod(pod),
+            container: id.container().map(|c| k8s::Container {
+                name: c.name.clone(),
+                id: c.id.clone(),
+                image: c.image.clone(),
+            }),
+        }),
+    }
+}
+
+fn wit_ip(ip: std::net::IpAddr) -> k8s::IpAddress {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            let [a, b, c, d] = v4.octets();
+            k8s::IpAddress::Ipv4((a, b, c, d))
+        }
+        std::net::IpAddr::V6(v6) => {
+            let [a, b, c, d, e, f, g, h] = v6.segments();
+            k8s::IpAddress::Ipv6((a, b, c, d, e, f, g, h))
+        }
+    }
+}
+
+/// Answers from the node's workload cache ([`crate::k8s`]): a read lock and
+/// a hash lookup per call; label sets are copied only when asked for.
 impl k8s::Host for StoreData {
-    fn by_cgroup_id(&mut self, _id: u64) -> WResult<k8s::Identity> {
-        Ok(k8s::Identity::Unknown)
+    fn by_cgroup_id(&mut self, id: u64) -> WResult<k8s::Identity> {
+        Ok(wit_identity(self.host.workloads.by_cgroup_id(id)))
     }
-    fn by_pid(&mut self, _pid: u32) -> WResult<k8s::Identity> {
-        Ok(k8s::Identity::Unknown)
+    fn by_pid(&mut self, pid: u32) -> WResult<k8s::Identity> {
+        Ok(wit_identity(self.host.workloads.by_pid(pid)))
     }
-    fn by_container_id(&mut self, _id: String) -> WResult<k8s::Identity> {
-        Ok(k8s::Identity::Unknown)
+    fn by_container_id(&mut self, id: String) -> WResult<k8s::Identity> {
+        Ok(wit_identity(self.host.workloads.by_container_id(&id)))
     }
-    fn by_ip(&mut self, _ip: k8s::IpAddress) -> WResult<k8s::Identity> {
-        Ok(k8s::Identity::Unknown)
+    fn by_ip(&mut self, ip: k8s::IpAddress) -> WResult<k8s::Identity> {
+        let ip = match ip {
+            k8s::IpAddress::Ipv4((a, b, c, d)) => std::net::Ipv4Addr::new(a, b, c, d).into(),
+            k8s::IpAddress::Ipv6((a, b, c, d, e, f, g, h)) => {
+                std::net::Ipv6Addr::new(a, b, c, d, e, f, g, h).into()
+            }
+        };
+        Ok(wit_identity(self.host.workloads.by_ip(ip)))
     }
-    fn pod_labels(&mut self, _uid: String) -> WResult<Vec<(String, String)>> {
-        Ok(Vec::new())
+    fn pod_labels(&mut self, uid: String) -> WResult<Vec<(String, String)>> {
+        Ok(self
+            .host
+            .workloads
+            .pods()
+            .by_uid(&uid)
+            .map(|p| p.labels.clone())
+            .unwrap_or_default())
+    }
+    fn pod_label(&mut self, uid: String, key: String) -> WResult<Option<String>> {
+        Ok(self
+            .host
+            .workloads
+            .pods()
+            .by_uid(&uid)
+            .and_then(|p| p.label(&key).map(str::to_owned)))
+    }
+    fn pod_annotations(&mut self, uid: String) -> WResult<Vec<(String, String)>> {
+        Ok(self
+            .host
+            .workloads
+            .pods()
+            .by_uid(&uid)
+            .map(|p| p.annotations.clone())
+            .unwrap_or_default())
+    }
+    fn pod_network(&mut self, uid: String) -> WResult<Option<k8s::Network>> {
+        Ok(self
+            .host
+            .workloads
+            .pods()
+            .by_uid(&uid)
+            .map(|p| k8s::Network {
+                ips: p.ips.iter().copied().map(wit_ip).collect(),
+                host_network: p.host_network,
+            }))
+    }
+    fn cgroup_container_id(&mut self, id: u64) -> WResult<Option<String>> {
+        Ok(self
+            .host
+            .workloads
+            .container_id_of_cgroup(id)
+            .map(|s| s.to_string()))
     }
 }

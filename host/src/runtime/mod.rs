@@ -84,6 +84,8 @@ pub struct Runtime {
     linker: Linker<StoreData>,
     cache: cache::CompileCache,
     ticker_stop: Arc<AtomicBool>,
+    /// What the plugins' `k8s` lookups answer from.
+    workloads: std::sync::RwLock<Arc<crate::k8s::Workloads>>,
 }
 
 /// A compiled component, checked against the world, ready to instantiate
@@ -135,7 +137,21 @@ impl Runtime {
             engine,
             linker,
             ticker_stop,
+            workloads: std::sync::RwLock::new(crate::k8s::Workloads::disabled()),
         }))
+    }
+
+    /// The workload cache plugins started from now on look up (`unknown`
+    /// for everything until set).
+    pub fn set_workloads(&self, workloads: Arc<crate::k8s::Workloads>) {
+        *self.workloads.write().unwrap_or_else(|e| e.into_inner()) = workloads;
+    }
+
+    pub fn workloads(&self) -> Arc<crate::k8s::Workloads> {
+        self.workloads
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn engine(&self) -> &Engine {
