@@ -43,7 +43,7 @@ fn wait_unloaded(ids: &[u32]) {
 
 fn execs(plugin: &str, comm: &str) -> String {
     format!(
-        r#"{}__execs_total{{plugin="{plugin}",comm="{comm}"}}"#,
+        r#"{}__execs_total{{plugin="{plugin}",comm="{comm}",namespace="",pod="",container=""}}"#,
         plugin.replace('-', "_")
     )
 }
