@@ -5,6 +5,9 @@
 //! namespace, and its name is its name on every node's host, so it must be
 //! unique in the whole cluster.
 
+// kube's `printcolumn(...)` repeats `type_ = ...` by design.
+#![allow(clippy::duplicated_attributes)]
+
 use std::collections::BTreeMap;
 
 use conductor_api::PluginSpec;

@@ -361,9 +361,10 @@ async fn reconcile(plugin: Arc<EbpfPlugin>, ctx: Arc<Ctx>) -> Result<Action, Err
             info!(plugin = %name, generation = ?generation, "loading");
             match ctx.host.load(spec, annotations).await {
                 Ok(s) => current = s,
-                Err(HostError::Rejected { code, message })
-                    if code == tonic::Code::AlreadyExists =>
-                {
+                Err(HostError::Rejected {
+                    code: tonic::Code::AlreadyExists,
+                    message,
+                }) => {
                     debug!(plugin = %name, "already loaded meanwhile: {message}");
                     return Ok(Action::requeue(Duration::from_millis(200)));
                 }
