@@ -499,9 +499,16 @@ fn test(ws: &Workspace, cargo_args: &[OsString]) -> Result<()> {
         .map(|a| a.to_string_lossy())
         .take_while(|a| a != "--")
         .any(|a| a.starts_with("-p") || a == "--package" || a.starts_with("--package="));
+    // The operator's tests drive a real `conductor serve`: a binary of
+    // another package, which cargo only builds for that package's own tests
+    // (CARGO_BIN_EXE_*). Build it here and tell the tests where it is.
+    ws.cargo()
+        .args(["build", "-p", "conductor-host", "--bin", "conductor"])
+        .run()?;
     let mut cmd = ws
         .cargo()
         .env("CONDUCTOR_ARTIFACTS", ws.artifacts())
+        .env("CONDUCTOR_BIN", ws.target.join("debug").join("conductor"))
         .arg("test");
     if !selects_packages {
         cmd = cmd.arg("--workspace");
