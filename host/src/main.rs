@@ -3,10 +3,13 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
+use conductor_host::client::{self, Client, ClientError, Exit, Output};
+use conductor_host::daemon::{self, DaemonConfig, wait_for_signal};
 use conductor_host::manager::Manager;
 use conductor_host::metrics::Metrics;
 use conductor_host::oci::{self, RegistryOptions};
@@ -59,6 +62,105 @@ enum Command {
         otlp: OtlpArgs,
         #[command(flatten)]
         registry: RegistryArgs,
+    },
+    /// Run the node daemon: serve the conductor.v1 API on a Unix socket and
+    /// keep the plugins it is asked to load running, across restarts.
+    Serve {
+        /// The Unix socket to serve on.
+        #[arg(long, default_value = conductor_api::v1::DEFAULT_SOCKET, env = "CONDUCTOR_SOCKET")]
+        socket: PathBuf,
+        /// Where the desired state (the loaded plugins) is kept.
+        #[arg(
+            long,
+            default_value = "/var/lib/conductor",
+            env = "CONDUCTOR_STATE_DIR"
+        )]
+        state_dir: PathBuf,
+        /// Where to serve /metrics, /healthz and /readyz.
+        #[arg(long, default_value = "127.0.0.1:9464", env = "CONDUCTOR_METRICS_ADDR")]
+        metrics_addr: SocketAddr,
+        /// Group (name or gid) of the socket file, mode 0660 [default: the daemon's group].
+        #[arg(long, env = "CONDUCTOR_SOCKET_GROUP")]
+        socket_group: Option<String>,
+        /// Also allow clients running as this uid (root always may); repeatable.
+        #[arg(long = "allow-uid", value_delimiter = ',')]
+        allow_uids: Vec<u32>,
+        /// Allow clients in this group (name or gid); repeatable. [default: the socket's group]
+        #[arg(long = "allow-gid", value_delimiter = ',')]
+        allow_gids: Vec<String>,
+        /// Where compiled components and pulled artifacts are cached [default: $XDG_CACHE_HOME/conductor or ~/.cache/conductor].
+        #[arg(long, env = "CONDUCTOR_CACHE_DIR")]
+        cache_dir: Option<PathBuf>,
+        /// Compile components on every start instead of caching them.
+        #[arg(long)]
+        no_cache: bool,
+        /// Plugins compiling and attaching at the same time; more wait as Pending.
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=64))]
+        max_parallel_loads: u64,
+        /// Log lines kept per plugin for `conductor logs`.
+        #[arg(long, default_value_t = conductor_host::logs::DEFAULT_LINES as u64, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+        log_lines: u64,
+        #[command(flatten)]
+        registry: RegistryArgs,
+    },
+    /// Load the plugins of a spec file into the daemon (all or nothing, each).
+    ///
+    /// Relative paths in the file are resolved against its directory.
+    Load {
+        spec: PathBuf,
+        /// Annotation KEY=VALUE kept with the plugin; repeatable.
+        #[arg(long = "annotation", short = 'a')]
+        annotations: Vec<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Replace running plugins by the versions of a spec file, without
+    /// losing events when only the component or config changed.
+    Update {
+        spec: PathBuf,
+        /// Annotation KEY=VALUE; replaces the plugin's annotations if given.
+        #[arg(long = "annotation", short = 'a')]
+        annotations: Vec<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Stop plugins and detach their programs.
+    Unload {
+        #[arg(required = true)]
+        names: Vec<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// The daemon's plugins and their state.
+    List {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// One plugin's state, spec and annotations.
+    Get {
+        name: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// A plugin's recent log lines (its log calls, stdout and stderr, and
+    /// what the host said about it).
+    Logs {
+        name: String,
+        /// Keep printing new lines until interrupted.
+        #[arg(long, short)]
+        follow: bool,
+        /// Only the last N lines kept [default: all].
+        #[arg(long, default_value_t = 0)]
+        tail: u32,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Print plugin state changes as they happen (the current state first).
+    Watch {
+        /// Only this plugin.
+        name: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
     },
     /// Push a plugin component to an OCI registry (CNCF wasm artifact format).
     Push {
@@ -118,6 +220,17 @@ enum CacheAction {
         #[arg(long)]
         all: bool,
     },
+}
+
+/// How a client command reaches the daemon and prints.
+#[derive(clap::Args)]
+struct ClientArgs {
+    /// The daemon's socket.
+    #[arg(long, default_value = conductor_api::v1::DEFAULT_SOCKET, env = "CONDUCTOR_SOCKET")]
+    socket: PathBuf,
+    /// Output format.
+    #[arg(long, short, value_enum, default_value_t = Output::Table)]
+    output: Output,
 }
 
 /// How to reach OCI registries.
@@ -236,8 +349,56 @@ impl OtlpArgs {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    if let Some(exit) = client_command(&cli.command) {
+        return exit;
+    }
+    init_logging(cli.log_format, matches!(cli.command, Command::Serve { .. }));
     let result = match cli.command {
+        Command::Serve {
+            socket,
+            state_dir,
+            metrics_addr,
+            socket_group,
+            allow_uids,
+            allow_gids,
+            cache_dir,
+            no_cache,
+            max_parallel_loads,
+            log_lines,
+            registry,
+        } => (|| {
+            let socket_group = socket_group.as_deref().map(gid).transpose()?;
+            let allow_gids = if allow_gids.is_empty() {
+                None
+            } else {
+                Some(
+                    allow_gids
+                        .iter()
+                        .map(|g| gid(g))
+                        .collect::<anyhow::Result<_>>()?,
+                )
+            };
+            daemon::serve(DaemonConfig {
+                socket,
+                state_dir,
+                metrics_addr,
+                socket_group,
+                allow_uids,
+                allow_gids,
+                cache_dir: cache_dir.unwrap_or_else(default_cache_dir),
+                no_cache,
+                registry: registry.options(),
+                max_parallel_loads: max_parallel_loads as usize,
+                log_lines: log_lines as usize,
+            })
+        })(),
+        Command::Load { .. }
+        | Command::Update { .. }
+        | Command::Unload { .. }
+        | Command::List { .. }
+        | Command::Get { .. }
+        | Command::Logs { .. }
+        | Command::Watch { .. } => unreachable!("client commands are handled above"),
         Command::Run {
             spec,
             metrics_addr,
@@ -300,6 +461,80 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// A group name or number.
+fn gid(group: &str) -> anyhow::Result<u32> {
+    if let Ok(n) = group.parse() {
+        return Ok(n);
+    }
+    match nix::unistd::Group::from_name(group) {
+        Ok(Some(g)) => Ok(g.gid.as_raw()),
+        Ok(None) => anyhow::bail!("there is no group {group:?} (give a group name or a gid)"),
+        Err(e) => anyhow::bail!("cannot look up group {group:?}: {e}"),
+    }
+}
+
+/// Run a client command, if it is one: the exit code says how it went.
+fn client_command(command: &Command) -> Option<std::process::ExitCode> {
+    let args = match command {
+        Command::Load { client, .. }
+        | Command::Update { client, .. }
+        | Command::Unload { client, .. }
+        | Command::List { client }
+        | Command::Get { client, .. }
+        | Command::Logs { client, .. }
+        | Command::Watch { client, .. } => client,
+        _ => return None,
+    };
+    let result: Result<(), ClientError> = (|| {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| ClientError {
+                exit: Exit::Error,
+                message: format!("cannot start the async runtime: {e}"),
+            })?;
+        rt.block_on(async {
+            let mut c = Client::connect(&args.socket, args.output).await?;
+            match command {
+                Command::Load {
+                    spec, annotations, ..
+                } => c.load(spec, &client::parse_annotations(annotations)?).await,
+                Command::Update {
+                    spec, annotations, ..
+                } => {
+                    c.update(spec, &client::parse_annotations(annotations)?)
+                        .await
+                }
+                Command::Unload { names, .. } => c.unload(names).await,
+                Command::List { .. } => c.list().await,
+                Command::Get { name, .. } => c.get(name).await,
+                Command::Logs {
+                    name, follow, tail, ..
+                } => {
+                    tokio::select! {
+                        r = c.logs(name, *follow, *tail) => r,
+                        _ = wait_for_signal() => Ok(()),
+                    }
+                }
+                Command::Watch { name, .. } => {
+                    tokio::select! {
+                        r = c.watch(name.as_deref()) => r,
+                        _ = wait_for_signal() => Ok(()),
+                    }
+                }
+                _ => Ok(()),
+            }
+        })
+    })();
+    Some(match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::from(e.exit as u8)
+        }
+    })
 }
 
 fn block_on<T>(fut: impl Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
@@ -455,13 +690,19 @@ fn run(
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    let ready = Arc::new(AtomicBool::new(false));
     let result = rt.block_on(async {
         // Bind first: a taken port should fail before anything is attached.
         let listener = server::bind(metrics_addr).await?;
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(server::serve(listener, manager.clone(), async {
-            let _ = stop_rx.await;
-        }));
+        let server = tokio::spawn(server::serve(
+            listener,
+            manager.clone(),
+            ready.clone(),
+            async {
+                let _ = stop_rx.await;
+            },
+        ));
         // The gRPC channel needs the runtime, hence built in here.
         let exporter = match otlp {
             Some(config) => {
@@ -486,6 +727,7 @@ fn run(
                 .context("loading plugin")?
                 .with_context(|| format!("cannot load plugin {:?}{from}", spec.name))?;
         }
+        ready.store(true, Ordering::Release);
         tracing::info!(plugins = specs.len(), "running; press Ctrl-C to stop");
 
         wait_for_signal().await;
@@ -502,22 +744,6 @@ fn run(
     result
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!("cannot watch SIGTERM: {e}");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
-}
-
 fn default_cache_dir() -> PathBuf {
     std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
@@ -526,14 +752,30 @@ fn default_cache_dir() -> PathBuf {
         .join("conductor")
 }
 
-fn init_logging(format: LogFormat) {
+/// Logs to stderr, filtered by `CONDUCTOR_LOG`; the daemon also keeps each
+/// plugin's recent lines for `conductor logs` (see `conductor_host::logs`).
+fn init_logging(format: LogFormat, capture_plugin_logs: bool) {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter =
         EnvFilter::try_from_env("CONDUCTOR_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+    let console = match format {
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_filter(filter)
+            .boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .with_writer(std::io::stderr)
+            .with_filter(filter)
+            .boxed(),
+    };
+    let capture = capture_plugin_logs.then(|| {
+        conductor_host::logs::CaptureLayer.with_filter(conductor_host::logs::CaptureLayer::filter())
+    });
+    tracing_subscriber::registry()
+        .with(console)
+        .with(capture)
+        .init();
 }

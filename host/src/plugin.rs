@@ -86,16 +86,45 @@ pub struct Status {
 
 enum Command {
     Collect(Sender<()>),
+    /// Replace the instance by one of another component or config (see [`Plugin::swap`]).
+    Swap(Box<Swap>),
     Stop,
+}
+
+/// A new version of the plugin's user side, instantiated and initialised on
+/// the plugin's thread before it replaces the running instance.
+struct Swap {
+    prepared: Prepared,
+    host: Arc<PluginHost>,
+    memory_limit: usize,
+    call_timeout: Duration,
+    tick: Option<Duration>,
+    reply: Sender<Result<(), String>>,
+}
+
+/// Called (on the plugin's thread) after each change of its [`Status`].
+pub type Notify = Arc<dyn Fn() + Send + Sync>;
+
+/// How [`Plugin::start_with`] starts a plugin.
+#[derive(Default, Clone)]
+pub struct StartOptions {
+    /// Told about every status change.
+    pub notify: Option<Notify>,
+    /// Return only once the first instance has been created and its `init`
+    /// has returned; if that fails, stop everything and return the error
+    /// (an atomic load). Without it a failing first `init` is a fault like
+    /// any other: the plugin stays loaded and restarts after a backoff.
+    pub wait_for_init: bool,
 }
 
 /// Handle on a running plugin; dropping it stops the plugin.
 pub struct Plugin {
     name: String,
+    host: Arc<PluginHost>,
     commands: Sender<Command>,
     waker: Arc<Waker>,
     status: Arc<Mutex<Status>>,
-    thread: Option<JoinHandle<()>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
     metrics: Arc<Metrics>,
 }
 
@@ -109,6 +138,17 @@ impl Plugin {
         metrics: &Arc<Metrics>,
         spec: &PluginSpec,
         base_dir: &Path,
+    ) -> Result<Self, LoadError> {
+        Self::start_with(runtime, metrics, spec, base_dir, StartOptions::default())
+    }
+
+    /// [`Plugin::start`] with options.
+    pub fn start_with(
+        runtime: &Arc<Runtime>,
+        metrics: &Arc<Metrics>,
+        spec: &PluginSpec,
+        base_dir: &Path,
+        options: StartOptions,
     ) -> Result<Self, LoadError> {
         spec.validate()?;
         let name = spec.name.clone();
@@ -212,16 +252,21 @@ impl Plugin {
                 cause,
             }
         };
-        let worker = Worker::new(
+        let mut worker = Worker::new(
             runtime.clone(),
             metrics,
             spec,
             prepared,
-            host,
+            host.clone(),
             sources,
             object,
         )
         .map_err(|e| fail(e.to_string()))?;
+        worker.notify = options.notify;
+        let (started_tx, started_rx) = crossbeam_channel::bounded(1);
+        if options.wait_for_init {
+            worker.first_start = Some(started_tx);
+        }
         let (tx, rx) = crossbeam_channel::unbounded();
         let waker = worker.waker.clone();
         let status = worker.status.clone();
@@ -229,14 +274,61 @@ impl Plugin {
             .name(format!("plugin-{name}"))
             .spawn(move || worker.run(rx))
             .map_err(|e| fail(format!("cannot spawn thread: {e}")))?;
-        Ok(Self {
+        let plugin = Self {
             name,
+            host,
             commands: tx,
             waker,
             status,
-            thread: Some(thread),
+            thread: Mutex::new(Some(thread)),
             metrics: metrics.clone(),
-        })
+        };
+        if options.wait_for_init {
+            // The thread answers once `init` returned (or the instance could
+            // not be created); a thread that died answers by hanging up.
+            let outcome = started_rx
+                .recv()
+                .unwrap_or_else(|_| Err("the plugin's thread exited".to_owned()));
+            if let Err(cause) = outcome {
+                let name = plugin.name.clone();
+                plugin.stop();
+                return Err(LoadError::Start {
+                    plugin: name,
+                    cause,
+                });
+            }
+        }
+        Ok(plugin)
+    }
+
+    /// Replace the plugin's user side (component and config, memory and
+    /// call-time limits, tick interval) by `spec`'s without touching its
+    /// kernel side: programs stay attached and maps and event sources stay
+    /// open, so no event is lost. The new instance is created and its `init`
+    /// run on the plugin's thread between two batches; only if that works
+    /// does the old instance run `collect` one last time (so the metrics it
+    /// buffered are published) and go away. If it fails the old instance
+    /// keeps running and the error is returned.
+    ///
+    /// The caller checks that the kernel side (`bytecode`, `maps`) and
+    /// `limits.maxSeriesPerMetric` are unchanged.
+    pub fn swap(&self, spec: &PluginSpec, prepared: Prepared) -> Result<(), String> {
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        let swap = Swap {
+            prepared,
+            host: Arc::new(self.host.with_config(spec.config.clone())),
+            memory_limit: (spec.limits.memory_mib as usize) << 20,
+            call_timeout: Duration::from_millis(u64::from(spec.limits.call_timeout_ms)),
+            tick: spec.tick_interval_ms.map(Duration::from_millis),
+            reply,
+        };
+        self.commands
+            .send(Command::Swap(Box::new(swap)))
+            .map_err(|_| "the plugin's thread has exited".to_owned())?;
+        let _ = self.waker.wake();
+        answer
+            .recv()
+            .unwrap_or_else(|_| Err("the plugin's thread exited during the update".to_owned()))
     }
 
     pub fn name(&self) -> &str {
@@ -260,12 +352,13 @@ impl Plugin {
     }
 
     /// Stop the plugin: its instance is dropped and its programs detached.
-    pub fn stop(mut self) {
+    /// Returns once that is done; stopping again does nothing.
+    pub fn stop(&self) {
         self.shutdown();
     }
 
-    fn shutdown(&mut self) {
-        let Some(thread) = self.thread.take() else {
+    fn shutdown(&self) {
+        let Some(thread) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() else {
             return;
         };
         let _ = self.commands.send(Command::Stop);
@@ -339,6 +432,10 @@ struct Worker {
     restarts: Counter,
     memory: Gauge,
     up: Gauge,
+    /// Told about status changes.
+    notify: Option<Notify>,
+    /// Told the outcome of the first start, if someone waits for it.
+    first_start: Option<Sender<Result<(), String>>>,
     /// Keeps the programs attached for as long as the worker runs.
     _object: Option<LoadedObject>,
 }
@@ -446,6 +543,8 @@ impl Worker {
             poll,
             waker,
             status,
+            notify: None,
+            first_start: None,
             _object: object,
         })
     }
@@ -458,6 +557,20 @@ impl Worker {
             let now = Instant::now();
             if self.restart_at.is_some_and(|t| t <= now) {
                 self.start_instance(first_start);
+                if first_start && let Some(tx) = self.first_start.take() {
+                    let outcome = if self.instance.is_some() {
+                        Ok(())
+                    } else {
+                        Err(self
+                            .status
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .last_error
+                            .clone()
+                            .unwrap_or_else(|| "the first instance did not start".to_owned()))
+                    };
+                    let _ = tx.send(outcome);
+                }
                 first_start = false;
             }
             if let Some((every, next)) = self.tick
@@ -500,6 +613,7 @@ impl Worker {
                         return;
                     }
                     Command::Collect(done) => collect_waiters.push(done),
+                    Command::Swap(swap) => self.swap(*swap),
                 }
             }
             if !collect_waiters.is_empty() {
@@ -630,6 +744,53 @@ impl Worker {
         }
     }
 
+    /// Take a new version over between two batches (see [`Plugin::swap`]).
+    fn swap(&mut self, swap: Swap) {
+        let mut fresh = match self.runtime.instantiate(
+            &swap.prepared,
+            swap.host.clone(),
+            swap.memory_limit,
+            swap.call_timeout,
+        ) {
+            Ok(i) => i,
+            Err(fault) => {
+                let _ = swap.reply.send(Err(format!(
+                    "the new version failed to instantiate: {fault}"
+                )));
+                return;
+            }
+        };
+        let started = Instant::now();
+        let result = fresh.call(Call::Init, swap.call_timeout);
+        self.calls.init.observe(started.elapsed().as_secs_f64());
+        if let Err(fault) = result {
+            tracing::warn!(plugin = %self.name, "update refused, the running version stays: init failed: {fault}");
+            let _ = swap
+                .reply
+                .send(Err(format!("the new version's init failed: {fault}")));
+            return;
+        }
+        // The old instance publishes what it buffered, then goes.
+        if self.instance.is_some() && !self.call(Call::Collect) {
+            tracing::warn!(plugin = %self.name, "the replaced version's last collect failed; its unpublished metrics are lost");
+        }
+        self.instance = Some(fresh);
+        self.prepared = swap.prepared;
+        self.host = swap.host;
+        self.memory_limit = swap.memory_limit;
+        self.call_timeout = swap.call_timeout;
+        self.tick = swap.tick.map(|every| (every, Instant::now() + every));
+        self.restart_at = None;
+        self.backoff = INITIAL_BACKOFF;
+        self.running_since = Instant::now();
+        self.up.set(1);
+        let digest = self.prepared.digest.clone();
+        self.update_status(|s| s.digest = digest);
+        self.set_state(State::Running, None);
+        tracing::info!(plugin = %self.name, digest = %self.prepared.digest, "plugin updated");
+        let _ = swap.reply.send(Ok(()));
+    }
+
     /// Call an export; on a fault the instance is dropped. True on success.
     fn call(&mut self, call: Call) -> bool {
         let Some(instance) = self.instance.as_mut() else {
@@ -734,5 +895,9 @@ impl Worker {
 
     fn update_status(&self, f: impl FnOnce(&mut Status)) {
         f(&mut self.status.lock().unwrap_or_else(|e| e.into_inner()));
+        // After the lock is released: the listener may read the status.
+        if let Some(notify) = &self.notify {
+            notify();
+        }
     }
 }

@@ -1,7 +1,11 @@
-//! The HTTP endpoint: `/metrics` (OpenMetrics text) and `/healthz`.
+//! The HTTP endpoint: `/metrics` (OpenMetrics text), `/healthz` (the
+//! process serves) and `/readyz` (its plugins are loaded: for `conductor
+//! run` once every plugin of the spec file is, for the daemon once the
+//! persisted plugins were brought back).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -31,15 +35,27 @@ pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
     Ok(listener)
 }
 
-/// Serve `/metrics` and `/healthz` until `shutdown` resolves.
+/// Serve `/metrics`, `/healthz` and `/readyz` (200 once `ready` is set,
+/// 503 before) until `shutdown` resolves.
 pub async fn serve(
     listener: TcpListener,
     manager: Arc<Manager>,
+    ready: Arc<AtomicBool>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let app = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/readyz",
+            get(move || async move {
+                if ready.load(Ordering::Acquire) {
+                    (StatusCode::OK, "ready\n")
+                } else {
+                    (StatusCode::SERVICE_UNAVAILABLE, "loading plugins\n")
+                }
+            }),
+        )
         .with_state(manager);
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)

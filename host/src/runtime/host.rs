@@ -27,6 +27,7 @@ pub struct PluginHost {
     metrics: Arc<PluginMetrics>,
 }
 
+#[derive(Clone)]
 pub struct GrantedMap {
     pub map: Arc<KernelMap>,
     pub access: Access,
@@ -49,6 +50,17 @@ impl PluginHost {
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The same grants and metrics with another `config`: what a new version
+    /// of the plugin runs with when only its component or config changed.
+    pub fn with_config(&self, config: BTreeMap<String, String>) -> Self {
+        Self {
+            name: self.name.clone(),
+            config,
+            maps: self.maps.clone(),
+            metrics: self.metrics.clone(),
+        }
     }
 }
 

@@ -8,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub mod daemon;
 pub mod registry;
 
 /// Where `cargo xtask build` puts the BPF objects and wasm components.
@@ -216,24 +217,7 @@ impl Host {
         timeout: Duration,
         ok: impl Fn(f64) -> bool,
     ) -> f64 {
-        let until = Instant::now() + timeout;
-        let mut last = None;
-        loop {
-            let text = self.scrape();
-            last = value(&text, series).or(last);
-            if let Some(v) = last
-                && ok(v)
-            {
-                return v;
-            }
-            if Instant::now() > until {
-                panic!(
-                    "metric {series} never reached the expected value (last: {last:?})\nmetrics:\n{text}\nlog:\n{}",
-                    self.log_text()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        wait_for_metric_with(|| self.scrape(), || self.log_text(), series, timeout, ok)
     }
 
     /// Stop with SIGINT (Ctrl-C) and return the exit status.
@@ -262,6 +246,46 @@ impl Drop for Host {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Poll `scrape` until `series` has a value satisfying `ok`; on timeout,
+/// panic with the last metrics and `log`.
+pub fn wait_for_metric_with(
+    scrape: impl Fn() -> String,
+    log: impl Fn() -> String,
+    series: &str,
+    timeout: Duration,
+    ok: impl Fn(f64) -> bool,
+) -> f64 {
+    let until = Instant::now() + timeout;
+    let mut last = None;
+    loop {
+        let text = scrape();
+        last = value(&text, series).or(last);
+        if let Some(v) = last
+            && ok(v)
+        {
+            return v;
+        }
+        if Instant::now() > until {
+            panic!(
+                "metric {series} never reached the expected value (last: {last:?})\nmetrics:\n{text}\nlog:\n{}",
+                log()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// `/metrics` at `url` in OpenMetrics, or why not.
+pub fn scrape_url(url: &str) -> Result<String, String> {
+    let mut resp = ureq::get(url)
+        .header("accept", "application/openmetrics-text; version=1.0.0")
+        .call()
+        .map_err(|e| format!("scrape {url} failed: {e}"))?;
+    resp.body_mut()
+        .read_to_string()
+        .map_err(|e| format!("scrape {url} failed: {e}"))
 }
 
 /// Run `conductor run` on `spec` to completion (for specs that must fail).
@@ -296,14 +320,23 @@ fn spawn(
     let spec_path = dir.path().join("spec.yaml");
     std::fs::write(&spec_path, spec).unwrap();
     let cache_dir = cache.map_or_else(|| dir.path().join("cache"), Path::to_owned);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_conductor"))
-        .arg("run")
-        .arg(&spec_path)
-        .args(["--metrics-addr", "127.0.0.1:0"])
-        .arg("--cache-dir")
-        .arg(&cache_dir)
-        .args(args)
-        .envs(envs.iter().copied())
+    let (child, log) = spawn_logged(
+        Command::new(env!("CARGO_BIN_EXE_conductor"))
+            .arg("run")
+            .arg(&spec_path)
+            .args(["--metrics-addr", "127.0.0.1:0"])
+            .arg("--cache-dir")
+            .arg(&cache_dir)
+            .args(args)
+            .envs(envs.iter().copied()),
+    );
+    (child, log, dir, cache_dir)
+}
+
+/// Spawn a `conductor` command with its stderr (the log) captured line by
+/// line, debug logging of the host and no colours.
+pub fn spawn_logged(cmd: &mut Command) -> (Child, Arc<Mutex<Vec<String>>>) {
+    let mut child = cmd
         .env("CONDUCTOR_LOG", "info,conductor_host=debug")
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())
@@ -319,7 +352,7 @@ fn spawn(
             sink.lock().unwrap().push(strip_ansi(&line));
         }
     });
-    (child, log, dir, cache_dir)
+    (child, log)
 }
 
 fn strip_ansi(s: &str) -> String {
