@@ -369,6 +369,8 @@ fn printer_columns_name_fields_of_the_schema() {
 
 fn container<'a>(ds: &'a DaemonSet, name: &str) -> &'a Container {
     ds.spec
+        .as_ref()
+        .unwrap()
         .template
         .spec
         .as_ref()
@@ -383,7 +385,7 @@ fn container<'a>(ds: &'a DaemonSet, name: &str) -> &'a Container {
 fn the_daemonset_gives_the_host_bpf_and_the_agent_only_the_socket() {
     let path = root().join("deploy/daemonset.yaml");
     let ds: DaemonSet = typed(&path, &documents(&path)[0]);
-    let pod = ds.spec.template.spec.as_ref().unwrap();
+    let pod = ds.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
     let host = container(&ds, "host");
     let sc = host.security_context.as_ref().unwrap();
     assert_eq!(sc.privileged, Some(true));
