@@ -287,7 +287,7 @@ async fn reconcile(plugin: Arc<EbpfPlugin>, ctx: Arc<Ctx>) -> Result<Action, Err
         if let Some(h) = &host
             && is_ours(h)
         {
-            info!(plugin = %name, reason = if deleting { "deleted" } else { "node no longer selected" }, "unloading");
+            info!(plugin = %name, reason = if deleting { "deleted" } else { "node no longer selected" }, "unloading the plugin from the host");
             ctx.host.unload(&name).await?;
         }
         if let Some(st) = state {
@@ -358,7 +358,7 @@ async fn reconcile(plugin: Arc<EbpfPlugin>, ctx: Arc<Ctx>) -> Result<Action, Err
         }
         (_, Err(problem)) => error = Some(("InvalidSpec", problem)),
         (None, Ok(())) => {
-            info!(plugin = %name, generation = ?generation, "loading");
+            info!(plugin = %name, generation = ?generation, "loading the plugin on the host");
             match ctx.host.load(spec, annotations).await {
                 Ok(s) => current = s,
                 Err(HostError::Rejected {
@@ -381,7 +381,7 @@ async fn reconcile(plugin: Arc<EbpfPlugin>, ctx: Arc<Ctx>) -> Result<Action, Err
             let up_to_date = ann(host_annotations::SPEC_HASH) == Some(hash.as_str())
                 && ann(host_annotations::UID) == Some(uid.as_str());
             if !up_to_date {
-                info!(plugin = %name, generation = ?generation, "updating");
+                info!(plugin = %name, generation = ?generation, "updating the plugin on the host");
                 match ctx.host.update(spec, annotations).await {
                     Ok(s) => current = s,
                     Err(HostError::Rejected { message, .. }) => {
@@ -567,6 +567,7 @@ async fn sweep(ctx: Arc<Ctx>, store: Store<EbpfPlugin>, every: Duration) {
             }
             Err(e) => debug!("sweep: listing node states: {e}"),
         }
+        debug!("sweep done");
         tokio::time::sleep(every).await;
     }
 }
