@@ -17,7 +17,6 @@ use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::core::{Resource, ResourceExt};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
 use tracing::{debug, info, warn};
@@ -90,6 +89,7 @@ pub async fn run(client: kube::Client, cfg: NodeConfig) -> anyhow::Result<()> {
         failures: StdMutex::new(HashMap::new()),
         resync: cfg.resync,
     });
+    let plugins_for_sweep = plugins.clone();
     let controller = Controller::new(plugins, watcher::Config::default())
         .owns(
             states.clone(),
@@ -97,7 +97,7 @@ pub async fn run(client: kube::Client, cfg: NodeConfig) -> anyhow::Result<()> {
         )
         .reconcile_all_on(triggers)
         .shutdown_on_signal();
-    tokio::spawn(sweep(ctx.clone(), controller.store(), cfg.sweep_interval));
+    tokio::spawn(sweep(ctx.clone(), plugins_for_sweep, cfg.sweep_interval));
     info!(node = %cfg.node_name, socket = %cfg.socket.display(), "node agent started");
     controller
         .run(reconcile, error_policy, ctx)
@@ -531,18 +531,29 @@ pub(crate) async fn remove_state(
 
 /// Find what no reconcile will visit: plugins the operator loaded on this
 /// host whose resource is gone (its finalizer removed by hand, say) and
-/// state objects of this node whose plugin is gone.
-async fn sweep(ctx: Arc<Ctx>, store: Store<EbpfPlugin>, every: Duration) {
-    if store.wait_until_ready().await.is_err() {
-        return;
-    }
+/// state objects of this node whose plugin is gone. The resources are
+/// listed fresh from the API server each round (not from a cache), so a
+/// stale view can never unload a plugin that still has its resource.
+async fn sweep(ctx: Arc<Ctx>, plugins: Api<EbpfPlugin>, every: Duration) {
+    debug!(every = ?every, "sweeping for plugins and node states without a resource");
     loop {
+        tokio::time::sleep(every).await;
+        let live: HashMap<String, String> = match plugins.list(&ListParams::default()).await {
+            Ok(list) => list
+                .items
+                .iter()
+                .map(|p| (p.name_any(), p.uid().unwrap_or_default()))
+                .collect(),
+            Err(e) => {
+                debug!("sweep: listing EbpfPlugins: {e}");
+                continue;
+            }
+        };
         match ctx.host.list().await {
             Ok(list) => {
                 for h in list.iter().filter(|h| is_ours(h)) {
-                    let r = ObjectRef::<EbpfPlugin>::new(&h.name);
-                    if store.get(&r).is_none() {
-                        info!(plugin = %h.name, "unloading: its EbpfPlugin no longer exists");
+                    if !live.contains_key(&h.name) {
+                        info!(plugin = %h.name, "unloading the plugin from the host: its EbpfPlugin no longer exists");
                         if let Err(e) = ctx.host.unload(&h.name).await {
                             warn!(plugin = %h.name, "unload failed: {e}");
                         }
@@ -555,8 +566,9 @@ async fn sweep(ctx: Arc<Ctx>, store: Store<EbpfPlugin>, every: Duration) {
         match ctx.states.list(&lp).await {
             Ok(list) => {
                 for st in list.items {
-                    let plugin = store.get(&ObjectRef::new(&st.spec.plugin_name));
-                    let orphan = plugin.as_ref().is_none_or(|p| !owned_by(&st, p));
+                    let owner = live.get(&st.spec.plugin_name);
+                    let orphan = owner
+                        .is_none_or(|uid| !st.owner_references().iter().any(|o| &o.uid == uid));
                     if orphan {
                         info!(state = %st.name_any(), "removing a node state whose EbpfPlugin is gone");
                         if let Err(e) = remove_state(&ctx.states, &st).await {
@@ -568,6 +580,5 @@ async fn sweep(ctx: Arc<Ctx>, store: Store<EbpfPlugin>, every: Duration) {
             Err(e) => debug!("sweep: listing node states: {e}"),
         }
         debug!("sweep done");
-        tokio::time::sleep(every).await;
     }
 }

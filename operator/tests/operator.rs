@@ -567,4 +567,21 @@ fn hand_loaded_plugins_and_bad_resources_are_reported_not_touched() {
         "{names:?}"
     );
     assert!(names.contains(&"managed".to_string()));
+
+    // An admin strips the finalizer and deletes "managed" at once: no
+    // reconcile sees it go, the agent's sweep still unloads it and removes
+    // its node state.
+    let mut m = c.plugin("managed").unwrap();
+    m.metadata.finalizers = Some(vec![]);
+    c.api.replace(&m);
+    c.api.delete::<EbpfPlugin>(None, "managed");
+    assert!(c.plugin("managed").is_none());
+    wait_for(T, "the sweep to unload managed", &ctx, || {
+        d.get("managed").is_none().then_some(())
+    });
+    wait_for(T, "managed's node state removed", &ctx, || {
+        c.state("managed", "node-h").is_none().then_some(())
+    });
+    let names: Vec<String> = d.list().into_iter().map(|p| p.name).collect();
+    assert_eq!(names, ["mine", "taken"], "hand-loaded plugins stay");
 }
