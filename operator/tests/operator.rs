@@ -224,6 +224,54 @@ fn cluster_controller_finalizers_status_and_departed_nodes() {
     wait_for(T, "the plugin to be gone", &ctx, || {
         c.plugin("probe").is_none().then_some(())
     });
+
+    // Every call it made is one deploy/rbac.yaml grants it.
+    assert_rbac_allows("ebpfconductor-cluster", &c.api.requests());
+}
+
+/// The node agent alone (the test plays the cluster controller's part: the
+/// finalizer): load, report, unload on deletion; every API call it makes is
+/// one its ClusterRole grants.
+#[test]
+fn node_agent_alone_within_its_rbac() {
+    if !require_root() {
+        return;
+    }
+    let c = Cluster::start();
+    c.add_node("node-x", &[("kubernetes.io/os", "linux")]);
+    let d = Daemon::start();
+    let agent = Operator::node(&c.kubeconfig, "node-x", &d.socket);
+    let ctx = context(&c, vec![&agent], vec![&d]);
+    let mut p = exec_counter("solo", selector(&[("kubernetes.io/os", "linux")]));
+    p.metadata.finalizers = Some(vec![PLUGIN_FINALIZER.into()]);
+    c.api.create(&p);
+    wait_for(T, "solo running", &ctx, || running_on(&d, "solo"));
+    wait_for(T, "solo's state Running", &ctx, || {
+        (c.state("solo", "node-x")?.status?.phase == NodePhase::Running).then_some(())
+    });
+    // The state's status write meets a conflict once: retried.
+    c.api.fail_next("PATCH", "/ebpfpluginnodestates/", 409);
+    let mut p = c.plugin("solo").unwrap();
+    p.spec.plugin.config.insert("ignore".into(), "true".into());
+    let p = c.api.replace(&p);
+    wait_for(T, "the new config on the host", &ctx, || {
+        d.get("solo").filter(|h| {
+            h.spec
+                .as_ref()
+                .is_some_and(|s| s.config.contains_key("ignore"))
+        })
+    });
+    wait_for(T, "the state at the new generation", &ctx, || {
+        (c.state("solo", "node-x")?.status?.plugin_generation == p.metadata.generation)
+            .then_some(())
+    });
+    c.api.delete::<EbpfPlugin>(None, "solo");
+    wait_for(T, "solo unloaded and its state gone", &ctx, || {
+        (d.get("solo").is_none() && c.state("solo", "node-x").is_none()).then_some(())
+    });
+    // The cluster controller would now release the resource.
+    assert!(c.plugin("solo").is_some());
+    assert_rbac_allows("ebpfconductor-node", &c.api.requests());
 }
 
 fn host_plugin(d: &Daemon, name: &str) -> Option<conductor_api::v1::PluginStatus> {

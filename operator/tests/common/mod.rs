@@ -424,3 +424,72 @@ pub fn exec_counter_with(name: &str, selector: LabelSelector, component: &Path) 
     p.metadata.uid = None;
     p
 }
+
+/// Whether the ClusterRole `role` of deploy/rbac.yaml allows every request
+/// in `requests` (the Kubernetes API calls a process made): the panic names
+/// the first one it does not.
+pub fn assert_rbac_allows(role: &str, requests: &[fake_apiserver::Request]) {
+    use serde::Deserialize;
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/rbac.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let roles: Vec<k8s_openapi::api::rbac::v1::ClusterRole> =
+        serde_yaml_ng::Deserializer::from_str(&text)
+            .filter_map(|d| {
+                let v = serde_yaml_ng::Value::deserialize(d).ok()?;
+                (v.get("kind")?.as_str()? == "ClusterRole")
+                    .then(|| serde_yaml_ng::from_value(v).unwrap())
+            })
+            .collect();
+    let role = roles
+        .iter()
+        .find(|r| r.metadata.name.as_deref() == Some(role))
+        .unwrap_or_else(|| panic!("no ClusterRole {role} in deploy/rbac.yaml"));
+    let rules = role.rules.as_deref().unwrap_or_default();
+    assert!(!requests.is_empty());
+    for r in requests {
+        let segs: Vec<&str> = r.path.trim_matches('/').split('/').collect();
+        let (group, rest) = match segs.as_slice() {
+            ["api", _v, rest @ ..] => ("", rest),
+            ["apis", g, _v, rest @ ..] => (*g, rest),
+            _ => panic!("unexpected request path {}", r.path),
+        };
+        let (resource, name, sub) = match rest {
+            [res] => (res.to_string(), None, None),
+            [res, name] => (res.to_string(), Some(*name), None),
+            [res, name, sub] => (res.to_string(), Some(*name), Some(*sub)),
+            _ => panic!("unexpected request path {}", r.path),
+        };
+        let resource = match sub {
+            Some(s) => format!("{resource}/{s}"),
+            None => resource,
+        };
+        let verb = match (r.method.as_str(), name) {
+            ("GET", Some(_)) => "get",
+            ("GET", None) if r.is_watch() => "watch",
+            ("GET", None) => "list",
+            ("POST", _) => "create",
+            ("PUT", _) => "update",
+            ("PATCH", _) => "patch",
+            ("DELETE", _) => "delete",
+            (m, _) => panic!("unexpected method {m}"),
+        };
+        let allowed = rules.iter().any(|rule| {
+            rule.api_groups
+                .as_ref()
+                .is_some_and(|g| g.iter().any(|g| g == group || g == "*"))
+                && rule
+                    .resources
+                    .as_ref()
+                    .is_some_and(|rs| rs.iter().any(|x| *x == resource || x == "*"))
+                && rule.verbs.iter().any(|v| v == verb || v == "*")
+        });
+        assert!(
+            allowed,
+            "ClusterRole {} in deploy/rbac.yaml does not allow {verb} on {resource} (group {group:?}), which the operator did: {} {}?{}",
+            role.metadata.name.as_deref().unwrap_or(""),
+            r.method,
+            r.path,
+            r.query
+        );
+    }
+}
