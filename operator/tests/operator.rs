@@ -423,13 +423,13 @@ fn restarts_converge_without_duplicate_loads() {
     let first = wait_for(
         T,
         "execs running",
-        &context(&c, vec![&ctl, &agent], vec![&d]),
+        context(&c, vec![&ctl, &agent], vec![&d]),
         || running_on(&d, "execs"),
     );
     wait_for(
         T,
         "ready",
-        &context(&c, vec![&ctl, &agent], vec![&d]),
+        context(&c, vec![&ctl, &agent], vec![&d]),
         || (ready(&c.plugin("execs")?) == Some("True")).then_some(()),
     );
 
@@ -441,7 +441,7 @@ fn restarts_converge_without_duplicate_loads() {
     wait_for(
         T,
         "the restarted agent to reconcile",
-        &context(&c, vec![&ctl, &agent], vec![&d]),
+        context(&c, vec![&ctl, &agent], vec![&d]),
         || {
             (agent.log_contains("watching the host daemon") && agent.log_contains("reconciled"))
                 .then_some(())
@@ -470,14 +470,14 @@ fn restarts_converge_without_duplicate_loads() {
     wait_for(
         T,
         "the state to report the host down",
-        &context(&c, vec![&ctl, &agent], vec![&d]),
+        context(&c, vec![&ctl, &agent], vec![&d]),
         || (c.state("execs", "node-r")?.status?.phase == NodePhase::Unknown).then_some(()),
     );
     d.spawn();
     let back = wait_for(
         T,
         "execs running after the host restart",
-        &context(&c, vec![&ctl, &agent], vec![&d]),
+        context(&c, vec![&ctl, &agent], vec![&d]),
         || running_on(&d, "execs"),
     );
     assert_eq!(
@@ -487,7 +487,7 @@ fn restarts_converge_without_duplicate_loads() {
     wait_for(
         T,
         "the state Running again",
-        &context(&c, vec![&ctl, &agent], vec![&d]),
+        context(&c, vec![&ctl, &agent], vec![&d]),
         || {
             let s = c.state("execs", "node-r")?.status?;
             (s.phase == NodePhase::Running && s.conditions[0].status == "True").then_some(())
@@ -508,13 +508,13 @@ fn restarts_converge_without_duplicate_loads() {
     wait_for(
         T,
         "execs loaded again by the agent",
-        &context(&c, vec![&ctl, &agent], vec![&d]),
+        context(&c, vec![&ctl, &agent], vec![&d]),
         || running_on(&d, "execs"),
     );
     wait_for(
         T,
         "ready after the reload",
-        &context(&c, vec![&ctl, &agent], vec![&d]),
+        context(&c, vec![&ctl, &agent], vec![&d]),
         || {
             let s = c.state("execs", "node-r")?.status?;
             (s.phase == NodePhase::Running && s.conditions[0].status == "True").then_some(())
