@@ -112,7 +112,8 @@ pub async fn run(client: kube::Client, cfg: NodeConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Keep this node's labels; a change re-reconciles every plugin.
+/// Keep this node's labels; a change re-reconciles every plugin. Until the
+/// Node is read, reconciles wait (nothing is loaded or unloaded on a guess).
 async fn watch_node(
     nodes: Api<Node>,
     node: String,
@@ -120,14 +121,11 @@ async fn watch_node(
     trigger: futures::channel::mpsc::UnboundedSender<()>,
 ) {
     let cfg = watcher::Config::default().fields(&format!("metadata.name={node}"));
-    let mut stream = watcher(nodes, cfg)
-        .default_backoff()
-        .applied_objects()
-        .boxed();
+    let mut stream = watcher(nodes, cfg).default_backoff().boxed();
     let mut warned = false;
     while let Some(item) = stream.next().await {
         match item {
-            Ok(n) => {
+            Ok(watcher::Event::Apply(n) | watcher::Event::InitApply(n)) => {
                 let new = n.metadata.labels.unwrap_or_default();
                 let mut slot = labels.write().unwrap_or_else(|p| p.into_inner());
                 if slot.as_ref() != Some(&new) {
@@ -138,6 +136,20 @@ async fn watch_node(
                 }
                 warned = false;
             }
+            Ok(watcher::Event::InitDone) => {
+                let known = labels.read().unwrap_or_else(|p| p.into_inner()).is_some();
+                if !known {
+                    warn!(
+                        node = %node,
+                        "there is no Node named {node:?}: nothing is loaded until it exists \
+                         (is --node-name / NODE_NAME set from spec.nodeName?)"
+                    );
+                }
+            }
+            Ok(watcher::Event::Delete(_)) => {
+                warn!(node = %node, "this Node was deleted; keeping the plugins as they are");
+            }
+            Ok(watcher::Event::Init) => {}
             Err(e) if !warned => {
                 warn!(node = %node, "watching this node failed, retrying: {e}");
                 warned = true;
