@@ -30,7 +30,7 @@ use tokio::sync::{Semaphore, broadcast};
 use tonic::{Request, Response, Status};
 
 use crate::logs::{self, LogRecord};
-use crate::manager::{Change, Manager, ManagerError, Phase, PluginInfo};
+use crate::manager::{Change, Manager, ManagerError, Phase, PluginInfo, Ticket};
 use crate::metrics::Metrics;
 use crate::oci::{self, RegistryOptions};
 use crate::runtime::Runtime;
@@ -144,16 +144,19 @@ async fn run(
             let mut tasks = Vec::new();
             for p in persisted {
                 let name = p.spec.name.clone();
-                if let Err(e) = api
+                let ticket = match api
                     .manager
                     .reserve(&p.spec, p.annotations, p.generation, true)
                 {
-                    tracing::error!(plugin = %name, "cannot restore: {e}");
-                    continue;
-                }
+                    Ok(t) => t,
+                    Err(e) => {
+                        tracing::error!(plugin = %name, "cannot restore: {e}");
+                        continue;
+                    }
+                };
                 let api = api.clone();
                 tasks.push(tokio::spawn(async move {
-                    if let Err(status) = api.bring_up(&p.spec, true).await {
+                    if let Err(status) = api.bring_up(ticket, &p.spec, true).await {
                         tracing::error!(plugin = %name, "could not restore the plugin (it stays listed as Failed): {}", status.message());
                     }
                 }));
@@ -353,6 +356,21 @@ impl Allow {
     }
 }
 
+/// Who sent a request, for the log of changes: `uid <uid> pid <pid>`.
+fn peer<T>(req: &Request<T>) -> String {
+    match req
+        .extensions()
+        .get::<tonic::transport::server::UdsConnectInfo>()
+        .and_then(|i| i.peer_cred)
+    {
+        Some(c) => match c.pid() {
+            Some(pid) => format!("uid {} pid {pid}", c.uid()),
+            None => format!("uid {}", c.uid()),
+        },
+        None => "unknown peer".to_owned(),
+    }
+}
+
 fn supplementary_groups(pid: i32) -> Vec<u32> {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
@@ -381,42 +399,57 @@ impl Api {
     /// Pull, then load a reserved plugin (waiting for a load slot).
     /// `restoring`: from the persisted state, where a failure leaves the
     /// plugin listed as Failed; otherwise a failure forgets it.
-    async fn bring_up(&self, spec: &PluginSpec, restoring: bool) -> Result<PluginInfo, Status> {
-        let name = spec.name.clone();
+    async fn bring_up(
+        &self,
+        ticket: Ticket,
+        spec: &PluginSpec,
+        restoring: bool,
+    ) -> Result<PluginInfo, Status> {
         let fail = |status: Status| {
             if restoring {
                 self.manager
-                    .set_phase(&name, Phase::Failed, Some(status.message().to_owned()));
+                    .set_phase(&ticket, Phase::Failed, Some(status.message().to_owned()));
             } else {
-                self.manager.discard(&name);
+                self.manager.discard(&ticket);
             }
             status
         };
-        let resolved = self.resolve(spec).await.map_err(fail)?;
+        let cancelled = || manager_status(ManagerError::Cancelled(spec.name.clone()));
+        let mut unloaded = ticket.clone();
+        let resolved = tokio::select! {
+            r = self.resolve(spec, Some(&ticket)) => r.map_err(fail)?,
+            _ = unloaded.cancelled() => return Err(cancelled()),
+        };
         let permit = match self.load_slots.clone().try_acquire_owned() {
             Ok(p) => p,
             Err(_) => {
-                self.manager.set_phase(&name, Phase::Pending, None);
-                self.load_slots
-                    .clone()
-                    .acquire_owned()
-                    .await
-                    .map_err(|_| fail(Status::unavailable("the daemon is stopping")))?
+                self.manager.set_phase(&ticket, Phase::Pending, None);
+                tokio::select! {
+                    p = self.load_slots.clone().acquire_owned() => {
+                        p.map_err(|_| fail(Status::unavailable("the daemon is stopping")))?
+                    }
+                    _ = unloaded.cancelled() => return Err(cancelled()),
+                }
             }
         };
         let manager = self.manager.clone();
-        let n = name.clone();
+        let t = ticket.clone();
         let result = tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            manager.activate(&n, &resolved, Path::new("/"), true)
+            manager.activate(&t, &resolved, Path::new("/"), true)
         })
         .await
         .map_err(|e| fail(Status::internal(format!("the load task failed: {e}"))))?;
         result.map_err(|e| fail(manager_status(e)))
     }
 
-    /// Pull the spec's OCI references into the cache (reported as `Pulling`).
-    async fn resolve(&self, spec: &PluginSpec) -> Result<PluginSpec, Status> {
+    /// Pull the spec's OCI references into the cache (reported as `Pulling`
+    /// for a plugin being loaded, the `ticket`'s).
+    async fn resolve(
+        &self,
+        spec: &PluginSpec,
+        ticket: Option<&Ticket>,
+    ) -> Result<PluginSpec, Status> {
         let has_oci = oci_reference(&spec.component).is_some()
             || spec
                 .bytecode
@@ -426,12 +459,8 @@ impl Api {
         if !has_oci {
             return Ok(spec.clone());
         }
-        let running = self
-            .manager
-            .get(&spec.name)
-            .is_some_and(|p| p.phase == Phase::Running || p.phase == Phase::Restarting);
-        if !running {
-            self.manager.set_phase(&spec.name, Phase::Pulling, None);
+        if let Some(t) = ticket {
+            self.manager.set_phase(t, Phase::Pulling, None);
         }
         oci::resolve_spec(spec, &self.store, &self.registry)
             .await
@@ -510,7 +539,7 @@ fn manager_status(e: ManagerError) -> Status {
     match e {
         ManagerError::Duplicate(_) => Status::already_exists(msg),
         ManagerError::NotFound(_) => Status::not_found(msg),
-        ManagerError::Busy(_) => Status::aborted(msg),
+        ManagerError::Busy(_) | ManagerError::Cancelled(_) => Status::aborted(msg),
         ManagerError::Load(crate::plugin::LoadError::Spec(_)) => Status::invalid_argument(msg),
         ManagerError::Load(_)
         | ManagerError::UpdateRefused { .. }
@@ -575,25 +604,29 @@ impl Conductor for Api {
         &self,
         request: Request<v1::LoadRequest>,
     ) -> Result<Response<v1::LoadResponse>, Status> {
+        let by = peer(&request);
         let req = request.into_inner();
         let spec = accept_spec(req.spec, &req.annotations)?;
         let annotations: BTreeMap<_, _> = req.annotations.into_iter().collect();
-        self.manager
+        let ticket = self
+            .manager
             .reserve(&spec, annotations, 1, false)
             .map_err(manager_status)?;
         // A task of its own: a client that hangs up does not stop a load
         // half-way (it completes, or rolls back, and is persisted).
         let api = self.clone();
         let task = tokio::spawn(async move {
-            let info = api.bring_up(&spec, false).await?;
+            let info = api.bring_up(ticket, &spec, false).await?;
             if let Err(status) = api.persist().await {
                 // Not persisted means not loaded: roll back.
                 let manager = api.manager.clone();
                 let name = spec.name.clone();
                 let _ = tokio::task::spawn_blocking(move || manager.unload(&name)).await;
+                // Best effort: a write by another request may have listed it.
+                let _ = api.persist().await;
                 return Err(status);
             }
-            tracing::info!(plugin = %spec.name, digest = %info.digest, "loaded");
+            tracing::info!(plugin = %spec.name, digest = %info.digest, by, "loaded");
             Ok(info)
         });
         let info = task
@@ -608,6 +641,7 @@ impl Conductor for Api {
         &self,
         request: Request<v1::UnloadRequest>,
     ) -> Result<Response<v1::UnloadResponse>, Status> {
+        let by = peer(&request);
         let name = request.into_inner().name;
         let api = self.clone();
         let task = tokio::spawn(async move {
@@ -617,7 +651,7 @@ impl Conductor for Api {
                 .await
                 .map_err(|e| Status::internal(format!("the unload task failed: {e}")))?
                 .map_err(manager_status)?;
-            tracing::info!(plugin = %name, "unloaded");
+            tracing::info!(plugin = %name, by, "unloaded");
             api.persist().await
         });
         task.await
@@ -652,6 +686,7 @@ impl Conductor for Api {
         &self,
         request: Request<v1::UpdateRequest>,
     ) -> Result<Response<v1::UpdateResponse>, Status> {
+        let by = peer(&request);
         let req = request.into_inner();
         let spec = accept_spec(req.spec, &req.annotations)?;
         let annotations: BTreeMap<_, _> = req.annotations.into_iter().collect();
@@ -660,7 +695,7 @@ impl Conductor for Api {
         }
         let api = self.clone();
         let task = tokio::spawn(async move {
-            let resolved = api.resolve(&spec).await?;
+            let resolved = api.resolve(&spec, None).await?;
             let manager = api.manager.clone();
             let s = spec.clone();
             let (info, kind) =
@@ -668,7 +703,7 @@ impl Conductor for Api {
                     .await
                     .map_err(|e| Status::internal(format!("the update task failed: {e}")))?
                     .map_err(manager_status)?;
-            tracing::info!(plugin = %spec.name, generation = info.generation, ?kind, "updated");
+            tracing::info!(plugin = %spec.name, generation = info.generation, ?kind, by, "updated");
             api.persist().await?;
             Ok::<_, Status>(info)
         });

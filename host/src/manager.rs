@@ -14,11 +14,12 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
 use conductor_api::PluginSpec;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 
 use crate::metrics::Metrics;
 use crate::plugin::{LoadError, Plugin, StartOptions, State, Status};
@@ -37,6 +38,8 @@ pub enum ManagerError {
     NotFound(String),
     #[error("plugin {0:?} is busy with another load, update or unload; retry when it is done")]
     Busy(String),
+    #[error("plugin {0:?} was unloaded before its load finished")]
+    Cancelled(String),
     #[error(transparent)]
     Load(#[from] LoadError),
     #[error("update of plugin {name:?} failed, the running version stays: {cause}")]
@@ -117,7 +120,32 @@ pub struct Desired {
     pub generation: u64,
 }
 
+/// The claim of one load on a plugin name (see [`Manager::reserve`]): a
+/// later plugin of the same name is another claim, and an unload before the
+/// load reaches `Loading` cancels it.
+#[derive(Clone)]
+pub struct Ticket {
+    pub name: String,
+    id: u64,
+    cancelled: watch::Receiver<bool>,
+}
+
+impl Ticket {
+    pub fn is_cancelled(&self) -> bool {
+        *self.cancelled.borrow()
+    }
+
+    /// Resolves when the plugin is unloaded (or otherwise forgotten).
+    pub async fn cancelled(&mut self) {
+        let _ = self.cancelled.wait_for(|c| *c).await;
+    }
+}
+
 struct Entry {
+    /// Which load created the entry.
+    id: u64,
+    /// Tells that load it was unloaded.
+    cancel: watch::Sender<bool>,
     /// The spec as given.
     spec: PluginSpec,
     /// The spec the running plugin was loaded from (OCI references resolved).
@@ -200,6 +228,7 @@ pub struct Manager {
     runtime: Arc<Runtime>,
     metrics: Arc<Metrics>,
     shared: Arc<Shared>,
+    next_id: AtomicU64,
 }
 
 impl Manager {
@@ -211,6 +240,7 @@ impl Manager {
                 plugins: Mutex::default(),
                 changes: broadcast::channel(CHANGE_BACKLOG).0,
             }),
+            next_id: AtomicU64::new(1),
         }
     }
 
@@ -226,11 +256,11 @@ impl Manager {
     /// `spec` resolve against `base_dir`. A failing first `init` is a fault
     /// like any other (the plugin restarts after a backoff).
     pub fn load(&self, spec: &PluginSpec, base_dir: &Path) -> Result<(), ManagerError> {
-        self.reserve(spec, BTreeMap::new(), 1, false)?;
-        match self.activate(&spec.name, spec, base_dir, false) {
+        let ticket = self.reserve(spec, BTreeMap::new(), 1, false)?;
+        match self.activate(&ticket, spec, base_dir, false) {
             Ok(_) => Ok(()),
             Err(e) => {
-                self.discard(&spec.name);
+                self.discard(&ticket);
                 Err(e)
             }
         }
@@ -245,14 +275,18 @@ impl Manager {
         annotations: BTreeMap<String, String>,
         generation: u64,
         desired: bool,
-    ) -> Result<(), ManagerError> {
+    ) -> Result<Ticket, ManagerError> {
         let mut plugins = self.shared.lock();
         if plugins.contains_key(&spec.name) {
             return Err(ManagerError::Duplicate(spec.name.clone()));
         }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (cancel, cancelled) = watch::channel(false);
         plugins.insert(
             spec.name.clone(),
             Entry {
+                id,
+                cancel,
                 spec: spec.clone(),
                 resolved: None,
                 bytecode_digest: None,
@@ -269,19 +303,29 @@ impl Manager {
         );
         crate::logs::hub().register(&spec.name);
         self.shared.announce(&plugins, &spec.name);
-        Ok(())
+        Ok(Ticket {
+            name: spec.name.clone(),
+            id,
+            cancelled,
+        })
     }
 
     /// Report the phase of a reserved plugin that is not running yet.
-    pub fn set_phase(&self, name: &str, phase: Phase, error: Option<String>) {
+    /// False if that load was cancelled.
+    pub fn set_phase(&self, ticket: &Ticket, phase: Phase, error: Option<String>) -> bool {
         let mut plugins = self.shared.lock();
-        if let Some(e) = plugins.get_mut(name) {
-            e.phase = phase;
-            e.since = SystemTime::now();
-            if error.is_some() {
-                e.last_error = error;
+        let name = ticket.name.as_str();
+        match plugins.get_mut(name) {
+            Some(e) if e.id == ticket.id => {
+                e.phase = phase;
+                e.since = SystemTime::now();
+                if error.is_some() {
+                    e.last_error = error;
+                }
+                self.shared.announce(&plugins, name);
+                true
             }
-            self.shared.announce(&plugins, name);
+            _ => false,
         }
     }
 
@@ -292,21 +336,25 @@ impl Manager {
     /// load back completely.
     pub fn activate(
         &self,
-        name: &str,
+        ticket: &Ticket,
         resolved: &PluginSpec,
         base_dir: &Path,
         wait_for_init: bool,
     ) -> Result<PluginInfo, ManagerError> {
-        self.set_phase(name, Phase::Loading, None);
+        let name = ticket.name.as_str();
+        // From `Loading` on, an unload waits for the load instead of cancelling it.
+        if !self.set_phase(ticket, Phase::Loading, None) {
+            return Err(ManagerError::Cancelled(name.to_owned()));
+        }
         let started = self.start_plugin(resolved, base_dir, wait_for_init);
         let mut plugins = self.shared.lock();
-        let Some(entry) = plugins.get_mut(name) else {
-            // Not reachable: a reserved entry is only removed by its owner.
+        let Some(entry) = plugins.get_mut(name).filter(|e| e.id == ticket.id) else {
+            // Not reachable: a `Loading` entry is only removed by its load.
             if let Ok((p, _)) = started {
                 drop(plugins);
                 p.stop();
             }
-            return Err(ManagerError::NotFound(name.to_owned()));
+            return Err(ManagerError::Cancelled(name.to_owned()));
         };
         entry.busy = false;
         entry.since = SystemTime::now();
@@ -364,9 +412,12 @@ impl Manager {
     }
 
     /// Forget a plugin that is not running (a load that failed).
-    pub fn discard(&self, name: &str) {
+    pub fn discard(&self, ticket: &Ticket) {
+        let name = ticket.name.as_str();
         let mut plugins = self.shared.lock();
-        if plugins.get(name).is_some_and(|e| e.plugin.is_none())
+        if plugins
+            .get(name)
+            .is_some_and(|e| e.id == ticket.id && e.plugin.is_none())
             && let Some(e) = plugins.remove(name)
         {
             crate::logs::hub().unregister(name);
@@ -374,10 +425,28 @@ impl Manager {
         }
     }
 
-    /// Stop a plugin, detach its programs and forget it.
+    /// Stop a plugin, detach its programs and forget it. A plugin still
+    /// `Pending` or `Pulling` is forgotten at once and its load cancelled.
     pub fn unload(&self, name: &str) -> Result<PluginInfo, ManagerError> {
         let plugin = {
             let mut plugins = self.shared.lock();
+            let entry = plugins
+                .get(name)
+                .ok_or_else(|| ManagerError::NotFound(name.to_owned()))?;
+            if entry.busy
+                && entry.plugin.is_none()
+                && matches!(entry.phase, Phase::Pending | Phase::Pulling)
+                && let Some(mut entry) = plugins.remove(name)
+            {
+                let _ = entry.cancel.send(true);
+                entry.busy = false;
+                entry.phase = Phase::Stopped;
+                entry.since = SystemTime::now();
+                let info = entry.info();
+                crate::logs::hub().unregister(name);
+                let _ = self.shared.changes.send(Change::Removed(info.clone()));
+                return Ok(info);
+            }
             let entry = plugins
                 .get_mut(name)
                 .ok_or_else(|| ManagerError::NotFound(name.to_owned()))?;

@@ -455,6 +455,25 @@ pub struct PluginMetrics {
 }
 
 impl PluginMetrics {
+    /// The names of the metrics declared so far.
+    pub fn declared_names(&self) -> Vec<String> {
+        self.declared
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    /// Forget every metric not in `keep` (what a refused new version of
+    /// the plugin declared before it failed).
+    pub fn forget_all_but(&self, keep: &[String]) {
+        self.declared
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|name, _| keep.contains(name));
+    }
+
     fn new(plugin: &str, max_series: u32, dropped: Counter) -> Self {
         Self {
             plugin: plugin.to_owned(),

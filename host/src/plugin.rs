@@ -746,6 +746,13 @@ impl Worker {
 
     /// Take a new version over between two batches (see [`Plugin::swap`]).
     fn swap(&mut self, swap: Swap) {
+        // What the running version declared: a refused version's own
+        // declarations are undone.
+        let declared = swap.host.metrics().declared_names();
+        let refuse = |message: String| {
+            swap.host.metrics().forget_all_but(&declared);
+            let _ = swap.reply.send(Err(message));
+        };
         let mut fresh = match self.runtime.instantiate(
             &swap.prepared,
             swap.host.clone(),
@@ -754,9 +761,7 @@ impl Worker {
         ) {
             Ok(i) => i,
             Err(fault) => {
-                let _ = swap.reply.send(Err(format!(
-                    "the new version failed to instantiate: {fault}"
-                )));
+                refuse(format!("the new version failed to instantiate: {fault}"));
                 return;
             }
         };
@@ -765,9 +770,8 @@ impl Worker {
         self.calls.init.observe(started.elapsed().as_secs_f64());
         if let Err(fault) = result {
             tracing::warn!(plugin = %self.name, "update refused, the running version stays: init failed: {fault}");
-            let _ = swap
-                .reply
-                .send(Err(format!("the new version's init failed: {fault}")));
+            drop(fresh);
+            refuse(format!("the new version's init failed: {fault}"));
             return;
         }
         // The old instance publishes what it buffered, then goes.

@@ -24,11 +24,21 @@ fn blocking<T>(f: impl FnOnce() -> T) -> T {
     tokio::task::block_in_place(f)
 }
 
-fn new_ids(name: &str, before: &[u32]) -> Vec<u32> {
-    program_ids(name)
-        .into_iter()
-        .filter(|id| !before.contains(id))
-        .collect()
+/// Ids of the programs named `name` that the daemon holds open (other tests
+/// run their own daemons at the same time).
+fn held(daemon: &Daemon, name: &str) -> Vec<u32> {
+    let mut held = held_program_ids(daemon.pid());
+    held.retain(|id| program_ids(name).contains(id));
+    held
+}
+
+/// Wait until none of `ids` is loaded in the kernel any more.
+fn wait_unloaded(ids: &[u32]) {
+    let until = Instant::now() + LONG;
+    while ids.iter().any(|id| program_ids("handle_exec").contains(id)) {
+        assert!(Instant::now() < until, "programs {ids:?} stay loaded");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 fn execs(plugin: &str, comm: &str) -> String {
@@ -54,7 +64,6 @@ async fn lifecycle_with_exec_counter_on_the_real_kernel() {
         .unwrap()
         .into_inner();
 
-    let before = program_ids("handle_exec");
     let mut request = load_request(&exec_counter_spec("ec-life"));
     request.annotations = HashMap::from([("owner".into(), "daemon-test".into())]);
     let status = c
@@ -68,7 +77,7 @@ async fn lifecycle_with_exec_counter_on_the_real_kernel() {
     assert_eq!(status.generation, 1);
     assert!(status.component_digest.starts_with("sha256:"), "{status:?}");
     assert_eq!(status.annotations["owner"], "daemon-test");
-    let ours = new_ids("handle_exec", &before);
+    let ours = held(&daemon, "handle_exec");
     assert_eq!(ours.len(), 1, "one handle_exec attached for the plugin");
 
     // Counts exactly.
@@ -82,7 +91,16 @@ async fn lifecycle_with_exec_counter_on_the_real_kernel() {
     // A second load of the name is refused and changes nothing.
     let err = c.load(request).await.unwrap_err();
     assert_eq!(err.code(), Code::AlreadyExists, "{err:?}");
-    assert_eq!(new_ids("handle_exec", &before), ours);
+    let me = format!("uid 0 pid {}", std::process::id());
+    assert!(
+        daemon
+            .log_text()
+            .lines()
+            .any(|l| l.contains("loaded") && l.contains(&me)),
+        "the load is logged with who asked: {}",
+        daemon.log_text()
+    );
+    assert_eq!(held(&daemon, "handle_exec"), ours);
 
     let list = c
         .list(v1::ListRequest {})
@@ -133,7 +151,7 @@ async fn lifecycle_with_exec_counter_on_the_real_kernel() {
         status.annotations["owner"], "daemon-test",
         "empty annotations keep the old ones"
     );
-    let after_replace = new_ids("handle_exec", &before);
+    let after_replace = held(&daemon, "handle_exec");
     assert_eq!(after_replace.len(), 1, "{after_replace:?}");
     assert_ne!(after_replace, ours, "the kernel side was replaced");
     let bin2 = UniqueBinary::new("cndtrdm2");
@@ -148,8 +166,14 @@ async fn lifecycle_with_exec_counter_on_the_real_kernel() {
     .await
     .unwrap();
     assert!(
-        new_ids("handle_exec", &before).is_empty(),
+        held(&daemon, "handle_exec").is_empty(),
         "programs still attached after unload"
+    );
+    // Detached, and gone from the kernel.
+    let all = program_ids("handle_exec");
+    assert!(
+        !ours.iter().chain(&after_replace).any(|id| all.contains(id)),
+        "{all:?}"
     );
     let err = c
         .get(v1::GetRequest {
@@ -317,6 +341,11 @@ async fn update_under_load_loses_no_event() {
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
     assert!(err.message().contains("init failed"), "{err:?}");
     assert!(err.message().contains("running version stays"), "{err:?}");
+    let text = blocking(|| daemon.scrape());
+    assert!(
+        !text.contains("seq_update__collected"),
+        "what the refused version declared is gone: {text}"
+    );
 
     // A component of another world: refused before anything changes.
     pause().await;
@@ -393,7 +422,6 @@ async fn kill_9_and_restart_restores_the_plugins() {
     }
     let mut daemon = Daemon::start();
     let mut c = daemon.client().await;
-    let before = program_ids("handle_exec");
     for name in ["ec-crash-a", "ec-crash-b"] {
         let mut req = load_request(&exec_counter_spec(name));
         req.annotations = HashMap::from([("owner".into(), name.into())]);
@@ -409,20 +437,13 @@ async fn kill_9_and_restart_restores_the_plugins() {
     })
     .await
     .unwrap();
-    let old = new_ids("handle_exec", &before);
+    let old = held(&daemon, "handle_exec");
     assert_eq!(old.len(), 2);
 
     daemon.kill9();
     drop(c);
     // The kernel detaches everything of a dead process: nothing half-loaded stays.
-    let until = Instant::now() + LONG;
-    while old.iter().any(|id| program_ids("handle_exec").contains(id)) {
-        assert!(
-            Instant::now() < until,
-            "programs of the killed daemon stay loaded"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_unloaded(&old);
     assert!(
         daemon.socket.exists(),
         "kill -9 leaves the socket file behind"
@@ -441,7 +462,7 @@ async fn kill_9_and_restart_restores_the_plugins() {
     );
     assert!(daemon.log_text().contains("removing the stale socket"));
 
-    let now = new_ids("handle_exec", &before);
+    let now = held(&daemon, "handle_exec");
     assert_eq!(now.len(), 2, "each plugin attached once: {now:?}");
     assert!(now.iter().all(|id| !old.contains(id)));
     let a = c
@@ -511,7 +532,7 @@ async fn kill_9_and_restart_restores_the_plugins() {
 
     // A clean stop detaches everything and keeps the desired state.
     assert!(daemon.stop().success());
-    assert!(new_ids("handle_exec", &before).is_empty());
+    wait_unloaded(&now);
     assert!(!daemon.socket.exists(), "a clean stop removes the socket");
     let state = std::fs::read_to_string(daemon.state_dir.join("plugins.json")).unwrap();
     assert!(state.contains("ec-crash-b"), "{state}");
@@ -781,7 +802,6 @@ async fn bad_requests_and_faults_get_clear_errors_and_change_nothing() {
     }
 
     // Load is atomic on the kernel: a missing second program rolls back the first.
-    let before = program_ids("handle_exec");
     let two = exec_counter_spec("half-loaded").replace(
         "      tracepoint: sched/sched_process_exec\n",
         "      tracepoint: sched/sched_process_exec\n    - name: no_such_program\n      tracepoint: sched/sched_process_exit\n",
@@ -789,7 +809,7 @@ async fn bad_requests_and_faults_get_clear_errors_and_change_nothing() {
     let err = c.load(load_request(&two)).await.unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
     assert!(err.message().contains("no_such_program"), "{err:?}");
-    assert!(new_ids("handle_exec", &before).is_empty());
+    assert!(held(&daemon, "handle_exec").is_empty());
     // And on the user side: an init that fails rolls everything back.
     let failing = format!(
         "name: bad-init\ncomponent: {}\nconfig: {{series: many}}\n",
@@ -956,6 +976,162 @@ async fn health_and_readiness_endpoints() {
         resp.status,
         tonic_health::pb::health_check_response::ServingStatus::Serving as i32
     );
+
+    // Server reflection names the services, so grpcurl & co. need no .proto.
+    use tonic_reflection::pb::v1::{
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+    };
+    let channel = tonic::transport::Endpoint::from_static("http://conductor.sock")
+        .connect_with_connector(tower_unix(daemon.socket.clone()))
+        .await
+        .unwrap();
+    let mut reflection = ServerReflectionClient::new(channel);
+    let mut responses = reflection
+        .server_reflection_info(tokio_stream::iter(vec![ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        }]))
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(MessageResponse::ListServicesResponse(list)) =
+        responses.message().await.unwrap().unwrap().message_response
+    else {
+        panic!("not a service list");
+    };
+    let names: Vec<_> = list.service.into_iter().map(|s| s.name).collect();
+    for want in ["conductor.v1.Conductor", "grpc.health.v1.Health"] {
+        assert!(names.iter().any(|n| n == want), "{names:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_follow_new_lines_until_the_plugin_goes() {
+    if !require_root() {
+        return;
+    }
+    let daemon = Daemon::start();
+    let mut c = daemon.client().await;
+    c.load(load_request(&steady_spec("followed", "first")))
+        .await
+        .unwrap();
+    let mut follow = c
+        .logs(v1::LogsRequest {
+            name: "followed".into(),
+            follow: true,
+            tail: 1,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = follow.message().await.unwrap().unwrap();
+    assert!(!first.message.is_empty());
+    c.update(v1::UpdateRequest {
+        spec: Some(wire_spec(&steady_spec("followed", "second"))),
+        annotations: HashMap::new(),
+    })
+    .await
+    .unwrap();
+    let mut seen = Vec::new();
+    loop {
+        let line = tokio::time::timeout(LONG, follow.message())
+            .await
+            .expect("no new line arrived")
+            .unwrap()
+            .expect("stream ended early");
+        let done = line.message.contains("steady started: second");
+        seen.push(line);
+        if done {
+            break;
+        }
+    }
+    assert!(
+        seen.iter().all(|l| l.time.is_some() && !l.level.is_empty()),
+        "{seen:?}"
+    );
+    c.unload(v1::UnloadRequest {
+        name: "followed".into(),
+    })
+    .await
+    .unwrap();
+    // Unloading ends the stream (after any lines still queued).
+    loop {
+        match tokio::time::timeout(LONG, follow.message())
+            .await
+            .expect("the stream did not end")
+        {
+            Ok(Some(_)) => continue,
+            Ok(None) => break,
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_that_cannot_come_back_is_failed_with_the_reason() {
+    if !require_root() {
+        return;
+    }
+    let mut daemon = Daemon::start();
+    let mut c = daemon.client().await;
+    let doomed = daemon.dir.path().join("doomed.wasm");
+    std::fs::copy(artifact("testing_steady.wasm"), &doomed).unwrap();
+    let doomed_spec = format!(
+        "name: doomed
+component: {}
+config: {{greeting: x}}
+",
+        doomed.display()
+    );
+    c.load(load_request(&doomed_spec)).await.unwrap();
+    c.load(load_request(&steady_spec("survivor", "x")))
+        .await
+        .unwrap();
+    assert!(daemon.stop().success());
+    std::fs::remove_file(&doomed).unwrap();
+
+    blocking(|| daemon.spawn());
+    let ready = daemon.metrics_url.replace("/metrics", "/readyz");
+    let until = Instant::now() + LONG;
+    while ureq::get(&ready).call().is_err() {
+        assert!(Instant::now() < until, "never ready");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut c = daemon.client().await;
+    let status = c
+        .get(v1::GetRequest {
+            name: "doomed".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap();
+    assert_eq!(phase(&status), v1::Phase::Failed, "{status:?}");
+    assert!(status.last_error.contains("doomed.wasm"), "{status:?}");
+    wait_for_phase(&mut c, "survivor", v1::Phase::Running, LONG).await;
+    // Still desired: the name is taken, and an update with a fixed spec revives it.
+    let err = c
+        .load(load_request(&steady_spec("doomed", "x")))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::AlreadyExists);
+    let status = c
+        .update(v1::UpdateRequest {
+            spec: Some(wire_spec(&steady_spec("doomed", "back"))),
+            annotations: HashMap::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap();
+    assert_eq!(phase(&status), v1::Phase::Running);
+    assert_eq!(status.generation, 2);
+    let out = blocking(|| daemon.cli(&["list"]));
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(table.matches("Running").count(), 2, "{table}");
 }
 
 fn tower_unix(

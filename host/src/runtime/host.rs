@@ -52,6 +52,10 @@ impl PluginHost {
         &self.name
     }
 
+    pub fn metrics(&self) -> &Arc<PluginMetrics> {
+        &self.metrics
+    }
+
     /// The same grants and metrics with another `config`: what a new version
     /// of the plugin runs with when only its component or config changed.
     pub fn with_config(&self, config: BTreeMap<String, String>) -> Self {

@@ -246,3 +246,23 @@ pub async fn wait_for_phase(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Ids of the BPF programs a process holds open (its program and link
+/// descriptors, from `/proc/<pid>/fdinfo`).
+pub fn held_program_ids(pid: i32) -> Vec<u32> {
+    let mut ids: Vec<u32> = std::fs::read_dir(format!("/proc/{pid}/fdinfo"))
+        .map(|dir| {
+            dir.filter_map(Result::ok)
+                .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+                .filter_map(|info| {
+                    info.lines()
+                        .find_map(|l| l.strip_prefix("prog_id:"))
+                        .and_then(|v| v.trim().parse().ok())
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
