@@ -8,6 +8,9 @@ use bytemuck::Pod;
 
 use crate::error::{Error, Result};
 
+/// Where one record lies in a batch's data: `data[offset..][..len]`.
+pub use crate::bindings::conductor::plugin::events::Span;
+
 /// One batch of events from one event source, as passed to
 /// [`Plugin::on_events`](crate::Plugin::on_events).
 ///
@@ -15,50 +18,46 @@ use crate::error::{Error, Result};
 /// with [`iter`](Self::iter) or decode them into a `#[repr(C)]` struct that
 /// mirrors the C layout with [`decode`](Self::decode).
 ///
-/// The SDK checks the host's record offsets before handing a batch to the
+/// The SDK checks the host's record spans before handing a batch to the
 /// plugin, so iterating never fails and never panics.
 #[derive(Debug, Clone)]
 pub struct EventBatch {
     source: String,
     data: Vec<u8>,
-    offsets: Vec<u32>,
+    spans: Vec<Span>,
     lost: u64,
 }
 
 impl EventBatch {
-    /// Builds a batch: record `i` is `data[offsets[i]..offsets[i + 1]]`, the
-    /// last one runs to the end of `data` (the WIT `event-batch` layout).
+    /// Builds a batch: record `i` is `data[spans[i].offset..][..spans[i].len]`
+    /// (the WIT `event-batch` layout). Bytes of `data` outside every span
+    /// belong to no record.
     ///
-    /// Fails if the offsets decrease or point past the end of `data`. Useful
-    /// to unit-test a plugin's event handling natively; see also
+    /// Fails if a span reaches past the end of `data`. Useful to unit-test
+    /// a plugin's event handling natively; see also
     /// [`from_records`](Self::from_records).
     pub fn new(
         source: impl Into<String>,
         data: Vec<u8>,
-        offsets: Vec<u32>,
+        spans: Vec<Span>,
         lost: u64,
     ) -> Result<Self> {
         let source = source.into();
-        let mut previous = 0;
-        for (i, &offset) in offsets.iter().enumerate() {
-            if offset < previous {
+        for (i, span) in spans.iter().enumerate() {
+            let end = u64::from(span.offset) + u64::from(span.len);
+            if end > data.len() as u64 {
                 return Err(Error::msg(format!(
-                    "malformed event batch from {source:?}: offset {i} ({offset}) is before offset {} ({previous})",
-                    i - 1
-                )));
-            }
-            if offset as usize > data.len() {
-                return Err(Error::msg(format!(
-                    "malformed event batch from {source:?}: offset {i} ({offset}) is past the end of the data ({} bytes)",
+                    "malformed event batch from {source:?}: record {i} ({} bytes at {}) reaches past the end of the data ({} bytes)",
+                    span.len,
+                    span.offset,
                     data.len()
                 )));
             }
-            previous = offset;
         }
         Ok(EventBatch {
             source,
             data,
-            offsets,
+            spans,
             lost,
         })
     }
@@ -74,15 +73,19 @@ impl EventBatch {
         lost: u64,
     ) -> Self {
         let mut data = Vec::new();
-        let mut offsets = Vec::new();
+        let mut spans = Vec::new();
         for record in records {
-            offsets.push(u32::try_from(data.len()).expect("event batch data exceeds 4 GiB"));
-            data.extend_from_slice(record.as_ref());
+            let record = record.as_ref();
+            spans.push(Span {
+                offset: u32::try_from(data.len()).expect("event batch data exceeds 4 GiB"),
+                len: u32::try_from(record.len()).expect("event record exceeds 4 GiB"),
+            });
+            data.extend_from_slice(record);
         }
         EventBatch {
             source: source.into(),
             data,
-            offsets,
+            spans,
             lost,
         }
     }
@@ -100,24 +103,21 @@ impl EventBatch {
 
     /// The number of records.
     pub fn len(&self) -> usize {
-        self.offsets.len()
+        self.spans.len()
     }
 
     /// True if the batch has no records (it may still report
     /// [`lost`](Self::lost) events).
     pub fn is_empty(&self) -> bool {
-        self.offsets.is_empty()
+        self.spans.is_empty()
     }
 
     /// Record `index`, if there is one.
     pub fn get(&self, index: usize) -> Option<&[u8]> {
-        let start = *self.offsets.get(index)? as usize;
-        let end = self
-            .offsets
-            .get(index + 1)
-            .map_or(self.data.len(), |&end| end as usize);
-        // `new` checked the offsets; `get` keeps this panic-free regardless.
-        self.data.get(start..end)
+        let span = self.spans.get(index)?;
+        let start = span.offset as usize;
+        // `new` checked the spans; `get` keeps this panic-free regardless.
+        self.data.get(start..start.checked_add(span.len as usize)?)
     }
 
     /// The raw records, in the order the kernel committed them.
@@ -284,9 +284,24 @@ mod tests {
         bytemuck::bytes_of(&Pair { a, b, c }).to_vec()
     }
 
+    fn spans(pairs: &[(u32, u32)]) -> Vec<Span> {
+        pairs
+            .iter()
+            .map(|&(offset, len)| Span { offset, len })
+            .collect()
+    }
+
     #[test]
-    fn splits_records_by_offsets() {
-        let batch = EventBatch::new("events", b"aabbbc".to_vec(), vec![0, 2, 2, 5], 3).unwrap();
+    fn splits_records_by_spans_skipping_the_gaps() {
+        // As from a ring buffer: a header before each record, padding after.
+        let data = b"HHHHaa..HHHHHHHHbbbHHHHc".to_vec();
+        let batch = EventBatch::new(
+            "events",
+            data,
+            spans(&[(4, 2), (8, 0), (16, 3), (23, 1)]),
+            3,
+        )
+        .unwrap();
         let records: Vec<&[u8]> = batch.iter().collect();
         assert_eq!(records, [&b"aa"[..], b"", b"bbb", b"c"]);
         assert_eq!(batch.len(), 4);
@@ -305,19 +320,16 @@ mod tests {
     }
 
     #[test]
-    fn rejects_bad_offsets() {
-        let backwards = EventBatch::new("ev", vec![0; 8], vec![0, 4, 2], 0).unwrap_err();
-        assert_eq!(
-            backwards.to_string(),
-            "malformed event batch from \"ev\": offset 2 (2) is before offset 1 (4)"
-        );
-        let past_end = EventBatch::new("ev", vec![0; 8], vec![0, 9], 0).unwrap_err();
+    fn rejects_spans_past_the_data() {
+        let past_end = EventBatch::new("ev", vec![0; 8], spans(&[(0, 4), (6, 3)]), 0).unwrap_err();
         assert_eq!(
             past_end.to_string(),
-            "malformed event batch from \"ev\": offset 1 (9) is past the end of the data (8 bytes)"
+            "malformed event batch from \"ev\": record 1 (3 bytes at 6) reaches past the end of the data (8 bytes)"
         );
+        let overflow = EventBatch::new("ev", vec![0; 8], spans(&[(u32::MAX, 2)]), 0);
+        assert!(overflow.is_err());
         // A record may end exactly at the end of the data.
-        assert!(EventBatch::new("ev", vec![0; 8], vec![0, 8], 0).is_ok());
+        assert!(EventBatch::new("ev", vec![0; 8], spans(&[(0, 8), (8, 0)]), 0).is_ok());
     }
 
     #[test]
@@ -327,7 +339,7 @@ mod tests {
         data.extend(pair_bytes(1, 2, 3));
         data.extend(pair_bytes(4, 5, 6));
         data.extend([9, 9]); // trailing fields of a newer layout
-        let batch = EventBatch::new("ev", data, vec![1, 17], 0).unwrap();
+        let batch = EventBatch::new("ev", data, spans(&[(1, 16), (17, 18)]), 0).unwrap();
         let pairs: Vec<Pair> = batch.decode::<Pair>().collect::<Result<_, _>>().unwrap();
         assert_eq!(
             pairs,

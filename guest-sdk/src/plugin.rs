@@ -105,7 +105,7 @@ pub mod __private {
         }
 
         pub fn on_events(&self, raw: bindings::EventBatch) -> Result<(), String> {
-            let batch = EventBatch::new(raw.source, raw.data, raw.offsets, raw.lost)
+            let batch = EventBatch::new(raw.source, raw.data, raw.spans, raw.lost)
                 .map_err(|e| e.to_string())?;
             self.with(|plugin| plugin.on_events(&batch))
         }
@@ -168,11 +168,14 @@ mod tests {
         }
     }
 
-    fn raw_batch(offsets: Vec<u32>) -> bindings::EventBatch {
+    fn raw_batch(spans: &[(u32, u32)]) -> bindings::EventBatch {
         bindings::EventBatch {
             source: "events".into(),
             data: vec![0; 8],
-            offsets,
+            spans: spans
+                .iter()
+                .map(|&(offset, len)| crate::events::Span { offset, len })
+                .collect(),
             lost: 0,
         }
     }
@@ -183,7 +186,7 @@ mod tests {
         let err = state.tick().unwrap_err();
         assert!(err.contains("not initialised"), "{err}");
         assert!(state.collect().is_err());
-        assert!(state.on_events(raw_batch(vec![0])).is_err());
+        assert!(state.on_events(raw_batch(&[(0, 8)])).is_err());
     }
 
     #[test]
@@ -193,8 +196,8 @@ mod tests {
         state.tick().unwrap();
         assert_eq!(state.tick().unwrap_err(), "second tick");
         state.collect().unwrap();
-        state.on_events(raw_batch(vec![0, 4])).unwrap();
-        let err = state.on_events(raw_batch(vec![9])).unwrap_err();
+        state.on_events(raw_batch(&[(0, 4), (4, 4)])).unwrap();
+        let err = state.on_events(raw_batch(&[(9, 0)])).unwrap_err();
         assert!(err.contains("past the end"), "{err}");
         state
             .with(|fake| {

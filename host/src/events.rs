@@ -1,9 +1,12 @@
 //! Event sources: ring buffers and perf event arrays drained into batches.
 //!
-//! A batch is one flat byte buffer plus record offsets, reused from call to
-//! call, so the steady state allocates nothing: each record is copied once
-//! out of the kernel's ring into the batch, and once more when the batch is
-//! lowered into the plugin's memory by a single guest call.
+//! A batch is a stretch of bytes plus the span of each record in it, handed
+//! to the plugin in one guest call. For ring buffers the stretch is the
+//! kernel's ring itself (see [`RingReader::batch`]), so a record is copied
+//! exactly once: into the plugin's memory. Perf buffers are not mapped
+//! twice, so a record may wrap around their end; their records are first
+//! gathered into a buffer of the source's. Buffers are reused from batch to
+//! batch: the steady state allocates nothing.
 //!
 //! Both kinds of source release kernel buffer space once per batch, not per
 //! record: ring buffers through [`RingReader`], perf buffers through aya's
@@ -23,11 +26,40 @@ use aya::maps::{Map, MapData, PerfEventArray};
 
 use crate::maps::KernelMap;
 use crate::ringbuf::{Drained, RingReader};
-use crate::runtime::EventBatch;
+use crate::runtime::Span;
+
+/// How soon events that arrived while a batch was being delivered are
+/// taken, when there are too few to take at once (see [`Delivered::soon`]).
+/// Waiting lets them gather into a batch worth a guest call; a quarter of
+/// the ring or the producer's wakeup threshold ends the wait earlier.
+pub const SOON: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// Upper bound on the bytes of one batch, whatever `maxBatch` says, so one
 /// call cannot ask the plugin for unbounded memory.
 pub const MAX_BATCH_BYTES: usize = 4 << 20;
+
+/// One batch of records, borrowed for the length of a delivery.
+pub struct Batch<'a> {
+    /// The bytes the records lie in (and, for ring buffers, the kernel's
+    /// record headers between them).
+    pub data: &'a [u8],
+    pub spans: &'a [Span],
+    /// Events the kernel dropped since the previous batch (or
+    /// [`EventSource::take_kernel_lost`]).
+    pub kernel_lost: u64,
+}
+
+/// What [`EventSource::deliver`] did.
+pub struct Delivered<R> {
+    pub events: usize,
+    /// More events are ready: deliver again now.
+    pub more: bool,
+    /// A few events arrived during the delivery that no wakeup will
+    /// announce: deliver again within [`SOON`].
+    pub soon: bool,
+    /// What the delivery returned; `None` if there were no events.
+    pub result: Option<R>,
+}
 
 enum Kind {
     Ring(RingReader),
@@ -42,6 +74,9 @@ pub struct EventSource {
     name: String,
     kind: Kind,
     max_batch: usize,
+    /// Reused for every batch: record spans, and perf records' bytes.
+    spans: Vec<Span>,
+    data: Vec<u8>,
     lost_map: Option<KernelMap>,
     /// Last value read from `lost_map` (it only grows).
     lost_seen: u64,
@@ -67,6 +102,8 @@ impl EventSource {
             name: name.to_owned(),
             kind: Kind::Ring(ring),
             max_batch: max_batch as usize,
+            spans: Vec::new(),
+            data: Vec::new(),
             lost_map,
             lost_seen,
             lost_pending: 0,
@@ -87,6 +124,8 @@ impl EventSource {
             name: name.to_owned(),
             kind: Kind::Perf { buffers, next: 0 },
             max_batch: max_batch as usize,
+            spans: Vec::new(),
+            data: Vec::new(),
             lost_map: None,
             lost_seen: 0,
             lost_pending: 0,
@@ -110,22 +149,44 @@ impl EventSource {
         }
     }
 
-    /// Replace `batch`'s records with up to `max_batch` new events. Returns
-    /// how many, and whether more may be ready (the batch filled up).
-    pub fn fill(&mut self, batch: &mut EventBatch) -> (usize, bool) {
-        batch.data.clear();
-        batch.offsets.clear();
-        batch.lost = 0;
+    /// Take up to `max_batch` new events and hand them to `deliver` as one
+    /// batch (not called if there are none). Returns how many events,
+    /// whether more may be ready (the batch filled up) and `deliver`'s
+    /// result. Kernel buffer space is released after `deliver` returns.
+    pub fn deliver<R>(&mut self, deliver: impl FnOnce(Batch<'_>) -> R) -> Delivered<R> {
         let max = self.max_batch;
-        let push = |batch: &mut EventBatch, head: &[u8], tail: &[u8]| {
-            batch.offsets.push(batch.data.len() as u32);
-            batch.data.extend_from_slice(head);
-            batch.data.extend_from_slice(tail);
-            batch.offsets.len() >= max || batch.data.len() >= MAX_BATCH_BYTES
-        };
-        let more = match &mut self.kind {
-            Kind::Ring(ring) => ring.drain(|record| !push(batch, record, &[])) == Drained::Stopped,
+        let Self {
+            name,
+            kind,
+            spans,
+            data,
+            lost_map,
+            lost_seen,
+            lost_pending,
+            ..
+        } = self;
+        // Read the drop counter only for a batch that has events: an idle
+        // source costs no syscall (housekeeping reads it then).
+        match kind {
+            Kind::Ring(ring) => {
+                let (result, drained) = ring.batch(max, MAX_BATCH_BYTES, spans, |data, spans| {
+                    let kernel_lost = kernel_lost(name, lost_map.as_ref(), lost_seen, lost_pending);
+                    deliver(Batch {
+                        data,
+                        spans,
+                        kernel_lost,
+                    })
+                });
+                Delivered {
+                    events: if result.is_some() { spans.len() } else { 0 },
+                    more: drained == Drained::More,
+                    soon: drained == Drained::Soon,
+                    result,
+                }
+            }
             Kind::Perf { buffers, next } => {
+                data.clear();
+                spans.clear();
                 let n = buffers.len();
                 let mut lost = 0;
                 let mut more = false;
@@ -133,7 +194,13 @@ impl EventSource {
                     let idx = (*next + i) % n;
                     let full = buffers[idx].try_fold((), |(), ev| match ev {
                         PerfEvent::Sample { head, tail } => {
-                            if push(batch, head, tail) {
+                            spans.push(Span {
+                                offset: data.len() as u32,
+                                len: (head.len() + tail.len()) as u32,
+                            });
+                            data.extend_from_slice(head);
+                            data.extend_from_slice(tail);
+                            if spans.len() >= max || data.len() >= MAX_BATCH_BYTES {
                                 ControlFlow::Break(())
                             } else {
                                 ControlFlow::Continue(())
@@ -150,25 +217,48 @@ impl EventSource {
                         break;
                     }
                 }
-                self.lost_pending += lost;
-                more
-            }
-        };
-        (batch.offsets.len(), more)
-    }
-
-    /// Events the kernel dropped since the previous call.
-    pub fn take_kernel_lost(&mut self) -> u64 {
-        let mut lost = std::mem::take(&mut self.lost_pending);
-        if let Some(m) = &self.lost_map {
-            match m.sum_u64_at_zero() {
-                Ok(total) => {
-                    lost += total.saturating_sub(self.lost_seen);
-                    self.lost_seen = total;
+                *lost_pending += lost;
+                let result = (!spans.is_empty()).then(|| {
+                    let kernel_lost = kernel_lost(name, lost_map.as_ref(), lost_seen, lost_pending);
+                    deliver(Batch {
+                        data,
+                        spans,
+                        kernel_lost,
+                    })
+                });
+                Delivered {
+                    events: spans.len(),
+                    more,
+                    soon: false,
+                    result,
                 }
-                Err(e) => tracing::warn!(source = %self.name, "cannot read {}: {e}", m.name()),
             }
         }
-        lost
     }
+
+    /// Events the kernel dropped since the previous call (or batch).
+    pub fn take_kernel_lost(&mut self) -> u64 {
+        kernel_lost(
+            &self.name,
+            self.lost_map.as_ref(),
+            &mut self.lost_seen,
+            &mut self.lost_pending,
+        )
+    }
+}
+
+/// Drops since the last look: those perf buffers reported, plus the growth
+/// of the ring's `<ring>_lost` counter.
+fn kernel_lost(name: &str, map: Option<&KernelMap>, seen: &mut u64, pending: &mut u64) -> u64 {
+    let mut lost = std::mem::take(pending);
+    if let Some(m) = map {
+        match m.sum_u64_at_zero() {
+            Ok(total) => {
+                lost += total.saturating_sub(*seen);
+                *seen = total;
+            }
+            Err(e) => tracing::warn!(source = %name, "cannot read {}: {e}", m.name()),
+        }
+    }
+    lost
 }

@@ -387,8 +387,9 @@ fn resolve(base: &Path, p: &str) -> PathBuf {
 
 /// Per-source state of the worker.
 struct Source {
+    /// The source's map name, as the plugin's batches carry it.
+    name: String,
     source: EventSource,
-    batch: EventBatch,
     /// `events.maxLatencyMs`: drain at least this often, wakeup or not.
     max_latency: Option<Duration>,
     /// When the source is drained next if no wakeup comes first.
@@ -486,12 +487,7 @@ impl Worker {
                 .and_then(|e| e.max_latency_ms)
                 .map(|ms| Duration::from_millis(u64::from(ms)));
             workers_sources.push(Source {
-                batch: EventBatch {
-                    source: source.name().to_owned(),
-                    data: Vec::new(),
-                    offsets: Vec::new(),
-                    lost: 0,
-                },
+                name: source.name().to_owned(),
                 max_latency,
                 drain_by: None,
                 // Events may have arrived before registration; edge-triggered
@@ -654,44 +650,59 @@ impl Worker {
     fn drain(&mut self, i: usize) {
         for _ in 0..ROUNDS_PER_WAKE {
             let s = &mut self.sources[i];
-            let (n, more) = s.source.fill(&mut s.batch);
-            s.drain_by = s.max_latency.map(|d| Instant::now() + d);
-            s.pending = more;
+            let instance = &mut self.instance;
+            let call_timeout = self.call_timeout;
+            let on_events = &self.calls.on_events;
+            let lost_for_plugin = &mut s.lost_for_plugin;
+            let lost_kernel = &s.lost_kernel;
+            let source_name = s.name.as_str();
+            let delivered = s.source.deliver(|batch| {
+                if batch.kernel_lost > 0 {
+                    lost_kernel.inc_by(batch.kernel_lost);
+                    *lost_for_plugin += batch.kernel_lost;
+                }
+                let instance = instance.as_mut()?;
+                let started = Instant::now();
+                let result = instance.on_events(
+                    EventBatch {
+                        source: source_name,
+                        data: batch.data,
+                        spans: batch.spans,
+                        lost: *lost_for_plugin,
+                    },
+                    call_timeout,
+                );
+                on_events.observe(started.elapsed().as_secs_f64());
+                Some(result)
+            });
+            let n = delivered.events as u64;
+            let now = Instant::now();
+            s.drain_by = s.max_latency.map(|d| now + d);
+            if delivered.soon {
+                let soon = now + crate::events::SOON;
+                s.drain_by = Some(s.drain_by.map_or(soon, |t| t.min(soon)));
+            }
+            s.pending = delivered.more;
             if n == 0 {
-                // Nothing arrived (e.g. the latency timer on an idle source):
-                // no drop-counter syscall here; housekeeping reads it.
+                // Nothing arrived (e.g. the latency timer on an idle source).
                 return;
             }
-            let kernel_lost = s.source.take_kernel_lost();
-            if kernel_lost > 0 {
-                s.lost_kernel.inc_by(kernel_lost);
-                s.lost_for_plugin += kernel_lost;
-            }
-            s.received.inc_by(n as u64);
-            match self.instance.as_mut() {
-                Some(instance) => {
-                    s.batch.lost = s.lost_for_plugin;
-                    let started = Instant::now();
-                    let result = instance.on_events(&s.batch, self.call_timeout);
-                    self.calls
-                        .on_events
-                        .observe(started.elapsed().as_secs_f64());
-                    match result {
-                        Ok(()) => {
-                            s.lost_for_plugin = 0;
-                            s.batches.inc();
-                        }
-                        Err(fault) => {
-                            // The plugin may not have processed the batch.
-                            s.lost_host.inc_by(n as u64);
-                            s.lost_for_plugin += n as u64;
-                            self.fault("on-events", fault);
-                        }
-                    }
+            s.received.inc_by(n);
+            match delivered.result.flatten() {
+                Some(Ok(())) => {
+                    s.lost_for_plugin = 0;
+                    s.batches.inc();
+                }
+                Some(Err(fault)) => {
+                    // The plugin may not have processed the batch.
+                    s.lost_host.inc_by(n);
+                    s.lost_for_plugin += n;
+                    self.fault("on-events", fault);
                 }
                 None => {
-                    s.lost_host.inc_by(n as u64);
-                    s.lost_for_plugin += n as u64;
+                    // No instance (restarting): drained and dropped.
+                    s.lost_host.inc_by(n);
+                    s.lost_for_plugin += n;
                 }
             }
             if !self.sources[i].pending {

@@ -4,8 +4,10 @@
 //! the consumer position after every record: one release store to a cache
 //! line the producers read, per event, and a consumer that keeps catching up
 //! with the producer, so the kernel wakes it (irq_work) again and again.
-//! This reader walks the mmapped ring itself and publishes the position once
-//! per drained batch, which aya's API cannot express.
+//! This reader walks the mmapped ring itself, hands a whole batch to the
+//! plugin in place (the only copy of a record is the one into the plugin's
+//! memory) and publishes the position once per batch, none of which aya's
+//! API can express.
 //!
 //! Layout and ordering follow `kernel/bpf/ringbuf.c` and libbpf's
 //! `ringbuf.c`: page 0 holds the consumer position (read-write), page 1 the
@@ -24,6 +26,8 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
 
 use aya::maps::MapData;
+
+use crate::runtime::Span;
 
 const BUSY_BIT: u32 = 1 << 31;
 const DISCARD_BIT: u32 = 1 << 30;
@@ -70,14 +74,20 @@ impl Drop for Mapping {
 // or through `RingReader`, which needs `&mut self`.
 unsafe impl Send for Mapping {}
 
-/// Why [`RingReader::drain`] stopped.
+/// Whether [`RingReader::batch`] left records behind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Drained {
     /// Nothing left (or the next record is still being written; its
     /// producer will wake us): wait for the next wakeup.
     Empty,
-    /// The callback asked to stop; more records may be ready.
-    Stopped,
+    /// The batch filled up, or many records arrived while it was being
+    /// delivered: take the next batch now.
+    More,
+    /// A few records arrived while the batch was being delivered. No
+    /// wakeup will come for them (they were committed while the consumer
+    /// position still pointed before them), but taking them at once would
+    /// make for tiny batches under load: take them within a short delay.
+    Soon,
 }
 
 /// Consumer of one BPF ring buffer map.
@@ -139,27 +149,38 @@ impl RingReader {
         unsafe { self.producer.ptr.add(off).cast::<AtomicU32>().as_ref() }
     }
 
-    /// The `len` bytes of the record whose header is at `pos`.
-    fn sample(&self, pos: u64, len: u32) -> &[u8] {
-        let off = (self.page + (pos & self.mask) + HEADER_LEN) as usize;
-        // SAFETY: the kernel caps a record at the ring's size, and the data
-        // is mapped twice, so `off + len < page + 2 * size`. The producer
-        // committed the record (acquire load of its header), and it cannot
-        // reuse the space before we publish a consumer position past it,
-        // which happens only after the slice is dropped (`drain`).
+    /// The `len` bytes of the ring from position `pos` on.
+    fn stretch(&self, pos: u64, len: u64) -> &[u8] {
+        let off = (self.page + (pos & self.mask)) as usize;
+        // SAFETY: `len` is at most the ring's size (the producer is never
+        // more than that ahead of the consumer) and the data is mapped twice,
+        // so `off + len <= page + 2 * size`. The caller read every header in
+        // the stretch with acquire loads after the producer committed it, and
+        // the producer cannot reuse the space before we publish a consumer
+        // position past it, which `batch` does only after the slice is gone.
         unsafe { std::slice::from_raw_parts(self.producer.ptr.as_ptr().add(off), len as usize) }
     }
 
-    /// Hand each committed record to `f` in ring order until the ring is
-    /// empty or `f` returns false (after taking its record), then publish
-    /// the consumer position once. Discarded records are skipped.
-    pub fn drain(&mut self, mut f: impl FnMut(&[u8]) -> bool) -> Drained {
+    /// Take the committed records from the consumer position on, at most
+    /// `max_records` of them and (unless the first is bigger) `max_bytes` of
+    /// ring, and hand them to `deliver` in place: the stretch of the ring
+    /// they lie in (the kernel's headers and discarded records included)
+    /// and where each record is in it. Then publish the consumer position
+    /// once. Returns `deliver`'s result, or `None` if there was no record.
+    pub fn batch<R>(
+        &mut self,
+        max_records: usize,
+        max_bytes: usize,
+        spans: &mut Vec<Span>,
+        deliver: impl FnOnce(&[u8], &[Span]) -> R,
+    ) -> (Option<R>, Drained) {
+        spans.clear();
         let start = self.consumer_pos().load(Ordering::Relaxed);
         let mut cons = start;
-        let result = loop {
+        let full = loop {
             let prod = self.producer_pos().load(Ordering::Acquire);
-            let mut stopped = false;
             let mut busy = false;
+            let mut full = false;
             while cons != prod {
                 let len = self.header(cons).load(Ordering::Acquire);
                 if len & BUSY_BIT != 0 {
@@ -167,21 +188,34 @@ impl RingReader {
                     break;
                 }
                 let data_len = len & !(BUSY_BIT | DISCARD_BIT);
-                let at = cons;
-                cons = cons.wrapping_add((u64::from(data_len) + HEADER_LEN).next_multiple_of(8));
-                if len & DISCARD_BIT == 0 && !f(self.sample(at, data_len)) {
-                    stopped = true;
+                let next =
+                    cons.wrapping_add((u64::from(data_len) + HEADER_LEN).next_multiple_of(8));
+                if !spans.is_empty() && next.wrapping_sub(start) > max_bytes as u64 {
+                    full = true;
+                    break;
+                }
+                if len & DISCARD_BIT == 0 {
+                    spans.push(Span {
+                        // At most the ring's size: fits (ring sizes are u32).
+                        offset: (cons.wrapping_sub(start) + HEADER_LEN) as u32,
+                        len: data_len,
+                    });
+                }
+                cons = next;
+                if spans.len() >= max_records {
+                    full = true;
                     break;
                 }
             }
-            if stopped {
-                break Drained::Stopped;
+            if full || !spans.is_empty() {
+                break full;
             }
-            // About to report `Empty`, after which the caller sleeps until a
-            // wakeup. The kernel wakes us when it commits a record at the
-            // published consumer position, so publish first, then (full
-            // fence) look again: either we see a record committed meanwhile
-            // or its producer sees our position and wakes us.
+            // Nothing to deliver: about to report `Empty`, after which the
+            // caller sleeps until a wakeup. The kernel wakes us when it
+            // commits a record at the published consumer position, so
+            // publish first (past any discarded records), then (full fence)
+            // look again: either we see a record committed meanwhile or its
+            // producer sees our position and wakes us.
             self.consumer_pos().store(cons, Ordering::Release);
             fence(Ordering::SeqCst);
             let again = if busy {
@@ -190,12 +224,22 @@ impl RingReader {
                 self.producer_pos().load(Ordering::Acquire) != cons
             };
             if !again {
-                return Drained::Empty;
+                return (None, Drained::Empty);
             }
         };
-        if cons != start {
-            self.consumer_pos().store(cons, Ordering::Release);
+        let result = deliver(self.stretch(start, cons.wrapping_sub(start)), spans);
+        self.consumer_pos().store(cons, Ordering::Release);
+        if full {
+            return (Some(result), Drained::More);
         }
-        result
+        // As above: publish, fence, look again before letting the caller
+        // sleep. A record still being written shows up as `More`; the next
+        // call then waits for it properly.
+        fence(Ordering::SeqCst);
+        let more = self.producer_pos().load(Ordering::Acquire) != cons;
+        (
+            Some(result),
+            if more { Drained::More } else { Drained::Empty },
+        )
     }
 }

@@ -17,7 +17,6 @@ use common::*;
 use conductor_host::bpf::into_map_data;
 use conductor_host::events::EventSource;
 use conductor_host::maps::KernelMap;
-use conductor_host::runtime::EventBatch;
 
 struct Producer {
     ebpf: Ebpf,
@@ -103,49 +102,47 @@ struct Checker {
 }
 
 impl Checker {
-    /// Drain `p` until its source reports nothing more, checking each batch.
-    fn drain(&mut self, p: &mut Producer, batch: &mut EventBatch, max_batch: usize) {
+    /// Drain `p` until its source reports nothing more, checking each batch
+    /// where it lies (in the ring itself).
+    fn drain(&mut self, p: &mut Producer, max_batch: usize) {
         loop {
-            let (n, more) = p.source.fill(batch);
-            self.lost += p.source.take_kernel_lost();
-            assert_eq!(n, batch.offsets.len());
+            let record_size = p.record_size as usize;
+            let delivered = p.source.deliver(|batch| {
+                self.lost += batch.kernel_lost;
+                for span in batch.spans {
+                    // Delivered in place: the kernel's record header (the
+                    // committed length) sits right before each record.
+                    let at = span.offset as usize;
+                    let header = u32::from_ne_bytes(batch.data[at - 8..at - 4].try_into().unwrap());
+                    assert_eq!(header, span.len, "record header before the record");
+                    let record = &batch.data[at..][..span.len as usize];
+                    assert_eq!(record.len(), record_size, "record length");
+                    let word =
+                        |k: usize| u64::from_ne_bytes(record[k * 8..k * 8 + 8].try_into().unwrap());
+                    let seq = word(0);
+                    assert_eq!(word(record.len() / 8 - 1), !seq, "torn record {seq}");
+                    if let Some(last) = self.last {
+                        assert!(
+                            seq > last,
+                            "record {seq} after {last}: duplicate or reordered"
+                        );
+                    }
+                    self.last = Some(seq);
+                    self.received += 1;
+                }
+                batch.spans.len()
+            });
+            let n = delivered.events;
+            assert_eq!(Some(n), delivered.result.or(Some(0)));
             assert!(n <= max_batch, "batch of {n} events, max {max_batch}");
             if n > 0 {
                 self.batches += 1;
             }
-            for (i, &start) in batch.offsets.iter().enumerate() {
-                let end = batch
-                    .offsets
-                    .get(i + 1)
-                    .map_or(batch.data.len(), |&e| e as usize);
-                let record = &batch.data[start as usize..end];
-                assert_eq!(record.len(), p.record_size as usize, "record length");
-                let word =
-                    |k: usize| u64::from_ne_bytes(record[k * 8..k * 8 + 8].try_into().unwrap());
-                let seq = word(0);
-                assert_eq!(word(record.len() / 8 - 1), !seq, "torn record {seq}");
-                if let Some(last) = self.last {
-                    assert!(
-                        seq > last,
-                        "record {seq} after {last}: duplicate or reordered"
-                    );
-                }
-                self.last = Some(seq);
-                self.received += 1;
-            }
-            if !more {
+            if !delivered.more {
+                self.lost += p.source.take_kernel_lost();
                 return;
             }
         }
-    }
-}
-
-fn empty_batch() -> EventBatch {
-    EventBatch {
-        source: "seq_ring".into(),
-        data: Vec::new(),
-        offsets: Vec::new(),
-        lost: 0,
     }
 }
 
@@ -159,11 +156,10 @@ fn no_lost_duplicated_or_torn_records_across_wrap_around() {
     // is a discarded 16-byte record. 7 records per trigger always fit.
     for record_size in [64, 136] {
         let mut p = producer(4096, record_size, 7, 5, 5);
-        let mut batch = empty_batch();
         let mut check = Checker::default();
         for _ in 0..3000 {
             p.trigger(1);
-            check.drain(&mut p, &mut batch, 5);
+            check.drain(&mut p, 5);
         }
         let (produced, discarded) = p.stats();
         assert_eq!(
@@ -197,15 +193,14 @@ fn overflowing_ring_counts_every_dropped_record() {
     // 100 records of 72 bytes per trigger into a 4096-byte ring: most are
     // dropped by the kernel; drain only every 10 triggers.
     let mut p = producer(4096, 64, 100, 0, 1024);
-    let mut batch = empty_batch();
     let mut check = Checker::default();
     for round in 0..50 {
         p.trigger(1);
         if round % 10 == 9 {
-            check.drain(&mut p, &mut batch, 1024);
+            check.drain(&mut p, 1024);
         }
     }
-    check.drain(&mut p, &mut batch, 1024);
+    check.drain(&mut p, 1024);
     let (produced, discarded) = p.stats();
     assert_eq!(produced, 5000);
     assert_eq!(discarded, 0);

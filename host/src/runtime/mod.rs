@@ -36,7 +36,22 @@ pub mod bindings {
     });
 }
 
-pub use bindings::conductor::plugin::events::EventBatch;
+pub use bindings::conductor::plugin::events::Span;
+
+/// The WIT `event-batch`, borrowing its lists: they are lowered into the
+/// plugin's memory straight from where the host holds them (for ring
+/// buffers, the kernel's ring), which the generated, owning `EventBatch`
+/// cannot do without an extra copy.
+#[derive(wasmtime::component::ComponentType, wasmtime::component::Lower)]
+#[component(record)]
+pub struct EventBatch<'a> {
+    pub source: &'a str,
+    pub data: &'a [u8],
+    pub spans: &'a [Span],
+    pub lost: u64,
+}
+
+type OnEvents<'a> = wasmtime::component::TypedFunc<(EventBatch<'a>,), (Result<(), String>,)>;
 
 /// The WIT package version this host implements; components built against
 /// any semver-compatible version (0.1.x) link.
@@ -203,8 +218,26 @@ impl Runtime {
         store.limiter(|s| &mut s.limiter);
         store.epoch_deadline_trap();
         store.set_epoch_deadline(deadline_ticks(timeout));
-        match prepared.pre.instantiate(&mut store) {
-            Ok(plugin) => Ok(Instance { store, plugin }),
+        let instantiated = prepared
+            .pre
+            .instance_pre()
+            .instantiate(&mut store)
+            .and_then(|instance| {
+                let plugin = bindings::Plugin::new(&mut store, &instance)?;
+                // `Plugin::new` checked that the export exists; check its
+                // type against the borrowing `EventBatch` once, here.
+                let on_events = instance
+                    .get_func(&mut store, "on-events")
+                    .ok_or_else(|| wasmtime::format_err!("the component exports no `on-events`"))?;
+                on_events.typed::<(EventBatch<'static>,), (Result<(), String>,)>(&store)?;
+                Ok((plugin, on_events))
+            });
+        match instantiated {
+            Ok((plugin, on_events)) => Ok(Instance {
+                store,
+                plugin,
+                on_events,
+            }),
             Err(e) => Err(classify(&store, e)),
         }
     }
@@ -334,6 +367,8 @@ impl Call {
 pub struct Instance {
     store: Store<StoreData>,
     plugin: bindings::Plugin,
+    /// The `on-events` export, whose type `instantiate` checked.
+    on_events: wasmtime::component::Func,
 }
 
 impl Instance {
@@ -352,9 +387,13 @@ impl Instance {
         self.finish(result)
     }
 
-    pub fn on_events(&mut self, batch: &EventBatch, timeout: Duration) -> Result<(), Fault> {
+    pub fn on_events(&mut self, batch: EventBatch<'_>, timeout: Duration) -> Result<(), Fault> {
         self.arm(timeout);
-        let result = self.plugin.call_on_events(&mut self.store, batch);
+        // SAFETY: `instantiate` type-checked this function against
+        // `OnEvents` (the lifetime does not change the component type).
+        let func: OnEvents<'_> =
+            unsafe { wasmtime::component::TypedFunc::new_unchecked(self.on_events) };
+        let result = func.call(&mut self.store, (batch,)).map(|(r,)| r);
         self.finish(result)
     }
 
