@@ -19,6 +19,9 @@ pub enum HostError {
     /// missing or not permitted); try again later.
     #[error("{0}")]
     Unavailable(String),
+    /// Another load, update or unload of the plugin is under way: retry.
+    #[error("the conductor daemon is busy with this plugin: {0}")]
+    Busy(String),
     /// The daemon refused the request (bad spec, load or update failure,
     /// name taken); the message says why.
     #[error("{message}")]
@@ -35,6 +38,7 @@ impl HostError {
                     s.message()
                 ))
             }
+            Code::Aborted => HostError::Busy(s.message().to_string()),
             code => HostError::Rejected {
                 code,
                 message: s.message().to_string(),

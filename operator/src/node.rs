@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex as StdMutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use conductor_api::v1::PluginStatus;
 use futures::StreamExt;
@@ -53,14 +53,23 @@ pub enum Error {
     NodeUnknown(String),
 }
 
+/// A load or update the host refused: the same spec is not tried again
+/// before `retry_at`, whatever triggers the reconcile (host events come
+/// with every failed attempt).
+struct Failure {
+    hash: String,
+    count: u32,
+    retry_at: Instant,
+}
+
 struct Ctx {
     node: String,
     host: Arc<Host>,
     states: Api<EbpfPluginNodeState>,
     /// This node's labels, `None` until the Node object was read.
     labels: Arc<RwLock<Option<BTreeMap<String, String>>>>,
-    /// Consecutive load/update failures per plugin, for the retry backoff.
-    failures: StdMutex<HashMap<String, u32>>,
+    /// The last load/update failure per plugin, for the retry backoff.
+    failures: StdMutex<HashMap<String, Failure>>,
     resync: Duration,
 }
 
@@ -358,6 +367,13 @@ async fn reconcile(plugin: Arc<EbpfPlugin>, ctx: Arc<Ctx>) -> Result<Action, Err
     let mut error: Option<(&str, String)> = None;
     let mut current = host;
     let mut retry = false;
+    let backing_off = {
+        let failures = ctx.failures.lock().unwrap_or_else(|p| p.into_inner());
+        failures
+            .get(&name)
+            .filter(|f| f.hash == hash)
+            .and_then(|f| f.retry_at.checked_duration_since(Instant::now()))
+    };
     match (&current, check_resource(&plugin)) {
         (Some(h), _) if !is_ours(h) => {
             error = Some((
@@ -369,6 +385,10 @@ async fn reconcile(plugin: Arc<EbpfPlugin>, ctx: Arc<Ctx>) -> Result<Action, Err
             ));
         }
         (_, Err(problem)) => error = Some(("InvalidSpec", problem)),
+        (None, Ok(())) if backing_off.is_some() => {
+            // Refused before: the status already says why.
+            return Ok(Action::requeue(backing_off.unwrap_or_default()));
+        }
         (None, Ok(())) => {
             info!(plugin = %name, generation = ?generation, "loading the plugin on the host");
             match ctx.host.load(spec, annotations).await {
@@ -392,7 +412,9 @@ async fn reconcile(plugin: Arc<EbpfPlugin>, ctx: Arc<Ctx>) -> Result<Action, Err
             let ann = |k: &str| h.annotations.get(k).map(String::as_str);
             let up_to_date = ann(host_annotations::SPEC_HASH) == Some(hash.as_str())
                 && ann(host_annotations::UID) == Some(uid.as_str());
-            if !up_to_date {
+            if !up_to_date && let Some(wait) = backing_off {
+                return Ok(Action::requeue(wait));
+            } else if !up_to_date {
                 info!(plugin = %name, generation = ?generation, "updating the plugin on the host");
                 match ctx.host.update(spec, annotations).await {
                     Ok(s) => current = s,
@@ -434,9 +456,19 @@ async fn reconcile(plugin: Arc<EbpfPlugin>, ctx: Arc<Ctx>) -> Result<Action, Err
 
     let mut failures = ctx.failures.lock().unwrap_or_else(|p| p.into_inner());
     if retry {
-        let n = failures.entry(name.clone()).or_insert(0);
-        *n += 1;
-        let delay = Duration::from_secs(1u64 << (*n).min(8)).min(Duration::from_secs(300));
+        let count = failures
+            .get(&name)
+            .filter(|f| f.hash == hash)
+            .map_or(1, |f| f.count + 1);
+        let delay = retry_delay(count);
+        failures.insert(
+            name.clone(),
+            Failure {
+                hash: hash.clone(),
+                count,
+                retry_at: Instant::now() + delay,
+            },
+        );
         return Ok(Action::requeue(delay));
     }
     failures.remove(&name);
@@ -446,6 +478,11 @@ async fn reconcile(plugin: Arc<EbpfPlugin>, ctx: Arc<Ctx>) -> Result<Action, Err
     } else {
         ctx.resync.min(Duration::from_secs(30))
     }))
+}
+
+/// 2 s after the first refusal, doubling up to 256 s.
+pub fn retry_delay(failures: u32) -> Duration {
+    Duration::from_secs(1u64 << failures.clamp(1, 8))
 }
 
 fn owned_by(st: &EbpfPluginNodeState, plugin: &EbpfPlugin) -> bool {

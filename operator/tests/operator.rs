@@ -598,6 +598,42 @@ fn hand_loaded_plugins_and_bad_resources_are_reported_not_touched() {
     );
     assert!(d.get("relative").is_none());
 
+    // A component the host refuses: reported, retried with a backoff (not
+    // on every host event), and a fixed spec is loaded at once.
+    let mut broken = exec_counter("broken", Default::default());
+    broken.spec.plugin.component = a.join("exec_counter.bpf.o").display().to_string();
+    c.api.create(&broken);
+    wait_for(T, "the load failure reported", &ctx, || {
+        let st = c.state("broken", "node-h")?;
+        (st.status.as_ref()?.conditions.first()?.reason == "LoadFailed").then_some(())
+    });
+    let sweeps = agent.count_in_log("sweep done");
+    wait_for(T, "three more sweeps", &ctx, || {
+        (agent.count_in_log("sweep done") >= sweeps + 3).then_some(())
+    });
+    let attempts = agent
+        .log_lines()
+        .iter()
+        .filter(|l| l.contains("loading the plugin on the host") && l.contains("plugin=broken"))
+        .count();
+    // 2 s, then 4 s between attempts: a handful in these seconds, where
+    // retrying on every host event would make dozens.
+    assert!(
+        attempts <= 4,
+        "{attempts} load attempts\n{}",
+        agent.log_text()
+    );
+    let mut fixed = c.plugin("broken").unwrap();
+    fixed.spec.plugin.component = a.join("exec_counter.wasm").display().to_string();
+    c.api.replace(&fixed);
+    wait_for(T, "the fixed plugin running", &ctx, || {
+        running_on(&d, "broken")
+    });
+    c.api.delete::<EbpfPlugin>(None, "broken");
+    wait_for(T, "broken unloaded", &ctx, || {
+        d.get("broken").is_none().then_some(())
+    });
+
     // A good one beside them runs; the sweeps (every second) leave the
     // hand-loaded plugins alone.
     c.api.create(&exec_counter("managed", Default::default()));

@@ -314,6 +314,10 @@ impl Operator {
         self.log.lock().unwrap().iter().any(|l| l.contains(needle))
     }
 
+    pub fn log_lines(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+
     pub fn count_in_log(&self, needle: &str) -> usize {
         self.log
             .lock()
