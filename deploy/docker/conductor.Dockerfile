@@ -11,8 +11,9 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
-# rust-toolchain.toml selects the toolchain and the wasm32-wasip2 target.
-RUN rustup show active-toolchain \
+# rust-toolchain.toml names the toolchain and the wasm32-wasip2 target;
+# `cargo xtask build` installs whatever else it misses (apt, as root here).
+RUN rustup toolchain install \
  && cargo xtask build \
  && cargo build --release --locked -p conductor-host --bin conductor \
  && mkdir -p /out/plugins \

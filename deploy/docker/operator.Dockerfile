@@ -10,7 +10,9 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked -p conductor-operator --bin conductor-operator \
+# rust-toolchain.toml names the toolchain.
+RUN rustup toolchain install \
+ && cargo build --release --locked -p conductor-operator --bin conductor-operator \
  && cp target/release/conductor-operator /conductor-operator
 
 FROM gcr.io/distroless/cc-debian12:nonroot
