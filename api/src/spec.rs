@@ -14,14 +14,23 @@ use serde::{Deserialize, Serialize};
 
 /// One plugin: a wasm component plus the kernel-side object it consumes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PluginSpec {
     /// Unique name on the node; a DNS-1123 label (lowercase letters, digits
     /// and `-`, at most 63 characters). Prefixes the plugin's metric names.
+    #[cfg_attr(
+        feature = "schema",
+        schemars(
+            length(min = 1, max = 63),
+            regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+        )
+    )]
     pub name: String,
     /// The wasm component: a file path (relative paths are resolved against
     /// the directory of the spec file) or an OCI reference
     /// `oci://registry/repository:tag` (or `@sha256:<digest>`).
+    #[cfg_attr(feature = "schema", schemars(length(min = 1)))]
     pub component: String,
     /// When OCI references of this spec are pulled from their registry (as
     /// in Kubernetes). Omitted: `Always` for a `:latest` or untagged
@@ -34,6 +43,10 @@ pub struct PluginSpec {
     pub bytecode: Option<Bytecode>,
     /// The maps the plugin may open, with the access it is granted.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))
+    )]
     pub maps: Vec<MapGrant>,
     /// Free-form settings handed to the plugin through the `config` interface.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -43,11 +56,13 @@ pub struct PluginSpec {
     /// How often the plugin's `tick` export is called, in milliseconds.
     /// Omitted: never.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(range(min = 10)))]
     pub tick_interval_ms: Option<u64>,
 }
 
 /// When a registry is asked for an OCI reference.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum PullPolicy {
     /// Resolve the tag on every start; the content is still downloaded only
     /// when its digest is not in the cache.
@@ -86,6 +101,14 @@ impl PluginSpec {
 
 /// A BPF ELF object and the programs in it to attach.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(
+    feature = "schema",
+    schemars(extend("x-kubernetes-validations" = [{
+        "rule": "(has(self.path) && self.path != '') != has(self.image)",
+        "message": "set exactly one of path (a BPF object file on the node) and image (an oci:// bytecode image)"
+    }]))
+)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Bytecode {
     /// Path of the object file (relative to the spec file's directory).
@@ -95,6 +118,7 @@ pub struct Bytecode {
     /// A bpfman bytecode image holding the object, as
     /// `oci://registry/repository:tag` (or `@sha256:<digest>`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = r"^oci://[^/\s]+/\S+$")))]
     pub image: Option<String>,
     /// Programs to attach. Every program listed is loaded (verified) before
     /// any is attached; programs of the object not listed are not loaded.
@@ -105,15 +129,29 @@ pub struct Bytecode {
 /// One program of the object and where to attach it: exactly one attach
 /// point must be set.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(
+    feature = "schema",
+    schemars(extend("x-kubernetes-validations" = [{
+        "rule": "has(self.tracepoint) != has(self.rawTracepoint)",
+        "message": "set exactly one attach point: tracepoint or rawTracepoint"
+    }]))
+)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ProgramAttach {
     /// The program's function name in the object.
+    #[cfg_attr(feature = "schema", schemars(length(min = 1)))]
     pub name: String,
     /// A tracepoint as `category/name`, e.g. `sched/sched_process_exec`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(regex(pattern = r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$"))
+    )]
     pub tracepoint: Option<String>,
     /// A raw tracepoint by name, e.g. `sched_switch`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = r"^[A-Za-z0-9_.-]+$")))]
     pub raw_tracepoint: Option<String>,
 }
 
@@ -139,6 +177,7 @@ impl ProgramAttach {
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub enum Access {
     #[default]
@@ -148,16 +187,19 @@ pub enum Access {
 
 /// A map the plugin may open by `name`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MapGrant {
     /// The map's name in the bytecode object, or the name the plugin opens a
     /// pinned map under.
+    #[cfg_attr(feature = "schema", schemars(length(min = 1)))]
     pub name: String,
     #[serde(default)]
     pub access: Access,
     /// Open a pinned map at this bpffs path (e.g. one pinned by bpfman)
     /// instead of the bytecode object's map of that name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = r"^/")))]
     pub pin: Option<String>,
     /// Deliver this ring buffer or perf event array to the plugin's
     /// `on-events` export.
@@ -167,13 +209,16 @@ pub struct MapGrant {
 
 /// How events of one source are batched.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EventSource {
     /// The most events handed to the plugin in one call.
     #[serde(default = "EventSource::default_max_batch")]
+    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = 65536)))]
     pub max_batch: u32,
     /// Perf event arrays only: pages of the per-CPU buffer (a power of two).
     #[serde(default = "EventSource::default_perf_pages")]
+    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = 4096)))]
     pub perf_pages: u32,
     /// Drain the source at least this often even without a wakeup. Needed
     /// when the BPF program suppresses wakeups to stay cheap (see
@@ -181,6 +226,7 @@ pub struct EventSource {
     /// latency of the events that did not trigger one. Omitted: drain on
     /// wakeups only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = 60000)))]
     pub max_latency_ms: Option<u32>,
 }
 
@@ -208,18 +254,22 @@ impl Default for EventSource {
 
 /// Resource bounds of the plugin's sandbox.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Limits {
     /// Linear memory the component may grow to, in MiB.
     #[serde(default = "Limits::default_memory_mib")]
+    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = 4096)))]
     pub memory_mib: u32,
     /// Wall-clock bound on one call into the plugin (a batch, a tick, a
     /// collect), in milliseconds. A call past it is interrupted and the
     /// plugin restarted.
     #[serde(default = "Limits::default_call_timeout_ms")]
+    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = 600000)))]
     pub call_timeout_ms: u32,
     /// Label sets one metric may hold; samples for new sets past it are dropped.
     #[serde(default = "Limits::default_max_series")]
+    #[cfg_attr(feature = "schema", schemars(range(min = 1)))]
     pub max_series_per_metric: u32,
 }
 

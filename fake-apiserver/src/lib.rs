@@ -229,10 +229,24 @@ impl FakeApiServer {
                 .as_ref()
                 .expect("the runtime lives as long as the server");
             // The port was just released; std sets SO_REUSEADDR, so it can
-            // be bound again at once unless another process took it.
-            let listener = std::net::TcpListener::bind(self.addr).unwrap_or_else(|e| {
-                panic!("fake API server: cannot listen on {} again: {e}", self.addr)
-            });
+            // be bound again unless another process took it. The aborted
+            // accept loop drops its listener on the runtime's threads, a
+            // moment after `abort()`: retry briefly until it has.
+            let until = std::time::Instant::now() + Duration::from_secs(5);
+            let listener = loop {
+                match std::net::TcpListener::bind(self.addr) {
+                    Ok(l) => break l,
+                    Err(e)
+                        if e.kind() == std::io::ErrorKind::AddrInUse
+                            && std::time::Instant::now() < until =>
+                    {
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                    Err(e) => {
+                        panic!("fake API server: cannot listen on {} again: {e}", self.addr)
+                    }
+                }
+            };
             listener
                 .set_nonblocking(true)
                 .expect("fake API server: cannot make the listener non-blocking");

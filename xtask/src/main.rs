@@ -499,9 +499,20 @@ fn test(ws: &Workspace, cargo_args: &[OsString]) -> Result<()> {
         .map(|a| a.to_string_lossy())
         .take_while(|a| a != "--")
         .any(|a| a.starts_with("-p") || a == "--package" || a.starts_with("--package="));
+    // The operator's tests drive a real `conductor serve`: a binary of
+    // another package, which cargo builds only for that package's own tests
+    // (CARGO_BIN_EXE_*). A whole-workspace run builds it for the host's
+    // tests before any test runs; a run of selected packages builds it here.
+    // Either way the tests are told where it is.
+    if selects_packages {
+        ws.cargo()
+            .args(["build", "-p", "conductor-host", "--bin", "conductor"])
+            .run()?;
+    }
     let mut cmd = ws
         .cargo()
         .env("CONDUCTOR_ARTIFACTS", ws.artifacts())
+        .env("CONDUCTOR_BIN", ws.target.join("debug").join("conductor"))
         .arg("test");
     if !selects_packages {
         cmd = cmd.arg("--workspace");
