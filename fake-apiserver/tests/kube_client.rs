@@ -240,12 +240,10 @@ async fn watcher_follows_changes_resumes_and_relists_after_410() {
         .cloned()
         .collect();
     assert_eq!(relisted, ["init:c"], "{seen:?}");
+    // kube's watcher lists again only after a 410 (a broken connection
+    // makes it resume the watch instead), whether the 410 came on the open
+    // stream or on a new watch.
     assert!(fake.requests().iter().filter(|r| r.is_list()).count() > lists_before);
-    let watches_410 = fake.requests().iter().filter(|r| r.is_watch()).count();
-    assert!(
-        watches_410 >= 3,
-        "the watcher watched, resumed and rewatched: {watches_410}"
-    );
 }
 
 #[tokio::test]
