@@ -29,8 +29,9 @@ use crate::ringbuf::{Drained, RingReader};
 
 /// How soon events that arrived while a batch was being delivered are
 /// taken, when there are too few to take at once (see [`Delivered::soon`]).
-/// Waiting lets them gather into a batch worth a guest call; a quarter of
-/// the ring or the producer's wakeup threshold ends the wait earlier.
+/// Waiting lets them gather into a batch worth a guest call. If a quarter
+/// of the ring is already waiting they are taken at once, and a wakeup
+/// (e.g. the producer's threshold in `conductor.h`) ends the wait early.
 pub const SOON: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// Upper bound on the bytes of one batch, whatever `maxBatch` says, so one
