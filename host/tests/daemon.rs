@@ -41,6 +41,27 @@ fn wait_unloaded(ids: &[u32]) {
     }
 }
 
+/// Every log line the daemon keeps for `name` (no follow).
+async fn recent_logs(
+    c: &mut v1::conductor_client::ConductorClient<tonic::transport::Channel>,
+    name: &str,
+) -> Vec<v1::LogLine> {
+    let mut logs = c
+        .logs(v1::LogsRequest {
+            name: name.into(),
+            follow: false,
+            tail: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut lines = Vec::new();
+    while let Some(l) = logs.message().await.unwrap() {
+        lines.push(l);
+    }
+    lines
+}
+
 fn execs(plugin: &str, comm: &str) -> String {
     format!(
         r#"{}__execs_total{{plugin="{plugin}",comm="{comm}",namespace="",pod="",container=""}}"#,
@@ -112,19 +133,7 @@ async fn lifecycle_with_exec_counter_on_the_real_kernel() {
     assert_eq!(list[0].name, "ec-life");
 
     // The plugin's own log line, through Logs.
-    let mut logs = c
-        .logs(v1::LogsRequest {
-            name: "ec-life".into(),
-            follow: false,
-            tail: 0,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let mut lines = Vec::new();
-    while let Some(l) = logs.message().await.unwrap() {
-        lines.push(l);
-    }
+    let lines = recent_logs(&mut c, "ec-life").await;
     assert!(
         lines
             .iter()
@@ -857,19 +866,7 @@ async fn bad_requests_and_faults_get_clear_errors_and_change_nothing() {
         "{status:?}"
     );
     // The guest's panic message went to its stderr, which Logs keeps.
-    let mut logs = c
-        .logs(v1::LogsRequest {
-            name: "crash-loop".into(),
-            follow: false,
-            tail: 0,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let mut lines = Vec::new();
-    while let Some(l) = logs.message().await.unwrap() {
-        lines.push(l);
-    }
+    let lines = recent_logs(&mut c, "crash-loop").await;
     assert!(
         lines
             .iter()
