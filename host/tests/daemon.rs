@@ -41,6 +41,19 @@ fn wait_unloaded(ids: &[u32]) {
     }
 }
 
+/// Load `spec` without annotations, expecting a refusal.
+async fn load_err(
+    c: &mut v1::conductor_client::ConductorClient<tonic::transport::Channel>,
+    spec: v1::PluginSpec,
+) -> tonic::Status {
+    c.load(v1::LoadRequest {
+        spec: Some(spec),
+        annotations: HashMap::new(),
+    })
+    .await
+    .unwrap_err()
+}
+
 /// Every log line the daemon keeps for `name` (no follow).
 async fn recent_logs(
     c: &mut v1::conductor_client::ConductorClient<tonic::transport::Channel>,
@@ -740,38 +753,20 @@ async fn bad_requests_and_faults_get_clear_errors_and_change_nothing() {
 
     let mut relative = wire_spec(&steady_spec("relative", "x"));
     relative.component = "plugins/steady.wasm".into();
-    let err = c
-        .load(v1::LoadRequest {
-            spec: Some(relative),
-            annotations: HashMap::new(),
-        })
-        .await
-        .unwrap_err();
+    let err = load_err(&mut c, relative).await;
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().contains("absolute"), "{err:?}");
 
     let mut bad = wire_spec(&steady_spec("x", "x"));
     bad.name = "Not A DNS Label".into();
-    let err = c
-        .load(v1::LoadRequest {
-            spec: Some(bad),
-            annotations: HashMap::new(),
-        })
-        .await
-        .unwrap_err();
+    let err = load_err(&mut c, bad).await;
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().contains("name"), "{err:?}");
 
     // Oversized: refused before it is decoded.
     let mut huge = wire_spec(&steady_spec("huge", "x"));
     huge.config.insert("blob".into(), "x".repeat(2 << 20));
-    let err = c
-        .load(v1::LoadRequest {
-            spec: Some(huge),
-            annotations: HashMap::new(),
-        })
-        .await
-        .unwrap_err();
+    let err = load_err(&mut c, huge).await;
     assert!(
         matches!(err.code(), Code::OutOfRange | Code::ResourceExhausted),
         "{err:?}"
