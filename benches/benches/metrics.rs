@@ -16,8 +16,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use conductor_host::metrics::Metrics;
-use conductor_host::runtime::{Call, PluginHost, Runtime};
+use conductor_node::metrics::Metrics;
+use conductor_runtime::{Call, PluginHost, Runtime};
 
 const N: usize = 100_000;
 const ROUNDS: usize = 30;

@@ -35,9 +35,9 @@ use aya::programs::RawTracePoint;
 use aya::{Ebpf, EbpfLoader};
 use clap::Parser;
 use conductor_api::PluginSpec;
-use conductor_host::metrics::{LostLabels, Metrics, SourceLabels};
-use conductor_host::plugin::Plugin;
-use conductor_host::runtime::Runtime;
+use conductor_node::metrics::{LostLabels, Metrics, SourceLabels};
+use conductor_node::plugin::Plugin;
+use conductor_runtime::Runtime;
 use serde_json::json;
 
 #[derive(Parser, Debug, Clone)]
@@ -90,7 +90,7 @@ fn main() -> Result<()> {
         args.event_size % 8 == 0 && (16..=4096).contains(&args.event_size),
         "--event-size must be a multiple of 8 in 16..=4096"
     );
-    conductor_host::bpf::prepare_host();
+    conductor_kernel::object::prepare_host();
     let artifacts = artifacts()?;
     let bpffs = PathBuf::from(format!(
         "/sys/fs/bpf/conductor-bench-{}",
@@ -341,7 +341,7 @@ impl Bench {
         // Instantiated and initialised (and its thread named) before the
         // clock starts.
         wait_until(Duration::from_secs(30), || {
-            plugin.status().state == conductor_host::plugin::State::Running
+            plugin.status().state == conductor_node::plugin::State::Running
         })
         .context("the plugin did not start")?;
         let tid = find_thread(&format!("plugin-{name}"))?;
@@ -431,7 +431,7 @@ impl Bench {
         wait_until(Duration::from_secs(30), || {
             plugins
                 .iter()
-                .all(|p| p.status().state == conductor_host::plugin::State::Running)
+                .all(|p| p.status().state == conductor_node::plugin::State::Running)
         })?;
         std::thread::sleep(Duration::from_millis(200));
         let after = rss_bytes()?;

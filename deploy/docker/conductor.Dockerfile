@@ -15,7 +15,7 @@ COPY . .
 # `cargo xtask build` installs whatever else it misses (apt, as root here).
 RUN rustup toolchain install \
  && cargo xtask build \
- && cargo build --release --locked -p conductor-host --bin conductor \
+ && cargo build --release --locked -p conductor-cli --bin conductor \
  && mkdir -p /out/plugins \
  && cp target/release/conductor /out/ \
  && cp target/plugins/*.wasm target/plugins/*.bpf.o /out/plugins/

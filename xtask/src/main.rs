@@ -100,7 +100,7 @@ enum Task {
     /// Build, then run the whole test suite (needs root for the BPF tests).
     Test {
         /// Arguments passed on to `cargo test`, after `--`
-        /// (e.g. `cargo xtask test -- -p conductor-host maps`).
+        /// (e.g. `cargo xtask test -- -p conductor-runtime maps`).
         #[arg(last = true)]
         cargo_args: Vec<OsString>,
     },
@@ -506,7 +506,7 @@ fn test(ws: &Workspace, cargo_args: &[OsString]) -> Result<()> {
     // Either way the tests are told where it is.
     if selects_packages {
         ws.cargo()
-            .args(["build", "-p", "conductor-host", "--bin", "conductor"])
+            .args(["build", "-p", "conductor-cli", "--bin", "conductor"])
             .run()?;
     }
     let mut cmd = ws
@@ -525,7 +525,7 @@ fn test(ws: &Workspace, cargo_args: &[OsString]) -> Result<()> {
 fn demo(ws: &Workspace, metrics_addr: SocketAddr, conductor_args: &[OsString]) -> Result<()> {
     build(ws)?;
     ws.cargo()
-        .args(["build", "--release", "-p", "conductor-host"])
+        .args(["build", "--release", "-p", "conductor-cli"])
         .run()?;
     let conductor = ws.target.join("release").join("conductor");
     let spec = demo_spec(ws)?;

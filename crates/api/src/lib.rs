@@ -1,0 +1,13 @@
+//! Types shared by the eBPFConductor host, its CLI and the operator.
+//!
+//! This crate is deliberately light (no wasmtime, no aya) so that the
+//! operator and other clients can depend on it.
+
+pub mod spec;
+pub mod v1;
+pub mod wit;
+
+pub use spec::{
+    Access, AttachPoint, Bytecode, EventSource, FieldError, Limits, MapGrant, PluginSpec,
+    ProgramAttach, PullPolicy, SpecError, load_file, oci_reference,
+};

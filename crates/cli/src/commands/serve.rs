@@ -1,0 +1,78 @@
+//! `conductor serve`: the node daemon.
+
+use std::path::PathBuf;
+
+use conductor_daemon::DaemonConfig;
+
+use crate::args::NodeArgs;
+
+/// Run the node daemon: serve the conductor.v1 API on a Unix socket and
+/// keep the plugins it is asked to load running, across restarts.
+#[derive(clap::Args)]
+pub struct ServeArgs {
+    /// The Unix socket to serve on.
+    #[arg(long, default_value = conductor_api::v1::DEFAULT_SOCKET, env = "CONDUCTOR_SOCKET")]
+    pub socket: PathBuf,
+    /// Where the desired state (the loaded plugins) is kept.
+    #[arg(
+        long,
+        default_value = "/var/lib/conductor",
+        env = "CONDUCTOR_STATE_DIR"
+    )]
+    pub state_dir: PathBuf,
+    /// Group (name or gid) of the socket file, mode 0660 [default: the daemon's group].
+    #[arg(long, env = "CONDUCTOR_SOCKET_GROUP")]
+    pub socket_group: Option<String>,
+    /// Also allow clients running as this uid (root always may); repeatable.
+    #[arg(long = "allow-uid", value_delimiter = ',')]
+    pub allow_uids: Vec<u32>,
+    /// Allow clients in this group (name or gid); repeatable. [default: the socket's group]
+    #[arg(long = "allow-gid", value_delimiter = ',')]
+    pub allow_gids: Vec<String>,
+    /// Plugins compiling and attaching at the same time; more wait as Pending.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub max_parallel_loads: u64,
+    /// Log lines kept per plugin for `conductor logs`.
+    #[arg(long, default_value_t = conductor_node::logs::DEFAULT_LINES as u64, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub log_lines: u64,
+    #[command(flatten)]
+    pub node: NodeArgs,
+}
+
+pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let socket_group = args.socket_group.as_deref().map(gid).transpose()?;
+    let allow_gids = if args.allow_gids.is_empty() {
+        None
+    } else {
+        Some(
+            args.allow_gids
+                .iter()
+                .map(|g| gid(g))
+                .collect::<anyhow::Result<_>>()?,
+        )
+    };
+    let (node, registry) = args.node.config()?;
+    conductor_daemon::serve(DaemonConfig {
+        socket: args.socket,
+        state_dir: args.state_dir,
+        socket_group,
+        allow_uids: args.allow_uids,
+        allow_gids,
+        registry,
+        max_parallel_loads: args.max_parallel_loads as usize,
+        log_lines: args.log_lines as usize,
+        node,
+    })
+}
+
+/// A group name or number.
+fn gid(group: &str) -> anyhow::Result<u32> {
+    if let Ok(n) = group.parse() {
+        return Ok(n);
+    }
+    match nix::unistd::Group::from_name(group) {
+        Ok(Some(g)) => Ok(g.gid.as_raw()),
+        Ok(None) => anyhow::bail!("there is no group {group:?} (give a group name or a gid)"),
+        Err(e) => anyhow::bail!("cannot look up group {group:?}: {e}"),
+    }
+}

@@ -1,0 +1,198 @@
+//! The Grafana dashboard in deploy/grafana/ is valid JSON and every metric
+//! its queries name is one the host (or the exec-counter plugin) exports.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use conductor_node::metrics::{
+    CallLabels, FaultLabels, LostLabels, Metrics, PluginLabel, SourceLabels,
+};
+
+fn root() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+}
+
+/// Every sample name the host's own metrics expose (each family given one
+/// series, since empty families are not exposed).
+fn host_sample_names() -> BTreeSet<String> {
+    let m = Metrics::new();
+    let (plugin, source) = ("p".to_owned(), "s".to_owned());
+    let src = SourceLabels {
+        plugin: plugin.clone(),
+        source: source.clone(),
+    };
+    let pl = PluginLabel {
+        plugin: plugin.clone(),
+    };
+    m.host.events_received.get_or_create(&src).inc();
+    m.host.batches.get_or_create(&src).inc();
+    m.host
+        .events_lost
+        .get_or_create(&LostLabels {
+            plugin: plugin.clone(),
+            source,
+            reason: "kernel",
+        })
+        .inc();
+    m.host
+        .call_seconds
+        .get_or_create(&CallLabels {
+            plugin: plugin.clone(),
+            call: "tick",
+        })
+        .observe(0.1);
+    m.host
+        .faults
+        .get_or_create(&FaultLabels {
+            plugin,
+            kind: "trap",
+        })
+        .inc();
+    m.host.restarts.get_or_create(&pl).inc();
+    m.host.memory_bytes.get_or_create(&pl).set(1);
+    m.host.up.get_or_create(&pl).set(1);
+    m.host.series_dropped.get_or_create(&pl).inc();
+    m.host.otlp_exports("ok").inc();
+    m.encode()
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// PromQL aggregation operators (they may be followed by `by`, not `(`) and
+/// other keywords.
+const KEYWORDS: &[&str] = &[
+    "sum",
+    "min",
+    "max",
+    "avg",
+    "group",
+    "stddev",
+    "stdvar",
+    "count",
+    "count_values",
+    "bottomk",
+    "topk",
+    "quantile",
+    "bool",
+    "offset",
+    "and",
+    "or",
+    "unless",
+];
+
+/// Metric names in a PromQL expression: identifiers that are not followed by
+/// `(` (functions), not label names inside `{}` or `by (...)`, not keywords.
+fn metric_names(expr: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let (mut braces, mut parens_after_by) = (0, false);
+    let chars: Vec<char> = expr.chars().collect();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if c == '"' {
+            i += 1;
+            while i < chars.len() && chars[i] != '"' {
+                i += 1;
+            }
+        } else if c == '{' {
+            braces += 1;
+        } else if c == '}' {
+            braces -= 1;
+        } else if c == '[' {
+            while i < chars.len() && chars[i] != ']' {
+                i += 1;
+            }
+        } else if c == ')' {
+            parens_after_by = false;
+        } else if c.is_ascii_alphabetic() || c == '_' {
+            let start = i;
+            while i + 1 < chars.len()
+                && (chars[i + 1].is_ascii_alphanumeric() || chars[i + 1] == '_')
+            {
+                i += 1;
+            }
+            let word: String = chars[start..=i].iter().collect();
+            let next = chars[i + 1..].iter().find(|c| !c.is_whitespace());
+            if [
+                "by",
+                "without",
+                "on",
+                "ignoring",
+                "group_left",
+                "group_right",
+            ]
+            .contains(&word.as_str())
+            {
+                parens_after_by = true;
+            } else if braces == 0
+                && !parens_after_by
+                && next != Some(&'(')
+                && !KEYWORDS.contains(&word.as_str())
+            {
+                names.push(word);
+            }
+        }
+        i += 1;
+    }
+    names
+}
+
+#[test]
+fn dashboard_queries_name_metrics_the_host_exports() {
+    let path = root().join("deploy/grafana/conductor.json");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let host = host_sample_names();
+    let exec_counter =
+        std::fs::read_to_string(root().join("plugins/exec-counter/src/lib.rs")).unwrap();
+
+    let mut exprs = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            exprs.push(target["expr"].as_str().unwrap().to_owned());
+        }
+    }
+    for var in dashboard["templating"]["list"].as_array().unwrap() {
+        if var["type"] == "query" {
+            let q = var["query"].as_str().unwrap();
+            let inner = q
+                .strip_prefix("label_values(")
+                .and_then(|q| q.rsplit_once(',').map(|(e, _)| e.to_owned()))
+                .unwrap();
+            exprs.push(inner);
+        }
+    }
+    assert!(exprs.len() >= 10, "{exprs:?}");
+
+    let mut seen = 0;
+    for expr in &exprs {
+        for name in metric_names(expr) {
+            seen += 1;
+            if let Some(metric) = name.strip_prefix("exec_counter__") {
+                let declared = metric.strip_suffix("_total").unwrap_or(metric);
+                assert!(
+                    exec_counter.contains(&format!("declare(\"{declared}\"")),
+                    "{name} in {expr:?} is not declared by plugins/exec-counter"
+                );
+            } else {
+                assert!(
+                    host.contains(&name),
+                    "{name} in {expr:?} is not a metric the host exports; it exports {host:?}"
+                );
+            }
+        }
+    }
+    assert!(seen >= exprs.len(), "every query names a metric");
+    // The tokenizer itself: functions, labels and grouping are not metrics.
+    assert_eq!(
+        metric_names(
+            r#"histogram_quantile(0.99, sum by (le, plugin) (rate(x_bucket{plugin=~"$p"}[5m])))"#
+        ),
+        vec!["x_bucket"]
+    );
+}

@@ -1,0 +1,530 @@
+//! The metrics pipelines end to end: a real Prometheus scraping the host
+//! running the real exec-counter plugin, promtool on a real scrape, OTLP
+//! (gRPC and HTTP/protobuf) into receivers built on `opentelemetry-proto`,
+//! the cardinality cap, and slow and failing collect hooks.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use conductor_test_support::*;
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
+    MetricsService, MetricsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value};
+use opentelemetry_proto::tonic::metrics::v1::{AggregationTemporality, metric, number_data_point};
+use prost::Message;
+
+#[test]
+fn prometheus_scrapes_the_host_and_promtool_accepts_the_exposition() {
+    if !require_root() {
+        return;
+    }
+    // promtool flags metric names that contain a type name, so this test
+    // names the plugin `execs` rather than `exec-counter`.
+    let host = Host::start(&exec_counter_spec("execs"));
+    let prometheus = Prometheus::start(&host.target());
+    let bin = UniqueBinary::new("cndtprom");
+    const N: usize = 7;
+    bin.run(N);
+
+    // Prometheus negotiated OpenMetrics, stored the series under the
+    // plugin's namespace and answers with exactly the execs we ran.
+    let execs = prometheus.wait_for(
+        &format!(
+            r#"execs__execs_total{{plugin="execs",comm="{}"}}"#,
+            bin.comm
+        ),
+        Duration::from_secs(60),
+        |v| v >= N as f64,
+    );
+    assert_eq!(execs, N as f64);
+    assert_eq!(
+        prometheus.wait_for(r#"up{job="conductor"}"#, Duration::from_secs(30), |v| v
+            == 1.0),
+        1.0
+    );
+    let up = prometheus.query(r#"conductor_plugin_up{plugin="execs"}"#);
+    assert_eq!(up.len(), 1, "{up:?}");
+    assert_eq!(up[0].1, 1.0);
+    // Histograms arrive as Prometheus histograms.
+    assert!(
+        !prometheus
+            .query(
+                r#"conductor_plugin_call_duration_seconds_bucket{plugin="execs",call="on_events"}"#
+            )
+            .is_empty()
+    );
+
+    // curl and promtool get the classic text format, which promtool accepts.
+    let (content_type, text) = host.scrape_classic();
+    assert!(
+        content_type.starts_with("text/plain; version=0.0.4"),
+        "{content_type}"
+    );
+    assert!(text.contains(&format!(
+        r#"execs__execs_total{{plugin="execs",comm="{}",namespace="",pod="",container=""}} {N}"#,
+        bin.comm
+    )));
+    let (ok, lint) = promtool_check_metrics(&text);
+    assert!(ok && lint.trim().is_empty(), "promtool: {lint}\n{text}");
+    assert!(host.stop().success());
+}
+
+/// What a receiver got: each request, with the headers it came with.
+type Received = Arc<Mutex<Vec<(BTreeMap<String, String>, ExportMetricsServiceRequest)>>>;
+
+struct GrpcReceiver(Received);
+
+#[tonic::async_trait]
+impl MetricsService for GrpcReceiver {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportMetricsServiceRequest>,
+    ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
+        let headers = request
+            .metadata()
+            .iter()
+            .filter_map(|kv| match kv {
+                tonic::metadata::KeyAndValueRef::Ascii(k, v) => {
+                    Some((k.to_string(), v.to_str().ok()?.to_owned()))
+                }
+                tonic::metadata::KeyAndValueRef::Binary(..) => None,
+            })
+            .collect();
+        self.0.lock().unwrap().push((headers, request.into_inner()));
+        Ok(tonic::Response::new(ExportMetricsServiceResponse::default()))
+    }
+}
+
+/// An OTLP receiver on loopback: gRPC or HTTP/protobuf (`POST /v1/metrics`).
+struct Receiver {
+    received: Received,
+    addr: SocketAddr,
+    _rt: tokio::runtime::Runtime,
+}
+
+impl Receiver {
+    fn start(grpc: bool) -> Self {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let received = Received::default();
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        let sink = received.clone();
+        if grpc {
+            let incoming = tonic::transport::server::TcpIncoming::from(listener);
+            rt.spawn(
+                tonic::transport::Server::builder()
+                    .add_service(MetricsServiceServer::new(GrpcReceiver(sink)))
+                    .serve_with_incoming(incoming),
+            );
+        } else {
+            let app = axum::Router::new().route(
+                "/v1/metrics",
+                axum::routing::post(
+                    move |headers: axum::http::HeaderMap, body: axum::body::Bytes| async move {
+                        let headers = headers
+                            .iter()
+                            .filter_map(|(k, v)| Some((k.to_string(), v.to_str().ok()?.to_owned())))
+                            .collect();
+                        match ExportMetricsServiceRequest::decode(body) {
+                            Ok(req) => {
+                                sink.lock().unwrap().push((headers, req));
+                                (axum::http::StatusCode::OK, Vec::new())
+                            }
+                            Err(e) => (
+                                axum::http::StatusCode::BAD_REQUEST,
+                                e.to_string().into_bytes(),
+                            ),
+                        }
+                    },
+                ),
+            );
+            rt.spawn(async move { axum::serve(listener, app).await });
+        }
+        Self {
+            received,
+            addr,
+            _rt: rt,
+        }
+    }
+
+    /// Wait for an export in which `find` finds a value satisfying `ok`.
+    fn wait_for(
+        &self,
+        timeout: Duration,
+        find: impl Fn(&ExportMetricsServiceRequest) -> Option<f64>,
+        ok: impl Fn(f64) -> bool,
+    ) -> (BTreeMap<String, String>, ExportMetricsServiceRequest) {
+        let until = Instant::now() + timeout;
+        loop {
+            if let Some(hit) = self
+                .received
+                .lock()
+                .unwrap()
+                .iter()
+                .rev()
+                .find(|(_, r)| find(r).is_some_and(&ok))
+            {
+                return hit.clone();
+            }
+            assert!(
+                Instant::now() < until,
+                "no matching OTLP export within {timeout:?}; got {} exports",
+                self.received.lock().unwrap().len()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+fn string_attr(attrs: &[KeyValue], key: &str) -> Option<String> {
+    attrs.iter().find(|kv| kv.key == key).and_then(|kv| {
+        match kv.value.as_ref()?.value.as_ref()? {
+            any_value::Value::StringValue(s) => Some(s.clone()),
+            _ => None,
+        }
+    })
+}
+
+/// The value of the data point of sum or gauge `name` whose attributes
+/// include `attrs`.
+fn point(req: &ExportMetricsServiceRequest, name: &str, attrs: &[(&str, &str)]) -> Option<f64> {
+    let metric = req
+        .resource_metrics
+        .iter()
+        .flat_map(|r| &r.scope_metrics)
+        .flat_map(|s| &s.metrics)
+        .find(|m| m.name == name)?;
+    let points = match metric.data.as_ref()? {
+        metric::Data::Sum(s) => &s.data_points,
+        metric::Data::Gauge(g) => &g.data_points,
+        _ => return None,
+    };
+    let p = points.iter().find(|p| {
+        attrs
+            .iter()
+            .all(|(k, v)| string_attr(&p.attributes, k).as_deref() == Some(*v))
+    })?;
+    match p.value? {
+        number_data_point::Value::AsDouble(v) => Some(v),
+        number_data_point::Value::AsInt(v) => Some(v as f64),
+    }
+}
+
+#[test]
+fn otlp_grpc_receiver_gets_the_values_prometheus_shows() {
+    if !require_root() {
+        return;
+    }
+    let receiver = Receiver::start(true);
+    let endpoint = format!("http://{}", receiver.addr);
+    let host = Host::start_with(
+        &exec_counter_spec("exec-counter"),
+        None,
+        &[
+            "--otlp-endpoint",
+            &endpoint,
+            "--otlp-protocol",
+            "grpc",
+            "--otlp-interval-ms",
+            "300",
+            "--otlp-header",
+            "x-tenant=team-a",
+            "--resource-attr",
+            "k8s.node.name=node-1,k8s.pod.name=conductor-abc",
+        ],
+        &[],
+    );
+    let bin = UniqueBinary::new("cndtotlp");
+    const N: usize = 9;
+    bin.run(N);
+    let series = format!(
+        r#"exec_counter__execs_total{{plugin="exec-counter",comm="{}",namespace="",pod="",container=""}}"#,
+        bin.comm
+    );
+    let scraped = host.wait_for_metric(&series, Duration::from_secs(15), |v| v >= N as f64);
+    assert_eq!(scraped, N as f64);
+
+    let comm = bin.comm.clone();
+    let (headers, req) = receiver.wait_for(
+        Duration::from_secs(30),
+        |r| {
+            point(
+                r,
+                "exec_counter__execs",
+                &[("plugin", "exec-counter"), ("comm", &comm)],
+            )
+        },
+        |v| v >= N as f64,
+    );
+    let pushed = point(&req, "exec_counter__execs", &[("comm", &bin.comm)]).unwrap();
+    assert_eq!(pushed, scraped, "OTLP and Prometheus views differ");
+    assert_eq!(headers.get("x-tenant").map(String::as_str), Some("team-a"));
+
+    let resource = &req.resource_metrics[0]
+        .resource
+        .as_ref()
+        .unwrap()
+        .attributes;
+    assert_eq!(
+        string_attr(resource, "service.name").as_deref(),
+        Some("conductor")
+    );
+    assert_eq!(
+        string_attr(resource, "k8s.node.name").as_deref(),
+        Some("node-1")
+    );
+    assert_eq!(
+        string_attr(resource, "k8s.pod.name").as_deref(),
+        Some("conductor-abc")
+    );
+    let execs = req.resource_metrics[0].scope_metrics[0]
+        .metrics
+        .iter()
+        .find(|m| m.name == "exec_counter__execs")
+        .unwrap();
+    let Some(metric::Data::Sum(sum)) = &execs.data else {
+        panic!("{execs:?}")
+    };
+    assert!(sum.is_monotonic);
+    assert_eq!(
+        sum.aggregation_temporality,
+        AggregationTemporality::Cumulative as i32
+    );
+    // The host's own metrics travel too, histograms included.
+    assert!(
+        req.resource_metrics[0].scope_metrics[0]
+            .metrics
+            .iter()
+            .any(|m| {
+                m.name == "conductor_plugin_call_duration_seconds"
+                    && matches!(m.data, Some(metric::Data::Histogram(_)))
+            })
+    );
+    assert!(host.stop().success());
+}
+
+#[test]
+fn otlp_http_protobuf_with_delta_temporality_from_otel_environment() {
+    if !require_root() {
+        return;
+    }
+    let receiver = Receiver::start(false);
+    let endpoint = format!("http://{}", receiver.addr);
+    let spec = format!(
+        "name: ticker\ncomponent: {}\ntickIntervalMs: 20\n",
+        path_str(&artifact("testing_steady.wasm"))
+    );
+    // Configured through the standard variables only.
+    let host = Host::start_with(
+        &spec,
+        None,
+        &[],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+            ("OTEL_METRIC_EXPORT_INTERVAL", "300"),
+            ("OTEL_EXPORTER_OTLP_HEADERS", "authorization=Bearer%20t0k"),
+            ("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", "delta"),
+            (
+                "OTEL_RESOURCE_ATTRIBUTES",
+                "k8s.namespace.name=observability",
+            ),
+            ("OTEL_SERVICE_NAME", "conductor-node"),
+        ],
+    );
+    // Two exports that both saw ticks: with delta temporality each carries
+    // only the ticks since the previous one, so together they stay below
+    // the cumulative count the host serves afterwards.
+    let (headers, first) = receiver.wait_for(
+        Duration::from_secs(30),
+        |r| point(r, "ticker__ticks", &[("plugin", "ticker")]),
+        |v| v > 0.0,
+    );
+    assert_eq!(
+        headers.get("authorization").map(String::as_str),
+        Some("Bearer t0k")
+    );
+    assert_eq!(
+        headers.get("content-type").map(String::as_str),
+        Some("application/x-protobuf")
+    );
+    let resource = &first.resource_metrics[0]
+        .resource
+        .as_ref()
+        .unwrap()
+        .attributes;
+    assert_eq!(
+        string_attr(resource, "service.name").as_deref(),
+        Some("conductor-node")
+    );
+    assert_eq!(
+        string_attr(resource, "k8s.namespace.name").as_deref(),
+        Some("observability")
+    );
+    let ticks = first.resource_metrics[0].scope_metrics[0]
+        .metrics
+        .iter()
+        .find(|m| m.name == "ticker__ticks")
+        .unwrap();
+    let Some(metric::Data::Sum(sum)) = &ticks.data else {
+        panic!("{ticks:?}")
+    };
+    assert_eq!(
+        sum.aggregation_temporality,
+        AggregationTemporality::Delta as i32
+    );
+
+    // Wait for a few exports, then compare their sum with the cumulative value.
+    let until = Instant::now() + Duration::from_secs(30);
+    while receiver.received.lock().unwrap().len() < 4 {
+        assert!(Instant::now() < until, "fewer than 4 exports in 30 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let pushed_total: f64 = receiver
+        .received
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|(_, r)| point(r, "ticker__ticks", &[("plugin", "ticker")]))
+        .sum();
+    let served = value(&host.scrape(), r#"ticker__ticks_total{plugin="ticker"}"#).unwrap();
+    assert!(
+        pushed_total > 0.0 && pushed_total <= served,
+        "deltas {pushed_total}, cumulative {served}"
+    );
+    assert!(host.stop().success());
+}
+
+fn collector(name: &str, extra: &str) -> String {
+    format!(
+        "name: {name}\ncomponent: {}\nlimits:\n  callTimeoutMs: 30000\n  maxSeriesPerMetric: 5\n{extra}",
+        path_str(&artifact("testing_collector.wasm"))
+    )
+}
+
+#[test]
+fn slow_and_failing_collect_hooks_do_not_fail_the_scrape() {
+    if !require_root() {
+        return;
+    }
+    let spec = [
+        collector("slow", "config:\n  mode: slow\n  delayMs: \"8000\"\n"),
+        collector("failing", "config:\n  mode: error\n"),
+        collector("fine", "config:\n  series: \"8\"\n"),
+    ]
+    .join("---\n");
+    let host = Host::start(&spec);
+
+    // The first scrape waits at most the collect deadline (500 ms), not for
+    // the slow plugin's 8 s: it shows the slow plugin's last value (0).
+    let text = host.scrape();
+    assert_eq!(
+        value(&text, r#"slow__collected{plugin="slow"}"#),
+        Some(0.0),
+        "{text}"
+    );
+    // The healthy plugin is collected on every scrape.
+    host.wait_for_metric(
+        r#"fine__collected{plugin="fine"}"#,
+        Duration::from_secs(30),
+        |v| v >= 1.0,
+    );
+    // The failing collect is reported as a fault of that plugin alone, and
+    // every scrape still succeeds.
+    host.wait_for_metric(
+        r#"conductor_plugin_faults_total{plugin="failing",kind="error"}"#,
+        Duration::from_secs(30),
+        |v| v >= 1.0,
+    );
+    assert!(
+        value(
+            &host.scrape(),
+            r#"conductor_plugin_faults_total{plugin="fine""#
+        )
+        .is_none()
+    );
+    // The slow collect does finish, and a later scrape shows its value.
+    host.wait_for_metric(
+        r#"slow__collected{plugin="slow"}"#,
+        Duration::from_secs(60),
+        |v| v >= 1.0,
+    );
+    let text = host.scrape();
+
+    // Cardinality cap: 8 label values against a cap of 5. The plugin got the
+    // typed error for each refused sample, the host counted them, and only
+    // 5 series exist.
+    assert_eq!(
+        value(&text, r#"fine__capped{plugin="fine"}"#),
+        Some(3.0),
+        "{text}"
+    );
+    assert_eq!(value(&text, r#"fine__cap_limit{plugin="fine"}"#), Some(5.0));
+    assert_eq!(
+        value(
+            &text,
+            r#"conductor_plugin_series_dropped_total{plugin="fine"}"#
+        ),
+        Some(3.0)
+    );
+    let series = text
+        .lines()
+        .filter(|l| l.starts_with("fine__labelled_total{"))
+        .count();
+    assert_eq!(series, 5, "{text}");
+    assert!(host.stop().success());
+}
+
+#[test]
+fn an_unreachable_collector_is_counted_and_never_fatal() {
+    if !require_root() {
+        return;
+    }
+    let spec = format!(
+        "name: ticker\ncomponent: {}\ntickIntervalMs: 50\n",
+        path_str(&artifact("testing_steady.wasm"))
+    );
+    // Nothing listens there: every export fails.
+    let endpoint = format!("http://127.0.0.1:{}", free_port());
+    for protocol in ["grpc", "http/protobuf"] {
+        let host = Host::start_with(
+            &spec,
+            None,
+            &[
+                "--otlp-endpoint",
+                &endpoint,
+                "--otlp-protocol",
+                protocol,
+                "--otlp-interval-ms",
+                "100",
+                "--otlp-timeout-ms",
+                "1000",
+            ],
+            &[],
+        );
+        host.wait_for_metric(
+            r#"conductor_otlp_exports_total{outcome="error"}"#,
+            Duration::from_secs(30),
+            |v| v >= 2.0,
+        );
+        // The host keeps running its plugins and serving scrapes.
+        host.wait_for_metric(
+            r#"ticker__ticks_total{plugin="ticker"}"#,
+            Duration::from_secs(30),
+            |v| v >= 1.0,
+        );
+        assert!(host.stop().success(), "{protocol}");
+    }
+}

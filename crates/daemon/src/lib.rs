@@ -1,0 +1,843 @@
+//! `conductor serve`: the node daemon behind the `conductor.v1` gRPC API on
+//! a Unix socket.
+//!
+//! - One daemon per socket and per state directory (`flock`ed lock files);
+//!   a socket file left by a dead daemon is replaced.
+//! - The socket is created under a temporary name, given mode 0660 and its
+//!   group, then renamed into place, so it is never reachable with looser
+//!   permissions. Every request's peer (SO_PEERCRED) is checked against an
+//!   allow-list of uids and gids: others get `PERMISSION_DENIED`.
+//! - The desired state is persisted after every successful change
+//!   ([`crate::state`]) and restored at start.
+//! - Loads run as tasks of their own: a client that goes away does not
+//!   leave a half-done load behind, and a slow pull holds no lock.
+
+pub mod state;
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::SystemTime;
+
+use anyhow::Context;
+use conductor_api::v1::conductor_server::{Conductor, ConductorServer};
+use conductor_api::v1::{self, watch_event};
+use conductor_api::{PluginSpec, oci_reference};
+use futures_util::Stream;
+use tokio::sync::{Semaphore, broadcast};
+use tonic::{Request, Response, Status};
+
+use conductor_node::logs::{self, LogRecord};
+use conductor_node::manager::{Change, Manager, ManagerError, Phase, PluginInfo, Ticket};
+use conductor_node::node::{Node, NodeConfig, Services};
+use conductor_oci::{self as oci, RegistryOptions};
+
+use crate::state::{PersistedPlugin, StateDir};
+
+/// Largest request accepted (a spec with its config and annotations is a
+/// few KiB; this leaves room without letting a client make the daemon
+/// buffer much).
+pub const MAX_REQUEST_BYTES: usize = 1 << 20;
+/// Annotations of one plugin, keys and values together (as Kubernetes).
+pub const MAX_ANNOTATION_BYTES: usize = 256 * 1024;
+
+pub struct DaemonConfig {
+    pub socket: PathBuf,
+    pub state_dir: PathBuf,
+    /// Group of the socket file (default: the daemon's own group).
+    pub socket_group: Option<u32>,
+    /// Peers allowed by uid (root is always allowed).
+    pub allow_uids: Vec<u32>,
+    /// Peers allowed by group; `None`: the socket's group.
+    pub allow_gids: Option<Vec<u32>>,
+    pub registry: RegistryOptions,
+    /// Loads compiling and attaching at once; more wait as `Pending`.
+    pub max_parallel_loads: usize,
+    /// Log lines kept per plugin.
+    pub log_lines: usize,
+    /// Metrics, caches, OTLP and the workload cache: what `conductor run`
+    /// is configured with too.
+    pub node: NodeConfig,
+}
+
+/// Run the daemon until SIGINT/SIGTERM.
+pub fn serve(config: DaemonConfig) -> anyhow::Result<()> {
+    logs::hub().set_capacity(config.log_lines);
+    // Claim the state directory and the socket before touching the kernel.
+    let state = StateDir::open(&config.state_dir)?;
+    let _state_lock = lock(
+        &state.path().join("lock"),
+        "state directory",
+        state.path(),
+        "--state-dir",
+    )?;
+    let socket_lock_path = lock_path(&config.socket);
+    if let Some(parent) = config.socket.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create {}", parent.display()))?;
+    }
+    let _socket_lock = lock(&socket_lock_path, "socket", &config.socket, "--socket")?;
+    let persisted = state.load()?;
+
+    // The desired state stays on disk when the node stops: a restart
+    // brings the plugins back.
+    let node = Node::new(config.node.clone())?;
+    node.run(|services| run(config, state, persisted, services))
+}
+
+async fn run(
+    config: DaemonConfig,
+    state: StateDir,
+    persisted: Vec<PersistedPlugin>,
+    services: Services,
+) -> anyhow::Result<()> {
+    let group = config
+        .socket_group
+        .unwrap_or_else(|| nix::unistd::getegid().as_raw());
+    let listener = bind_socket(&config.socket, group)?;
+    let ready = services.ready.clone();
+    let manager = services.manager.clone();
+
+    let api = Api {
+        manager: manager.clone(),
+        store: Arc::new(oci::Store::new(&config.node.cache_dir)),
+        registry: Arc::new(config.registry),
+        state: Arc::new(tokio::sync::Mutex::new(state)),
+        load_slots: Arc::new(Semaphore::new(config.max_parallel_loads.max(1))),
+    };
+
+    // Bring the persisted plugins back, in parallel, while already serving.
+    let restore = {
+        let api = api.clone();
+        let ready = ready.clone();
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let total = persisted.len();
+            let mut tasks = Vec::new();
+            for p in persisted {
+                let name = p.spec.name.clone();
+                let ticket = match api
+                    .manager
+                    .reserve(&p.spec, p.annotations, p.generation, true)
+                {
+                    Ok(t) => t,
+                    Err(e) => {
+                        tracing::error!(plugin = %name, "cannot restore: {e}");
+                        continue;
+                    }
+                };
+                let api = api.clone();
+                tasks.push(tokio::spawn(async move {
+                    match api.bring_up(ticket.clone(), &p.spec, true).await {
+                        Ok(_) => None,
+                        Err(status) => {
+                            tracing::error!(
+                                plugin = %name,
+                                retry_in_s = RESTORE_RETRY_FIRST.as_secs(),
+                                "could not restore the plugin (listed as Failed until a retry works): {}",
+                                status.message()
+                            );
+                            Some((ticket, p.spec))
+                        }
+                    }
+                }));
+            }
+            let mut retries = Vec::new();
+            for t in tasks {
+                if let Ok(Some(retry)) = t.await {
+                    retries.push(retry);
+                }
+            }
+            // Ready once every plugin had its first attempt.
+            ready.store(true, Ordering::Release);
+            for (ticket, spec) in retries {
+                tokio::spawn(api.clone().retry_restore(ticket, spec));
+            }
+            let failed = api
+                .manager
+                .list()
+                .iter()
+                .filter(|p| p.phase == Phase::Failed)
+                .count();
+            tracing::info!(
+                plugins = total,
+                failed,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "desired state restored"
+            );
+        })
+    };
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<ConductorServer<Api>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(v1::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .context("cannot build the reflection service")?;
+    let allow = Arc::new(Allow {
+        uids: std::iter::once(0).chain(config.allow_uids).collect(),
+        gids: config.allow_gids.unwrap_or_else(|| vec![group]),
+    });
+    tracing::info!(
+        socket = %config.socket.display(),
+        group,
+        allowed_uids = ?allow.uids,
+        allowed_gids = ?allow.gids,
+        "serving the node API"
+    );
+    let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+    let grpc = tonic::transport::Server::builder()
+        .layer(tonic::service::InterceptorLayer::new(move |req| {
+            allow.check(req)
+        }))
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(
+            ConductorServer::new(api)
+                .max_decoding_message_size(MAX_REQUEST_BYTES)
+                .max_encoding_message_size(16 * MAX_REQUEST_BYTES),
+        )
+        .serve_with_incoming_shutdown(incoming, {
+            let services = services.clone();
+            async move { services.stopped().await }
+        });
+    let grpc = tokio::spawn(grpc);
+
+    services.stopped().await;
+    tracing::info!("detaching every plugin (they come back at the next start)");
+    restore.abort();
+    // Open Watch/Logs streams would hold the server up; give it a moment.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), grpc).await;
+    let _ = std::fs::remove_file(&config.socket);
+    Ok(())
+}
+
+/// Where the lock guarding `socket` lives: beside it.
+fn lock_path(socket: &Path) -> PathBuf {
+    let mut name = socket.file_name().unwrap_or_default().to_os_string();
+    name.push(".lock");
+    socket.with_file_name(name)
+}
+
+/// Take an exclusive `flock` on `path` (kept for the life of the process)
+/// and write our pid into it.
+fn lock(
+    path: &Path,
+    what: &str,
+    guarded: &Path,
+    flag: &str,
+) -> anyhow::Result<nix::fcntl::Flock<std::fs::File>> {
+    use std::io::{Read, Seek, Write};
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .with_context(|| format!("cannot open the lock file {}", path.display()))?;
+    match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+        Ok(mut locked) => {
+            locked.set_len(0)?;
+            locked.rewind()?;
+            writeln!(locked, "{}", std::process::id())?;
+            Ok(locked)
+        }
+        Err((mut file, errno)) => {
+            let mut pid = String::new();
+            let _ = file.read_to_string(&mut pid);
+            let pid = pid.trim();
+            if errno == nix::errno::Errno::EWOULDBLOCK {
+                anyhow::bail!(
+                    "another conductor daemon{} is already using the {what} {}; stop it first, or give this one another {flag}",
+                    if pid.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (pid {pid})")
+                    },
+                    guarded.display()
+                )
+            }
+            anyhow::bail!("cannot lock {}: {errno}", path.display())
+        }
+    }
+}
+
+/// Create the socket with mode 0660 and group `group` before anyone can
+/// reach it; a stale socket of a dead daemon (we hold the lock) is replaced.
+fn bind_socket(path: &Path, group: u32) -> anyhow::Result<tokio::net::UnixListener> {
+    use std::os::unix::fs::FileTypeExt;
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        anyhow::ensure!(
+            meta.file_type().is_socket(),
+            "{} exists and is not a socket; remove it or choose another --socket",
+            path.display()
+        );
+        tracing::info!(socket = %path.display(), "removing the stale socket of a daemon that is gone");
+        std::fs::remove_file(path)
+            .with_context(|| format!("cannot remove the stale socket {}", path.display()))?;
+    }
+    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
+    tmp_name.push(format!(".{}.tmp", std::process::id()));
+    let tmp = path.with_file_name(tmp_name);
+    let _ = std::fs::remove_file(&tmp);
+    let listener = tokio::net::UnixListener::bind(&tmp)
+        .with_context(|| format!("cannot listen on {}", tmp.display()))?;
+    let setup = || -> anyhow::Result<()> {
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o660))?;
+        nix::unistd::chown(&tmp, None, Some(nix::unistd::Gid::from_raw(group)))
+            .with_context(|| format!("cannot give the socket group {group}"))?;
+        std::fs::rename(&tmp, path)?;
+        Ok(())
+    };
+    if let Err(e) = setup() {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e.context(format!("cannot set up the socket {}", path.display())));
+    }
+    Ok(listener)
+}
+
+/// Who may call the API.
+struct Allow {
+    uids: Vec<u32>,
+    gids: Vec<u32>,
+}
+
+impl Allow {
+    fn check(&self, req: Request<()>) -> Result<Request<()>, Status> {
+        let cred = req
+            .extensions()
+            .get::<tonic::transport::server::UdsConnectInfo>()
+            .and_then(|i| i.peer_cred);
+        let Some(cred) = cred else {
+            return Err(Status::permission_denied(
+                "the peer's credentials (SO_PEERCRED) are unknown; connect over the daemon's Unix socket",
+            ));
+        };
+        if self.uids.contains(&cred.uid()) || self.gids.contains(&cred.gid()) {
+            return Ok(req);
+        }
+        // Supplementary groups of the peer process.
+        if let Some(pid) = cred.pid()
+            && supplementary_groups(pid)
+                .iter()
+                .any(|g| self.gids.contains(g))
+        {
+            return Ok(req);
+        }
+        tracing::warn!(
+            uid = cred.uid(),
+            gid = cred.gid(),
+            pid = cred.pid(),
+            "refused a client that is not on the allow-list"
+        );
+        Err(Status::permission_denied(format!(
+            "uid {} (gid {}) may not use the conductor daemon: allowed are uids {:?} and groups {:?} \
+             (see `conductor serve --allow-uid/--allow-gid/--socket-group`)",
+            cred.uid(),
+            cred.gid(),
+            self.uids,
+            self.gids
+        )))
+    }
+}
+
+/// Who sent a request, for the log of changes: `uid <uid> pid <pid>`.
+fn peer<T>(req: &Request<T>) -> String {
+    match req
+        .extensions()
+        .get::<tonic::transport::server::UdsConnectInfo>()
+        .and_then(|i| i.peer_cred)
+    {
+        Some(c) => match c.pid() {
+            Some(pid) => format!("uid {} pid {pid}", c.uid()),
+            None => format!("uid {}", c.uid()),
+        },
+        None => "unknown peer".to_owned(),
+    }
+}
+
+fn supplementary_groups(pid: i32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("Groups:").map(|g| {
+                    g.split_whitespace()
+                        .filter_map(|x| x.parse().ok())
+                        .collect()
+                })
+            })
+        })
+        .unwrap_or_default()
+}
+
+/// First retry of a persisted plugin that could not be restored; doubles
+/// up to `RESTORE_RETRY_MAX`.
+const RESTORE_RETRY_FIRST: std::time::Duration = std::time::Duration::from_secs(2);
+const RESTORE_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(300);
+
+#[derive(Clone)]
+struct Api {
+    manager: Arc<Manager>,
+    store: Arc<oci::Store>,
+    registry: Arc<RegistryOptions>,
+    state: Arc<tokio::sync::Mutex<StateDir>>,
+    load_slots: Arc<Semaphore>,
+}
+
+impl Api {
+    /// Pull, then load a reserved plugin (waiting for a load slot).
+    /// `restoring`: from the persisted state, where a failure leaves the
+    /// plugin listed as Failed; otherwise a failure forgets it.
+    async fn bring_up(
+        &self,
+        ticket: Ticket,
+        spec: &PluginSpec,
+        restoring: bool,
+    ) -> Result<PluginInfo, Status> {
+        let fail = |status: Status| {
+            if restoring {
+                self.manager.fail(&ticket, status.message().to_owned());
+            } else {
+                self.manager.discard(&ticket);
+            }
+            status
+        };
+        let cancelled = || manager_status(ManagerError::Cancelled(spec.name.clone()));
+        let mut unloaded = ticket.clone();
+        let resolved = tokio::select! {
+            r = self.resolve(spec, Some(&ticket)) => r.map_err(fail)?,
+            _ = unloaded.cancelled() => return Err(cancelled()),
+        };
+        let permit = match self.load_slots.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                self.manager.set_phase(&ticket, Phase::Pending, None);
+                tokio::select! {
+                    p = self.load_slots.clone().acquire_owned() => {
+                        p.map_err(|_| fail(Status::unavailable("the daemon is stopping")))?
+                    }
+                    _ = unloaded.cancelled() => return Err(cancelled()),
+                }
+            }
+        };
+        let manager = self.manager.clone();
+        let t = ticket.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            manager.activate(&t, &resolved, Path::new("/"), true)
+        })
+        .await
+        .map_err(|e| fail(Status::internal(format!("the load task failed: {e}"))))?;
+        result.map_err(|e| fail(manager_status(e)))
+    }
+
+    /// Retry restoring a plugin with a backoff until it loads, or is
+    /// unloaded or updated meanwhile (a file or registry may come back).
+    async fn retry_restore(self, ticket: Ticket, spec: PluginSpec) {
+        let mut delay = RESTORE_RETRY_FIRST;
+        loop {
+            tokio::time::sleep(delay).await;
+            if !self.manager.retry(&ticket) {
+                return;
+            }
+            delay = (delay * 2).min(RESTORE_RETRY_MAX);
+            match self.bring_up(ticket.clone(), &spec, true).await {
+                Ok(_) => {
+                    tracing::info!(plugin = %spec.name, "restored on a retry");
+                    return;
+                }
+                Err(status) => tracing::warn!(
+                    plugin = %spec.name,
+                    retry_in_s = delay.as_secs(),
+                    "still cannot restore the plugin: {}",
+                    status.message()
+                ),
+            }
+        }
+    }
+
+    /// Pull the spec's OCI references into the cache (reported as `Pulling`
+    /// for a plugin being loaded, the `ticket`'s).
+    async fn resolve(
+        &self,
+        spec: &PluginSpec,
+        ticket: Option<&Ticket>,
+    ) -> Result<PluginSpec, Status> {
+        let has_oci = oci_reference(&spec.component).is_some()
+            || spec
+                .bytecode
+                .as_ref()
+                .and_then(|b| b.image.as_deref())
+                .is_some_and(|i| oci_reference(i).is_some());
+        if !has_oci {
+            return Ok(spec.clone());
+        }
+        if let Some(t) = ticket {
+            self.manager.set_phase(t, Phase::Pulling, None);
+        }
+        oci::resolve_spec(spec, &self.store, &self.registry)
+            .await
+            .map_err(|e| Status::failed_precondition(format!("cannot pull: {e}")))
+    }
+
+    /// Write the desired state; serialised, each write takes the latest state.
+    async fn persist(&self) -> Result<(), Status> {
+        let state = self.state.lock().await;
+        let plugins = self
+            .manager
+            .desired()
+            .into_iter()
+            .map(|d| PersistedPlugin {
+                spec: d.spec,
+                annotations: d.annotations,
+                generation: d.generation,
+            })
+            .collect();
+        tokio::task::block_in_place(|| state.save(plugins)).map_err(|e| {
+            tracing::error!("cannot persist the desired state: {e}");
+            Status::internal(format!("cannot persist the desired state: {e}"))
+        })
+    }
+}
+
+/// A wire spec, validated, with its annotations.
+fn accept_spec(
+    spec: Option<v1::PluginSpec>,
+    annotations: &std::collections::HashMap<String, String>,
+) -> Result<PluginSpec, Status> {
+    let wire = spec.ok_or_else(|| Status::invalid_argument("the request has no spec"))?;
+    let spec = PluginSpec::try_from(wire).map_err(|e| Status::invalid_argument(e.to_string()))?;
+    let mut relative = Vec::new();
+    if oci_reference(&spec.component).is_none() && !Path::new(&spec.component).is_absolute() {
+        relative.push(format!("component {:?}", spec.component));
+    }
+    if let Some(b) = &spec.bytecode
+        && !b.path.is_empty()
+        && !Path::new(&b.path).is_absolute()
+    {
+        relative.push(format!("bytecode.path {:?}", b.path));
+    }
+    for (i, m) in spec.maps.iter().enumerate() {
+        if let Some(pin) = &m.pin
+            && !Path::new(pin).is_absolute()
+        {
+            relative.push(format!("maps[{i}].pin {pin:?}"));
+        }
+    }
+    if !relative.is_empty() {
+        return Err(Status::invalid_argument(format!(
+            "invalid spec for plugin {:?}: relative paths: {}; the daemon does not share the client's \
+             working directory, so paths must be absolute (`conductor load` makes the paths of a \
+             spec file absolute against the file's directory)",
+            spec.name,
+            relative.join(", ")
+        )));
+    }
+    let size: usize = annotations.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if size > MAX_ANNOTATION_BYTES {
+        return Err(Status::invalid_argument(format!(
+            "annotations take {size} bytes; at most {MAX_ANNOTATION_BYTES} are allowed"
+        )));
+    }
+    if let Some(k) = annotations.keys().find(|k| k.is_empty()) {
+        return Err(Status::invalid_argument(format!(
+            "annotation key {k:?} is empty"
+        )));
+    }
+    Ok(spec)
+}
+
+fn manager_status(e: ManagerError) -> Status {
+    let msg = e.to_string();
+    match e {
+        ManagerError::Duplicate(_) => Status::already_exists(msg),
+        ManagerError::NotFound(_) => Status::not_found(msg),
+        ManagerError::Busy(_) | ManagerError::Cancelled(_) => Status::aborted(msg),
+        ManagerError::Load(conductor_node::plugin::LoadError::Spec(_)) => {
+            Status::invalid_argument(msg)
+        }
+        ManagerError::Load(_)
+        | ManagerError::UpdateRefused { .. }
+        | ManagerError::UpdateRolledBack { .. }
+        | ManagerError::UpdateLost { .. } => Status::failed_precondition(msg),
+    }
+}
+
+fn timestamp(t: SystemTime) -> prost_types::Timestamp {
+    prost_types::Timestamp::from(t)
+}
+
+pub fn to_wire(info: &PluginInfo) -> v1::PluginStatus {
+    v1::PluginStatus {
+        name: info.name.clone(),
+        phase: match info.phase {
+            Phase::Pending => v1::Phase::Pending,
+            Phase::Pulling => v1::Phase::Pulling,
+            Phase::Loading => v1::Phase::Loading,
+            Phase::Running => v1::Phase::Running,
+            Phase::Restarting => v1::Phase::Restarting,
+            Phase::Failed => v1::Phase::Failed,
+            Phase::Stopped => v1::Phase::Stopped,
+        } as i32,
+        phase_since: Some(timestamp(info.phase_since)),
+        loaded_at: info.loaded_at.map(timestamp),
+        restarts: info.restarts,
+        last_error: info.last_error.clone().unwrap_or_default(),
+        component_digest: if info.digest.is_empty() || info.digest.starts_with("sha256:") {
+            info.digest.clone()
+        } else {
+            format!("sha256:{}", info.digest)
+        },
+        spec: Some(v1::PluginSpec::from(&info.spec)),
+        generation: info.generation,
+        annotations: info
+            .annotations
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    }
+}
+
+fn log_line(r: &LogRecord) -> v1::LogLine {
+    v1::LogLine {
+        time: Some(timestamp(r.time)),
+        level: r.level.as_str().to_ascii_lowercase(),
+        message: r.message.clone(),
+        fields: r
+            .fields
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    }
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Conductor for Api {
+    async fn load(
+        &self,
+        request: Request<v1::LoadRequest>,
+    ) -> Result<Response<v1::LoadResponse>, Status> {
+        let by = peer(&request);
+        let req = request.into_inner();
+        let spec = accept_spec(req.spec, &req.annotations)?;
+        let annotations: BTreeMap<_, _> = req.annotations.into_iter().collect();
+        let ticket = self
+            .manager
+            .reserve(&spec, annotations, 1, false)
+            .map_err(manager_status)?;
+        // A task of its own: a client that hangs up does not stop a load
+        // half-way (it completes, or rolls back, and is persisted).
+        let api = self.clone();
+        let task = tokio::spawn(async move {
+            let info = api.bring_up(ticket, &spec, false).await?;
+            if let Err(status) = api.persist().await {
+                // Not persisted means not loaded: roll back.
+                let manager = api.manager.clone();
+                let name = spec.name.clone();
+                let _ = tokio::task::spawn_blocking(move || manager.unload(&name)).await;
+                // Best effort: a write by another request may have listed it.
+                let _ = api.persist().await;
+                return Err(status);
+            }
+            tracing::info!(plugin = %spec.name, digest = %info.digest, by, "loaded");
+            Ok(info)
+        });
+        let info = task
+            .await
+            .map_err(|e| Status::internal(format!("the load task failed: {e}")))??;
+        Ok(Response::new(v1::LoadResponse {
+            status: Some(to_wire(&info)),
+        }))
+    }
+
+    async fn unload(
+        &self,
+        request: Request<v1::UnloadRequest>,
+    ) -> Result<Response<v1::UnloadResponse>, Status> {
+        let by = peer(&request);
+        let name = request.into_inner().name;
+        let api = self.clone();
+        let task = tokio::spawn(async move {
+            let manager = api.manager.clone();
+            let n = name.clone();
+            tokio::task::spawn_blocking(move || manager.unload(&n))
+                .await
+                .map_err(|e| Status::internal(format!("the unload task failed: {e}")))?
+                .map_err(manager_status)?;
+            tracing::info!(plugin = %name, by, "unloaded");
+            api.persist().await
+        });
+        task.await
+            .map_err(|e| Status::internal(format!("the unload task failed: {e}")))??;
+        Ok(Response::new(v1::UnloadResponse {}))
+    }
+
+    async fn list(
+        &self,
+        _request: Request<v1::ListRequest>,
+    ) -> Result<Response<v1::ListResponse>, Status> {
+        Ok(Response::new(v1::ListResponse {
+            plugins: self.manager.list().iter().map(to_wire).collect(),
+        }))
+    }
+
+    async fn get(
+        &self,
+        request: Request<v1::GetRequest>,
+    ) -> Result<Response<v1::GetResponse>, Status> {
+        let name = request.into_inner().name;
+        let info = self
+            .manager
+            .get(&name)
+            .ok_or_else(|| manager_status(ManagerError::NotFound(name)))?;
+        Ok(Response::new(v1::GetResponse {
+            status: Some(to_wire(&info)),
+        }))
+    }
+
+    async fn update(
+        &self,
+        request: Request<v1::UpdateRequest>,
+    ) -> Result<Response<v1::UpdateResponse>, Status> {
+        let by = peer(&request);
+        let req = request.into_inner();
+        let spec = accept_spec(req.spec, &req.annotations)?;
+        let annotations: BTreeMap<_, _> = req.annotations.into_iter().collect();
+        if self.manager.get(&spec.name).is_none() {
+            return Err(manager_status(ManagerError::NotFound(spec.name)));
+        }
+        let api = self.clone();
+        let task = tokio::spawn(async move {
+            let resolved = api.resolve(&spec, None).await?;
+            let manager = api.manager.clone();
+            let s = spec.clone();
+            let (info, kind) =
+                tokio::task::spawn_blocking(move || manager.update(&s, &resolved, annotations))
+                    .await
+                    .map_err(|e| Status::internal(format!("the update task failed: {e}")))?
+                    .map_err(manager_status)?;
+            tracing::info!(plugin = %spec.name, generation = info.generation, ?kind, by, "updated");
+            api.persist().await?;
+            Ok::<_, Status>(info)
+        });
+        let info = task
+            .await
+            .map_err(|e| Status::internal(format!("the update task failed: {e}")))??;
+        Ok(Response::new(v1::UpdateResponse {
+            status: Some(to_wire(&info)),
+        }))
+    }
+
+    type WatchStream = BoxStream<v1::WatchEvent>;
+
+    async fn watch(
+        &self,
+        request: Request<v1::WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let only = request.into_inner().name;
+        let wanted = move |info: &PluginInfo| only.is_empty() || info.name == only;
+        let (initial, rx) = self.manager.subscribe();
+        let initial: Vec<_> = initial
+            .into_iter()
+            .filter(|i| wanted(i))
+            .map(|i| event(watch_event::Kind::Initial, &i))
+            .collect();
+        let manager = self.manager.clone();
+        // Plain state, no task: when the client goes away the stream is
+        // dropped and with it the subscription.
+        let changes = futures_util::stream::unfold(
+            (rx, manager, Vec::<v1::WatchEvent>::new()),
+            move |(mut rx, manager, mut queued)| {
+                let wanted = wanted.clone();
+                async move {
+                    loop {
+                        if let Some(e) = queued.pop() {
+                            return Some((Ok(e), (rx, manager, queued)));
+                        }
+                        match rx.recv().await {
+                            Ok(Change::Changed(i)) if wanted(&i) => {
+                                return Some((
+                                    Ok(event(watch_event::Kind::Changed, &i)),
+                                    (rx, manager, queued),
+                                ));
+                            }
+                            Ok(Change::Removed(i)) if wanted(&i) => {
+                                return Some((
+                                    Ok(event(watch_event::Kind::Removed, &i)),
+                                    (rx, manager, queued),
+                                ));
+                            }
+                            Ok(_) => {}
+                            Err(broadcast::error::RecvError::Lagged(n)) => {
+                                // Too slow a reader: resend the current state.
+                                tracing::debug!(missed = n, "a watcher fell behind; resyncing it");
+                                queued = manager
+                                    .list()
+                                    .iter()
+                                    .filter(|i| wanted(i))
+                                    .map(|i| event(watch_event::Kind::Changed, i))
+                                    .rev()
+                                    .collect();
+                            }
+                            Err(broadcast::error::RecvError::Closed) => return None,
+                        }
+                    }
+                }
+            },
+        );
+        let stream = futures_util::StreamExt::chain(
+            futures_util::stream::iter(initial.into_iter().map(Ok)),
+            changes,
+        );
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    type LogsStream = BoxStream<v1::LogLine>;
+
+    async fn logs(
+        &self,
+        request: Request<v1::LogsRequest>,
+    ) -> Result<Response<Self::LogsStream>, Status> {
+        let req = request.into_inner();
+        let (lines, rx) = logs::hub()
+            .read(&req.name, req.tail as usize)
+            .ok_or_else(|| manager_status(ManagerError::NotFound(req.name.clone())))?;
+        let first = futures_util::stream::iter(lines.into_iter().map(|l| Ok(log_line(&l))));
+        if !req.follow {
+            return Ok(Response::new(Box::pin(first)));
+        }
+        let follow = futures_util::stream::unfold(rx, |mut rx| async move {
+            match rx.recv().await {
+                Ok(l) => Some((Ok(log_line(&l)), rx)),
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    let note = LogRecord {
+                        time: SystemTime::now(),
+                        level: tracing::Level::WARN,
+                        message: format!("{n} lines were skipped: this reader fell behind"),
+                        fields: BTreeMap::from([("source".into(), "conductor".into())]),
+                    };
+                    Some((Ok(log_line(&note)), rx))
+                }
+                // The plugin was unloaded.
+                Err(broadcast::error::RecvError::Closed) => None,
+            }
+        });
+        Ok(Response::new(Box::pin(futures_util::StreamExt::chain(
+            first, follow,
+        ))))
+    }
+}
+
+fn event(kind: watch_event::Kind, info: &PluginInfo) -> v1::WatchEvent {
+    v1::WatchEvent {
+        kind: kind as i32,
+        status: Some(to_wire(info)),
+    }
+}

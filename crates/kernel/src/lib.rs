@@ -1,0 +1,12 @@
+//! The kernel side of a plugin, and the only crate that uses aya.
+//!
+//! In the order an event meets them: [`object`] loads a plugin's BPF
+//! object, verifies its programs and attaches them; [`maps`] opens the maps
+//! a plugin is granted; [`ringbuf`] reads a ring buffer in place, one
+//! consumer-position update per batch; [`events`] turns ring buffers and
+//! perf event arrays into batches for the plugin.
+
+pub mod events;
+pub mod maps;
+pub mod object;
+pub mod ringbuf;

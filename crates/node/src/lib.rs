@@ -1,0 +1,22 @@
+//! One node's plugins: everything between a spec and a metric.
+//!
+//! [`plugin`] runs each plugin on its own thread (its kernel side from
+//! `conductor-kernel`, its wasm instance from `conductor-runtime`) and
+//! restarts it after faults; [`manager`] owns the set of plugins, their
+//! phases and updates; [`metrics`] is the one registry, served over HTTP by
+//! [`server`] and pushed by [`otlp`]; [`k8s`] is the workload cache behind
+//! the plugins' `k8s` lookups; [`logs`] keeps each plugin's recent log
+//! lines. [`node`] assembles all of it: the one start-up path behind both
+//! `conductor run` and `conductor serve`.
+
+pub mod k8s;
+pub mod logs;
+pub mod manager;
+pub mod metrics;
+pub mod node;
+pub mod otlp;
+pub mod plugin;
+pub mod server;
+mod wiring;
+
+pub use node::{Node, NodeConfig};

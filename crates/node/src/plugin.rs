@@ -1,0 +1,857 @@
+//! One running plugin: its kernel object, event sources and wasm instance,
+//! driven by a thread of its own.
+//!
+//! The thread waits (epoll, via mio) on the plugin's ring/perf buffers and a
+//! command channel, drains ready sources into batches and calls the plugin
+//! once per batch. A fault (trap, timeout, memory limit, returned error)
+//! drops the instance; the kernel side stays attached, events arriving in
+//! the meantime are drained and counted as lost, and a fresh instance is
+//! started after an exponential backoff. Nothing a plugin does can reach
+//! another plugin's thread or the host's.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
+
+use conductor_api::{PluginSpec, SpecError};
+use crossbeam_channel::{Receiver, Sender};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token, Waker};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+
+use conductor_kernel::events::EventSource;
+use conductor_kernel::object::{self as bpf, BpfError, LoadedObject};
+use conductor_runtime::{
+    Call, EventBatch, Fault, FaultKind, Instance, PluginHost, Prepared, Runtime, RuntimeError,
+};
+
+use crate::k8s::Workloads;
+use crate::metrics::{
+    CallLabels, FaultLabels, LostLabels, Metrics, PluginLabel, PluginMetrics, SourceLabels,
+};
+use crate::wiring::{self, KernelSide, Wiring};
+
+const WAKER: Token = Token(usize::MAX);
+/// First restart delay after a fault; doubles up to `MAX_BACKOFF`.
+const INITIAL_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// A plugin that ran this long without a fault restarts its backoff from the start.
+const HEALTHY_AFTER: Duration = Duration::from_secs(60);
+/// Batches taken from one source before the loop looks at the others and at
+/// commands again; a flooded source cannot starve the rest.
+const ROUNDS_PER_WAKE: usize = 8;
+/// How often drop counters and memory gauges are refreshed when idle.
+const HOUSEKEEPING: Duration = Duration::from_secs(1);
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error(transparent)]
+    Component(#[from] RuntimeError),
+    #[error(transparent)]
+    Bpf(#[from] BpfError),
+    #[error("plugin {plugin:?}: map {map:?}: {cause}")]
+    Map {
+        plugin: String,
+        map: String,
+        cause: String,
+    },
+    #[error("plugin {plugin:?}: cannot start: {cause}")]
+    Start { plugin: String, cause: String },
+}
+
+/// Where a plugin is in its life.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum State {
+    /// Loaded; the first instance is being started.
+    Starting,
+    Running,
+    /// Waiting to restart after a fault.
+    Restarting,
+    Stopped,
+}
+
+#[derive(Debug, Clone)]
+pub struct Status {
+    pub state: State,
+    pub since: SystemTime,
+    pub restarts: u64,
+    pub last_error: Option<String>,
+    /// sha256 of the component.
+    pub digest: String,
+}
+
+enum Command {
+    Collect(Sender<()>),
+    /// Replace the instance by one of another component or config (see [`Plugin::swap`]).
+    Swap(Box<Swap>),
+    Stop,
+}
+
+/// A new version of the plugin's user side, instantiated and initialised on
+/// the plugin's thread before it replaces the running instance.
+struct Swap {
+    prepared: Prepared,
+    host: Arc<PluginHost>,
+    memory_limit: usize,
+    call_timeout: Duration,
+    tick: Option<Duration>,
+    reply: Sender<Result<(), String>>,
+}
+
+/// Called (on the plugin's thread) after each change of its [`Status`].
+pub type Notify = Arc<dyn Fn() + Send + Sync>;
+
+/// How [`Plugin::start_with`] starts a plugin.
+#[derive(Default, Clone)]
+pub struct StartOptions {
+    /// Told about every status change.
+    pub notify: Option<Notify>,
+    /// What the plugin's `k8s` lookups answer from (default: nothing,
+    /// every lookup answers `unknown`).
+    pub workloads: Option<Arc<Workloads>>,
+    /// Return only once the first instance has been created and its `init`
+    /// has returned; if that fails, stop everything and return the error
+    /// (an atomic load). Without it a failing first `init` is a fault like
+    /// any other: the plugin stays loaded and restarts after a backoff.
+    pub wait_for_init: bool,
+}
+
+/// Handle on a running plugin; dropping it stops the plugin.
+pub struct Plugin {
+    name: String,
+    host: Arc<PluginHost>,
+    commands: Sender<Command>,
+    waker: Arc<Waker>,
+    status: Arc<Mutex<Status>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    metrics: Arc<Metrics>,
+}
+
+impl Plugin {
+    /// Load and start the plugin `spec`; relative paths in it are resolved
+    /// against `base_dir`. Either everything is set up (component compiled
+    /// and checked, programs verified and attached, maps opened, thread
+    /// running) or nothing is left behind and the error says why.
+    pub fn start(
+        runtime: &Arc<Runtime>,
+        metrics: &Arc<Metrics>,
+        spec: &PluginSpec,
+        base_dir: &Path,
+    ) -> Result<Self, LoadError> {
+        Self::start_with(runtime, metrics, spec, base_dir, StartOptions::default())
+    }
+
+    /// [`Plugin::start`] with options.
+    pub fn start_with(
+        runtime: &Arc<Runtime>,
+        metrics: &Arc<Metrics>,
+        spec: &PluginSpec,
+        base_dir: &Path,
+        options: StartOptions,
+    ) -> Result<Self, LoadError> {
+        spec.validate()?;
+        let name = spec.name.clone();
+
+        // The component first: a bad component must fail before the kernel
+        // is touched.
+        let prepared = runtime.prepare(&resolve(base_dir, &spec.component))?;
+
+        let object = match &spec.bytecode {
+            Some(b) => Some(bpf::load(&resolve(base_dir, &b.path), &b.programs)?),
+            None => None,
+        };
+
+        let Wiring { granted, kernel } = wiring::wire(spec, object)?;
+
+        let plugin_metrics = metrics.add_plugin(&name, spec.limits.max_series_per_metric);
+        let workloads = options
+            .workloads
+            .clone()
+            .unwrap_or_else(Workloads::disabled);
+        let host = Arc::new(
+            PluginHost::new(&name, spec.config.clone(), granted, plugin_metrics.clone())
+                .with_workloads(workloads),
+        );
+
+        // From here on a failure must also forget the plugin's metrics.
+        let fail = |cause: String| {
+            metrics.remove_plugin(&name);
+            LoadError::Start {
+                plugin: name.clone(),
+                cause,
+            }
+        };
+        let mut worker = Worker::new(
+            runtime.clone(),
+            metrics,
+            spec,
+            prepared,
+            host.clone(),
+            plugin_metrics,
+            kernel,
+        )
+        .map_err(|e| fail(e.to_string()))?;
+        worker.notify = options.notify;
+        let (started_tx, started_rx) = crossbeam_channel::bounded(1);
+        if options.wait_for_init {
+            worker.first_start = Some(started_tx);
+        }
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let waker = worker.waker.clone();
+        let status = worker.status.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("plugin-{name}"))
+            .spawn(move || worker.run(rx))
+            .map_err(|e| fail(format!("cannot spawn thread: {e}")))?;
+        let plugin = Self {
+            name,
+            host,
+            commands: tx,
+            waker,
+            status,
+            thread: Mutex::new(Some(thread)),
+            metrics: metrics.clone(),
+        };
+        if options.wait_for_init {
+            // The thread answers once `init` returned (or the instance could
+            // not be created); a thread that died answers by hanging up.
+            let outcome = started_rx
+                .recv()
+                .unwrap_or_else(|_| Err("the plugin's thread exited".to_owned()));
+            if let Err(cause) = outcome {
+                let name = plugin.name.clone();
+                plugin.stop();
+                return Err(LoadError::Start {
+                    plugin: name,
+                    cause,
+                });
+            }
+        }
+        Ok(plugin)
+    }
+
+    /// Replace the plugin's user side (component and config, memory and
+    /// call-time limits, tick interval) by `spec`'s without touching its
+    /// kernel side: programs stay attached and maps and event sources stay
+    /// open, so no event is lost. The new instance is created and its `init`
+    /// run on the plugin's thread between two batches; only if that works
+    /// does the old instance run `collect` one last time (so the metrics it
+    /// buffered are published) and go away. If it fails the old instance
+    /// keeps running and the error is returned.
+    ///
+    /// The caller checks that the kernel side (`bytecode`, `maps`) and
+    /// `limits.maxSeriesPerMetric` are unchanged.
+    pub fn swap(&self, spec: &PluginSpec, prepared: Prepared) -> Result<(), String> {
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        let swap = Swap {
+            prepared,
+            host: Arc::new(self.host.with_config(spec.config.clone())),
+            memory_limit: (spec.limits.memory_mib as usize) << 20,
+            call_timeout: Duration::from_millis(u64::from(spec.limits.call_timeout_ms)),
+            tick: spec.tick_interval_ms.map(Duration::from_millis),
+            reply,
+        };
+        self.commands
+            .send(Command::Swap(Box::new(swap)))
+            .map_err(|_| "the plugin's thread has exited".to_owned())?;
+        let _ = self.waker.wake();
+        answer
+            .recv()
+            .unwrap_or_else(|_| Err("the plugin's thread exited during the update".to_owned()))
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn status(&self) -> Status {
+        self.status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Ask the plugin to run its `collect` export; the receiver fires when done.
+    pub fn request_collect(&self) -> Receiver<()> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        if self.commands.send(Command::Collect(tx)).is_ok() {
+            let _ = self.waker.wake();
+        }
+        rx
+    }
+
+    /// Stop the plugin: its instance is dropped and its programs detached.
+    /// Returns once that is done; stopping again does nothing.
+    pub fn stop(&self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&self) {
+        let Some(thread) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+            return;
+        };
+        let _ = self.commands.send(Command::Stop);
+        let _ = self.waker.wake();
+        if thread.join().is_err() {
+            tracing::error!(plugin = %self.name, "plugin thread panicked");
+        }
+        self.metrics.remove_plugin(&self.name);
+    }
+}
+
+impl Drop for Plugin {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn resolve(base: &Path, p: &str) -> PathBuf {
+    let p = Path::new(p);
+    if p.is_absolute() {
+        p.to_owned()
+    } else {
+        base.join(p)
+    }
+}
+
+/// Per-source state of the worker.
+struct Source {
+    /// The source's map name, as the plugin's batches carry it.
+    name: String,
+    source: EventSource,
+    /// `events.maxLatencyMs`: drain at least this often, wakeup or not.
+    max_latency: Option<Duration>,
+    /// When the source is drained next if no wakeup comes first.
+    drain_by: Option<Instant>,
+    /// The last drain stopped because the batch was full: drain again
+    /// without waiting for a wakeup.
+    pending: bool,
+    /// Events lost since the plugin last received a batch.
+    lost_for_plugin: u64,
+    received: Counter,
+    batches: Counter,
+    lost_kernel: Counter,
+    lost_host: Counter,
+}
+
+struct CallMetrics {
+    init: Histogram,
+    on_events: Histogram,
+    tick: Histogram,
+    collect: Histogram,
+}
+
+struct Worker {
+    name: String,
+    runtime: Arc<Runtime>,
+    prepared: Prepared,
+    host: Arc<PluginHost>,
+    /// The metrics the plugin declared (through `host`).
+    plugin_metrics: Arc<PluginMetrics>,
+    memory_limit: usize,
+    call_timeout: Duration,
+    instance: Option<Instance>,
+    running_since: Instant,
+    restart_at: Option<Instant>,
+    backoff: Duration,
+    tick: Option<(Duration, Instant)>,
+    sources: Vec<Source>,
+    poll: Poll,
+    waker: Arc<Waker>,
+    status: Arc<Mutex<Status>>,
+    calls: CallMetrics,
+    faults: Arc<Metrics>,
+    restarts: Counter,
+    memory: Gauge,
+    up: Gauge,
+    /// Told about status changes.
+    notify: Option<Notify>,
+    /// Told the outcome of the first start, if someone waits for it.
+    first_start: Option<Sender<Result<(), String>>>,
+    /// Keeps the programs attached for as long as the worker runs.
+    _object: Option<LoadedObject>,
+}
+
+impl Worker {
+    fn new(
+        runtime: Arc<Runtime>,
+        metrics: &Arc<Metrics>,
+        spec: &PluginSpec,
+        prepared: Prepared,
+        host: Arc<PluginHost>,
+        plugin_metrics: Arc<PluginMetrics>,
+        kernel: KernelSide,
+    ) -> std::io::Result<Self> {
+        let KernelSide { sources, object } = kernel;
+        let name = spec.name.clone();
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let h = &metrics.host;
+        let call = |call| {
+            h.call_seconds.get_or_create_owned(&CallLabels {
+                plugin: name.clone(),
+                call,
+            })
+        };
+        let plugin_label = PluginLabel {
+            plugin: name.clone(),
+        };
+        let mut workers_sources = Vec::with_capacity(sources.len());
+        for (i, source) in sources.into_iter().enumerate() {
+            for fd in source.fds() {
+                poll.registry()
+                    .register(&mut SourceFd(&fd), Token(i), Interest::READABLE)?;
+            }
+            let src = SourceLabels {
+                plugin: name.clone(),
+                source: source.name().to_owned(),
+            };
+            let lost = |reason| {
+                h.events_lost.get_or_create_owned(&LostLabels {
+                    plugin: name.clone(),
+                    source: source.name().to_owned(),
+                    reason,
+                })
+            };
+            let max_latency = spec
+                .map_grant(source.name())
+                .and_then(|g| g.events.as_ref())
+                .and_then(|e| e.max_latency_ms)
+                .map(|ms| Duration::from_millis(u64::from(ms)));
+            workers_sources.push(Source {
+                name: source.name().to_owned(),
+                max_latency,
+                drain_by: None,
+                // Events may have arrived before registration; edge-triggered
+                // polling would never report them.
+                pending: true,
+                lost_for_plugin: 0,
+                received: h.events_received.get_or_create_owned(&src),
+                batches: h.batches.get_or_create_owned(&src),
+                lost_kernel: lost("kernel"),
+                lost_host: lost("host"),
+                source,
+            });
+        }
+        let status = Arc::new(Mutex::new(Status {
+            state: State::Starting,
+            since: SystemTime::now(),
+            restarts: 0,
+            last_error: None,
+            digest: prepared.digest.clone(),
+        }));
+        Ok(Self {
+            calls: CallMetrics {
+                init: call("init"),
+                on_events: call("on_events"),
+                tick: call("tick"),
+                collect: call("collect"),
+            },
+            restarts: h.restarts.get_or_create_owned(&plugin_label),
+            memory: h.memory_bytes.get_or_create_owned(&plugin_label),
+            up: h.up.get_or_create_owned(&plugin_label),
+            faults: metrics.clone(),
+            name,
+            runtime,
+            prepared,
+            host,
+            plugin_metrics,
+            memory_limit: (spec.limits.memory_mib as usize) << 20,
+            call_timeout: Duration::from_millis(u64::from(spec.limits.call_timeout_ms)),
+            instance: None,
+            running_since: Instant::now(),
+            restart_at: Some(Instant::now()),
+            backoff: INITIAL_BACKOFF,
+            tick: spec.tick_interval_ms.map(|ms| {
+                (
+                    Duration::from_millis(ms),
+                    Instant::now() + Duration::from_millis(ms),
+                )
+            }),
+            sources: workers_sources,
+            poll,
+            waker,
+            status,
+            notify: None,
+            first_start: None,
+            _object: object,
+        })
+    }
+
+    fn run(mut self, commands: Receiver<Command>) {
+        let mut events = Events::with_capacity(64);
+        let mut first_start = true;
+        let mut next_housekeeping = Instant::now() + HOUSEKEEPING;
+        loop {
+            let now = Instant::now();
+            if self.restart_at.is_some_and(|t| t <= now) {
+                self.start_instance(first_start);
+                if first_start && let Some(tx) = self.first_start.take() {
+                    let outcome = if self.instance.is_some() {
+                        Ok(())
+                    } else {
+                        Err(self
+                            .status
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .last_error
+                            .clone()
+                            .unwrap_or_else(|| "the first instance did not start".to_owned()))
+                    };
+                    let _ = tx.send(outcome);
+                }
+                first_start = false;
+            }
+            if let Some((every, next)) = self.tick
+                && next <= now
+            {
+                self.tick = Some((every, now + every));
+                if self.instance.is_some() {
+                    self.call(Call::Tick);
+                }
+            }
+            if next_housekeeping <= now {
+                next_housekeeping = now + HOUSEKEEPING;
+                self.housekeeping();
+            }
+
+            let timeout = self.next_timeout(next_housekeeping);
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout))
+                && e.kind() != std::io::ErrorKind::Interrupted
+            {
+                tracing::error!(plugin = %self.name, "event polling failed, stopping plugin: {e}");
+                break;
+            }
+            for ev in events.iter() {
+                if let Some(s) = self.sources.get_mut(ev.token().0) {
+                    s.pending = true;
+                }
+            }
+            let now = Instant::now();
+            for s in &mut self.sources {
+                if s.drain_by.is_some_and(|t| t <= now) {
+                    s.pending = true;
+                }
+            }
+            let mut collect_waiters = Vec::new();
+            while let Ok(cmd) = commands.try_recv() {
+                match cmd {
+                    Command::Stop => {
+                        self.set_state(State::Stopped, None);
+                        self.forget_metrics();
+                        return;
+                    }
+                    Command::Collect(done) => collect_waiters.push(done),
+                    Command::Swap(swap) => self.swap(*swap),
+                }
+            }
+            if !collect_waiters.is_empty() {
+                // Scrapes and exports that queued up behind a slow collect
+                // share one call, so they cannot pile up.
+                if self.instance.is_some() {
+                    self.call(Call::Collect);
+                }
+                for done in collect_waiters {
+                    let _ = done.send(());
+                }
+            }
+            for i in 0..self.sources.len() {
+                if self.sources[i].pending {
+                    self.drain(i);
+                }
+            }
+        }
+    }
+
+    fn next_timeout(&self, housekeeping: Instant) -> Duration {
+        if self.sources.iter().any(|s| s.pending) {
+            return Duration::ZERO;
+        }
+        let mut deadline = housekeeping;
+        if let Some(t) = self.restart_at {
+            deadline = deadline.min(t);
+        }
+        if let Some((_, t)) = self.tick {
+            deadline = deadline.min(t);
+        }
+        for t in self.sources.iter().filter_map(|s| s.drain_by) {
+            deadline = deadline.min(t);
+        }
+        deadline.saturating_duration_since(Instant::now())
+    }
+
+    fn drain(&mut self, i: usize) {
+        for _ in 0..ROUNDS_PER_WAKE {
+            let s = &mut self.sources[i];
+            let instance = &mut self.instance;
+            let call_timeout = self.call_timeout;
+            let on_events = &self.calls.on_events;
+            let lost_for_plugin = &mut s.lost_for_plugin;
+            let lost_kernel = &s.lost_kernel;
+            let source_name = s.name.as_str();
+            let delivered = s.source.deliver(|batch| {
+                if batch.kernel_lost > 0 {
+                    lost_kernel.inc_by(batch.kernel_lost);
+                    *lost_for_plugin += batch.kernel_lost;
+                }
+                let instance = instance.as_mut()?;
+                let started = Instant::now();
+                let result = instance.on_events(
+                    EventBatch {
+                        source: source_name,
+                        data: batch.data,
+                        offsets: &batch.spans.offsets,
+                        lengths: &batch.spans.lengths,
+                        lost: *lost_for_plugin,
+                    },
+                    call_timeout,
+                );
+                on_events.observe(started.elapsed().as_secs_f64());
+                Some(result)
+            });
+            let n = delivered.events as u64;
+            let now = Instant::now();
+            s.drain_by = s.max_latency.map(|d| now + d);
+            if delivered.soon {
+                let soon = now + conductor_kernel::events::SOON;
+                s.drain_by = Some(s.drain_by.map_or(soon, |t| t.min(soon)));
+            }
+            s.pending = delivered.more;
+            if n == 0 {
+                // Nothing arrived (e.g. the latency timer on an idle source).
+                return;
+            }
+            s.received.inc_by(n);
+            match delivered.result.flatten() {
+                Some(Ok(())) => {
+                    s.lost_for_plugin = 0;
+                    s.batches.inc();
+                }
+                Some(Err(fault)) => {
+                    // The plugin may not have processed the batch.
+                    s.lost_host.inc_by(n);
+                    s.lost_for_plugin += n;
+                    self.fault("on-events", fault);
+                }
+                None => {
+                    // No instance (restarting): drained and dropped.
+                    s.lost_host.inc_by(n);
+                    s.lost_for_plugin += n;
+                }
+            }
+            if !self.sources[i].pending {
+                return;
+            }
+        }
+    }
+
+    fn housekeeping(&mut self) {
+        for s in &mut self.sources {
+            let lost = s.source.take_kernel_lost();
+            if lost > 0 {
+                s.lost_kernel.inc_by(lost);
+                s.lost_for_plugin += lost;
+            }
+        }
+        if let Some(i) = &self.instance {
+            self.memory.set(i.memory_bytes() as i64);
+        }
+    }
+
+    fn start_instance(&mut self, first: bool) {
+        self.restart_at = None;
+        if !first {
+            self.restarts.inc();
+            self.update_status(|s| s.restarts += 1);
+        }
+        match self.runtime.instantiate(
+            &self.prepared,
+            self.host.clone(),
+            self.memory_limit,
+            self.call_timeout,
+        ) {
+            Ok(instance) => self.instance = Some(instance),
+            Err(fault) => {
+                self.fault("instantiate", fault);
+                return;
+            }
+        }
+        self.running_since = Instant::now();
+        if self.call(Call::Init) {
+            tracing::info!(
+                plugin = %self.name,
+                digest = %self.prepared.digest,
+                from_cache = self.prepared.from_cache,
+                "plugin running"
+            );
+            self.up.set(1);
+            self.set_state(State::Running, None);
+        }
+    }
+
+    /// Take a new version over between two batches (see [`Plugin::swap`]).
+    fn swap(&mut self, swap: Swap) {
+        // What the running version declared: a refused version's own
+        // declarations are undone.
+        let declared = self.plugin_metrics.declared_names();
+        let refuse = |message: String| {
+            self.plugin_metrics.forget_all_but(&declared);
+            let _ = swap.reply.send(Err(message));
+        };
+        let mut fresh = match self.runtime.instantiate(
+            &swap.prepared,
+            swap.host.clone(),
+            swap.memory_limit,
+            swap.call_timeout,
+        ) {
+            Ok(i) => i,
+            Err(fault) => {
+                refuse(format!("the new version failed to instantiate: {fault}"));
+                return;
+            }
+        };
+        let started = Instant::now();
+        let result = fresh.call(Call::Init, swap.call_timeout);
+        self.calls.init.observe(started.elapsed().as_secs_f64());
+        if let Err(fault) = result {
+            tracing::warn!(plugin = %self.name, "update refused, the running version stays: init failed: {fault}");
+            drop(fresh);
+            refuse(format!("the new version's init failed: {fault}"));
+            return;
+        }
+        // The old instance publishes what it buffered, then goes.
+        if self.instance.is_some() && !self.call(Call::Collect) {
+            tracing::warn!(plugin = %self.name, "the replaced version's last collect failed; its unpublished metrics are lost");
+        }
+        self.instance = Some(fresh);
+        self.prepared = swap.prepared;
+        self.host = swap.host;
+        self.memory_limit = swap.memory_limit;
+        self.call_timeout = swap.call_timeout;
+        self.tick = swap.tick.map(|every| (every, Instant::now() + every));
+        self.restart_at = None;
+        self.backoff = INITIAL_BACKOFF;
+        self.running_since = Instant::now();
+        self.up.set(1);
+        let digest = self.prepared.digest.clone();
+        self.update_status(|s| s.digest = digest);
+        self.set_state(State::Running, None);
+        tracing::info!(plugin = %self.name, digest = %self.prepared.digest, "plugin updated");
+        let _ = swap.reply.send(Ok(()));
+    }
+
+    /// Call an export; on a fault the instance is dropped. True on success.
+    fn call(&mut self, call: Call) -> bool {
+        let Some(instance) = self.instance.as_mut() else {
+            return false;
+        };
+        let started = Instant::now();
+        let result = instance.call(call, self.call_timeout);
+        let hist = match call {
+            Call::Init => &self.calls.init,
+            Call::Tick => &self.calls.tick,
+            Call::Collect => &self.calls.collect,
+        };
+        hist.observe(started.elapsed().as_secs_f64());
+        match result {
+            Ok(()) => true,
+            Err(fault) => {
+                self.fault(call.as_str(), fault);
+                false
+            }
+        }
+    }
+
+    fn fault(&mut self, export: &str, fault: Fault) {
+        if let Some(i) = self.instance.take() {
+            self.memory.set(i.memory_bytes() as i64);
+        }
+        self.faults
+            .host
+            .faults
+            .get_or_create(&FaultLabels {
+                plugin: self.name.clone(),
+                kind: fault.kind.as_str(),
+            })
+            .inc();
+        self.up.set(0);
+        if self.running_since.elapsed() >= HEALTHY_AFTER {
+            self.backoff = INITIAL_BACKOFF;
+        }
+        let delay = self.backoff;
+        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+        self.restart_at = Some(Instant::now() + delay);
+        let message = format!("{export} failed: {fault}");
+        tracing::error!(
+            plugin = %self.name,
+            fault = fault.kind.as_str(),
+            restart_in_ms = delay.as_millis() as u64,
+            "{message}"
+        );
+        self.set_state(State::Restarting, Some(message));
+    }
+
+    /// Remove every host series of this plugin (it is being unloaded).
+    fn forget_metrics(&self) {
+        let h = &self.faults.host;
+        let plugin = || self.name.clone();
+        for s in &self.sources {
+            let source = s.source.name().to_owned();
+            h.events_received.remove(&SourceLabels {
+                plugin: plugin(),
+                source: source.clone(),
+            });
+            h.batches.remove(&SourceLabels {
+                plugin: plugin(),
+                source: source.clone(),
+            });
+            for reason in ["kernel", "host"] {
+                h.events_lost.remove(&LostLabels {
+                    plugin: plugin(),
+                    source: source.clone(),
+                    reason,
+                });
+            }
+        }
+        for call in ["init", "on_events", "tick", "collect"] {
+            h.call_seconds.remove(&CallLabels {
+                plugin: plugin(),
+                call,
+            });
+        }
+        for kind in [
+            FaultKind::Trap,
+            FaultKind::Timeout,
+            FaultKind::Memory,
+            FaultKind::Error,
+        ] {
+            h.faults.remove(&FaultLabels {
+                plugin: plugin(),
+                kind: kind.as_str(),
+            });
+        }
+    }
+
+    fn set_state(&self, state: State, error: Option<String>) {
+        self.update_status(|s| {
+            s.state = state;
+            s.since = SystemTime::now();
+            if error.is_some() {
+                s.last_error = error;
+            }
+        });
+    }
+
+    fn update_status(&self, f: impl FnOnce(&mut Status)) {
+        f(&mut self.status.lock().unwrap_or_else(|e| e.into_inner()));
+        // After the lock is released: the listener may read the status.
+        if let Some(notify) = &self.notify {
+            notify();
+        }
+    }
+}

@@ -1,0 +1,90 @@
+//! From a spec to the kernel side a plugin is granted: each `maps` entry
+//! opened (from the plugin's own object or from a pin), the event sources
+//! among them, and their kernel-drop counters.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use conductor_api::PluginSpec;
+use conductor_kernel::events::EventSource;
+use conductor_kernel::maps::KernelMap;
+use conductor_kernel::object::{BpfError, LoadedObject};
+use conductor_runtime::GrantedMap;
+
+use crate::plugin::LoadError;
+
+/// What a plugin's kernel side is, once opened.
+pub(crate) struct Wiring {
+    /// The maps the plugin may reach, by name.
+    pub granted: HashMap<String, GrantedMap>,
+    /// What the plugin's thread drives and holds.
+    pub kernel: KernelSide,
+}
+
+/// The part of the kernel side the plugin's thread owns.
+pub(crate) struct KernelSide {
+    /// The ring buffers and perf event arrays delivered to `on-events`.
+    pub sources: Vec<EventSource>,
+    /// The plugin's own object, if it has one (its programs stay attached
+    /// while it is held).
+    pub object: Option<LoadedObject>,
+}
+
+/// Open every map `spec` grants, from `object` or from its pin. Nothing is
+/// left open if one fails.
+pub(crate) fn wire(
+    spec: &PluginSpec,
+    mut object: Option<LoadedObject>,
+) -> Result<Wiring, LoadError> {
+    let map_err = |map: &str, cause: String| LoadError::Map {
+        plugin: spec.name.clone(),
+        map: map.to_owned(),
+        cause,
+    };
+    let mut granted = HashMap::new();
+    let mut sources = Vec::new();
+    for grant in &spec.maps {
+        let map = match (&grant.pin, object.as_mut()) {
+            (Some(pin), _) => KernelMap::from_pin(&grant.name, pin.as_ref()).map_err(|e| {
+                LoadError::Bpf(BpfError::Pin {
+                    map: grant.name.clone(),
+                    pin: pin.clone(),
+                    cause: e.to_string(),
+                })
+            })?,
+            (None, Some(obj)) => obj.open_map(&grant.name)?,
+            // `validate` requires a pin when there is no bytecode.
+            (None, None) => return Err(map_err(&grant.name, "no bytecode and no pin".into())),
+        };
+        if let Some(ev) = &grant.events {
+            // A ring buffer's kernel drops are counted in `<name>_lost`
+            // (declared by CONDUCTOR_RINGBUF in conductor.h).
+            let lost_name = format!("{}_lost", grant.name);
+            let lost = match object.as_mut() {
+                Some(o) => o.open_map_if_present(&lost_name)?,
+                None => None,
+            };
+            let source = EventSource::open(&map, lost, ev.perf_pages, ev.max_batch)
+                .map_err(|e| map_err(&grant.name, e.to_string()))?;
+            if !source.counts_kernel_drops() {
+                tracing::warn!(
+                    plugin = %spec.name,
+                    source = %grant.name,
+                    "ring buffer has no `{lost_name}` map: drops in the kernel cannot be counted (declare it with CONDUCTOR_RINGBUF from conductor.h)",
+                );
+            }
+            sources.push(source);
+        }
+        granted.insert(
+            grant.name.clone(),
+            GrantedMap {
+                map: Arc::new(map),
+                access: grant.access,
+            },
+        );
+    }
+    Ok(Wiring {
+        granted,
+        kernel: KernelSide { sources, object },
+    })
+}

@@ -1,0 +1,1088 @@
+//! Plugins as OCI artifacts: push, pull, a content-addressed cache.
+//!
+//! Components use the CNCF wasm OCI artifact format (config
+//! `application/vnd.wasm.config.v0+json`, one `application/wasm` layer,
+//! through `oci-wasm`), so `wkg oci push/pull` and conductor interoperate.
+//! Kernel objects use bpfman's bytecode image format: one tar+gzip layer
+//! holding the `.o`, with the image config labels `io.ebpf.programs` and
+//! `io.ebpf.maps`.
+//!
+//! Cache layout under `<cache-dir>/oci/`:
+//! - `blobs/sha256/<hex>`: layer contents, written to a temp file, verified
+//!   against the manifest's digest and size, then renamed into place; every
+//!   use hashes the file again, so a damaged blob is dropped, never trusted;
+//! - `refs/<sha256 of the reference>.json`: what a reference resolved to;
+//! - `bytecode/<hex>.bpf.o`: the object extracted from a bytecode layer.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use conductor_api::{PluginSpec, PullPolicy, oci_reference};
+use futures_util::StreamExt;
+use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::errors::OciDistributionError;
+use oci_client::manifest::{OciDescriptor, OciImageManifest};
+use oci_client::secrets::RegistryAuth;
+use oci_client::{Client, Reference};
+use oci_wasm::{
+    ToConfig, WASM_LAYER_MEDIA_TYPE, WASM_MANIFEST_CONFIG_MEDIA_TYPE, WASM_MANIFEST_MEDIA_TYPE,
+    WasmClient, WasmConfig,
+};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use conductor_api::wit;
+
+/// Layer media types of bpfman bytecode images (OCI and Docker flavours).
+const BYTECODE_LAYER_MEDIA_TYPES: &[&str] = &[
+    "application/vnd.oci.image.layer.v1.tar+gzip",
+    "application/vnd.docker.image.rootfs.diff.tar.gzip",
+];
+/// Image config labels of bpfman bytecode images (JSON: name -> type).
+pub const PROGRAMS_LABEL: &str = "io.ebpf.programs";
+pub const MAPS_LABEL: &str = "io.ebpf.maps";
+/// Manifest annotation naming the WIT world a pushed component targets.
+pub const WORLD_ANNOTATION: &str = "dev.ebpfconductor.wit.world";
+/// Upload chunk of a pushed layer (one PATCH request each).
+const PUSH_CHUNK: usize = 1 << 20;
+/// Largest layer accepted; plugins are small, this only bounds a bad registry.
+const MAX_LAYER_BYTES: u64 = 512 << 20;
+
+/// How to reach registries.
+#[derive(Debug, Clone)]
+pub struct RegistryOptions {
+    /// Registries (`host[:port]`) reachable over plain HTTP. Loopback
+    /// registries always are; every other one must speak HTTPS.
+    pub insecure: Vec<String>,
+    /// Basic-auth credentials; when unset, docker's `config.json` is used.
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub connect_timeout: Duration,
+    /// Bound on one whole pull or push of a reference.
+    pub timeout: Duration,
+    /// Draw progress bars on a terminal.
+    pub progress: bool,
+}
+
+impl Default for RegistryOptions {
+    fn default() -> Self {
+        Self {
+            insecure: Vec::new(),
+            username: None,
+            password: None,
+            connect_timeout: Duration::from_secs(10),
+            timeout: Duration::from_secs(300),
+            progress: false,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OciError {
+    #[error("{reference}: not a valid OCI reference: {cause}")]
+    InvalidReference { reference: String, cause: String },
+    #[error("{reference}: {op} failed: {cause}")]
+    Registry {
+        reference: String,
+        op: &'static str,
+        cause: String,
+    },
+    #[error(
+        "{reference}: {op} timed out after {secs} s (registry unreachable, stalled or too slow); check the registry or raise --registry-timeout"
+    )]
+    Timeout {
+        reference: String,
+        op: &'static str,
+        secs: u64,
+    },
+    #[error("{reference}: not a {want}: {cause}")]
+    WrongArtifact {
+        reference: String,
+        want: &'static str,
+        cause: String,
+    },
+    #[error("{reference}: layer {digest} failed verification ({cause}); nothing was cached")]
+    Verification {
+        reference: String,
+        digest: String,
+        cause: String,
+    },
+    #[error(
+        "{reference}: not in the local cache {dir} and the pull policy is Never; pull it first with `conductor pull oci://{reference}`"
+    )]
+    NotCached { reference: String, dir: PathBuf },
+    #[error("{reference}: {cause}")]
+    Bytecode { reference: String, cause: String },
+    #[error("OCI cache {dir}: {cause}")]
+    Cache { dir: PathBuf, cause: String },
+    #[error("cannot read {path}: {source}")]
+    ReadFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// What a reference is expected to hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Kind {
+    Component,
+    Bytecode,
+}
+
+/// What a reference resolved to when it was last pulled.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RefRecord {
+    pub reference: String,
+    pub kind: Kind,
+    pub manifest_digest: String,
+    pub layer_digest: String,
+    pub size: u64,
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+    /// bpfman labels of a bytecode image.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Seconds since the epoch.
+    pub pulled_at: u64,
+}
+
+/// A pulled artifact ready to use.
+#[derive(Debug, Clone)]
+pub struct Pulled {
+    /// The component file, or the extracted BPF object.
+    pub path: PathBuf,
+    pub record: RefRecord,
+    /// True if the registry was not asked (or had nothing new to send).
+    pub from_cache: bool,
+}
+
+/// The content-addressed store under `<cache-dir>/oci`.
+pub struct Store {
+    root: PathBuf,
+}
+
+impl Store {
+    pub fn new(cache_dir: &Path) -> Self {
+        Self {
+            root: cache_dir.join("oci"),
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn err(&self, cause: impl std::fmt::Display) -> OciError {
+        OciError::Cache {
+            dir: self.root.clone(),
+            cause: cause.to_string(),
+        }
+    }
+
+    fn dir(&self, sub: &str) -> Result<PathBuf, OciError> {
+        use std::os::unix::fs::DirBuilderExt;
+        let d = self.root.join(sub);
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&d)
+            .map_err(|e| self.err(format!("cannot create {}: {e}", d.display())))?;
+        Ok(d)
+    }
+
+    fn record_path(&self, reference: &str) -> PathBuf {
+        let key = hex::encode(Sha256::digest(reference.as_bytes()));
+        self.root.join("refs").join(format!("{key}.json"))
+    }
+
+    fn blob_path(&self, digest: &str) -> Option<PathBuf> {
+        let hex = digest_hex(digest)?;
+        Some(self.root.join("blobs/sha256").join(hex))
+    }
+
+    fn record(&self, reference: &str) -> Option<RefRecord> {
+        let text = std::fs::read(self.record_path(reference)).ok()?;
+        serde_json::from_slice(&text).ok()
+    }
+
+    fn write_record(&self, rec: &RefRecord) -> Result<(), OciError> {
+        let dir = self.dir("refs")?;
+        let bytes = serde_json::to_vec_pretty(rec).map_err(|e| self.err(e))?;
+        atomic_write(&dir, &self.record_path(&rec.reference), &bytes).map_err(|e| self.err(e))
+    }
+
+    /// The blob's path if it is present and its content still matches its
+    /// digest; a damaged blob is removed.
+    fn verified_blob(&self, digest: &str) -> Option<PathBuf> {
+        let path = self.blob_path(digest)?;
+        let mut file = std::fs::File::open(&path).ok()?;
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match file.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => hasher.update(&buf[..n]),
+                Err(_) => return None,
+            }
+        }
+        if format!("sha256:{}", hex::encode(hasher.finalize())) == digest {
+            Some(path)
+        } else {
+            tracing::warn!(blob = %path.display(), "cached blob does not match its digest; removing it");
+            let _ = std::fs::remove_file(&path);
+            None
+        }
+    }
+
+    /// Every reference in the cache, sorted.
+    pub fn list(&self) -> Result<Vec<RefRecord>, OciError> {
+        let dir = self.root.join("refs");
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(self.err(e)),
+        };
+        let mut out = Vec::new();
+        for entry in entries.flatten() {
+            if entry.path().extension().is_some_and(|e| e == "json")
+                && let Ok(text) = std::fs::read(entry.path())
+                && let Ok(rec) = serde_json::from_slice::<RefRecord>(&text)
+            {
+                out.push(rec);
+            }
+        }
+        out.sort_by(|a, b| a.reference.cmp(&b.reference));
+        Ok(out)
+    }
+
+    /// Remove blobs no reference points to, extracted objects of removed
+    /// blobs and leftovers of interrupted pulls; with `all`, everything.
+    /// Returns the removed paths.
+    pub fn prune(&self, all: bool) -> Result<Vec<PathBuf>, OciError> {
+        let mut removed = Vec::new();
+        if all {
+            if self.root.exists() {
+                std::fs::remove_dir_all(&self.root).map_err(|e| self.err(e))?;
+                removed.push(self.root.clone());
+            }
+            return Ok(removed);
+        }
+        let keep: std::collections::BTreeSet<String> = self
+            .list()?
+            .into_iter()
+            .filter_map(|r| digest_hex(&r.layer_digest).map(str::to_owned))
+            .collect();
+        for (sub, suffix) in [("blobs/sha256", ""), ("bytecode", ".bpf.o")] {
+            let Ok(entries) = std::fs::read_dir(self.root.join(sub)) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let referenced = name
+                    .strip_suffix(suffix)
+                    .is_some_and(|hex| keep.contains(hex));
+                if !referenced {
+                    std::fs::remove_file(entry.path()).map_err(|e| self.err(e))?;
+                    removed.push(entry.path());
+                }
+            }
+        }
+        // Temp files of interrupted writes in refs/.
+        if let Ok(entries) = std::fs::read_dir(self.root.join("refs")) {
+            for entry in entries.flatten() {
+                if entry.path().extension().is_none_or(|e| e != "json") {
+                    std::fs::remove_file(entry.path()).map_err(|e| self.err(e))?;
+                    removed.push(entry.path());
+                }
+            }
+        }
+        Ok(removed)
+    }
+}
+
+fn digest_hex(digest: &str) -> Option<&str> {
+    digest
+        .strip_prefix("sha256:")
+        .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// Write then rename: a crash leaves a stray temp file (removed by prune),
+/// never a partial file under the final name.
+fn atomic_write(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path)?;
+    Ok(())
+}
+
+fn parse_reference(reference: &str) -> Result<Reference, OciError> {
+    reference
+        .parse::<Reference>()
+        .map_err(|e| OciError::InvalidReference {
+            reference: reference.to_owned(),
+            cause: e.to_string(),
+        })
+}
+
+/// True for `localhost`, `127.0.0.0/8` and `::1`, with or without a port.
+fn is_loopback(registry: &str) -> bool {
+    let host = if let Some(rest) = registry.strip_prefix('[') {
+        rest.split(']').next().unwrap_or(rest)
+    } else {
+        registry.split(':').next().unwrap_or(registry)
+    };
+    host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+fn client(registry: &str, opts: &RegistryOptions) -> WasmClient {
+    // reqwest is built without a default crypto provider; install ring once
+    // (a second install is refused, which is fine).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let plain = is_loopback(registry) || opts.insecure.iter().any(|r| r == registry);
+    let config = ClientConfig {
+        protocol: if plain {
+            ClientProtocol::HttpsExcept(vec![registry.to_owned()])
+        } else {
+            ClientProtocol::Https
+        },
+        connect_timeout: Some(opts.connect_timeout),
+        // A stalled transfer fails after this much silence, well before the
+        // overall bound when that is long.
+        read_timeout: Some(opts.timeout.min(Duration::from_secs(30))),
+        ..Default::default()
+    };
+    WasmClient::new(Client::new(config))
+}
+
+/// Credentials for `registry`: explicit ones, else docker's `config.json`
+/// (`$DOCKER_CONFIG` or `~/.docker`, credential helpers included), else none.
+fn auth(registry: &str, opts: &RegistryOptions) -> RegistryAuth {
+    if let (Some(u), Some(p)) = (&opts.username, &opts.password) {
+        return RegistryAuth::Basic(u.clone(), p.clone());
+    }
+    match docker_credential::get_credential(registry) {
+        Ok(docker_credential::DockerCredential::UsernamePassword(u, p)) => {
+            RegistryAuth::Basic(u, p)
+        }
+        Ok(docker_credential::DockerCredential::IdentityToken(t)) => RegistryAuth::Bearer(t),
+        Err(_) => RegistryAuth::Anonymous,
+    }
+}
+
+/// True when the registry refused the credentials (or their absence).
+fn is_auth_failure(e: &OciDistributionError) -> bool {
+    use oci_client::errors::OciErrorCode;
+    match e {
+        OciDistributionError::UnauthorizedError { .. }
+        | OciDistributionError::AuthenticationFailure(_) => true,
+        OciDistributionError::ServerError { code, .. } => matches!(code, 401 | 403),
+        OciDistributionError::RegistryError { envelope, .. } => envelope
+            .errors
+            .iter()
+            .any(|x| matches!(x.code, OciErrorCode::Unauthorized | OciErrorCode::Denied)),
+        _ => false,
+    }
+}
+
+/// The error and its causes on one line (a refused connection hides two
+/// levels below reqwest's "error sending request").
+fn describe(e: &OciDistributionError) -> String {
+    let mut out = if is_auth_failure(e) {
+        format!(
+            "not authorized (check the credentials: --username/--password, CONDUCTOR_REGISTRY_USERNAME/PASSWORD or docker config.json): {e}"
+        )
+    } else {
+        e.to_string()
+    };
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}
+
+async fn bounded<T>(
+    reference: &str,
+    op: &'static str,
+    opts: &RegistryOptions,
+    fut: impl Future<Output = Result<T, OciError>>,
+) -> Result<T, OciError> {
+    tokio::time::timeout(opts.timeout, fut)
+        .await
+        .unwrap_or_else(|_| {
+            Err(OciError::Timeout {
+                reference: reference.to_owned(),
+                op,
+                secs: opts.timeout.as_secs(),
+            })
+        })
+}
+
+/// Pull `reference` (without `oci://`) into the cache per `policy` and
+/// return the local file to use.
+pub async fn pull(
+    store: &Store,
+    reference: &str,
+    kind: Kind,
+    policy: PullPolicy,
+    opts: &RegistryOptions,
+) -> Result<Pulled, OciError> {
+    let parsed = parse_reference(reference)?;
+    let canonical = parsed.whole();
+    if policy != PullPolicy::Always
+        && let Some(record) = store.record(&canonical)
+        && record.kind == kind
+        && let Some(blob) = store.verified_blob(&record.layer_digest)
+    {
+        let path = materialize(store, reference, &record, &blob)?;
+        return Ok(Pulled {
+            path,
+            record,
+            from_cache: true,
+        });
+    }
+    if policy == PullPolicy::Never {
+        return Err(OciError::NotCached {
+            reference: reference.to_owned(),
+            dir: store.root.clone(),
+        });
+    }
+    bounded(
+        reference,
+        "pull",
+        opts,
+        pull_remote(store, reference, &parsed, kind, opts),
+    )
+    .await
+}
+
+async fn pull_remote(
+    store: &Store,
+    reference: &str,
+    parsed: &Reference,
+    kind: Kind,
+    opts: &RegistryOptions,
+) -> Result<Pulled, OciError> {
+    let registry = parsed.resolve_registry().to_owned();
+    let client = client(&registry, opts);
+    let auth = auth(&registry, opts);
+    let registry_err = |op, e: OciDistributionError| OciError::Registry {
+        reference: reference.to_owned(),
+        op,
+        cause: describe(&e),
+    };
+    let (manifest, manifest_digest, config) = client
+        .as_ref()
+        .pull_manifest_and_config(parsed, &auth)
+        .await
+        .map_err(|e| registry_err("fetching the manifest", e))?;
+    if let Some(want) = parsed.digest()
+        && want != manifest_digest
+    {
+        return Err(OciError::Verification {
+            reference: reference.to_owned(),
+            digest: manifest_digest,
+            cause: format!("the registry sent a manifest with another digest than {want}"),
+        });
+    }
+    let wrong = |want, cause: String| OciError::WrongArtifact {
+        reference: reference.to_owned(),
+        want,
+        cause,
+    };
+    let (layer, labels) = match kind {
+        Kind::Component => {
+            let want = "wasm component artifact";
+            if let Some(mt) = &manifest.media_type
+                && mt != WASM_MANIFEST_MEDIA_TYPE
+            {
+                return Err(wrong(
+                    want,
+                    format!("manifest media type is {mt}, expected {WASM_MANIFEST_MEDIA_TYPE}"),
+                ));
+            }
+            if manifest.config.media_type != WASM_MANIFEST_CONFIG_MEDIA_TYPE {
+                return Err(wrong(
+                    want,
+                    format!(
+                        "config media type is {}, expected {WASM_MANIFEST_CONFIG_MEDIA_TYPE}",
+                        manifest.config.media_type
+                    ),
+                ));
+            }
+            let [layer] = manifest.layers.as_slice() else {
+                return Err(wrong(
+                    want,
+                    format!("it has {} layers, expected one", manifest.layers.len()),
+                ));
+            };
+            if layer.media_type != WASM_LAYER_MEDIA_TYPE {
+                return Err(wrong(
+                    want,
+                    format!(
+                        "layer media type is {}, expected {WASM_LAYER_MEDIA_TYPE}",
+                        layer.media_type
+                    ),
+                ));
+            }
+            let config = WasmConfig::try_from(config.as_str())
+                .map_err(|e| wrong(want, format!("unreadable wasm config: {e:#}")))?;
+            check_world(&config).map_err(|cause| wrong("component for this host", cause))?;
+            (layer.clone(), BTreeMap::new())
+        }
+        Kind::Bytecode => {
+            let want = "bpfman bytecode image";
+            let [layer] = manifest.layers.as_slice() else {
+                return Err(wrong(
+                    want,
+                    format!("it has {} layers, expected one", manifest.layers.len()),
+                ));
+            };
+            if !BYTECODE_LAYER_MEDIA_TYPES.contains(&layer.media_type.as_str()) {
+                return Err(wrong(
+                    want,
+                    format!(
+                        "layer media type is {}, expected one of {}",
+                        layer.media_type,
+                        BYTECODE_LAYER_MEDIA_TYPES.join(", ")
+                    ),
+                ));
+            }
+            (layer.clone(), bytecode_labels(&config))
+        }
+    };
+    if layer.size < 0 || layer.size as u64 > MAX_LAYER_BYTES {
+        return Err(wrong(
+            "plugin artifact",
+            format!(
+                "layer size {} is out of range 0..={MAX_LAYER_BYTES}",
+                layer.size
+            ),
+        ));
+    }
+
+    // Content already cached under another tag is not downloaded again.
+    let (blob, from_cache) = match store.verified_blob(&layer.digest) {
+        Some(p) => (p, true),
+        None => (
+            download(store, reference, &client, parsed, &layer, opts).await?,
+            false,
+        ),
+    };
+    if kind == Kind::Component {
+        check_component_header(&blob).map_err(|cause| wrong("WebAssembly component", cause))?;
+    }
+    let record = RefRecord {
+        reference: parsed.whole(),
+        kind,
+        manifest_digest,
+        layer_digest: layer.digest.clone(),
+        size: layer.size as u64,
+        annotations: manifest.annotations.clone().unwrap_or_default(),
+        labels,
+        pulled_at: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+    };
+    let path = materialize(store, reference, &record, &blob)?;
+    store.write_record(&record)?;
+    Ok(Pulled {
+        path,
+        record,
+        from_cache,
+    })
+}
+
+/// Stream a layer into a temp file, hashing as it goes; only a complete,
+/// verified file is renamed into `blobs/`.
+async fn download(
+    store: &Store,
+    reference: &str,
+    client: &WasmClient,
+    parsed: &Reference,
+    layer: &OciDescriptor,
+    opts: &RegistryOptions,
+) -> Result<PathBuf, OciError> {
+    let fail = |cause: String| OciError::Verification {
+        reference: reference.to_owned(),
+        digest: layer.digest.clone(),
+        cause,
+    };
+    let final_path = store
+        .blob_path(&layer.digest)
+        .ok_or_else(|| fail("only sha256 digests are supported".into()))?;
+    let dir = store.dir("blobs/sha256")?;
+    let mut stream = client
+        .as_ref()
+        .pull_blob_stream(parsed, layer)
+        .await
+        .map_err(|e| OciError::Registry {
+            reference: reference.to_owned(),
+            op: "fetching the layer",
+            cause: describe(&e),
+        })?;
+    let expected = layer.size as u64;
+    let bar = progress_bar(opts, expected, &format!("pulling {reference}"));
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".tmp-")
+        .tempfile_in(&dir)
+        .map_err(|e| store.err(e))?;
+    let mut hasher = Sha256::new();
+    let mut got = 0u64;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| OciError::Registry {
+            reference: reference.to_owned(),
+            op: "downloading the layer",
+            cause: format!("download failed after {got} of {expected} bytes: {e}"),
+        })?;
+        got += chunk.len() as u64;
+        if got > expected {
+            return Err(fail(format!(
+                "the registry sent more than the {expected} bytes the manifest declares"
+            )));
+        }
+        hasher.update(&chunk);
+        tmp.write_all(&chunk).map_err(|e| store.err(e))?;
+        bar.set_position(got);
+    }
+    bar.finish_and_clear();
+    if got != expected {
+        return Err(fail(format!(
+            "truncated download: {got} of {expected} bytes"
+        )));
+    }
+    let actual = format!("sha256:{}", hex::encode(hasher.finalize()));
+    if actual != layer.digest {
+        return Err(fail(format!(
+            "digest mismatch: the content hashes to {actual}"
+        )));
+    }
+    tmp.as_file().sync_all().map_err(|e| store.err(e))?;
+    tmp.persist(&final_path).map_err(|e| store.err(e))?;
+    Ok(final_path)
+}
+
+fn progress_bar(opts: &RegistryOptions, len: u64, message: &str) -> indicatif::ProgressBar {
+    if !opts.progress {
+        return indicatif::ProgressBar::hidden();
+    }
+    // Draws only on a terminal; a log file gets no control characters.
+    let bar = indicatif::ProgressBar::new(len);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message(message.to_owned());
+    bar
+}
+
+/// The local file of a verified blob: the blob itself for a component, the
+/// extracted object for bytecode.
+fn materialize(
+    store: &Store,
+    reference: &str,
+    record: &RefRecord,
+    blob: &Path,
+) -> Result<PathBuf, OciError> {
+    match record.kind {
+        Kind::Component => Ok(blob.to_owned()),
+        Kind::Bytecode => {
+            let hex = digest_hex(&record.layer_digest).unwrap_or("invalid");
+            let dir = store.dir("bytecode")?;
+            let out = dir.join(format!("{hex}.bpf.o"));
+            // Re-extracted on every use: cheap, and never trusts a file
+            // another process could have left half-written.
+            let object = extract_object(blob).map_err(|cause| OciError::Bytecode {
+                reference: reference.to_owned(),
+                cause,
+            })?;
+            atomic_write(&dir, &out, &object).map_err(|e| store.err(e))?;
+            Ok(out)
+        }
+    }
+}
+
+/// A layer that is not a component is refused before anything refers to it
+/// (prune removes the unreferenced blob).
+fn check_component_header(blob: &Path) -> Result<(), String> {
+    let mut head = [0u8; 8];
+    let n = std::fs::File::open(blob)
+        .and_then(|mut f| f.read(&mut head))
+        .map_err(|e| format!("cannot read the layer: {e}"))?;
+    let head = &head[..n];
+    if wasmparser::Parser::is_component(head) {
+        Ok(())
+    } else if wasmparser::Parser::is_core_wasm(head) {
+        Err("its layer is a core wasm module; build plugins with `cargo build --target wasm32-wasip2`".into())
+    } else {
+        Err("its layer has no wasm header".into())
+    }
+}
+
+/// The single `.o` file of a bpfman bytecode layer (tar+gzip).
+fn extract_object(blob: &Path) -> Result<Vec<u8>, String> {
+    let file = std::fs::File::open(blob).map_err(|e| format!("cannot open layer: {e}"))?;
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
+    let mut found: Option<(String, Vec<u8>)> = None;
+    let entries = archive
+        .entries()
+        .map_err(|e| format!("the layer is not a tar+gzip archive: {e}"))?;
+    for entry in entries {
+        let mut entry = entry.map_err(|e| format!("the layer is not a tar+gzip archive: {e}"))?;
+        let name = entry
+            .path()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        if !entry.header().entry_type().is_file() || !name.ends_with(".o") {
+            continue;
+        }
+        if let Some((first, _)) = &found {
+            return Err(format!(
+                "the layer holds more than one BPF object ({first}, {name}); bpfman images hold one"
+            ));
+        }
+        let mut bytes = Vec::new();
+        entry
+            .read_to_end(&mut bytes)
+            .map_err(|e| format!("cannot read {name} from the layer: {e}"))?;
+        found = Some((name, bytes));
+    }
+    found
+        .map(|(_, b)| b)
+        .ok_or_else(|| "the layer holds no .o file; is this a bpfman bytecode image?".to_owned())
+}
+
+/// `io.ebpf.*` labels of an image config (`{"config": {"Labels": {...}}}`).
+fn bytecode_labels(config: &str) -> BTreeMap<String, String> {
+    #[derive(Deserialize)]
+    struct ImageConfig {
+        #[serde(default)]
+        config: Option<Inner>,
+    }
+    #[derive(Deserialize)]
+    struct Inner {
+        #[serde(default, rename = "Labels")]
+        labels: Option<BTreeMap<String, String>>,
+    }
+    serde_json::from_str::<ImageConfig>(config)
+        .ok()
+        .and_then(|c| c.config)
+        .and_then(|c| c.labels)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("io.ebpf."))
+        .collect()
+}
+
+/// The `conductor:plugin` version a component's config names, if any.
+fn plugin_package_version(component: &oci_wasm::Component) -> Option<String> {
+    component
+        .imports
+        .iter()
+        .chain(&component.exports)
+        .chain(&component.target)
+        .find_map(|name| {
+            let rest = name.strip_prefix("conductor:plugin")?;
+            Some(rest.split_once('@').map_or("", |(_, v)| v).to_owned())
+        })
+}
+
+/// Refuse, before downloading, a component whose config says it targets
+/// another major version of the plugin world. The authoritative check is
+/// linking (`Runtime::prepare`), which also runs for cached components.
+fn check_world(config: &WasmConfig) -> Result<(), String> {
+    let Some(component) = &config.component else {
+        return Err(format!(
+            "its config describes a core module (os {}), not a component",
+            config.os
+        ));
+    };
+    match plugin_package_version(component) {
+        Some(v) if !wit::is_supported(&v) => Err(format!(
+            "it targets {}@{v}; this host supports {}",
+            wit::PACKAGE,
+            wit::supported_ranges()
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Manifest annotations of a pushed component.
+#[derive(Debug, Clone, Default)]
+pub struct PushAnnotations {
+    pub title: Option<String>,
+    pub version: Option<String>,
+    pub source: Option<String>,
+    pub description: Option<String>,
+}
+
+/// What `push` stored.
+#[derive(Debug, Clone)]
+pub struct Pushed {
+    pub manifest_url: String,
+    pub layer_digest: String,
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// Push the component `file` to `reference` (without `oci://`).
+pub async fn push(
+    file: &Path,
+    reference: &str,
+    notes: PushAnnotations,
+    opts: &RegistryOptions,
+) -> Result<Pushed, OciError> {
+    let parsed = parse_reference(reference)?;
+    let bytes = std::fs::read(file).map_err(|source| OciError::ReadFile {
+        path: file.to_owned(),
+        source,
+    })?;
+    let not_component = |cause: String| OciError::WrongArtifact {
+        reference: reference.to_owned(),
+        want: "component to push",
+        cause: format!("{}: {cause}", file.display()),
+    };
+    if !wasmparser::Parser::is_component(&bytes) {
+        return Err(not_component(
+            "not a WebAssembly component; build plugins with `cargo build --target wasm32-wasip2`"
+                .into(),
+        ));
+    }
+    let len = bytes.len() as u64;
+    let layer_digest = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
+    let (config, layer) =
+        WasmConfig::from_raw_component(bytes, None).map_err(|e| not_component(format!("{e:#}")))?;
+    let created = config.created.to_rfc3339();
+    let world = config
+        .component
+        .as_ref()
+        .and_then(plugin_package_version)
+        .map(|v| format!("conductor:plugin/plugin@{v}"))
+        .ok_or_else(|| {
+            not_component(format!(
+                "it does not use the plugin world of {}; build it with conductor-sdk",
+                wit::PACKAGE
+            ))
+        })?;
+    let mut annotations = BTreeMap::new();
+    let title = notes
+        .title
+        .or_else(|| file.file_stem().map(|s| s.to_string_lossy().into_owned()));
+    for (key, value) in [
+        ("org.opencontainers.image.title", title),
+        ("org.opencontainers.image.version", notes.version),
+        ("org.opencontainers.image.source", notes.source),
+        ("org.opencontainers.image.description", notes.description),
+        ("org.opencontainers.image.created", Some(created)),
+        (WORLD_ANNOTATION, Some(world)),
+    ] {
+        if let Some(v) = value {
+            annotations.insert(key.to_owned(), v);
+        }
+    }
+    let registry = parsed.resolve_registry().to_owned();
+    let client = client(&registry, opts);
+    let auth = auth(&registry, opts);
+    let bar = progress_bar(opts, len, &format!("pushing {reference}"));
+    let registry_err = |op, e: OciDistributionError| OciError::Registry {
+        reference: reference.to_owned(),
+        op,
+        cause: describe(&e),
+    };
+    let result = bounded(reference, "push", opts, async {
+        let config = config.to_config().map_err(|e| OciError::WrongArtifact {
+            reference: reference.to_owned(),
+            want: "component to push",
+            cause: format!("cannot encode its wasm config: {e:#}"),
+        })?;
+        // What oci-wasm's `WasmClient::push` writes, with the layer streamed
+        // in chunks so the progress bar follows the upload.
+        let mut manifest = OciImageManifest::build(
+            std::slice::from_ref(&layer),
+            &config,
+            Some(annotations.clone()),
+        );
+        manifest.media_type = Some(WASM_MANIFEST_MEDIA_TYPE.to_owned());
+        let client = client.as_ref();
+        client.store_auth_if_needed(&registry, &auth).await;
+        let data = layer.data.clone();
+        let chunks = futures_util::stream::iter((0..data.len()).step_by(PUSH_CHUNK).map(|at| {
+            let end = (at + PUSH_CHUNK).min(data.len());
+            bar.set_position(end as u64);
+            Ok(data.slice(at..end))
+        }));
+        client
+            .push_blob_stream(&parsed, chunks, &layer_digest)
+            .await
+            .map_err(|e| registry_err("uploading the layer", e))?;
+        // The layer is in place: this uploads the config and the manifest.
+        client
+            .push(&parsed, &[], config, &auth, Some(manifest))
+            .await
+            .map_err(|e| registry_err("push", e))
+    })
+    .await;
+    bar.finish_and_clear();
+    let response = result?;
+    Ok(Pushed {
+        manifest_url: response.manifest_url,
+        layer_digest,
+        annotations,
+    })
+}
+
+/// Replace the OCI references of `spec` by the cached files they resolve
+/// to, pulling per the spec's pull policy; the result loads like a spec of
+/// local paths.
+pub async fn resolve_spec(
+    spec: &PluginSpec,
+    store: &Store,
+    opts: &RegistryOptions,
+) -> Result<PluginSpec, OciError> {
+    let mut out = spec.clone();
+    if let Some(reference) = oci_reference(&spec.component) {
+        let pulled = pull(
+            store,
+            reference,
+            Kind::Component,
+            spec.effective_pull_policy(reference),
+            opts,
+        )
+        .await?;
+        tracing::info!(
+            plugin = %spec.name,
+            reference,
+            digest = %pulled.record.layer_digest,
+            from_cache = pulled.from_cache,
+            "component resolved"
+        );
+        out.component = pulled.path.display().to_string();
+    }
+    if let Some(bytecode) = &mut out.bytecode
+        && let Some(image) = bytecode.image.as_deref().and_then(oci_reference)
+    {
+        let pulled = pull(
+            store,
+            image,
+            Kind::Bytecode,
+            spec.effective_pull_policy(image),
+            opts,
+        )
+        .await?;
+        check_programs(image, &pulled.record, bytecode)?;
+        tracing::info!(
+            plugin = %spec.name,
+            reference = image,
+            digest = %pulled.record.layer_digest,
+            from_cache = pulled.from_cache,
+            "bytecode resolved"
+        );
+        bytecode.path = pulled.path.display().to_string();
+        bytecode.image = None;
+    }
+    Ok(out)
+}
+
+/// Programs the spec attaches must be among those the image's
+/// `io.ebpf.programs` label declares (when it has one).
+fn check_programs(
+    reference: &str,
+    record: &RefRecord,
+    bytecode: &conductor_api::Bytecode,
+) -> Result<(), OciError> {
+    let Some(label) = record.labels.get(PROGRAMS_LABEL) else {
+        return Ok(());
+    };
+    let declared: BTreeMap<String, String> =
+        serde_json::from_str(label).map_err(|e| OciError::Bytecode {
+            reference: reference.to_owned(),
+            cause: format!("label {PROGRAMS_LABEL} is not a JSON object of name to type: {e}"),
+        })?;
+    for p in &bytecode.programs {
+        if !declared.contains_key(&p.name) {
+            return Err(OciError::Bytecode {
+                reference: reference.to_owned(),
+                cause: format!(
+                    "program {:?} is not declared in its {PROGRAMS_LABEL} label; it declares: {}",
+                    p.name,
+                    declared.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_registries_are_recognised() {
+        for r in [
+            "127.0.0.1:5000",
+            "localhost",
+            "localhost:80",
+            "[::1]:5000",
+            "127.1.2.3",
+        ] {
+            assert!(is_loopback(r), "{r}");
+        }
+        for r in [
+            "ghcr.io",
+            "10.0.0.1:5000",
+            "[2001:db8::1]:443",
+            "localhost.example.com",
+        ] {
+            assert!(!is_loopback(r), "{r}");
+        }
+    }
+
+    #[test]
+    fn bytecode_labels_are_read_from_the_image_config() {
+        let config = r#"{"architecture":"amd64","config":{"Labels":{
+            "io.ebpf.programs":"{\"handle_exec\":\"tracepoint\"}",
+            "io.ebpf.maps":"{\"events\":\"ringbuf\"}",
+            "maintainer":"x"}}}"#;
+        let labels = bytecode_labels(config);
+        assert_eq!(labels.len(), 2);
+        assert_eq!(labels[PROGRAMS_LABEL], r#"{"handle_exec":"tracepoint"}"#);
+        assert!(bytecode_labels("not json").is_empty());
+    }
+
+    #[test]
+    fn world_check_names_supported_versions() {
+        let mut config = WasmConfig {
+            created: chrono::Utc::now(),
+            author: None,
+            architecture: "wasm".into(),
+            os: "wasip2".into(),
+            layer_digests: vec![],
+            component: Some(oci_wasm::Component {
+                exports: vec!["on-events".into()],
+                imports: vec!["conductor:plugin/metrics@0.99.0".into()],
+                target: None,
+            }),
+        };
+        let err = check_world(&config).unwrap_err();
+        assert!(err.contains("conductor:plugin@0.99.0"), "{err}");
+        assert!(err.contains(&wit::supported_ranges()), "{err}");
+        let (major_minor, _) = wit::CURRENT.rsplit_once('.').unwrap();
+        let compatible = format!("conductor:plugin/maps@{major_minor}.3");
+        config.component.as_mut().unwrap().imports = vec![compatible];
+        check_world(&config).unwrap();
+        config.component = None;
+        assert!(check_world(&config).unwrap_err().contains("core module"));
+    }
+}

@@ -1,0 +1,317 @@
+//! `conductor:plugin/metrics`: counters, gauges and histograms a plugin
+//! declares and records. The registry behind them (names, label checks,
+//! the cardinality limit, exposition) is the node's; this module only
+//! turns WIT calls into backend calls and backend errors into WIT errors.
+
+use std::sync::Arc;
+
+use wasmtime::component::Resource;
+
+use super::WResult;
+use crate::StoreData;
+use crate::bindings::conductor::plugin::metrics;
+
+/// Why a metric could not be declared or recorded.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum MetricError {
+    #[error("{0}")]
+    InvalidName(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{actual} label values given, the metric declares {expected} labels")]
+    WrongLabelCount { expected: u32, actual: u32 },
+    #[error("{0}")]
+    InvalidBuckets(String),
+    #[error("the metric holds its limit of {0} label sets; sample dropped")]
+    CardinalityLimit(u32),
+}
+
+/// A declared counter: one series per label-value list.
+pub trait CounterSeries: Send + Sync {
+    fn add(&self, values: Vec<String>, delta: u64) -> Result<(), MetricError>;
+}
+
+/// A declared gauge.
+pub trait GaugeSeries: Send + Sync {
+    fn set(&self, values: Vec<String>, value: f64) -> Result<(), MetricError>;
+    fn add(&self, values: Vec<String>, delta: f64) -> Result<(), MetricError>;
+}
+
+/// A declared histogram.
+pub trait HistogramSeries: Send + Sync {
+    fn observe(&self, values: Vec<String>, value: f64) -> Result<(), MetricError>;
+}
+
+/// Where one plugin's metrics are declared. Declaring a metric again with
+/// the same description returns the same metric (how a restarted plugin
+/// gets its series back).
+pub trait MetricsBackend: Send + Sync {
+    fn counter(
+        &self,
+        name: &str,
+        help: &str,
+        labels: Vec<String>,
+    ) -> Result<Arc<dyn CounterSeries>, MetricError>;
+    fn gauge(
+        &self,
+        name: &str,
+        help: &str,
+        labels: Vec<String>,
+    ) -> Result<Arc<dyn GaugeSeries>, MetricError>;
+    fn histogram(
+        &self,
+        name: &str,
+        help: &str,
+        labels: Vec<String>,
+        buckets: Vec<f64>,
+    ) -> Result<Arc<dyn HistogramSeries>, MetricError>;
+}
+
+pub type CounterResource = Arc<dyn CounterSeries>;
+pub type GaugeResource = Arc<dyn GaugeSeries>;
+pub type HistogramResource = Arc<dyn HistogramSeries>;
+
+fn metric_error(e: MetricError) -> metrics::MetricError {
+    match e {
+        MetricError::InvalidName(m) => metrics::MetricError::InvalidName(m),
+        MetricError::Conflict(m) => metrics::MetricError::Conflict(m),
+        MetricError::WrongLabelCount { expected, actual } => {
+            metrics::MetricError::WrongLabelCount(metrics::WrongLabelCount { expected, actual })
+        }
+        MetricError::InvalidBuckets(m) => metrics::MetricError::InvalidBuckets(m),
+        MetricError::CardinalityLimit(n) => metrics::MetricError::CardinalityLimit(n),
+    }
+}
+
+impl metrics::Host for StoreData {}
+
+impl metrics::HostCounter for StoreData {
+    fn declare(
+        &mut self,
+        d: metrics::MetricDesc,
+    ) -> WResult<Result<Resource<CounterResource>, metrics::MetricError>> {
+        match self.host.metrics.counter(&d.name, &d.help, d.labels) {
+            Ok(f) => Ok(Ok(self.table.push(f)?)),
+            Err(e) => Ok(Err(metric_error(e))),
+        }
+    }
+
+    fn add(
+        &mut self,
+        r: Resource<CounterResource>,
+        values: Vec<String>,
+        delta: u64,
+    ) -> WResult<Result<(), metrics::MetricError>> {
+        Ok(self.table.get(&r)?.add(values, delta).map_err(metric_error))
+    }
+
+    fn drop(&mut self, r: Resource<CounterResource>) -> WResult<()> {
+        self.table.delete(r)?;
+        Ok(())
+    }
+}
+
+impl metrics::HostGauge for StoreData {
+    fn declare(
+        &mut self,
+        d: metrics::MetricDesc,
+    ) -> WResult<Result<Resource<GaugeResource>, metrics::MetricError>> {
+        match self.host.metrics.gauge(&d.name, &d.help, d.labels) {
+            Ok(f) => Ok(Ok(self.table.push(f)?)),
+            Err(e) => Ok(Err(metric_error(e))),
+        }
+    }
+
+    fn set(
+        &mut self,
+        r: Resource<GaugeResource>,
+        values: Vec<String>,
+        value: f64,
+    ) -> WResult<Result<(), metrics::MetricError>> {
+        Ok(self.table.get(&r)?.set(values, value).map_err(metric_error))
+    }
+
+    fn add(
+        &mut self,
+        r: Resource<GaugeResource>,
+        values: Vec<String>,
+        delta: f64,
+    ) -> WResult<Result<(), metrics::MetricError>> {
+        Ok(self.table.get(&r)?.add(values, delta).map_err(metric_error))
+    }
+
+    fn drop(&mut self, r: Resource<GaugeResource>) -> WResult<()> {
+        self.table.delete(r)?;
+        Ok(())
+    }
+}
+
+impl metrics::HostHistogram for StoreData {
+    fn declare(
+        &mut self,
+        d: metrics::MetricDesc,
+        buckets: Vec<f64>,
+    ) -> WResult<Result<Resource<HistogramResource>, metrics::MetricError>> {
+        match self
+            .host
+            .metrics
+            .histogram(&d.name, &d.help, d.labels, buckets)
+        {
+            Ok(f) => Ok(Ok(self.table.push(f)?)),
+            Err(e) => Ok(Err(metric_error(e))),
+        }
+    }
+
+    fn observe(
+        &mut self,
+        r: Resource<HistogramResource>,
+        values: Vec<String>,
+        value: f64,
+    ) -> WResult<Result<(), metrics::MetricError>> {
+        Ok(self
+            .table
+            .get(&r)?
+            .observe(values, value)
+            .map_err(metric_error))
+    }
+
+    fn drop(&mut self, r: Resource<HistogramResource>) -> WResult<()> {
+        self.table.delete(r)?;
+        Ok(())
+    }
+}
+
+/// An in-memory [`MetricsBackend`] for tests: it records every sample.
+#[cfg(test)]
+pub mod fake {
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// Values by metric name, then label values.
+    type Samples = Arc<Mutex<BTreeMap<String, BTreeMap<Vec<String>, f64>>>>;
+
+    /// What was recorded, by metric name, then label values.
+    #[derive(Default)]
+    pub struct FakeMetrics {
+        pub samples: Samples,
+        /// Label names by metric name, as declared.
+        pub declared: Mutex<BTreeMap<String, Vec<String>>>,
+        /// Series per metric before `CardinalityLimit` (0: no limit).
+        pub max_series: usize,
+    }
+
+    struct Series {
+        name: String,
+        labels: usize,
+        max_series: usize,
+        samples: Samples,
+    }
+
+    impl Series {
+        fn record(&self, values: Vec<String>, f: impl FnOnce(&mut f64)) -> Result<(), MetricError> {
+            if values.len() != self.labels {
+                return Err(MetricError::WrongLabelCount {
+                    expected: self.labels as u32,
+                    actual: values.len() as u32,
+                });
+            }
+            let mut all = self.samples.lock().unwrap_or_else(|e| e.into_inner());
+            let series = all.entry(self.name.clone()).or_default();
+            if self.max_series > 0
+                && !series.contains_key(&values)
+                && series.len() >= self.max_series
+            {
+                return Err(MetricError::CardinalityLimit(self.max_series as u32));
+            }
+            f(series.entry(values).or_default());
+            Ok(())
+        }
+    }
+
+    impl CounterSeries for Series {
+        fn add(&self, values: Vec<String>, delta: u64) -> Result<(), MetricError> {
+            self.record(values, |v| *v += delta as f64)
+        }
+    }
+    impl GaugeSeries for Series {
+        fn set(&self, values: Vec<String>, value: f64) -> Result<(), MetricError> {
+            self.record(values, |v| *v = value)
+        }
+        fn add(&self, values: Vec<String>, delta: f64) -> Result<(), MetricError> {
+            self.record(values, |v| *v += delta)
+        }
+    }
+    impl HistogramSeries for Series {
+        /// Records the sum of observations.
+        fn observe(&self, values: Vec<String>, value: f64) -> Result<(), MetricError> {
+            self.record(values, |v| *v += value)
+        }
+    }
+
+    impl FakeMetrics {
+        fn series(&self, name: &str, labels: Vec<String>) -> Result<Arc<Series>, MetricError> {
+            if name.is_empty() {
+                return Err(MetricError::InvalidName("empty metric name".into()));
+            }
+            let mut declared = self.declared.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(existing) = declared.get(name)
+                && *existing != labels
+            {
+                return Err(MetricError::Conflict(format!(
+                    "{name} declared with other labels"
+                )));
+            }
+            declared.insert(name.to_owned(), labels.clone());
+            Ok(Arc::new(Series {
+                name: name.to_owned(),
+                labels: labels.len(),
+                max_series: self.max_series,
+                samples: self.samples.clone(),
+            }))
+        }
+
+        /// The value of one series, if it was recorded.
+        pub fn value(&self, name: &str, values: &[&str]) -> Option<f64> {
+            let values: Vec<String> = values.iter().map(|v| (*v).to_owned()).collect();
+            self.samples
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(name)?
+                .get(&values)
+                .copied()
+        }
+    }
+
+    impl MetricsBackend for FakeMetrics {
+        fn counter(
+            &self,
+            name: &str,
+            _help: &str,
+            labels: Vec<String>,
+        ) -> Result<Arc<dyn CounterSeries>, MetricError> {
+            Ok(self.series(name, labels)?)
+        }
+        fn gauge(
+            &self,
+            name: &str,
+            _help: &str,
+            labels: Vec<String>,
+        ) -> Result<Arc<dyn GaugeSeries>, MetricError> {
+            Ok(self.series(name, labels)?)
+        }
+        fn histogram(
+            &self,
+            name: &str,
+            _help: &str,
+            labels: Vec<String>,
+            buckets: Vec<f64>,
+        ) -> Result<Arc<dyn HistogramSeries>, MetricError> {
+            if buckets.is_empty() {
+                return Err(MetricError::InvalidBuckets("no buckets".into()));
+            }
+            Ok(self.series(name, labels)?)
+        }
+    }
+}

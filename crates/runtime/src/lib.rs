@@ -1,0 +1,41 @@
+//! The wasm side of a plugin: one wasmtime [`Engine`](wasmtime::Engine), a
+//! compile cache, sandboxed instances, and the host side of every WIT
+//! interface.
+//!
+//! Every plugin gets its own store (own memory, own resource table) with a
+//! memory cap, a wall-clock bound per call (epoch interruption driven by a
+//! ticker thread) and a WASI context that grants no files, sockets,
+//! environment or arguments; stdout and stderr go to the host's log.
+//!
+//! - [`engine`]: the engine, the linker, compiling (through [`cache`]) and
+//!   instantiating components;
+//! - [`instance`]: a running instance, its limits, calls and faults;
+//! - [`host`]: what a plugin may reach, one module per WIT interface
+//!   (`log`, `config`, `maps`, `events`, `metrics`, `k8s`), each over a
+//!   small backend trait so that it can be tested without a kernel.
+
+pub mod cache;
+pub mod engine;
+pub mod host;
+pub mod instance;
+mod stdio;
+
+pub use engine::{Prepared, Runtime, RuntimeError};
+pub use host::events::EventBatch;
+pub use host::{GrantedMap, PluginHost};
+pub use instance::{Call, Fault, FaultKind, Instance, StoreData};
+
+/// Generated bindings of the WIT world `plugin` (the current version).
+pub mod bindings {
+    wasmtime::component::bindgen!({
+        world: "plugin",
+        path: "../sdk/wit",
+        with: {
+            "conductor:plugin/maps.bpf-map": crate::host::maps::MapResource,
+            "conductor:plugin/metrics.counter": crate::host::metrics::CounterResource,
+            "conductor:plugin/metrics.gauge": crate::host::metrics::GaugeResource,
+            "conductor:plugin/metrics.histogram": crate::host::metrics::HistogramResource,
+        },
+        imports: { default: trappable },
+    });
+}

@@ -1,0 +1,177 @@
+//! Write eBPFConductor plugins in ordinary Rust.
+//!
+//! A plugin is a WebAssembly component (`wasm32-wasip2`, `crate-type =
+//! ["cdylib"]`) implementing the `conductor:plugin` world. The node host
+//! loads the plugin's BPF object, attaches its programs and then drives the
+//! component: [`Plugin::init`] once, [`Plugin::on_events`] for each batch of
+//! ring buffer or perf events, [`Plugin::tick`] periodically and
+//! [`Plugin::collect`] when metrics are scraped. The plugin sees only the
+//! maps and capabilities its spec grants.
+//!
+//! This crate wraps the generated bindings:
+//!
+//! - [`EventBatch`] iterates and decodes event records without copying the
+//!   batch.
+//! - [`Counter`], [`Gauge`] and [`Histogram`] record metrics the host exports.
+//! - [`Map`] and [`TypedMap`] read and write BPF maps, including per-CPU ones.
+//! - [`config`] reads the spec's `config` section; [`log`] and the
+//!   [`info!`]-style macros write to the host's log; [`k8s`] resolves cgroups,
+//!   PIDs and IPs to Kubernetes workloads.
+//!
+//! # Example
+//!
+//! A plugin counting `exec` calls by command name. The kernel side submits a
+//! `struct exec_event` per exec into the ring buffer `events`; the Rust
+//! struct mirrors its C layout.
+//!
+//! ```rust,ignore
+//! use std::collections::HashSet;
+//!
+//! use conductor_sdk::events::c_str;
+//! use conductor_sdk::prelude::*;
+//!
+//! /// `struct exec_event` of the BPF program.
+//! #[repr(C)]
+//! #[derive(Clone, Copy, Pod, Zeroable)]
+//! #[bytemuck(crate = "conductor_sdk::bytemuck")]
+//! struct ExecEvent {
+//!     cgroup_id: u64,
+//!     pid: u32,
+//!     ppid: u32,
+//!     uid: u32,
+//!     _pad: u32,
+//!     comm: [u8; 16],
+//! }
+//!
+//! struct ExecCounter {
+//!     execs: Counter,
+//!     distinct: Gauge,
+//!     seen: HashSet<String>,
+//! }
+//!
+//! impl Plugin for ExecCounter {
+//!     fn init() -> Result<Self> {
+//!         info!("exec counter starting");
+//!         Ok(ExecCounter {
+//!             execs: Counter::declare("execs", "Processes executed, by command.", &["comm"])?,
+//!             distinct: Gauge::declare("distinct_commands", "Distinct commands seen.", &[])?,
+//!             seen: HashSet::new(),
+//!         })
+//!     }
+//!
+//!     fn on_events(&mut self, batch: &EventBatch) -> Result<()> {
+//!         for event in batch.decode::<ExecEvent>() {
+//!             let event = event?;
+//!             let comm = c_str(&event.comm);
+//!             self.execs.inc(&[&comm])?;
+//!             if !self.seen.contains(comm.as_ref()) {
+//!                 self.seen.insert(comm.into_owned());
+//!             }
+//!         }
+//!         self.distinct.set(&[], self.seen.len() as f64)
+//!     }
+//! }
+//!
+//! conductor_sdk::export_plugin!(ExecCounter);
+//! ```
+//!
+//! # Event and map types
+//!
+//! Event records and map keys/values are read as [`Pod`] types: `#[repr(C)]`
+//! structs without padding (add explicit `_pad` fields where the C compiler
+//! would pad), integers and arrays of them. The `Pod` and `Zeroable` derives
+//! come with the prelude; since they refer to the `bytemuck` crate by name,
+//! either add `#[bytemuck(crate = "conductor_sdk::bytemuck")]` to each
+//! struct, as above, or depend on it directly:
+//!
+//! ```toml
+//! bytemuck = { version = "1", features = ["derive"] }
+//! ```
+//!
+//! # Errors
+//!
+//! SDK calls return [`Result`], whose [`Error`] says what failed and where
+//! (`map "flows": update: the plugin has read-only access`). Errors returned
+//! from the plugin's methods reach the host's log; an error from `init`
+//! stops the plugin and makes the host restart it with backoff. Panics trap
+//! the instance, which the host also restarts.
+//!
+//! # Building
+//!
+//! ```sh
+//! cargo build --release --target wasm32-wasip2
+//! ```
+//!
+//! The crate also compiles natively, so a plugin's pure logic can be unit
+//! tested with `cargo test` (build batches with [`EventBatch::from_records`]);
+//! calls into the host panic outside WebAssembly.
+
+pub mod config;
+mod error;
+pub mod events;
+pub mod log;
+pub mod maps;
+pub mod metrics;
+mod plugin;
+
+/// The generated bindings of `wit/plugin.wit`; the rest of the crate wraps
+/// them.
+#[doc(hidden)]
+// The `on-events` export's flattened parameters (the batch's lists as
+// pointer/length pairs) exceed clippy's default argument count.
+#[allow(clippy::too_many_arguments)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "wit",
+        world: "plugin",
+        // Hidden behind `export_plugin!`, which reaches it as `$crate::...`.
+        pub_export_macro: true,
+        export_macro_name: "__export_plugin_world",
+        default_bindings_module: "conductor_sdk::bindings",
+        // Import arguments borrow (`&[&str]` label values), so recording a
+        // metric sample does not allocate.
+        ownership: Borrowing {
+            duplicate_if_necessary: true
+        },
+    });
+}
+
+pub mod k8s {
+    //! Kubernetes identity of the workloads on this node.
+    //!
+    //! Lookups answer from the host's in-memory cache and never block. A process
+    //! outside any pod is [`Identity::Host`]; without cluster metadata (or for a
+    //! container not cached yet) the answer is [`Identity::Unknown`], and
+    //! [`cgroup_container_id`] still names the container from its cgroup.
+    //! Records carry no label sets: [`pod_label`] reads one label,
+    //! [`pod_labels`] and [`pod_annotations`] copy the whole set. Calls cost
+    //! a host call each: resolve each distinct cgroup once per batch.
+    //!
+    //! ```rust,ignore
+    //! if let k8s::Identity::Workload(w) = k8s::by_cgroup_id(event.cgroup_id) {
+    //!     info!("exec in {}/{}", w.pod.namespace, w.pod.name);
+    //! }
+    //! ```
+
+    pub use crate::bindings::conductor::plugin::k8s::*;
+}
+
+pub use bytemuck;
+pub use bytemuck::{Pod, Zeroable};
+pub use error::{Error, ErrorKind, Result, ResultExt};
+pub use events::{DecodeError, EventBatch};
+pub use maps::{Map, TypedMap, UpdateMode};
+pub use metrics::{Counter, Gauge, Histogram};
+#[doc(hidden)]
+pub use plugin::__private;
+pub use plugin::Plugin;
+
+/// Everything a typical plugin uses: `use conductor_sdk::prelude::*;`.
+pub mod prelude {
+    pub use crate::maps::{Map, TypedMap, UpdateMode};
+    pub use crate::metrics::{Counter, Gauge, Histogram};
+    pub use crate::{
+        Error, EventBatch, Plugin, Pod, Result, ResultExt, Zeroable, config, debug, error, info,
+        trace, warn,
+    };
+}

@@ -1,0 +1,268 @@
+//! A real `conductor serve` on a real Unix socket in a temporary directory,
+//! driven through the generated client or the CLI.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use conductor_api::v1::{self, conductor_client::ConductorClient};
+use tonic::transport::Channel;
+
+use super::{scrape_url, spawn_logged, strip_ansi, wait_for_metric_with};
+
+pub struct Daemon {
+    child: Option<Child>,
+    log: Arc<Mutex<Vec<String>>>,
+    /// Holds the socket, the state directory and the cache.
+    pub dir: tempfile::TempDir,
+    pub socket: PathBuf,
+    pub state_dir: PathBuf,
+    pub metrics_url: String,
+    args: Vec<String>,
+}
+
+impl Daemon {
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// A daemon with extra `conductor serve` arguments.
+    pub fn start_with(args: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut d = Self {
+            child: None,
+            log: Arc::default(),
+            socket: dir.path().join("conductor.sock"),
+            state_dir: dir.path().join("state"),
+            dir,
+            metrics_url: String::new(),
+            args: args.iter().map(|s| s.to_string()).collect(),
+        };
+        d.spawn();
+        d
+    }
+
+    /// Start `conductor serve` on this daemon's socket, state and cache,
+    /// waiting until it serves; returns how long that took.
+    pub fn spawn(&mut self) -> Duration {
+        let started = Instant::now();
+        let (child, log) = self.spawn_raw();
+        self.child = Some(child);
+        self.log = log;
+        let line = self
+            .wait_for_log("metrics on http://", Duration::from_secs(60))
+            .unwrap_or_else(|| panic!("daemon did not start; log:\n{}", self.log_text()));
+        self.metrics_url = line
+            .split("metrics on ")
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_owned();
+        self.wait_for_log("serving the node API", Duration::from_secs(60))
+            .unwrap_or_else(|| panic!("daemon did not serve; log:\n{}", self.log_text()));
+        started.elapsed()
+    }
+
+    /// Start another daemon process on the same socket and state (for the
+    /// single-instance checks), without waiting for it.
+    pub fn spawn_raw(&self) -> (Child, Arc<Mutex<Vec<String>>>) {
+        spawn_logged(
+            Command::new(crate::conductor_bin())
+                .arg("serve")
+                .arg("--socket")
+                .arg(&self.socket)
+                .arg("--state-dir")
+                .arg(&self.state_dir)
+                .arg("--cache-dir")
+                .arg(self.dir.path().join("cache"))
+                .args(["--metrics-addr", "127.0.0.1:0"])
+                .args(&self.args),
+        )
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().expect("daemon is not running").id() as i32
+    }
+
+    pub async fn client(&self) -> ConductorClient<Channel> {
+        v1::connect(&self.socket)
+            .await
+            .unwrap_or_else(|e| panic!("{e}; log:\n{}", self.log_text()))
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    pub fn wait_for_log(&mut self, needle: &str, timeout: Duration) -> Option<String> {
+        let until = Instant::now() + timeout;
+        loop {
+            if let Some(l) = self.log.lock().unwrap().iter().find(|l| l.contains(needle)) {
+                return Some(l.clone());
+            }
+            let exited = self
+                .child
+                .as_mut()
+                .is_none_or(|c| c.try_wait().unwrap().is_some());
+            if Instant::now() > until || exited {
+                std::thread::sleep(Duration::from_millis(100));
+                return self
+                    .log
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .find(|l| l.contains(needle))
+                    .cloned();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn scrape(&self) -> String {
+        scrape_url(&self.metrics_url).unwrap_or_else(|e| panic!("{e}\nlog:\n{}", self.log_text()))
+    }
+
+    pub fn wait_for_metric(
+        &self,
+        series: &str,
+        timeout: Duration,
+        ok: impl Fn(f64) -> bool,
+    ) -> f64 {
+        wait_for_metric_with(|| self.scrape(), || self.log_text(), series, timeout, ok)
+    }
+
+    /// `kill -9`: no cleanup of any kind runs in the daemon.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    /// SIGTERM, and the exit status.
+    pub fn stop(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("daemon is not running");
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let until = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > until {
+                let _ = child.kill();
+                panic!(
+                    "daemon did not stop within 30s of SIGTERM; log:\n{}",
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Run the CLI against this daemon: `conductor <args> --socket <socket>`.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        cli_output(
+            Command::new(crate::conductor_bin())
+                .args(args)
+                .arg("--socket")
+                .arg(&self.socket),
+        )
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub fn cli_output(cmd: &mut Command) -> Output {
+    let mut out = cmd
+        .env("NO_COLOR", "1")
+        .env("CONDUCTOR_LOG", "warn")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    out.stderr = strip_ansi(&String::from_utf8_lossy(&out.stderr)).into_bytes();
+    out
+}
+
+/// A wire spec from YAML (paths must be absolute).
+pub fn wire_spec(yaml: &str) -> v1::PluginSpec {
+    let spec = conductor_api::PluginSpec::from_yaml(yaml)
+        .unwrap_or_else(|e| panic!("bad test spec: {e}\n{yaml}"));
+    v1::PluginSpec::from(&spec)
+}
+
+pub fn load_request(yaml: &str) -> v1::LoadRequest {
+    v1::LoadRequest {
+        spec: Some(wire_spec(yaml)),
+        annotations: Default::default(),
+    }
+}
+
+/// A plugin without kernel side: the `steady` test component, which logs
+/// `steady started: <greeting>` at `init` and counts ticks.
+pub fn steady_spec(name: &str, greeting: &str) -> String {
+    format!(
+        "name: {name}\ncomponent: {}\nconfig: {{greeting: {greeting:?}}}\n",
+        super::path_str(&super::artifact("testing_steady.wasm"))
+    )
+}
+
+pub fn phase(status: &v1::PluginStatus) -> v1::Phase {
+    v1::Phase::try_from(status.phase).unwrap_or(v1::Phase::Unspecified)
+}
+
+/// Poll `Get` until the plugin is in `want` (panics after `timeout`).
+pub async fn wait_for_phase(
+    client: &mut ConductorClient<Channel>,
+    name: &str,
+    want: v1::Phase,
+    timeout: Duration,
+) -> v1::PluginStatus {
+    let until = Instant::now() + timeout;
+    loop {
+        let got = client
+            .get(v1::GetRequest { name: name.into() })
+            .await
+            .map(|r| r.into_inner().status.unwrap());
+        if let Ok(s) = &got
+            && phase(s) == want
+        {
+            return s.clone();
+        }
+        assert!(
+            Instant::now() < until,
+            "plugin {name} never reached {want:?}: {got:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Ids of the BPF programs a process holds open (its program and link
+/// descriptors, from `/proc/<pid>/fdinfo`).
+pub fn held_program_ids(pid: i32) -> Vec<u32> {
+    let mut ids: Vec<u32> = std::fs::read_dir(format!("/proc/{pid}/fdinfo"))
+        .map(|dir| {
+            dir.filter_map(Result::ok)
+                .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+                .filter_map(|info| {
+                    info.lines()
+                        .find_map(|l| l.strip_prefix("prog_id:"))
+                        .and_then(|v| v.trim().parse().ok())
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
