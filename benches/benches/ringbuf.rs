@@ -341,7 +341,7 @@ impl Bench {
         // Instantiated and initialised (and its thread named) before the
         // clock starts.
         wait_until(Duration::from_secs(30), || {
-            plugin.status().state == conductor_node::plugin::State::Running
+            plugin.status().phase == conductor_api::Phase::Running
         })
         .context("the plugin did not start")?;
         let tid = find_thread(&format!("plugin-{name}"))?;
@@ -431,7 +431,7 @@ impl Bench {
         wait_until(Duration::from_secs(30), || {
             plugins
                 .iter()
-                .all(|p| p.status().state == conductor_node::plugin::State::Running)
+                .all(|p| p.status().phase == conductor_api::Phase::Running)
         })?;
         std::thread::sleep(Duration::from_millis(200));
         let after = rss_bytes()?;

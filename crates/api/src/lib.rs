@@ -3,10 +3,12 @@
 //! This crate is deliberately light (no wasmtime, no aya) so that the
 //! operator and other clients can depend on it.
 
+pub mod phase;
 pub mod spec;
 pub mod v1;
 pub mod wit;
 
+pub use phase::Phase;
 pub use spec::{
     Access, AttachPoint, Bytecode, EventSource, FieldError, Limits, MapGrant, PluginSpec,
     ProgramAttach, PullPolicy, SpecError, load_file, oci_reference,

@@ -141,16 +141,7 @@ struct LogView {
 }
 
 fn phase_name(phase: i32) -> &'static str {
-    match v1::Phase::try_from(phase) {
-        Ok(v1::Phase::Pending) => "Pending",
-        Ok(v1::Phase::Pulling) => "Pulling",
-        Ok(v1::Phase::Loading) => "Loading",
-        Ok(v1::Phase::Running) => "Running",
-        Ok(v1::Phase::Restarting) => "Restarting",
-        Ok(v1::Phase::Failed) => "Failed",
-        Ok(v1::Phase::Stopped) => "Stopped",
-        _ => "Unknown",
-    }
+    conductor_api::Phase::from_wire(phase).as_str()
 }
 
 fn rfc3339(t: &prost_types::Timestamp) -> String {

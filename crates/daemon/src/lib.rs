@@ -575,15 +575,7 @@ fn timestamp(t: SystemTime) -> prost_types::Timestamp {
 pub fn to_wire(info: &PluginInfo) -> v1::PluginStatus {
     v1::PluginStatus {
         name: info.name.clone(),
-        phase: match info.phase {
-            Phase::Pending => v1::Phase::Pending,
-            Phase::Pulling => v1::Phase::Pulling,
-            Phase::Loading => v1::Phase::Loading,
-            Phase::Running => v1::Phase::Running,
-            Phase::Restarting => v1::Phase::Restarting,
-            Phase::Failed => v1::Phase::Failed,
-            Phase::Stopped => v1::Phase::Stopped,
-        } as i32,
+        phase: v1::Phase::from(info.phase) as i32,
         phase_since: Some(timestamp(info.phase_since)),
         loaded_at: info.loaded_at.map(timestamp),
         restarts: info.restarts,

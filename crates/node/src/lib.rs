@@ -10,6 +10,7 @@
 //! `conductor run` and `conductor serve`.
 
 pub mod k8s;
+pub mod launch;
 pub mod logs;
 pub mod manager;
 pub mod metrics;

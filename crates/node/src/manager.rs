@@ -21,8 +21,9 @@ use std::time::{Duration, Instant, SystemTime};
 use conductor_api::PluginSpec;
 use tokio::sync::{broadcast, watch};
 
+use crate::launch::{Launcher, PluginLauncher, RunningPlugin};
 use crate::metrics::Metrics;
-use crate::plugin::{LoadError, Plugin, StartOptions, State, Status};
+use crate::plugin::{LoadError, StartOptions, Status};
 use conductor_runtime::Runtime;
 
 use crate::k8s::Workloads;
@@ -62,23 +63,7 @@ pub enum ManagerError {
     },
 }
 
-/// Where a plugin is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-pub enum Phase {
-    /// Accepted, waiting for its turn.
-    Pending,
-    /// Fetching its component or bytecode from a registry.
-    Pulling,
-    /// Compiling, verifying, attaching, initialising.
-    Loading,
-    Running,
-    /// Faulted; a new instance starts after a backoff.
-    Restarting,
-    /// Could not be loaded; `last_error` says why.
-    Failed,
-    /// Stopped (being unloaded).
-    Stopped,
-}
+pub use conductor_api::Phase;
 
 /// A plugin's status as the API reports it.
 #[derive(Debug, Clone)]
@@ -143,7 +128,7 @@ impl Ticket {
     }
 }
 
-struct Entry {
+struct Entry<P> {
     /// Which load created the entry.
     id: u64,
     /// Tells that load it was unloaded.
@@ -161,14 +146,14 @@ struct Entry {
     phase: Phase,
     since: SystemTime,
     last_error: Option<String>,
-    plugin: Option<Arc<Plugin>>,
+    plugin: Option<Arc<P>>,
     /// A load, update or unload is under way.
     busy: bool,
     /// Part of the desired state (loaded once, or restored from it).
     desired: bool,
 }
 
-impl Entry {
+impl<P: RunningPlugin> Entry<P> {
     fn info(&self) -> PluginInfo {
         let mut info = PluginInfo {
             name: self.spec.name.clone(),
@@ -186,18 +171,13 @@ impl Entry {
             && self.phase == Phase::Running
         {
             let Status {
-                state,
+                phase,
                 since,
                 restarts,
                 last_error,
                 digest,
             } = p.status();
-            info.phase = match state {
-                State::Starting => Phase::Loading,
-                State::Running => Phase::Running,
-                State::Restarting => Phase::Restarting,
-                State::Stopped => Phase::Stopped,
-            };
+            info.phase = phase;
             info.phase_since = since;
             info.restarts = restarts;
             info.last_error = last_error.or(info.last_error);
@@ -207,41 +187,55 @@ impl Entry {
     }
 }
 
-struct Shared {
-    plugins: Mutex<BTreeMap<String, Entry>>,
+struct Shared<P> {
+    plugins: Mutex<BTreeMap<String, Entry<P>>>,
     changes: broadcast::Sender<Change>,
 }
 
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Entry>> {
+impl<P: RunningPlugin> Shared<P> {
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Entry<P>>> {
         self.plugins.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Tell watchers about `name`'s current state (called with the lock held,
     /// so a subscriber's snapshot and its stream of changes agree).
-    fn announce(&self, plugins: &BTreeMap<String, Entry>, name: &str) {
+    fn announce(&self, plugins: &BTreeMap<String, Entry<P>>, name: &str) {
         if let Some(e) = plugins.get(name) {
             let _ = self.changes.send(Change::Changed(e.info()));
         }
     }
 }
 
-pub struct Manager {
-    runtime: Arc<Runtime>,
+/// The plugins of this host. `L` starts them: [`PluginLauncher`] loads
+/// their kernel side and instantiates their components; the manager's
+/// unit tests use a fake.
+pub struct Manager<L: Launcher = PluginLauncher> {
+    launcher: L,
     metrics: Arc<Metrics>,
-    /// What the plugins' `k8s` lookups answer from (`unknown` for
-    /// everything until set).
-    workloads: std::sync::RwLock<Arc<Workloads>>,
-    shared: Arc<Shared>,
+    shared: Arc<Shared<L::Plugin>>,
     next_id: AtomicU64,
 }
 
-impl Manager {
+impl Manager<PluginLauncher> {
     pub fn new(runtime: Arc<Runtime>, metrics: Arc<Metrics>) -> Self {
+        Self::with_launcher(PluginLauncher::new(runtime, metrics.clone()), metrics)
+    }
+
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        self.launcher.runtime()
+    }
+
+    /// The workload cache plugins started from now on look up.
+    pub fn set_workloads(&self, workloads: Arc<Workloads>) {
+        self.launcher.set_workloads(workloads);
+    }
+}
+
+impl<L: Launcher> Manager<L> {
+    pub fn with_launcher(launcher: L, metrics: Arc<Metrics>) -> Self {
         Self {
-            runtime,
+            launcher,
             metrics,
-            workloads: std::sync::RwLock::new(Workloads::disabled()),
             shared: Arc::new(Shared {
                 plugins: Mutex::default(),
                 changes: broadcast::channel(CHANGE_BACKLOG).0,
@@ -252,22 +246,6 @@ impl Manager {
 
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
-    }
-
-    pub fn runtime(&self) -> &Arc<Runtime> {
-        &self.runtime
-    }
-
-    /// The workload cache plugins started from now on look up.
-    pub fn set_workloads(&self, workloads: Arc<Workloads>) {
-        *self.workloads.write().unwrap_or_else(|e| e.into_inner()) = workloads;
-    }
-
-    fn workloads(&self) -> Arc<Workloads> {
-        self.workloads
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
     }
 
     /// Load and start a plugin (as `conductor run` does); relative paths in
@@ -441,12 +419,12 @@ impl Manager {
         spec: &PluginSpec,
         base_dir: &Path,
         wait_for_init: bool,
-    ) -> Result<(Plugin, Option<String>), ManagerError> {
+    ) -> Result<(L::Plugin, Option<String>), ManagerError> {
         let bytecode_digest = spec
             .bytecode
             .as_ref()
             .and_then(|b| file_digest(&base_dir.join(&b.path)));
-        let weak: Weak<Shared> = Arc::downgrade(&self.shared);
+        let weak: Weak<Shared<L::Plugin>> = Arc::downgrade(&self.shared);
         let name = spec.name.clone();
         let notify: crate::plugin::Notify = Arc::new(move || {
             if let Some(shared) = weak.upgrade() {
@@ -454,14 +432,12 @@ impl Manager {
                 shared.announce(&plugins, &name);
             }
         });
-        let plugin = Plugin::start_with(
-            &self.runtime,
-            &self.metrics,
+        let plugin = self.launcher.start(
             spec,
             base_dir,
             StartOptions {
                 notify: Some(notify),
-                workloads: Some(self.workloads()),
+                workloads: None,
                 wait_for_init,
             },
         )?;
@@ -536,7 +512,7 @@ impl Manager {
     /// unless empty. If the kernel side (bytecode, its file's content, maps)
     /// and `limits.maxSeriesPerMetric` are unchanged, the kernel side stays
     /// attached and the new component takes over between two batches
-    /// ([`Plugin::swap`]): no event is lost and a failing new version
+    /// ([`RunningPlugin::swap`]): no event is lost and a failing new version
     /// leaves the old one running. Otherwise the plugin is stopped and
     /// started again from the new spec; if that fails the old spec is
     /// loaded again.
@@ -613,10 +589,13 @@ impl Manager {
     fn update_busy(
         &self,
         resolved: &PluginSpec,
-        plugin: Option<Arc<Plugin>>,
+        plugin: Option<Arc<L::Plugin>>,
         old_resolved: Option<PluginSpec>,
         old_digest: Option<String>,
-    ) -> Result<(UpdateKind, Option<Arc<Plugin>>, Option<String>), (ManagerError, Restored)> {
+    ) -> Result<
+        (UpdateKind, Option<Arc<L::Plugin>>, Option<String>),
+        (ManagerError, Restored<L::Plugin>),
+    > {
         let name = resolved.name.clone();
         let refused = |cause: String| {
             (
@@ -636,8 +615,8 @@ impl Manager {
             .and_then(|b| file_digest(Path::new(&b.path)));
         // The new component compiles before anything changes.
         let prepared = self
-            .runtime
-            .prepare(Path::new(&resolved.component))
+            .launcher
+            .prepare(resolved)
             .map_err(|e| refused(e.to_string()))?;
         let same_kernel_side = old_resolved.as_ref().is_some_and(|old| {
             old.bytecode == resolved.bytecode
@@ -746,7 +725,7 @@ impl Manager {
 
     /// Stop every plugin, detaching all programs.
     pub fn shutdown(&self) {
-        let plugins: Vec<Arc<Plugin>> = self
+        let plugins: Vec<Arc<L::Plugin>> = self
             .shared
             .lock()
             .values_mut()
@@ -758,11 +737,11 @@ impl Manager {
     }
 }
 
-enum Restored {
+enum Restored<P> {
     /// The old version never stopped.
     Unchanged,
     /// The old version was started again.
-    Again(Arc<Plugin>),
+    Again(Arc<P>),
     /// Nothing runs any more.
     Lost,
 }
@@ -777,3 +756,6 @@ fn file_digest(path: &Path) -> Option<String> {
         hex::encode(sha2::Sha256::digest(&bytes))
     ))
 }
+
+#[cfg(test)]
+mod tests;

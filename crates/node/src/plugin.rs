@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
-use conductor_api::{PluginSpec, SpecError};
+use conductor_api::{Phase, PluginSpec, SpecError};
 use crossbeam_channel::{Receiver, Sender};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -64,20 +64,11 @@ pub enum LoadError {
     Start { plugin: String, cause: String },
 }
 
-/// Where a plugin is in its life.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum State {
-    /// Loaded; the first instance is being started.
-    Starting,
-    Running,
-    /// Waiting to restart after a fault.
-    Restarting,
-    Stopped,
-}
-
 #[derive(Debug, Clone)]
 pub struct Status {
-    pub state: State,
+    /// `Loading` until the first instance ran `init`, then `Running`,
+    /// `Restarting` after a fault, `Stopped` once stopped.
+    pub phase: Phase,
     pub since: SystemTime,
     pub restarts: u64,
     pub last_error: Option<String>,
@@ -439,7 +430,7 @@ impl Worker {
             });
         }
         let status = Arc::new(Mutex::new(Status {
-            state: State::Starting,
+            phase: Phase::Loading,
             since: SystemTime::now(),
             restarts: 0,
             last_error: None,
@@ -542,7 +533,7 @@ impl Worker {
             while let Ok(cmd) = commands.try_recv() {
                 match cmd {
                     Command::Stop => {
-                        self.set_state(State::Stopped, None);
+                        self.set_phase(Phase::Stopped, None);
                         self.forget_metrics();
                         return;
                     }
@@ -690,7 +681,7 @@ impl Worker {
                 "plugin running"
             );
             self.up.set(1);
-            self.set_state(State::Running, None);
+            self.set_phase(Phase::Running, None);
         }
     }
 
@@ -740,7 +731,7 @@ impl Worker {
         self.up.set(1);
         let digest = self.prepared.digest.clone();
         self.update_status(|s| s.digest = digest);
-        self.set_state(State::Running, None);
+        self.set_phase(Phase::Running, None);
         tracing::info!(plugin = %self.name, digest = %self.prepared.digest, "plugin updated");
         let _ = swap.reply.send(Ok(()));
     }
@@ -793,7 +784,7 @@ impl Worker {
             restart_in_ms = delay.as_millis() as u64,
             "{message}"
         );
-        self.set_state(State::Restarting, Some(message));
+        self.set_phase(Phase::Restarting, Some(message));
     }
 
     /// Remove every host series of this plugin (it is being unloaded).
@@ -837,9 +828,9 @@ impl Worker {
         }
     }
 
-    fn set_state(&self, state: State, error: Option<String>) {
+    fn set_phase(&self, phase: Phase, error: Option<String>) {
         self.update_status(|s| {
-            s.state = state;
+            s.phase = phase;
             s.since = SystemTime::now();
             if error.is_some() {
                 s.last_error = error;

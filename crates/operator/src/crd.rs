@@ -149,33 +149,7 @@ pub struct EbpfPluginNodeStateSpec {
 
 /// The phase of a plugin on one node: the host's phases, plus `Unknown` when
 /// the host cannot be reached.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
-pub enum NodePhase {
-    #[default]
-    Pending,
-    Pulling,
-    Loading,
-    Running,
-    Restarting,
-    Failed,
-    Stopped,
-    Unknown,
-}
-
-impl NodePhase {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            NodePhase::Pending => "Pending",
-            NodePhase::Pulling => "Pulling",
-            NodePhase::Loading => "Loading",
-            NodePhase::Running => "Running",
-            NodePhase::Restarting => "Restarting",
-            NodePhase::Failed => "Failed",
-            NodePhase::Stopped => "Stopped",
-            NodePhase::Unknown => "Unknown",
-        }
-    }
-}
+pub use conductor_api::Phase as NodePhase;
 
 /// Option fields serialize as `null` (not skipped) so that a merge patch of
 /// the whole status clears what no longer applies.

@@ -14,15 +14,7 @@ use crate::crd::{
 pub const MAX_FAILURES_LISTED: usize = 10;
 
 pub fn phase_of(p: i32) -> NodePhase {
-    match Phase::try_from(p).unwrap_or(Phase::Unspecified) {
-        Phase::Unspecified | Phase::Pending => NodePhase::Pending,
-        Phase::Pulling => NodePhase::Pulling,
-        Phase::Loading => NodePhase::Loading,
-        Phase::Running => NodePhase::Running,
-        Phase::Restarting => NodePhase::Restarting,
-        Phase::Failed => NodePhase::Failed,
-        Phase::Stopped => NodePhase::Stopped,
-    }
+    NodePhase::from_wire(p)
 }
 
 /// A condition; `previous` conditions keep their transition time while

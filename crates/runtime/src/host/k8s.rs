@@ -116,3 +116,144 @@ impl k8s::Host for StoreData {
         Ok(self.host.workloads.cgroup_container_id(id))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, HashMap};
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::host::{test_host, test_store};
+    use k8s::Host;
+
+    /// One pod, `web-1` in `shop`, with one container, cgroup 42, pid 7
+    /// and IPs 10.1.0.5 and fd00::5.
+    struct OnePod;
+
+    fn workload() -> Identity {
+        Identity::Workload(Workload {
+            pod: Pod {
+                namespace: "shop".into(),
+                name: "web-1".into(),
+                uid: "uid-1".into(),
+                node: "n1".into(),
+                owner: Some(("ReplicaSet".into(), "web".into())),
+            },
+            container: Some(Container {
+                name: "app".into(),
+                id: "c0ffee".into(),
+                image: "web:1".into(),
+            }),
+        })
+    }
+
+    impl WorkloadsBackend for OnePod {
+        fn by_cgroup_id(&self, id: u64) -> Identity {
+            if id == 42 { workload() } else { Identity::Host }
+        }
+        fn by_pid(&self, pid: u32) -> Identity {
+            if pid == 7 {
+                workload()
+            } else {
+                Identity::Unknown
+            }
+        }
+        fn by_container_id(&self, id: &str) -> Identity {
+            if id == "c0ffee" {
+                workload()
+            } else {
+                Identity::Unknown
+            }
+        }
+        fn by_ip(&self, ip: IpAddr) -> Identity {
+            if ip == "10.1.0.5".parse::<IpAddr>().unwrap()
+                || ip == "fd00::5".parse::<IpAddr>().unwrap()
+            {
+                workload()
+            } else {
+                Identity::Unknown
+            }
+        }
+        fn pod_labels(&self, uid: &str) -> Vec<(String, String)> {
+            if uid == "uid-1" {
+                vec![("app".into(), "web".into())]
+            } else {
+                vec![]
+            }
+        }
+        fn pod_label(&self, uid: &str, key: &str) -> Option<String> {
+            (uid == "uid-1" && key == "app").then(|| "web".into())
+        }
+        fn pod_annotations(&self, _: &str) -> Vec<(String, String)> {
+            vec![]
+        }
+        fn pod_network(&self, uid: &str) -> Option<(Vec<IpAddr>, bool)> {
+            (uid == "uid-1").then(|| {
+                (
+                    vec!["10.1.0.5".parse().unwrap(), "fd00::5".parse().unwrap()],
+                    false,
+                )
+            })
+        }
+        fn cgroup_container_id(&self, id: u64) -> Option<String> {
+            (id == 42).then(|| "c0ffee".into())
+        }
+    }
+
+    fn is_web(id: &Identity) -> bool {
+        matches!(id, Identity::Workload(w) if w.pod.name == "web-1" && w.container.as_ref().is_some_and(|c| c.name == "app"))
+    }
+
+    #[test]
+    fn lookups_answer_from_the_backend_with_addresses_converted_both_ways() {
+        let host = crate::PluginHost::new(
+            "p",
+            BTreeMap::new(),
+            HashMap::new(),
+            test_host("p").metrics.clone(),
+        )
+        .with_workloads(Arc::new(OnePod));
+        let mut s = test_store(host);
+        assert!(is_web(&s.by_cgroup_id(42).unwrap()));
+        assert!(matches!(s.by_cgroup_id(1).unwrap(), Identity::Host));
+        assert!(is_web(&s.by_pid(7).unwrap()));
+        assert!(is_web(&s.by_container_id("c0ffee".into()).unwrap()));
+        assert!(is_web(
+            &s.by_ip(k8s::IpAddress::Ipv4((10, 1, 0, 5))).unwrap()
+        ));
+        assert!(is_web(
+            &s.by_ip(k8s::IpAddress::Ipv6((0xfd00, 0, 0, 0, 0, 0, 0, 5)))
+                .unwrap()
+        ));
+        assert!(matches!(
+            s.by_ip(k8s::IpAddress::Ipv4((10, 1, 0, 6))).unwrap(),
+            Identity::Unknown
+        ));
+        assert_eq!(
+            s.pod_label("uid-1".into(), "app".into())
+                .unwrap()
+                .as_deref(),
+            Some("web")
+        );
+        let net = s.pod_network("uid-1".into()).unwrap().unwrap();
+        assert!(!net.host_network);
+        assert!(matches!(net.ips[0], k8s::IpAddress::Ipv4((10, 1, 0, 5))));
+        assert!(matches!(
+            net.ips[1],
+            k8s::IpAddress::Ipv6((0xfd00, 0, 0, 0, 0, 0, 0, 5))
+        ));
+        assert_eq!(
+            s.cgroup_container_id(42).unwrap().as_deref(),
+            Some("c0ffee")
+        );
+    }
+
+    #[test]
+    fn without_a_cache_everything_is_unknown() {
+        let mut s = test_store(test_host("p"));
+        assert!(matches!(s.by_cgroup_id(42).unwrap(), Identity::Unknown));
+        assert!(matches!(s.by_pid(1).unwrap(), Identity::Unknown));
+        assert!(s.pod_labels("uid-1".into()).unwrap().is_empty());
+        assert!(s.pod_network("uid-1".into()).unwrap().is_none());
+    }
+}

@@ -81,7 +81,7 @@ mod tests {
                     "Warn".into(),
                     r#"slow ms="12" who="a b=c""#.into()
                 ),
-                ("p1".into(), "Info".into(), "plain".into()),
+                ("p1".into(), "Level::Info".into(), "plain".into()),
             ]
         );
     }

@@ -223,3 +223,221 @@ impl maps::HostBpfMap for StoreData {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, HashMap};
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::host::{test_host, test_store};
+    use maps::HostBpfMap;
+
+    /// A hash map of 4-byte keys and 8-byte values, checked like the kernel's.
+    struct FakeMap {
+        meta: MapMeta,
+        entries: Mutex<BTreeMap<Vec<u8>, Vec<u8>>>,
+    }
+
+    impl FakeMap {
+        fn new(entries: u32) -> Self {
+            let map = Self {
+                meta: MapMeta {
+                    kind: MapKind::Hash,
+                    key_size: 4,
+                    value_size: 8,
+                    value_stride: 8,
+                    max_entries: 10_000,
+                    values_per_key: 1,
+                },
+                entries: Mutex::default(),
+            };
+            for k in 0..entries {
+                map.update(&k.to_be_bytes(), &u64::from(k).to_le_bytes(), 0)
+                    .unwrap();
+            }
+            map
+        }
+
+        fn check(&self, what: &'static str, bytes: &[u8], expected: u32) -> Result<(), MapOpError> {
+            if bytes.len() as u32 != expected {
+                return Err(MapOpError::WrongSize {
+                    what,
+                    expected,
+                    actual: bytes.len() as u32,
+                });
+            }
+            Ok(())
+        }
+    }
+
+    impl MapBackend for FakeMap {
+        fn name(&self) -> &str {
+            "flows"
+        }
+        fn meta(&self) -> &MapMeta {
+            &self.meta
+        }
+        fn lookup(&self, key: &[u8]) -> Result<Option<Vec<u8>>, MapOpError> {
+            self.check("key", key, 4)?;
+            Ok(self.entries.lock().unwrap().get(key).cloned())
+        }
+        fn update(&self, key: &[u8], value: &[u8], flags: u64) -> Result<(), MapOpError> {
+            self.check("key", key, 4)?;
+            self.check("value", value, 8)?;
+            let mut entries = self.entries.lock().unwrap();
+            match (flags, entries.contains_key(key)) {
+                (1, true) => Err(MapOpError::Kernel(std::io::Error::from_raw_os_error(
+                    17, /* EEXIST */
+                ))),
+                (2, false) => Err(MapOpError::Kernel(std::io::Error::from_raw_os_error(
+                    2, /* ENOENT */
+                ))),
+                _ => {
+                    entries.insert(key.to_vec(), value.to_vec());
+                    Ok(())
+                }
+            }
+        }
+        fn delete(&self, key: &[u8]) -> Result<bool, MapOpError> {
+            self.check("key", key, 4)?;
+            Ok(self.entries.lock().unwrap().remove(key).is_some())
+        }
+        fn keys(&self, after: Option<&[u8]>, max: usize) -> Result<Vec<Vec<u8>>, MapOpError> {
+            let entries = self.entries.lock().unwrap();
+            Ok(entries
+                .keys()
+                .filter(|k| after.is_none_or(|a| k.as_slice() > a))
+                .take(max)
+                .cloned()
+                .collect())
+        }
+    }
+
+    fn store_with(map: FakeMap, access: Access) -> StoreData {
+        let granted = HashMap::from([(
+            "flows".to_owned(),
+            GrantedMap {
+                map: Arc::new(map),
+                access,
+            },
+        )]);
+        let base = test_host("p");
+        let host = crate::PluginHost::new("p", BTreeMap::new(), granted, base.metrics.clone());
+        test_store(host)
+    }
+
+    #[test]
+    fn only_granted_maps_open_and_the_refusal_says_how_to_grant() {
+        let mut store = store_with(FakeMap::new(0), Access::Read);
+        let err = store.open("secrets".into()).unwrap().unwrap_err();
+        let maps::MapError::NotGranted(message) = err else {
+            panic!("expected not-granted, got {err:?}");
+        };
+        assert!(
+            message.contains("\"secrets\"") && message.contains("`maps`"),
+            "{message}"
+        );
+        let r = store.open("flows".into()).unwrap().unwrap();
+        let info = store.info(r).unwrap();
+        assert_eq!((info.key_size, info.value_size), (4, 8));
+        assert!(matches!(info.access, maps::Access::Read));
+        assert!(matches!(info.kind, maps::MapKind::Hash));
+    }
+
+    #[test]
+    fn a_read_grant_reads_but_never_writes() {
+        let mut store = store_with(FakeMap::new(3), Access::Read);
+        let open = |s: &mut StoreData| s.open("flows".into()).unwrap().unwrap();
+        let r = open(&mut store);
+        assert_eq!(
+            store
+                .lookup(r, 2u32.to_be_bytes().to_vec())
+                .unwrap()
+                .unwrap(),
+            Some(2u64.to_le_bytes().to_vec())
+        );
+        let r = open(&mut store);
+        let write = store.update(r, vec![0; 4], vec![0; 8], maps::UpdateMode::Upsert);
+        assert!(matches!(write.unwrap(), Err(maps::MapError::ReadOnly)));
+        let r = open(&mut store);
+        assert!(matches!(
+            store.delete(r, vec![0; 4]).unwrap(),
+            Err(maps::MapError::ReadOnly)
+        ));
+    }
+
+    #[test]
+    fn a_read_write_grant_writes_with_the_kernels_flags_and_sizes() {
+        let mut store = store_with(FakeMap::new(1), Access::ReadWrite);
+        let mut call =
+            |f: &dyn Fn(&mut StoreData, Resource<MapResource>) -> Result<(), maps::MapError>| {
+                let r = store.open("flows".into()).unwrap().unwrap();
+                f(&mut store, r)
+            };
+        // Create fails on an existing key (BPF_NOEXIST), replace on a missing one (BPF_EXIST).
+        let create = call(&|s, r| {
+            s.update(
+                r,
+                0u32.to_be_bytes().to_vec(),
+                vec![1; 8],
+                maps::UpdateMode::Create,
+            )
+            .unwrap()
+        });
+        assert!(
+            matches!(create, Err(maps::MapError::Kernel(ref k)) if k.errno == 17),
+            "{create:?}"
+        );
+        let replace = call(&|s, r| {
+            s.update(
+                r,
+                9u32.to_be_bytes().to_vec(),
+                vec![1; 8],
+                maps::UpdateMode::Replace,
+            )
+            .unwrap()
+        });
+        assert!(
+            matches!(replace, Err(maps::MapError::Kernel(ref k)) if k.errno == 2),
+            "{replace:?}"
+        );
+        call(&|s, r| {
+            s.update(
+                r,
+                9u32.to_be_bytes().to_vec(),
+                vec![1; 8],
+                maps::UpdateMode::Upsert,
+            )
+            .unwrap()
+        })
+        .unwrap();
+        let wrong = call(&|s, r| {
+            s.update(r, vec![0; 3], vec![1; 8], maps::UpdateMode::Upsert)
+                .unwrap()
+        });
+        assert!(
+            matches!(wrong, Err(maps::MapError::WrongSize(ref w)) if w.what == "key" && w.expected == 4 && w.actual == 3),
+            "{wrong:?}"
+        );
+        call(&|s, r| {
+            assert!(s.delete(r, 9u32.to_be_bytes().to_vec()).unwrap()?);
+            Ok(())
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn keys_and_entries_page_at_most_max_page_per_call() {
+        let mut store = store_with(FakeMap::new(MAX_PAGE + 10), Access::Read);
+        let r = store.open("flows".into()).unwrap().unwrap();
+        let page = store.keys(r, None, u32::MAX).unwrap().unwrap();
+        assert_eq!(page.len(), MAX_PAGE as usize);
+        let last = page.last().cloned();
+        let r = store.open("flows".into()).unwrap().unwrap();
+        let rest = store.entries(r, last, 100).unwrap().unwrap();
+        assert_eq!(rest.len(), 10);
+        assert_eq!(rest[0].key, MAX_PAGE.to_be_bytes());
+        assert_eq!(rest[0].value, u64::from(MAX_PAGE).to_le_bytes());
+    }
+}

@@ -315,3 +315,107 @@ pub mod fake {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, HashMap};
+
+    use super::fake::FakeMetrics;
+    use super::*;
+    use crate::host::test_store;
+    use metrics::{HostCounter, HostGauge, HostHistogram};
+
+    fn desc(name: &str, labels: &[&str]) -> metrics::MetricDesc {
+        metrics::MetricDesc {
+            name: name.into(),
+            help: "help".into(),
+            labels: labels.iter().map(|l| (*l).to_owned()).collect(),
+        }
+    }
+
+    fn store(backend: Arc<FakeMetrics>) -> StoreData {
+        test_store(crate::PluginHost::new(
+            "p",
+            BTreeMap::new(),
+            HashMap::new(),
+            backend,
+        ))
+    }
+
+    fn values(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn samples_reach_the_backend_through_each_kind_of_metric() {
+        let backend = Arc::new(FakeMetrics::default());
+        let mut s = store(backend.clone());
+        let c = HostCounter::declare(&mut s, desc("execs", &["comm"]))
+            .unwrap()
+            .unwrap();
+        let c2 = Resource::<CounterResource>::new_borrow(c.rep());
+        HostCounter::add(&mut s, c, values(&["ls"]), 2)
+            .unwrap()
+            .unwrap();
+        HostCounter::add(&mut s, c2, values(&["ls"]), 3)
+            .unwrap()
+            .unwrap();
+        let g = HostGauge::declare(&mut s, desc("depth", &[]))
+            .unwrap()
+            .unwrap();
+        let g2 = Resource::<GaugeResource>::new_borrow(g.rep());
+        HostGauge::set(&mut s, g, vec![], 7.5).unwrap().unwrap();
+        HostGauge::add(&mut s, g2, vec![], -0.5).unwrap().unwrap();
+        let h = HostHistogram::declare(&mut s, desc("lat", &["op"]), vec![1.0, 2.0])
+            .unwrap()
+            .unwrap();
+        HostHistogram::observe(&mut s, h, values(&["read"]), 1.5)
+            .unwrap()
+            .unwrap();
+        assert_eq!(backend.value("execs", &["ls"]), Some(5.0));
+        assert_eq!(backend.value("depth", &[]), Some(7.0));
+        assert_eq!(backend.value("lat", &["read"]), Some(1.5));
+    }
+
+    #[test]
+    fn backend_refusals_become_typed_wit_errors_not_traps() {
+        let backend = Arc::new(FakeMetrics {
+            max_series: 1,
+            ..FakeMetrics::default()
+        });
+        let mut s = store(backend);
+        let c = HostCounter::declare(&mut s, desc("execs", &["comm"]))
+            .unwrap()
+            .unwrap();
+        let rep = c.rep();
+        let add = |s: &mut StoreData, v: &[&str]| {
+            HostCounter::add(s, Resource::new_borrow(rep), values(v), 1).unwrap()
+        };
+        assert!(matches!(
+            add(&mut s, &["a", "extra"]),
+            Err(metrics::MetricError::WrongLabelCount(
+                metrics::WrongLabelCount {
+                    expected: 1,
+                    actual: 2
+                }
+            ))
+        ));
+        add(&mut s, &["a"]).unwrap();
+        assert!(matches!(
+            add(&mut s, &["b"]),
+            Err(metrics::MetricError::CardinalityLimit(1))
+        ));
+        assert!(matches!(
+            HostCounter::declare(&mut s, desc("execs", &["other"])).unwrap(),
+            Err(metrics::MetricError::Conflict(_))
+        ));
+        assert!(matches!(
+            HostHistogram::declare(&mut s, desc("lat", &[]), vec![]).unwrap(),
+            Err(metrics::MetricError::InvalidBuckets(_))
+        ));
+        assert!(matches!(
+            HostGauge::declare(&mut s, desc("", &[])).unwrap(),
+            Err(metrics::MetricError::InvalidName(_))
+        ));
+    }
+}
