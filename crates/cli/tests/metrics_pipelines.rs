@@ -315,6 +315,56 @@ fn otlp_grpc_receiver_gets_the_values_prometheus_shows() {
     assert!(host.stop().success());
 }
 
+/// `conductor serve` (what the DaemonSet runs) starts through the same node
+/// builder as `run`: the same OTLP flags push the same metrics.
+#[test]
+fn serve_pushes_otlp_like_run() {
+    if !require_root() {
+        return;
+    }
+    let receiver = Receiver::start(false);
+    let endpoint = format!("http://{}", receiver.addr);
+    let daemon = conductor_test_support::daemon::Daemon::start_with(&[
+        "--otlp-endpoint",
+        &endpoint,
+        "--otlp-interval-ms",
+        "300",
+        "--resource-attr",
+        "k8s.node.name=node-7",
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("exec-counter.yaml");
+    std::fs::write(&spec, exec_counter_spec("served")).unwrap();
+    let loaded = daemon.cli(&["load", spec.to_str().unwrap()]);
+    assert!(
+        loaded.status.success(),
+        "load failed: {}",
+        String::from_utf8_lossy(&loaded.stderr)
+    );
+    let bin = UniqueBinary::new("cndtserve");
+    const N: usize = 5;
+    bin.run(N);
+    let comm = bin.comm.clone();
+    let (_, req) = receiver.wait_for(
+        Duration::from_secs(30),
+        |r| point(r, "exec_counter__execs", &[("plugin", "served"), ("comm", &comm)]),
+        |v| v >= N as f64,
+    );
+    assert_eq!(
+        point(&req, "exec_counter__execs", &[("comm", &comm)]),
+        Some(N as f64)
+    );
+    let resource = &req.resource_metrics[0]
+        .resource
+        .as_ref()
+        .unwrap()
+        .attributes;
+    assert_eq!(
+        string_attr(resource, "k8s.node.name").as_deref(),
+        Some("node-7")
+    );
+}
+
 #[test]
 fn otlp_http_protobuf_with_delta_temporality_from_otel_environment() {
     if !require_root() {
