@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use conductor_api::v1::{Phase, PluginStatus};
+use conductor_api::v1::PluginStatus;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::crd::{
@@ -326,6 +326,7 @@ pub fn host_annotations_for(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use conductor_api::v1::Phase;
 
     fn running(hash: &str) -> EbpfPluginNodeStateStatus {
         EbpfPluginNodeStateStatus {
