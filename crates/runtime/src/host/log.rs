@@ -78,10 +78,10 @@ mod tests {
             vec![
                 (
                     "p1".into(),
-                    "Warn".into(),
+                    "Level::Warn".into(),
                     r#"slow ms="12" who="a b=c""#.into()
                 ),
-                ("p1".into(), "Info".into(), "plain".into()),
+                ("p1".into(), "Level::Info".into(), "plain".into()),
             ]
         );
     }
