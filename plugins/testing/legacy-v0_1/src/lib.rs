@@ -7,8 +7,7 @@ wit_bindgen::generate!({
     world: "plugin",
 });
 
-
-/// The records of a 0.1.0 batch (`EventBatch` comes from the world), through its spans.
+/// The records of a 0.1.0 batch, through its spans.
 fn records(batch: &EventBatch) -> Result<Vec<&[u8]>, String> {
     batch
         .spans
