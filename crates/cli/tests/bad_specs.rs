@@ -117,7 +117,7 @@ fn cli_rejects_bad_specs_with_the_cause() {
         ),
         &[
             "does not implement the world `plugin`",
-            "conductor:plugin@0.1",
+            &conductor_api::wit::supported_ranges(),
         ],
     );
 }

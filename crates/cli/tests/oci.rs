@@ -104,7 +104,11 @@ fn push_writes_the_cncf_wasm_artifact_format_and_pull_verifies_it() {
     );
     assert_eq!(
         a["dev.ebpfconductor.wit.world"],
-        "conductor:plugin/plugin@0.1.0"
+        format!(
+            "{}/plugin@{}",
+            conductor_api::wit::PACKAGE,
+            conductor_api::wit::CURRENT
+        )
     );
     let config: serde_json::Value = serde_json::from_slice(&reg.blob(
         "plugins/exec-counter",
@@ -280,7 +284,8 @@ fn a_component_of_another_world_is_refused_naming_the_reference() {
     let (status, log) = run_to_exit(&format!("name: x\ncomponent: {reference}\n"));
     assert!(!status.success());
     assert!(log.contains(&format!("(component {reference})")), "{log}");
-    assert!(log.contains("supports conductor:plugin@0.1.x"), "{log}");
+    let supported = format!("supports {}", conductor_api::wit::supported_ranges());
+    assert!(log.contains(&supported), "{log}");
 }
 
 #[test]

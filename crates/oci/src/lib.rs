@@ -793,14 +793,11 @@ fn plugin_package_version(component: &oci_wasm::Component) -> Option<String> {
         .iter()
         .chain(&component.exports)
         .chain(&component.target)
-        .find_map(|name| {
-            let rest = name.strip_prefix("conductor:plugin")?;
-            Some(rest.split_once('@').map_or("", |(_, v)| v).to_owned())
-        })
+        .find_map(|name| wit::version_in_name(name).map(str::to_owned))
 }
 
 /// Refuse, before downloading, a component whose config says it targets
-/// another major version of the plugin world. The authoritative check is
+/// a version of the plugin world this host does not link. The authoritative check is
 /// linking (`Runtime::prepare`), which also runs for cached components.
 fn check_world(config: &WasmConfig) -> Result<(), String> {
     let Some(component) = &config.component else {
@@ -868,7 +865,7 @@ pub async fn push(
         .component
         .as_ref()
         .and_then(plugin_package_version)
-        .map(|v| format!("conductor:plugin/plugin@{v}"))
+        .map(|v| format!("{}/plugin@{v}", wit::PACKAGE))
         .ok_or_else(|| {
             not_component(format!(
                 "it does not use the plugin world of {}; build it with conductor-sdk",
@@ -1082,6 +1079,11 @@ mod tests {
         let compatible = format!("conductor:plugin/maps@{major_minor}.3");
         config.component.as_mut().unwrap().imports = vec![compatible];
         check_world(&config).unwrap();
+        for v in wit::SUPPORTED {
+            let name = format!("{}/log@{v}", wit::PACKAGE);
+            config.component.as_mut().unwrap().imports = vec![name];
+            check_world(&config).unwrap();
+        }
         config.component = None;
         assert!(check_world(&config).unwrap_err().contains("core module"));
     }

@@ -1,16 +1,21 @@
 //! The engine every plugin shares: compiling (or loading from the cache),
-//! checking a component against the world, and instantiating it.
+//! choosing the WIT version a component was built against, checking it
+//! against that version's world, and instantiating it.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use wasmtime::component::{Component, Linker, ResourceTable};
+use conductor_api::wit;
+use wasmtime::component::types::ComponentItem;
+use wasmtime::component::{Component, ComponentExportIndex, InstancePre, Linker, ResourceTable};
 use wasmtime::{Config, Engine, Store};
 
 use crate::bindings;
 use crate::cache;
+use crate::compat::v0_1;
 use crate::host::PluginHost;
 use crate::host::events::EventBatch;
 use crate::instance::{Fault, Instance, MemoryLimiter, StoreData, classify, deadline_ticks};
@@ -31,14 +36,76 @@ pub enum RuntimeError {
     )]
     NotAComponent { path: PathBuf, cause: String },
     #[error(
-        "component {path} does not implement the world `plugin` of {package}@{current} (this host supports {supported}): {cause}",
-        package = conductor_api::wit::PACKAGE,
-        current = conductor_api::wit::CURRENT,
-        supported = conductor_api::wit::supported_ranges(),
+        "component {path} is built against {found}, which this host does not link: it supports {supported}; rebuild the plugin with a conductor-sdk of one of these",
+        supported = wit::supported_ranges(),
     )]
-    WrongWorld { path: PathBuf, cause: String },
+    UnsupportedVersion { path: PathBuf, found: String },
+    #[error(
+        "component {path} imports several versions of {package} ({found}); build it against one (this host supports {supported})",
+        package = wit::PACKAGE,
+        supported = wit::supported_ranges(),
+    )]
+    MixedVersions { path: PathBuf, found: String },
+    #[error(
+        "component {path} does not implement the world `plugin` of {package}@{version} (this host supports {supported}): {cause}",
+        package = wit::PACKAGE,
+        supported = wit::supported_ranges(),
+    )]
+    WrongWorld {
+        path: PathBuf,
+        version: String,
+        cause: String,
+    },
     #[error("cannot set up the wasm engine: {0}")]
     Engine(String),
+}
+
+/// The shape of the `event-batch` a component's `on-events` takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchShape {
+    /// `offsets` and `lengths` as two `u32` lists: 0.2, and 0.1 components
+    /// built after the batch changed under 0.1.0 without a bump.
+    Lists,
+    /// One list of `span` records: 0.1.0 as first published.
+    Spans,
+}
+
+impl BatchShape {
+    fn describe(self) -> &'static str {
+        match self {
+            Self::Lists => "with `offsets` and `lengths` lists",
+            Self::Spans => "with a list of `span` records",
+        }
+    }
+}
+
+/// A supported version and the batch shapes its components may take, in
+/// the order they are tried.
+struct Contract {
+    version: &'static str,
+    shapes: &'static [BatchShape],
+}
+
+/// Every linked version, newest first: [`wit::SUPPORTED`] (a test checks).
+const CONTRACTS: &[Contract] = &[
+    Contract {
+        version: wit::CURRENT,
+        shapes: &[BatchShape::Lists],
+    },
+    Contract {
+        version: v0_1::VERSION,
+        shapes: &[BatchShape::Spans, BatchShape::Lists],
+    },
+];
+
+/// Where a component's exports are, found and type-checked once.
+#[derive(Clone, Copy)]
+pub(crate) struct Exports {
+    pub(crate) init: ComponentExportIndex,
+    pub(crate) tick: ComponentExportIndex,
+    pub(crate) collect: ComponentExportIndex,
+    pub(crate) on_events: ComponentExportIndex,
+    pub(crate) shape: BatchShape,
 }
 
 /// The engine and everything shared by all plugins.
@@ -53,7 +120,13 @@ pub struct Runtime {
 /// any number of times (a restart instantiates again without compiling).
 #[derive(Clone)]
 pub struct Prepared {
-    pre: bindings::PluginPre<StoreData>,
+    pre: InstancePre<StoreData>,
+    exports: Exports,
+    /// The `conductor:plugin` version the component imports (the current
+    /// one if it imports none of the package).
+    pub wit_version: String,
+    /// How its `on-events` takes a batch.
+    pub batch_shape: BatchShape,
     /// sha256 of the component bytes.
     pub digest: String,
     /// True if the compiled code came from the cache.
@@ -72,11 +145,14 @@ impl Runtime {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .map_err(|e| RuntimeError::Engine(e.to_string()))?;
+        // Every supported version side by side: their names differ in the
+        // version, and each component links against the one it imports.
         bindings::Plugin::add_to_linker::<_, wasmtime::component::HasSelf<StoreData>>(
             &mut linker,
             |s| s,
         )
         .map_err(|e| RuntimeError::Engine(e.to_string()))?;
+        v0_1::add_to_linker(&mut linker).map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
 
         let ticker_stop = Arc::new(AtomicBool::new(false));
         {
@@ -130,32 +206,43 @@ impl Runtime {
                     path: path.to_owned(),
                     cause: format!("{e:#}"),
                 })?;
+        let (contract, wit_version) = contract_of(&self.engine, &component, path)?;
+        let wrong_world = |cause: wasmtime::Error| RuntimeError::WrongWorld {
+            path: path.to_owned(),
+            version: wit_version.clone(),
+            cause: format!("{cause:#}"),
+        };
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(wrong_world)?;
+        let exports = check_exports(&pre, contract).map_err(wrong_world)?;
         tracing::debug!(
             component = %path.display(),
             %digest,
             from_cache,
+            wit = %wit_version,
+            batch = ?exports.shape,
             elapsed_ms = started.elapsed().as_millis() as u64,
             "component ready"
         );
-        let pre = self
-            .instantiate_pre(&component)
-            .map_err(|e| RuntimeError::WrongWorld {
-                path: path.to_owned(),
-                cause: format!("{e:#}"),
-            })?;
+        if contract.version != wit::CURRENT {
+            tracing::info!(
+                component = %path.display(),
+                "component built against {}@{wit_version}, linked through the compatibility layer; rebuild it with the current conductor-sdk ({}@{})",
+                wit::PACKAGE,
+                wit::PACKAGE,
+                wit::CURRENT,
+            );
+        }
         Ok(Prepared {
             pre,
+            exports,
+            wit_version,
+            batch_shape: exports.shape,
             digest,
             from_cache,
         })
-    }
-
-    fn instantiate_pre(
-        &self,
-        component: &Component,
-    ) -> wasmtime::Result<bindings::PluginPre<StoreData>> {
-        let pre = self.linker.instantiate_pre(component)?;
-        bindings::PluginPre::new(pre)
     }
 
     /// A new sandboxed instance of `prepared` for the plugin `host`. The
@@ -180,33 +267,264 @@ impl Runtime {
         store.limiter(|s| &mut s.limiter);
         store.epoch_deadline_trap();
         store.set_epoch_deadline(deadline_ticks(timeout));
-        let instantiated = prepared
-            .pre
-            .instance_pre()
-            .instantiate(&mut store)
-            .and_then(|instance| {
-                let plugin = bindings::Plugin::new(&mut store, &instance)?;
-                // `Plugin::new` checked that the export exists; check its
-                // type against the borrowing `EventBatch` once, here.
-                let on_events = instance
-                    .get_func(&mut store, "on-events")
-                    .ok_or_else(|| wasmtime::format_err!("the component exports no `on-events`"))?;
-                on_events.typed::<(EventBatch<'static>,), (Result<(), String>,)>(&store)?;
-                Ok((plugin, on_events))
-            });
+        let exports = prepared.exports;
+        let instantiated = prepared.pre.instantiate(&mut store).and_then(|instance| {
+            type Call = wasmtime::component::TypedFunc<(), (Result<(), String>,)>;
+            let call = |store: &mut Store<StoreData>, index| -> wasmtime::Result<Call> {
+                instance.get_typed_func(store, index)
+            };
+            let init = call(&mut store, exports.init)?;
+            let tick = call(&mut store, exports.tick)?;
+            let collect = call(&mut store, exports.collect)?;
+            // Type-checked against `exports.shape` in `prepare`.
+            let on_events = instance
+                .get_func(&mut store, exports.on_events)
+                .ok_or_else(|| wasmtime::format_err!("the component exports no `on-events`"))?;
+            Ok((init, tick, collect, on_events))
+        });
         match instantiated {
-            Ok((plugin, on_events)) => Ok(Instance {
+            Ok((init, tick, collect, on_events)) => Ok(Instance {
                 store,
-                plugin,
+                init,
+                tick,
+                collect,
                 on_events,
+                shape: exports.shape,
             }),
             Err(e) => Err(classify(&store, e)),
         }
     }
 }
 
+/// The contract `component` was built against, by the version in its
+/// import names, and that version as written.
+fn contract_of(
+    engine: &Engine,
+    component: &Component,
+    path: &Path,
+) -> Result<(&'static Contract, String), RuntimeError> {
+    let versions: BTreeSet<String> = component
+        .component_type()
+        .imports(engine)
+        .filter_map(|(name, _)| wit::version_in_name(name).map(str::to_owned))
+        .collect();
+    let ranges: BTreeSet<String> = versions.iter().map(|v| wit::range(v)).collect();
+    if ranges.len() > 1 {
+        return Err(RuntimeError::MixedVersions {
+            path: path.to_owned(),
+            found: versions
+                .iter()
+                .map(|v| format!("@{v}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        });
+    }
+    // A component importing nothing of the package is checked against the
+    // current world (its exports say whether it is a plugin at all).
+    let Some(version) = versions.into_iter().next_back() else {
+        return Ok((&CONTRACTS[0], wit::CURRENT.to_owned()));
+    };
+    let range = wit::range(&version);
+    match CONTRACTS.iter().find(|c| wit::range(c.version) == range) {
+        Some(contract) if !version.is_empty() => Ok((contract, version)),
+        _ => Err(RuntimeError::UnsupportedVersion {
+            path: path.to_owned(),
+            found: if version.is_empty() {
+                format!("{} without a version", wit::PACKAGE)
+            } else {
+                format!("{}@{version}", wit::PACKAGE)
+            },
+        }),
+    }
+}
+
+/// Find the world's exports in `pre` and type-check them against
+/// `contract`, trying its batch shapes in order.
+fn check_exports(pre: &InstancePre<StoreData>, contract: &Contract) -> wasmtime::Result<Exports> {
+    let component = pre.component();
+    let ty = pre.instance_type();
+    let func = |name: &str| match component.get_export(None, name) {
+        Some((ComponentItem::ComponentFunc(f), index)) => Ok((f, index)),
+        Some(_) => Err(wasmtime::format_err!(
+            "its export `{name}` is not a function"
+        )),
+        None => Err(wasmtime::format_err!("it exports no function `{name}`")),
+    };
+    let call = |name: &str| {
+        let (f, index) = func(name)?;
+        f.typecheck::<(), (Result<(), String>,)>(&ty)
+            .map_err(|e| wasmtime::format_err!("its export `{name}` has the wrong type: {e:#}"))?;
+        Ok::<_, wasmtime::Error>(index)
+    };
+    let (init, tick, collect) = (call("init")?, call("tick")?, call("collect")?);
+    let (on_events_ty, on_events) = func("on-events")?;
+    let mut mismatches = Vec::new();
+    for &shape in contract.shapes {
+        let checked = match shape {
+            BatchShape::Lists => {
+                on_events_ty.typecheck::<(EventBatch<'static>,), (Result<(), String>,)>(&ty)
+            }
+            BatchShape::Spans => {
+                on_events_ty.typecheck::<(v0_1::SpansBatch<'static>,), (Result<(), String>,)>(&ty)
+            }
+        };
+        match checked {
+            Ok(()) => {
+                return Ok(Exports {
+                    init,
+                    tick,
+                    collect,
+                    on_events,
+                    shape,
+                });
+            }
+            Err(e) => mismatches.push(format!("a batch {}: {e:#}", shape.describe())),
+        }
+    }
+    Err(wasmtime::format_err!(
+        "its export `on-events` takes none of the batches of {}@{}: not {}",
+        wit::PACKAGE,
+        wit::range(contract.version),
+        mismatches.join("; nor ")
+    ))
+}
+
 impl Drop for Runtime {
     fn drop(&mut self) {
         self.ticker_stop.store(true, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn wit_dir(version: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../sdk/wit/v{version}"))
+    }
+
+    /// A component of the world `plugin` in the WIT package at `dir`: a
+    /// dummy core module (every export traps) encoded as a component, so
+    /// exactly what a toolchain would import and export for that WIT.
+    fn component_of(dir: &Path, out: &Path) -> PathBuf {
+        let mut resolve = wit_parser::Resolve::default();
+        let (pkg, _) = resolve.push_dir(dir).unwrap();
+        let world = resolve.select_world(&[pkg], Some("plugin")).unwrap();
+        let mut module =
+            wit_component::dummy_module(&resolve, world, wit_parser::ManglingAndAbi::Standard32);
+        wit_component::embed_component_metadata(
+            &mut module,
+            &resolve,
+            world,
+            wit_component::StringEncoding::UTF8,
+        )
+        .unwrap();
+        let bytes = wit_component::ComponentEncoder::default()
+            .module(&module)
+            .unwrap()
+            .validate(true)
+            .encode()
+            .unwrap();
+        let path = out.join(format!(
+            "{}.wasm",
+            dir.file_name().unwrap().to_string_lossy()
+        ));
+        std::fs::write(&path, bytes).unwrap();
+        path
+    }
+
+    /// `from`'s WIT files with every `@{old}` replaced, in a new folder.
+    fn rewritten(from: &Path, out: &Path, name: &str, edit: impl Fn(String) -> String) -> PathBuf {
+        let dir = out.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        for file in std::fs::read_dir(from).unwrap() {
+            let path = file.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            std::fs::write(dir.join(path.file_name().unwrap()), edit(text)).unwrap();
+        }
+        dir
+    }
+
+    #[test]
+    fn contracts_are_the_supported_versions() {
+        let versions: Vec<&str> = CONTRACTS.iter().map(|c| c.version).collect();
+        assert_eq!(versions, wit::SUPPORTED);
+    }
+
+    #[test]
+    fn each_supported_version_links_with_its_batch_shape() {
+        let out = tempfile::tempdir().unwrap();
+        let runtime = Runtime::new(None).unwrap();
+        let main_0_1 =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../plugins/testing/legacy-main-0_1/wit");
+        for (dir, version, shape) in [
+            (wit_dir(wit::CURRENT), wit::CURRENT, BatchShape::Lists),
+            (wit_dir("0.1.0"), "0.1.0", BatchShape::Spans),
+            // 0.1.0 as main built it before 0.2.0: the two-list batch.
+            (main_0_1, "0.1.0", BatchShape::Lists),
+        ] {
+            let path = component_of(&dir, out.path());
+            let prepared = runtime
+                .prepare(&path)
+                .unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+            assert_eq!(prepared.wit_version, version, "{}", dir.display());
+            assert_eq!(prepared.batch_shape, shape, "{}", dir.display());
+        }
+    }
+
+    #[test]
+    fn a_patch_release_of_a_supported_version_links() {
+        let out = tempfile::tempdir().unwrap();
+        let (major_minor, _) = wit::CURRENT.rsplit_once('.').unwrap();
+        let patch = format!("{major_minor}.7");
+        let dir = rewritten(&wit_dir(wit::CURRENT), out.path(), "patch", |t| {
+            t.replace(&format!("@{}", wit::CURRENT), &format!("@{patch}"))
+        });
+        let prepared = Runtime::new(None)
+            .unwrap()
+            .prepare(&component_of(&dir, out.path()))
+            .unwrap();
+        assert_eq!(prepared.wit_version, patch);
+    }
+
+    #[test]
+    fn an_unsupported_version_is_refused_naming_the_supported_ranges() {
+        let out = tempfile::tempdir().unwrap();
+        let dir = rewritten(&wit_dir(wit::CURRENT), out.path(), "v0.99.0", |t| {
+            t.replace(&format!("@{}", wit::CURRENT), "@0.99.0")
+        });
+        let err = Runtime::new(None)
+            .unwrap()
+            .prepare(&component_of(&dir, out.path()))
+            .err()
+            .expect("a 0.99 component must be refused");
+        assert!(
+            matches!(err, RuntimeError::UnsupportedVersion { .. }),
+            "{err}"
+        );
+        let msg = err.to_string();
+        assert!(msg.contains("conductor:plugin@0.99.0"), "{msg}");
+        assert!(msg.contains(&wit::supported_ranges()), "{msg}");
+        assert!(msg.contains("conductor:plugin@0.1.x"), "{msg}");
+    }
+
+    #[test]
+    fn a_0_1_batch_of_neither_shape_is_refused_naming_both() {
+        let out = tempfile::tempdir().unwrap();
+        let dir = rewritten(&wit_dir("0.1.0"), out.path(), "odd", |t| {
+            t.replace("spans: list<span>,", "records: list<list<u8>>,")
+        });
+        let err = Runtime::new(None)
+            .unwrap()
+            .prepare(&component_of(&dir, out.path()))
+            .err()
+            .expect("an unknown batch must be refused");
+        let msg = err.to_string();
+        assert!(matches!(err, RuntimeError::WrongWorld { .. }), "{msg}");
+        assert!(msg.contains("conductor:plugin@0.1.0"), "{msg}");
+        assert!(msg.contains("`span` records"), "{msg}");
+        assert!(msg.contains("`offsets` and `lengths`"), "{msg}");
     }
 }

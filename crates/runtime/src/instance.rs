@@ -8,8 +8,8 @@ use wasmtime::Store;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use crate::bindings;
-use crate::engine::EPOCH_TICK;
+use crate::compat::v0_1;
+use crate::engine::{BatchShape, EPOCH_TICK};
 use crate::host::PluginHost;
 use crate::host::events::{EventBatch, OnEvents};
 
@@ -130,10 +130,16 @@ impl Call {
 /// A running plugin instance.
 pub struct Instance {
     pub(crate) store: Store<StoreData>,
-    pub(crate) plugin: bindings::Plugin,
-    /// The `on-events` export, whose type `instantiate` checked.
+    pub(crate) init: CallFunc,
+    pub(crate) tick: CallFunc,
+    pub(crate) collect: CallFunc,
+    /// The `on-events` export, whose type `prepare` checked against `shape`.
     pub(crate) on_events: wasmtime::component::Func,
+    pub(crate) shape: BatchShape,
 }
+
+/// `init`, `tick` and `collect`: `func() -> result<_, string>`.
+pub(crate) type CallFunc = wasmtime::component::TypedFunc<(), (Result<(), String>,)>;
 
 impl Instance {
     /// Bytes of linear memory the instance holds.
@@ -143,22 +149,40 @@ impl Instance {
 
     pub fn call(&mut self, call: Call, timeout: Duration) -> Result<(), Fault> {
         self.arm(timeout);
-        let result = match call {
-            Call::Init => self.plugin.call_init(&mut self.store),
-            Call::Tick => self.plugin.call_tick(&mut self.store),
-            Call::Collect => self.plugin.call_collect(&mut self.store),
+        let func = match call {
+            Call::Init => self.init,
+            Call::Tick => self.tick,
+            Call::Collect => self.collect,
         };
+        let result = func.call(&mut self.store, ()).map(|(r,)| r);
         self.finish(result)
     }
 
     pub fn on_events(&mut self, batch: EventBatch<'_>, timeout: Duration) -> Result<(), Fault> {
         self.arm(timeout);
-        // SAFETY: `instantiate` type-checked this function against
-        // `OnEvents` (the lifetime does not change the component type).
-        let func: OnEvents<'_> =
-            unsafe { wasmtime::component::TypedFunc::new_unchecked(self.on_events) };
-        let result = func.call(&mut self.store, (batch,)).map(|(r,)| r);
-        self.finish(result)
+        let result = match self.shape {
+            BatchShape::Lists => {
+                // SAFETY: `prepare` type-checked this function against
+                // `OnEvents` (the lifetime does not change the component type).
+                let func: OnEvents<'_> =
+                    unsafe { wasmtime::component::TypedFunc::new_unchecked(self.on_events) };
+                func.call(&mut self.store, (batch,))
+            }
+            BatchShape::Spans => {
+                let spans = v0_1::spans(&batch);
+                let legacy = v0_1::SpansBatch {
+                    source: batch.source,
+                    data: batch.data,
+                    spans: &spans,
+                    lost: batch.lost,
+                };
+                // SAFETY: as above, against `OnEventsSpans`.
+                let func: v0_1::OnEventsSpans<'_> =
+                    unsafe { wasmtime::component::TypedFunc::new_unchecked(self.on_events) };
+                func.call(&mut self.store, (legacy,))
+            }
+        };
+        self.finish(result.map(|(r,)| r))
     }
 
     fn arm(&mut self, timeout: Duration) {

@@ -12,9 +12,11 @@
 //! - [`instance`]: a running instance, its limits, calls and faults;
 //! - [`host`]: what a plugin may reach, one module per WIT interface
 //!   (`log`, `config`, `maps`, `events`, `metrics`, `k8s`), each over a
-//!   small backend trait so that it can be tested without a kernel.
+//!   small backend trait so that it can be tested without a kernel;
+//! - [`compat`]: the older WIT versions still linked, forwarding to [`host`].
 
 pub mod cache;
+pub mod compat;
 pub mod engine;
 pub mod host;
 pub mod instance;
@@ -25,11 +27,12 @@ pub use host::events::EventBatch;
 pub use host::{GrantedMap, PluginHost};
 pub use instance::{Call, Fault, FaultKind, Instance, StoreData};
 
-/// Generated bindings of the WIT world `plugin` (the current version).
+/// Generated bindings of the WIT world `plugin` of the current version,
+/// [`conductor_api::wit::CURRENT`] (a test checks the path against it).
 pub mod bindings {
     wasmtime::component::bindgen!({
         world: "plugin",
-        path: "../sdk/wit",
+        path: "../sdk/wit/v0.2.0",
         with: {
             "conductor:plugin/maps.bpf-map": crate::host::maps::MapResource,
             "conductor:plugin/metrics.counter": crate::host::metrics::CounterResource,

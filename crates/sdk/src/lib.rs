@@ -114,15 +114,16 @@ pub mod maps;
 pub mod metrics;
 mod plugin;
 
-/// The generated bindings of `wit/plugin.wit`; the rest of the crate wraps
-/// them.
+/// The generated bindings of the newest WIT package, `wit/v0.2.0/` (older
+/// versions' folders are kept for hosts, not built here); the rest of the
+/// crate wraps them.
 #[doc(hidden)]
 // The `on-events` export's flattened parameters (the batch's lists as
 // pointer/length pairs) exceed clippy's default argument count.
 #[allow(clippy::too_many_arguments)]
 pub mod bindings {
     wit_bindgen::generate!({
-        path: "wit",
+        path: "wit/v0.2.0",
         world: "plugin",
         // Hidden behind `export_plugin!`, which reaches it as `$crate::...`.
         pub_export_macro: true,
