@@ -8,6 +8,9 @@
 //! cargo xtask test   # build everything, run the whole test suite
 //! ```
 //!
+//! `cargo xtask docs` regenerates the manual's command-line and metric
+//! references (docs/src/reference/) from the code.
+//!
 //! Every external command is printed before it runs (`$ cargo build ...`)
 //! and inherits the terminal, so what the task does can be replayed by hand.
 
@@ -104,6 +107,9 @@ enum Task {
         #[arg(last = true)]
         cargo_args: Vec<OsString>,
     },
+    /// Regenerate the manual's generated pages (docs/src/reference/cli.md
+    /// and metrics.md) from the code; their tests fail when they are stale.
+    Docs,
     /// Build, then run the exec-counter plugin on live exec events, with
     /// Prometheus metrics served over HTTP. Ctrl-C stops it.
     Demo {
@@ -131,6 +137,7 @@ fn run(task: Task) -> Result<()> {
         Task::Build => build(&ws),
         Task::Lint => lint(&ws),
         Task::Test { cargo_args } => test(&ws, &cargo_args),
+        Task::Docs => docs(&ws),
         Task::Demo {
             metrics_addr,
             conductor_args,
@@ -518,6 +525,27 @@ fn test(ws: &Workspace, cargo_args: &[OsString]) -> Result<()> {
         cmd = cmd.arg("--workspace");
     }
     cmd.args(cargo_args).run()
+}
+
+// ---- docs ------------------------------------------------------------------
+
+/// The reference pages are rendered by the drift tests themselves, which
+/// write the page instead of comparing when `CONDUCTOR_BLESS` is set.
+fn docs(ws: &Workspace) -> Result<()> {
+    ws.cargo()
+        .env("CONDUCTOR_BLESS", "1")
+        .args([
+            "test",
+            "-p",
+            "conductor-cli",
+            "-p",
+            "conductor-node",
+            "--test",
+            "reference",
+        ])
+        .run()?;
+    eprintln!("docs: wrote docs/src/reference/cli.md and docs/src/reference/metrics.md");
+    Ok(())
 }
 
 // ---- demo ------------------------------------------------------------------

@@ -14,10 +14,15 @@ use conductor_oci::RegistryOptions;
 #[derive(clap::Args)]
 pub struct NodeArgs {
     /// Where to serve /metrics (OpenMetrics), /healthz and /readyz.
-    #[arg(long, default_value = "127.0.0.1:9464", env = "CONDUCTOR_METRICS_ADDR")]
+    #[arg(
+        long,
+        value_name = "ADDR",
+        default_value = "127.0.0.1:9464",
+        env = "CONDUCTOR_METRICS_ADDR"
+    )]
     pub metrics_addr: SocketAddr,
     /// Where compiled components and pulled artifacts are cached [default: $XDG_CACHE_HOME/conductor or ~/.cache/conductor].
-    #[arg(long, env = "CONDUCTOR_CACHE_DIR")]
+    #[arg(long, value_name = "DIR", env = "CONDUCTOR_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
     /// Compile components on every start instead of caching them
     /// (pulled artifacts are still kept in the cache directory).
@@ -60,7 +65,7 @@ pub fn default_cache_dir() -> PathBuf {
 #[derive(clap::Args)]
 pub struct ClientArgs {
     /// The daemon's socket.
-    #[arg(long, default_value = conductor_api::v1::DEFAULT_SOCKET, env = "CONDUCTOR_SOCKET")]
+    #[arg(long, value_name = "PATH", default_value = conductor_api::v1::DEFAULT_SOCKET, env = "CONDUCTOR_SOCKET")]
     pub socket: PathBuf,
     /// Output format.
     #[arg(long, short, value_enum, default_value_t = Output::Table)]
@@ -74,31 +79,32 @@ pub struct ClientArgs {
 pub struct K8sArgs {
     /// This node's name, as the downward API sets it (`spec.nodeName`); only
     /// its pods are watched.
-    #[arg(long, env = "NODE_NAME")]
+    #[arg(long, value_name = "NODE", env = "NODE_NAME")]
     pub node_name: Option<String>,
     /// Kubeconfig file for the API server [default: in-cluster service
     /// account, else $KUBECONFIG, else ~/.kube/config].
-    #[arg(long)]
+    #[arg(long, value_name = "FILE")]
     pub kubeconfig: Option<PathBuf>,
     /// Pod annotations plugins may read: keys, or prefixes ending in `*`
     /// (repeat, or comma-separate). None by default.
     #[arg(
         long = "k8s-annotation",
+        value_name = "KEY",
         env = "CONDUCTOR_K8S_ANNOTATIONS",
         value_delimiter = ','
     )]
     pub annotations: Vec<String>,
     /// The cgroup v2 directory whose tree is scanned for containers
     /// [default: where cgroup2 is mounted].
-    #[arg(long, env = "CONDUCTOR_CGROUP_ROOT")]
+    #[arg(long, value_name = "DIR", env = "CONDUCTOR_CGROUP_ROOT")]
     pub cgroup_root: Option<PathBuf>,
     /// Least milliseconds between two rescans of the cgroup tree triggered
     /// by lookups of unknown cgroups (new containers are normally seen at
     /// once through inotify).
-    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
     pub cgroup_rescan_interval_ms: u64,
     /// Seconds to wait at start for the first pod list before plugins start.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
     k8s_sync_timeout: u64,
 }
 
@@ -122,21 +128,27 @@ pub struct RegistryArgs {
     /// Loopback registries always may.
     #[arg(
         long = "insecure-registry",
+        value_name = "HOST:PORT",
         env = "CONDUCTOR_INSECURE_REGISTRIES",
         value_delimiter = ','
     )]
     pub insecure: Vec<String>,
     /// Registry user name [default: from docker's config.json].
-    #[arg(long, env = "CONDUCTOR_REGISTRY_USERNAME")]
+    #[arg(long, value_name = "USER", env = "CONDUCTOR_REGISTRY_USERNAME")]
     pub username: Option<String>,
     /// Registry password or token (prefer the environment variable).
-    #[arg(long, env = "CONDUCTOR_REGISTRY_PASSWORD", hide_env_values = true)]
+    #[arg(
+        long,
+        value_name = "PASSWORD",
+        env = "CONDUCTOR_REGISTRY_PASSWORD",
+        hide_env_values = true
+    )]
     pub password: Option<String>,
     /// Seconds to wait for a connection to a registry.
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     pub registry_connect_timeout: u64,
     /// Seconds one pull or push of a reference may take in all.
-    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "SECONDS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
     pub registry_timeout: u64,
 }
 
@@ -159,14 +171,15 @@ impl RegistryArgs {
 #[derive(clap::Args)]
 pub struct OtlpArgs {
     /// Push metrics to this OTLP endpoint (gRPC: http://host:4317; HTTP: http://host:4318, to which /v1/metrics is added).
-    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    #[arg(long, value_name = "URL", env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
     pub otlp_endpoint: Option<String>,
     /// Full URL for metrics, used as is (overrides --otlp-endpoint).
-    #[arg(long, env = "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")]
+    #[arg(long, value_name = "URL", env = "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")]
     pub otlp_metrics_endpoint: Option<String>,
     /// grpc or http/protobuf.
     #[arg(
         long,
+        value_name = "PROTOCOL",
         env = "OTEL_EXPORTER_OTLP_PROTOCOL",
         default_value = "http/protobuf"
     )]
@@ -174,19 +187,21 @@ pub struct OtlpArgs {
     /// Extra request headers, name=value (repeat, or comma-separate).
     #[arg(
         long = "otlp-header",
+        value_name = "NAME=VALUE",
         env = "OTEL_EXPORTER_OTLP_HEADERS",
         value_delimiter = ','
     )]
     pub otlp_headers: Vec<String>,
     /// Export interval in milliseconds.
-    #[arg(long, env = "OTEL_METRIC_EXPORT_INTERVAL", default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "MS", env = "OTEL_METRIC_EXPORT_INTERVAL", default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub otlp_interval_ms: u64,
     /// Export timeout in milliseconds.
-    #[arg(long, env = "OTEL_EXPORTER_OTLP_TIMEOUT", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "MS", env = "OTEL_EXPORTER_OTLP_TIMEOUT", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub otlp_timeout_ms: u64,
     /// cumulative or delta (counters and histograms).
     #[arg(
         long,
+        value_name = "TEMPORALITY",
         env = "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE",
         default_value = "cumulative"
     )]
@@ -194,12 +209,13 @@ pub struct OtlpArgs {
     /// Resource attributes, key=value (repeat, or comma-separate), e.g. k8s.node.name=$(NODE_NAME).
     #[arg(
         long = "resource-attr",
+        value_name = "KEY=VALUE",
         env = "OTEL_RESOURCE_ATTRIBUTES",
         value_delimiter = ','
     )]
     pub resource_attrs: Vec<String>,
     /// service.name of the resource [default: conductor].
-    #[arg(long, env = "OTEL_SERVICE_NAME")]
+    #[arg(long, value_name = "NAME", env = "OTEL_SERVICE_NAME")]
     pub service_name: Option<String>,
 }
 

@@ -7,7 +7,8 @@
 //! [`server`] and pushed by [`otlp`]; [`k8s`] is the workload cache behind
 //! the plugins' `k8s` lookups; [`logs`] keeps each plugin's recent log
 //! lines. [`node`] assembles all of it: the one start-up path behind both
-//! `conductor run` and `conductor serve`.
+//! `conductor run` and `conductor serve`. [`reference`] renders the host's
+//! metrics for the manual.
 
 pub mod k8s;
 pub mod launch;
@@ -17,6 +18,7 @@ pub mod metrics;
 pub mod node;
 pub mod otlp;
 pub mod plugin;
+pub mod reference;
 pub mod server;
 mod wiring;
 

@@ -31,18 +31,24 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+#[derive(
+    Clone, Debug, Default, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet,
+)]
 pub struct PluginLabel {
     pub plugin: String,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+#[derive(
+    Clone, Debug, Default, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet,
+)]
 pub struct SourceLabels {
     pub plugin: String,
     pub source: String,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+#[derive(
+    Clone, Debug, Default, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet,
+)]
 pub struct LostLabels {
     pub plugin: String,
     pub source: String,
@@ -51,13 +57,17 @@ pub struct LostLabels {
     pub reason: &'static str,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+#[derive(
+    Clone, Debug, Default, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet,
+)]
 pub struct CallLabels {
     pub plugin: String,
     pub call: &'static str,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+#[derive(
+    Clone, Debug, Default, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet,
+)]
 pub struct FaultLabels {
     pub plugin: String,
     /// `trap`, `timeout`, `memory` or `error`.
@@ -93,7 +103,9 @@ pub struct K8sMetrics {
     pub cgroup_scans: Counter,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+#[derive(
+    Clone, Debug, Default, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet,
+)]
 pub struct OutcomeLabel {
     /// `ok` or `error`.
     pub outcome: &'static str,
@@ -123,7 +135,7 @@ impl HostMetrics {
         }
     }
 
-    fn register(&self, r: &mut Registry) {
+    fn register(&self, r: &mut HostRegistrar<'_>) {
         r.register(
             "conductor_events_received",
             "Events read from a plugin's event source",
@@ -236,7 +248,97 @@ impl HostMetrics {
 pub struct Metrics {
     registry: Registry,
     pub host: HostMetrics,
+    /// The host families as registered (see [`Metrics::host_descriptors`]).
+    host_descriptors: Vec<Descriptor>,
     plugins: Arc<PluginSet>,
+}
+
+/// One of the host's metric families, as registered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Descriptor {
+    /// The family name (OpenMetrics: counters without `_total`).
+    pub name: &'static str,
+    pub help: String,
+    /// `counter`, `gauge` or `histogram`.
+    pub kind: &'static str,
+    /// The label names of every series (a histogram's `le` not included).
+    pub labels: Vec<String>,
+}
+
+/// Registers the host's families and describes each, since the exposition
+/// shows a labelled family only once it has a series.
+struct HostRegistrar<'a> {
+    registry: &'a mut Registry,
+    descriptors: Vec<Descriptor>,
+}
+
+impl HostRegistrar<'_> {
+    fn register<M: prometheus_client::registry::Metric + LabelNames>(
+        &mut self,
+        name: &'static str,
+        help: &str,
+        metric: M,
+    ) {
+        let kind = match metric.metric_type() {
+            MetricType::Counter => "counter",
+            MetricType::Gauge => "gauge",
+            MetricType::Histogram => "histogram",
+            MetricType::Info => "info",
+            _ => "unknown",
+        };
+        self.descriptors.push(Descriptor {
+            name,
+            help: help.to_owned(),
+            kind,
+            labels: M::label_names(),
+        });
+        self.registry.register(name, help, metric);
+    }
+}
+
+/// The label names every series of a metric has.
+trait LabelNames {
+    fn label_names() -> Vec<String>;
+}
+
+impl LabelNames for Counter {
+    fn label_names() -> Vec<String> {
+        Vec::new()
+    }
+}
+
+impl LabelNames for Gauge {
+    fn label_names() -> Vec<String> {
+        Vec::new()
+    }
+}
+
+impl<S, M, C> LabelNames for Family<S, M, C>
+where
+    S: EncodeLabelSet + Default + Clone + Hash + Eq + fmt::Debug + Send + Sync + 'static,
+{
+    /// Encodes one series with the default label values (`name=""`) and
+    /// reads the names back: the label set's own encoding is the truth.
+    fn label_names() -> Vec<String> {
+        let family = Family::<S, Gauge>::default();
+        family.get_or_create(&S::default()).set(0);
+        let mut registry = Registry::default();
+        registry.register("probe", "", family);
+        let mut text = String::new();
+        if prometheus_client::encoding::text::encode(&mut text, &registry).is_err() {
+            return Vec::new();
+        }
+        text.lines()
+            .find_map(|l| l.strip_prefix("probe{"))
+            .and_then(|l| l.split_once('}'))
+            .map(|(labels, _)| {
+                labels
+                    .split(',')
+                    .filter_map(|kv| kv.split_once('=').map(|(k, _)| k.to_owned()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
 }
 
 impl fmt::Debug for Metrics {
@@ -255,14 +357,28 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::default();
         let host = HostMetrics::new();
-        host.register(&mut registry);
+        let mut registrar = HostRegistrar {
+            registry: &mut registry,
+            descriptors: Vec::new(),
+        };
+        host.register(&mut registrar);
+        let host_descriptors = registrar.descriptors;
         let plugins = Arc::new(PluginSet::default());
         registry.register_collector(Box::new(plugins.clone()));
         Self {
             registry,
             host,
+            host_descriptors,
             plugins,
         }
+    }
+
+    /// The host's own metric families as registered, in registration
+    /// order, whether or not they have samples yet (the exposition leaves
+    /// out a labelled family until its first series); for the manual's
+    /// metric reference ([`crate::reference`]).
+    pub fn host_descriptors(&self) -> &[Descriptor] {
+        &self.host_descriptors
     }
 
     /// A fresh metric set for `plugin` (replacing any previous one).

@@ -1,5 +1,5 @@
 //! eBPFConductor's Kubernetes operator: `EbpfPlugin` resources in, plugins
-//! running on the selected nodes out. See operator/README.md.
+//! running on the selected nodes out. See crates/operator/README.md.
 //!
 //! - [`crd`]: the custom resources (and `conductor-operator crd`).
 //! - [`node`]: the per-node agent, beside each node's host.

@@ -16,7 +16,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
 fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -61,7 +61,7 @@ fn deploy_crds_yaml_is_generated_from_the_rust_types() {
     let on_disk = std::fs::read_to_string(&path).unwrap();
     assert!(
         on_disk == crd::crds_yaml(),
-        "deploy/crds.yaml is out of date with operator/src/crd.rs (or the PluginSpec): regenerate it with\n  cargo run -p conductor-operator -- crd > deploy/crds.yaml"
+        "deploy/crds.yaml is out of date with crates/operator/src/crd.rs (or the PluginSpec): regenerate it with\n  cargo run -p conductor-operator -- crd > deploy/crds.yaml"
     );
 }
 

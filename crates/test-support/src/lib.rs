@@ -359,7 +359,11 @@ fn spawn(
 /// line, debug logging of the host and no colours.
 pub fn spawn_logged(cmd: &mut Command) -> (Child, Arc<Mutex<Vec<String>>>) {
     let mut child = cmd
-        .env("CONDUCTOR_LOG", "info,conductor_host=debug")
+        .env(
+            "CONDUCTOR_LOG",
+            "info,conductor_cli=debug,conductor_node=debug,conductor_kernel=debug,\
+             conductor_runtime=debug,conductor_oci=debug,conductor_daemon=debug",
+        )
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())
         .stdout(Stdio::null())

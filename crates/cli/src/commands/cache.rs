@@ -14,7 +14,7 @@ pub struct CacheArgs {
     #[command(subcommand)]
     pub action: CacheAction,
     /// The cache directory [default: $XDG_CACHE_HOME/conductor or ~/.cache/conductor].
-    #[arg(long, env = "CONDUCTOR_CACHE_DIR", global = true)]
+    #[arg(long, value_name = "DIR", env = "CONDUCTOR_CACHE_DIR", global = true)]
     pub cache_dir: Option<PathBuf>,
 }
 

@@ -12,9 +12,10 @@ use crate::args::ClientArgs;
 
 #[derive(clap::Args)]
 pub struct LoadArgs {
+    /// The plugin spec file (one or more specs).
     pub spec: PathBuf,
     /// Annotation KEY=VALUE kept with the plugin; repeatable.
-    #[arg(long = "annotation", short = 'a')]
+    #[arg(long = "annotation", short = 'a', value_name = "KEY=VALUE")]
     pub annotations: Vec<String>,
     #[command(flatten)]
     pub client: ClientArgs,
@@ -22,9 +23,10 @@ pub struct LoadArgs {
 
 #[derive(clap::Args)]
 pub struct UpdateArgs {
+    /// The plugin spec file with the new versions.
     pub spec: PathBuf,
     /// Annotation KEY=VALUE; replaces the plugin's annotations if given.
-    #[arg(long = "annotation", short = 'a')]
+    #[arg(long = "annotation", short = 'a', value_name = "KEY=VALUE")]
     pub annotations: Vec<String>,
     #[command(flatten)]
     pub client: ClientArgs,
@@ -32,7 +34,8 @@ pub struct UpdateArgs {
 
 #[derive(clap::Args)]
 pub struct UnloadArgs {
-    #[arg(required = true)]
+    /// The plugins to unload.
+    #[arg(required = true, value_name = "NAME")]
     pub names: Vec<String>,
     #[command(flatten)]
     pub client: ClientArgs,
@@ -46,6 +49,7 @@ pub struct ListArgs {
 
 #[derive(clap::Args)]
 pub struct GetArgs {
+    /// The plugin.
     pub name: String,
     #[command(flatten)]
     pub client: ClientArgs,
@@ -53,12 +57,13 @@ pub struct GetArgs {
 
 #[derive(clap::Args)]
 pub struct LogsArgs {
+    /// The plugin.
     pub name: String,
     /// Keep printing new lines until interrupted.
     #[arg(long, short)]
     pub follow: bool,
     /// Only the last N lines kept [default: all].
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
     pub tail: u32,
     #[command(flatten)]
     pub client: ClientArgs,

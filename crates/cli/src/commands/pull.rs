@@ -18,10 +18,10 @@ pub struct PullArgs {
     #[arg(long)]
     pub bytecode: bool,
     /// Also copy the artifact (the component, or the extracted BPF object) here.
-    #[arg(long, short)]
+    #[arg(long, short, value_name = "FILE")]
     pub output: Option<PathBuf>,
     /// The cache directory [default: $XDG_CACHE_HOME/conductor or ~/.cache/conductor].
-    #[arg(long, env = "CONDUCTOR_CACHE_DIR")]
+    #[arg(long, value_name = "DIR", env = "CONDUCTOR_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
     #[command(flatten)]
     pub registry: RegistryArgs,

@@ -11,29 +11,30 @@ use crate::args::NodeArgs;
 #[derive(clap::Args)]
 pub struct ServeArgs {
     /// The Unix socket to serve on.
-    #[arg(long, default_value = conductor_api::v1::DEFAULT_SOCKET, env = "CONDUCTOR_SOCKET")]
+    #[arg(long, value_name = "PATH", default_value = conductor_api::v1::DEFAULT_SOCKET, env = "CONDUCTOR_SOCKET")]
     pub socket: PathBuf,
     /// Where the desired state (the loaded plugins) is kept.
     #[arg(
         long,
+        value_name = "DIR",
         default_value = "/var/lib/conductor",
         env = "CONDUCTOR_STATE_DIR"
     )]
     pub state_dir: PathBuf,
     /// Group (name or gid) of the socket file, mode 0660 [default: the daemon's group].
-    #[arg(long, env = "CONDUCTOR_SOCKET_GROUP")]
+    #[arg(long, value_name = "GROUP", env = "CONDUCTOR_SOCKET_GROUP")]
     pub socket_group: Option<String>,
     /// Also allow clients running as this uid (root always may); repeatable.
-    #[arg(long = "allow-uid", value_delimiter = ',')]
+    #[arg(long = "allow-uid", value_name = "UID", value_delimiter = ',')]
     pub allow_uids: Vec<u32>,
     /// Allow clients in this group (name or gid); repeatable. [default: the socket's group]
-    #[arg(long = "allow-gid", value_delimiter = ',')]
+    #[arg(long = "allow-gid", value_name = "GROUP", value_delimiter = ',')]
     pub allow_gids: Vec<String>,
     /// Plugins compiling and attaching at the same time; more wait as Pending.
-    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=64))]
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=64))]
     pub max_parallel_loads: u64,
     /// Log lines kept per plugin for `conductor logs`.
-    #[arg(long, default_value_t = conductor_node::logs::DEFAULT_LINES as u64, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    #[arg(long, value_name = "N", default_value_t = conductor_node::logs::DEFAULT_LINES as u64, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub log_lines: u64,
     #[command(flatten)]
     pub node: NodeArgs,

@@ -19,7 +19,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 pub fn artifacts() -> PathBuf {
     let dir = std::env::var_os("CONDUCTOR_ARTIFACTS")
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/plugins"));
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/plugins"));
     assert!(
         dir.join("exec_counter.wasm").exists(),
         "test artifacts are missing in {}: build them with `cargo xtask build` (or run the suite with `cargo xtask test`)",
@@ -434,7 +434,7 @@ pub fn exec_counter_with(name: &str, selector: LabelSelector, component: &Path) 
 /// the first one it does not.
 pub fn assert_rbac_allows(role: &str, requests: &[fake_apiserver::Request]) {
     use serde::Deserialize;
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/rbac.yaml");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/rbac.yaml");
     let text = std::fs::read_to_string(&path).unwrap();
     let roles: Vec<k8s_openapi::api::rbac::v1::ClusterRole> =
         serde_yaml_ng::Deserializer::from_str(&text)
