@@ -344,6 +344,61 @@ fn join(errors: &[FieldError]) -> String {
 }
 
 impl PluginSpec {
+    /// The spec's local file paths, each with its field: the component and
+    /// the bytecode object unless they are `oci://` references, and map
+    /// pins. The one place that decides which fields are paths.
+    pub fn local_paths(&self) -> Vec<(String, &str)> {
+        let mut paths = Vec::new();
+        if oci_reference(&self.component).is_none() {
+            paths.push(("component".to_owned(), self.component.as_str()));
+        }
+        if let Some(b) = &self.bytecode
+            && !b.path.is_empty()
+            && oci_reference(&b.path).is_none()
+        {
+            paths.push(("bytecode.path".to_owned(), b.path.as_str()));
+        }
+        for (i, m) in self.maps.iter().enumerate() {
+            if let Some(pin) = &m.pin {
+                paths.push((format!("maps[{i}].pin"), pin.as_str()));
+            }
+        }
+        paths
+    }
+
+    /// The local paths that are relative, with their fields.
+    pub fn relative_paths(&self) -> Vec<(String, &str)> {
+        self.local_paths()
+            .into_iter()
+            .filter(|(_, p)| !Path::new(p).is_absolute())
+            .collect()
+    }
+
+    /// Make every relative local path absolute against `base` (a spec
+    /// file's directory); `./` and `..` components are kept as written
+    /// except that `.` ones are dropped.
+    pub fn resolve_paths(&mut self, base: &Path) {
+        let resolve = |p: &mut String| {
+            if !p.is_empty() && oci_reference(p).is_none() && !Path::new(p.as_str()).is_absolute() {
+                *p = base
+                    .join(&*p)
+                    .components()
+                    .collect::<PathBuf>()
+                    .display()
+                    .to_string();
+            }
+        };
+        resolve(&mut self.component);
+        if let Some(b) = &mut self.bytecode {
+            resolve(&mut b.path);
+        }
+        for m in &mut self.maps {
+            if let Some(pin) = &mut m.pin {
+                resolve(pin);
+            }
+        }
+    }
+
     /// Parse one spec from YAML (or JSON, which is YAML) and validate it.
     pub fn from_yaml(text: &str) -> Result<Self, SpecError> {
         let path = PathBuf::from("<input>");
@@ -658,6 +713,26 @@ fn is_trace_name(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paths_are_the_local_component_bytecode_and_pins_and_resolve_against_a_base() {
+        let mut spec = PluginSpec::from_yaml(
+            "name: p\ncomponent: ./c.wasm\nbytecode:\n  path: ../o/p.bpf.o\n  programs: []\nmaps:\n  - name: m\n    pin: /sys/fs/bpf/m\n",
+        )
+        .unwrap();
+        let fields = |s: &PluginSpec| -> Vec<String> {
+            s.relative_paths().into_iter().map(|(f, _)| f).collect()
+        };
+        assert_eq!(fields(&spec), ["component", "bytecode.path"]);
+        assert_eq!(spec.local_paths().len(), 3);
+        spec.resolve_paths(Path::new("/specs/dir"));
+        assert_eq!(spec.component, "/specs/dir/c.wasm");
+        assert_eq!(spec.bytecode.as_ref().unwrap().path, "/specs/dir/../o/p.bpf.o");
+        assert!(fields(&spec).is_empty());
+        // References are not paths.
+        let oci = PluginSpec::from_yaml("name: p\ncomponent: oci://r.example/p:1\n").unwrap();
+        assert!(oci.local_paths().is_empty());
+    }
 
     const FULL: &str = r#"
 name: exec-counter

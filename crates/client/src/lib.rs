@@ -175,27 +175,8 @@ pub fn read_specs(path: &Path) -> Result<Vec<PluginSpec>, ClientError> {
         .ok()
         .and_then(|p| p.parent().map(Path::to_owned))
         .unwrap_or_else(|| PathBuf::from("/"));
-    let abs = |p: &mut String| {
-        if !p.is_empty() && oci_reference(p).is_none() && !Path::new(p.as_str()).is_absolute() {
-            // `components` drops the `.`s of `./x`.
-            *p = base
-                .join(&*p)
-                .components()
-                .collect::<PathBuf>()
-                .display()
-                .to_string();
-        }
-    };
     for s in &mut specs {
-        abs(&mut s.component);
-        if let Some(b) = &mut s.bytecode {
-            abs(&mut b.path);
-        }
-        for m in &mut s.maps {
-            if let Some(pin) = &mut m.pin {
-                abs(pin);
-            }
-        }
+        s.resolve_paths(&base);
     }
     Ok(specs)
 }

@@ -512,23 +512,11 @@ fn accept_spec(
 ) -> Result<PluginSpec, Status> {
     let wire = spec.ok_or_else(|| Status::invalid_argument("the request has no spec"))?;
     let spec = PluginSpec::try_from(wire).map_err(|e| Status::invalid_argument(e.to_string()))?;
-    let mut relative = Vec::new();
-    if oci_reference(&spec.component).is_none() && !Path::new(&spec.component).is_absolute() {
-        relative.push(format!("component {:?}", spec.component));
-    }
-    if let Some(b) = &spec.bytecode
-        && !b.path.is_empty()
-        && !Path::new(&b.path).is_absolute()
-    {
-        relative.push(format!("bytecode.path {:?}", b.path));
-    }
-    for (i, m) in spec.maps.iter().enumerate() {
-        if let Some(pin) = &m.pin
-            && !Path::new(pin).is_absolute()
-        {
-            relative.push(format!("maps[{i}].pin {pin:?}"));
-        }
-    }
+    let relative: Vec<String> = spec
+        .relative_paths()
+        .into_iter()
+        .map(|(field, path)| format!("{field} {path:?}"))
+        .collect();
     if !relative.is_empty() {
         return Err(Status::invalid_argument(format!(
             "invalid spec for plugin {:?}: relative paths: {}; the daemon does not share the client's \

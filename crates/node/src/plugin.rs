@@ -148,12 +148,16 @@ impl Plugin {
         spec.validate()?;
         let name = spec.name.clone();
 
+        let mut resolved = spec.clone();
+        resolved.resolve_paths(base_dir);
+        let spec = &resolved;
+
         // The component first: a bad component must fail before the kernel
         // is touched.
-        let prepared = runtime.prepare(&resolve(base_dir, &spec.component))?;
+        let prepared = runtime.prepare(Path::new(&spec.component))?;
 
         let object = match &spec.bytecode {
-            Some(b) => Some(bpf::load(&resolve(base_dir, &b.path), &b.programs)?),
+            Some(b) => Some(bpf::load(Path::new(&b.path), &b.programs)?),
             None => None,
         };
 
@@ -298,15 +302,6 @@ impl Plugin {
 impl Drop for Plugin {
     fn drop(&mut self) {
         self.shutdown();
-    }
-}
-
-fn resolve(base: &Path, p: &str) -> PathBuf {
-    let p = Path::new(p);
-    if p.is_absolute() {
-        p.to_owned()
-    } else {
-        base.join(p)
     }
 }
 

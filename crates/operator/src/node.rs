@@ -238,18 +238,10 @@ pub fn check_resource(plugin: &EbpfPlugin) -> Result<(), String> {
     if let Err(e) = spec.validate() {
         problems.push(e.to_string());
     }
-    let local = |field: &str, v: &str, problems: &mut Vec<String>| {
-        if conductor_api::oci_reference(v).is_none() && !Path::new(v).is_absolute() {
-            problems.push(format!(
-                "{field} {v:?} must be an oci:// reference or an absolute path on the node"
-            ));
-        }
-    };
-    local("spec.plugin.component", &spec.component, &mut problems);
-    if let Some(b) = &spec.bytecode
-        && !b.path.is_empty()
-    {
-        local("spec.plugin.bytecode.path", &b.path, &mut problems);
+    for (field, path) in spec.relative_paths() {
+        problems.push(format!(
+            "spec.plugin.{field} {path:?} must be an oci:// reference or an absolute path on the node"
+        ));
     }
     if let Err(e) = kube::core::Selector::try_from(plugin.spec.node_selector.clone()) {
         problems.push(format!("spec.nodeSelector: {}", e.0));

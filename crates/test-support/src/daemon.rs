@@ -97,6 +97,35 @@ impl Daemon {
         self.log.lock().unwrap().join("\n")
     }
 
+    /// The plugins the daemon runs, through the gRPC API.
+    pub fn list(&self) -> Vec<v1::PluginStatus> {
+        block_on(async {
+            self.client()
+                .await
+                .list(v1::ListRequest {})
+                .await
+                .unwrap_or_else(|e| panic!("list: {e}; log:\n{}", self.log_text()))
+                .into_inner()
+                .plugins
+        })
+    }
+
+    pub fn get(&self, name: &str) -> Option<v1::PluginStatus> {
+        self.list().into_iter().find(|p| p.name == name)
+    }
+
+    /// Load a plugin through the API, as `conductor load` would (no
+    /// annotations); paths in `yaml` must be absolute.
+    pub fn load_by_hand(&self, yaml: &str) {
+        block_on(async {
+            self.client()
+                .await
+                .load(load_request(yaml))
+                .await
+                .unwrap_or_else(|e| panic!("load by hand: {e}; log:\n{}", self.log_text()));
+        });
+    }
+
     pub fn wait_for_log(&mut self, needle: &str, timeout: Duration) -> Option<String> {
         let until = Instant::now() + timeout;
         loop {
@@ -177,10 +206,26 @@ impl Daemon {
 impl Drop for Daemon {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
+            // SIGTERM first, so that it detaches what it attached.
+            let pid = nix::unistd::Pid::from_raw(c.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            let until = Instant::now() + Duration::from_secs(20);
+            while c.try_wait().ok().flatten().is_none() && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(50));
+            }
             let _ = c.kill();
             let _ = c.wait();
         }
     }
+}
+
+/// Run `f` to completion on a runtime of its own.
+fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+        .block_on(f)
 }
 
 pub fn cli_output(cmd: &mut Command) -> Output {

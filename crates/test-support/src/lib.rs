@@ -21,7 +21,27 @@ pub fn artifacts() -> PathBuf {
         "test artifacts are missing in {}: build them with `cargo xtask build` (or run the suite with `cargo xtask test`)",
         dir.display()
     );
-    dir
+    dir.canonicalize().unwrap_or(dir)
+}
+
+/// Poll `f` until it gives a value, panicking after `timeout` with `what`
+/// and `context()` (logs).
+pub fn wait_for<T>(
+    timeout: Duration,
+    what: &str,
+    context: impl Fn() -> String,
+    mut f: impl FnMut() -> Option<T>,
+) -> T {
+    let until = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if Instant::now() > until {
+            panic!("timed out waiting for {what}\n{}", context());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 pub fn artifact(name: &str) -> PathBuf {
