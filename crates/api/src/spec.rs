@@ -727,7 +727,10 @@ mod tests {
         assert_eq!(spec.local_paths().len(), 3);
         spec.resolve_paths(Path::new("/specs/dir"));
         assert_eq!(spec.component, "/specs/dir/c.wasm");
-        assert_eq!(spec.bytecode.as_ref().unwrap().path, "/specs/dir/../o/p.bpf.o");
+        assert_eq!(
+            spec.bytecode.as_ref().unwrap().path,
+            "/specs/dir/../o/p.bpf.o"
+        );
         assert!(fields(&spec).is_empty());
         // References are not paths.
         let oci = PluginSpec::from_yaml("name: p\ncomponent: oci://r.example/p:1\n").unwrap();

@@ -347,7 +347,13 @@ fn serve_pushes_otlp_like_run() {
     let comm = bin.comm.clone();
     let (_, req) = receiver.wait_for(
         Duration::from_secs(30),
-        |r| point(r, "exec_counter__execs", &[("plugin", "served"), ("comm", &comm)]),
+        |r| {
+            point(
+                r,
+                "exec_counter__execs",
+                &[("plugin", "served"), ("comm", &comm)],
+            )
+        },
         |v| v >= N as f64,
     );
     assert_eq!(

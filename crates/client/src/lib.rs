@@ -7,8 +7,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
+use conductor_api::PluginSpec;
 use conductor_api::v1::{self, conductor_client::ConductorClient, watch_event};
-use conductor_api::{PluginSpec, oci_reference};
 use serde::Serialize;
 use tonic::Code;
 use tonic::transport::Channel;

@@ -9,7 +9,7 @@
 //! started after an exponential backoff. Nothing a plugin does can reach
 //! another plugin's thread or the host's.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};

@@ -4,20 +4,17 @@
 #![allow(dead_code)] // each test binary uses a different part
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
-use conductor_api::v1::{self, PluginStatus};
 use conductor_operator::crd::{EbpfPlugin, EbpfPluginSpec};
 use fake_apiserver::FakeApiServer;
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 
 pub use conductor_test_support::daemon::Daemon;
-pub use conductor_test_support::{artifacts, conductor_bin, require_root, spawn_logged, wait_for};
+pub use conductor_test_support::{artifacts, require_root, spawn_logged, wait_for};
 
 pub type Log = Arc<Mutex<Vec<String>>>;
 

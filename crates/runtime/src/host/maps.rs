@@ -314,6 +314,9 @@ mod tests {
         }
     }
 
+    /// One WIT call on a freshly opened map.
+    type MapCall = dyn Fn(&mut StoreData, Resource<MapResource>) -> Result<(), maps::MapError>;
+
     fn store_with(map: FakeMap, access: Access) -> StoreData {
         let granted = HashMap::from([(
             "flows".to_owned(),
@@ -370,11 +373,10 @@ mod tests {
     #[test]
     fn a_read_write_grant_writes_with_the_kernels_flags_and_sizes() {
         let mut store = store_with(FakeMap::new(1), Access::ReadWrite);
-        let mut call =
-            |f: &dyn Fn(&mut StoreData, Resource<MapResource>) -> Result<(), maps::MapError>| {
-                let r = store.open("flows".into()).unwrap().unwrap();
-                f(&mut store, r)
-            };
+        let mut call = |f: &MapCall| {
+            let r = store.open("flows".into()).unwrap().unwrap();
+            f(&mut store, r)
+        };
         // Create fails on an existing key (BPF_NOEXIST), replace on a missing one (BPF_EXIST).
         let create = call(&|s, r| {
             s.update(
