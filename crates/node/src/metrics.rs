@@ -230,17 +230,147 @@ impl HostMetrics {
             .get_or_create_owned(&OutcomeLabel { outcome })
     }
 
-    /// Forget every series of `plugin` (it was unloaded).
-    pub fn remove_plugin(&self, plugin: &str) {
-        let label = PluginLabel {
-            plugin: plugin.to_owned(),
+    /// Create the host's series for one plugin with event `sources`. Their
+    /// label sets are [`PluginSeries::label_sets`], which
+    /// [`Self::remove_plugin`] removes: one list, so nothing is left behind.
+    pub fn plugin_series(&self, plugin: &str, sources: &[String]) -> PluginSeries {
+        let sets = PluginSeries::label_sets(plugin, sources);
+        let call = |call: &'static str| {
+            self.call_seconds.get_or_create_owned(&CallLabels {
+                plugin: plugin.to_owned(),
+                call,
+            })
         };
-        self.restarts.remove(&label);
-        self.memory_bytes.remove(&label);
-        self.up.remove(&label);
-        self.series_dropped.remove(&label);
-        // Series keyed by more than the plugin (sources, calls, faults) are
-        // removed by the plugin's worker, which knows their label sets.
+        PluginSeries {
+            calls: [call(CALLS[0]), call(CALLS[1]), call(CALLS[2]), call(CALLS[3])],
+            sources: sources
+                .iter()
+                .map(|source| {
+                    let src = SourceLabels {
+                        plugin: plugin.to_owned(),
+                        source: source.clone(),
+                    };
+                    let lost = |reason| {
+                        self.events_lost.get_or_create_owned(&LostLabels {
+                            plugin: plugin.to_owned(),
+                            source: source.clone(),
+                            reason,
+                        })
+                    };
+                    SourceSeries {
+                        received: self.events_received.get_or_create_owned(&src),
+                        batches: self.batches.get_or_create_owned(&src),
+                        lost_kernel: lost(LOST_REASONS[0]),
+                        lost_host: lost(LOST_REASONS[1]),
+                    }
+                })
+                .collect(),
+            restarts: self.restarts.get_or_create_owned(&sets.plugin),
+            memory: self.memory_bytes.get_or_create_owned(&sets.plugin),
+            up: self.up.get_or_create_owned(&sets.plugin),
+        }
+    }
+
+    /// The fault counter of `plugin` for `kind` (created on first fault).
+    pub fn fault(&self, plugin: &str, kind: &'static str) -> Counter {
+        self.faults.get_or_create_owned(&FaultLabels {
+            plugin: plugin.to_owned(),
+            kind,
+        })
+    }
+
+    /// Forget every host series of `plugin` (it was unloaded, or its load
+    /// failed): those [`Self::plugin_series`] created, its faults, and its
+    /// dropped-samples counter.
+    pub fn remove_plugin(&self, plugin: &str, sources: &[String]) {
+        let sets = PluginSeries::label_sets(plugin, sources);
+        self.restarts.remove(&sets.plugin);
+        self.memory_bytes.remove(&sets.plugin);
+        self.up.remove(&sets.plugin);
+        self.series_dropped.remove(&sets.plugin);
+        for c in &sets.calls {
+            self.call_seconds.remove(c);
+        }
+        for f in &sets.faults {
+            self.faults.remove(f);
+        }
+        for s in &sets.sources {
+            self.events_received.remove(s);
+            self.batches.remove(s);
+        }
+        for l in &sets.lost {
+            self.events_lost.remove(l);
+        }
+    }
+}
+
+/// The exports whose calls are timed (`call` label).
+pub const CALLS: [&str; 4] = ["init", "on_events", "tick", "collect"];
+/// Why events were lost (`reason` label).
+pub const LOST_REASONS: [&str; 2] = ["kernel", "host"];
+/// Kinds of plugin faults (`kind` label), as the runtime names them.
+pub const FAULT_KINDS: [&str; 4] = ["trap", "timeout", "memory", "error"];
+
+/// The host's series of one plugin, created together by
+/// [`HostMetrics::plugin_series`].
+pub struct PluginSeries {
+    /// Call durations, in the order of [`CALLS`].
+    pub calls: [Histogram; 4],
+    /// Per event source, in the order given.
+    pub sources: Vec<SourceSeries>,
+    pub restarts: Counter,
+    pub memory: Gauge,
+    pub up: Gauge,
+}
+
+/// The host's series of one event source.
+pub struct SourceSeries {
+    pub received: Counter,
+    pub batches: Counter,
+    pub lost_kernel: Counter,
+    pub lost_host: Counter,
+}
+
+/// Every label set the host uses for one plugin.
+struct LabelSets {
+    plugin: PluginLabel,
+    calls: Vec<CallLabels>,
+    faults: Vec<FaultLabels>,
+    sources: Vec<SourceLabels>,
+    lost: Vec<LostLabels>,
+}
+
+impl PluginSeries {
+    fn label_sets(plugin: &str, sources: &[String]) -> LabelSets {
+        let p = || plugin.to_owned();
+        LabelSets {
+            plugin: PluginLabel { plugin: p() },
+            calls: CALLS
+                .iter()
+                .map(|&call| CallLabels { plugin: p(), call })
+                .collect(),
+            faults: FAULT_KINDS
+                .iter()
+                .map(|&kind| FaultLabels { plugin: p(), kind })
+                .collect(),
+            sources: sources
+                .iter()
+                .map(|source| SourceLabels {
+                    plugin: p(),
+                    source: source.clone(),
+                })
+                .collect(),
+            lost: sources
+                .iter()
+                .flat_map(|source| {
+                    LOST_REASONS.iter().map(move |&reason| LostLabels {
+                        plugin: plugin.to_owned(),
+                        source: source.clone(),
+                        reason,
+                    })
+                })
+                .collect(),
+        }
     }
 }
 
@@ -398,13 +528,15 @@ impl Metrics {
         m
     }
 
-    pub fn remove_plugin(&self, plugin: &str) {
+    /// Forget everything of `plugin`: the metrics it declared and the
+    /// host's series about it (`sources`: its event sources).
+    pub fn remove_plugin(&self, plugin: &str, sources: &[String]) {
         self.plugins
             .plugins
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .remove(plugin);
-        self.host.remove_plugin(plugin);
+        self.host.remove_plugin(plugin, sources);
     }
 
     /// Everything as data (the Prometheus protobuf model), for the OTLP
@@ -945,8 +1077,37 @@ mod tests {
             "{text}"
         );
 
-        metrics.remove_plugin("exec-counter");
+        metrics.remove_plugin("exec-counter", &[]);
         assert!(!metrics.encode().unwrap().contains("exec_counter__execs"));
+    }
+
+    #[test]
+    fn a_plugins_host_series_are_removed_as_they_were_created() {
+        let metrics = Metrics::new();
+        let sources = vec!["events".to_owned(), "flows".to_owned()];
+        let series = metrics.host.plugin_series("p1", &sources);
+        let other = metrics.host.plugin_series("p2", &sources[..1]);
+        series.sources[1].lost_kernel.inc();
+        series.calls[1].observe(0.001);
+        series.up.set(1);
+        other.up.set(1);
+        for kind in FAULT_KINDS {
+            metrics.host.fault("p1", kind).inc();
+        }
+        metrics.host.series_dropped.get_or_create(&PluginLabel { plugin: "p1".into() }).inc();
+        assert!(metrics.encode().unwrap().contains(r#"plugin="p1""#));
+        metrics.remove_plugin("p1", &sources);
+        let text = metrics.encode().unwrap();
+        assert!(!text.contains(r#"plugin="p1""#), "{text}");
+        assert!(text.contains(r#"conductor_plugin_up{plugin="p2"} 1"#), "{text}");
+    }
+
+    #[test]
+    fn fault_kinds_are_the_runtimes() {
+        use conductor_runtime::FaultKind;
+        for kind in [FaultKind::Trap, FaultKind::Timeout, FaultKind::Memory, FaultKind::Error] {
+            assert!(FAULT_KINDS.contains(&kind.as_str()), "{kind:?}");
+        }
     }
 
     #[test]

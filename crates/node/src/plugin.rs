@@ -25,12 +25,12 @@ use prometheus_client::metrics::histogram::Histogram;
 use conductor_kernel::events::EventSource;
 use conductor_kernel::object::{self as bpf, BpfError, LoadedObject};
 use conductor_runtime::{
-    Call, EventBatch, Fault, FaultKind, Instance, PluginHost, Prepared, Runtime, RuntimeError,
+    Call, EventBatch, Fault, Instance, PluginHost, Prepared, Runtime, RuntimeError,
 };
 
 use crate::k8s::Workloads;
 use crate::metrics::{
-    CallLabels, FaultLabels, LostLabels, Metrics, PluginLabel, PluginMetrics, SourceLabels,
+    Metrics, PluginMetrics,
 };
 use crate::wiring::{self, KernelSide, Wiring};
 
@@ -121,6 +121,8 @@ pub struct Plugin {
     status: Arc<Mutex<Status>>,
     thread: Mutex<Option<JoinHandle<()>>>,
     metrics: Arc<Metrics>,
+    /// The event sources' names (the host's series are labelled by them).
+    sources: Vec<String>,
 }
 
 impl Plugin {
@@ -162,6 +164,7 @@ impl Plugin {
         };
 
         let Wiring { granted, kernel } = wiring::wire(spec, object)?;
+        let sources: Vec<String> = kernel.sources.iter().map(|s| s.name().to_owned()).collect();
 
         let plugin_metrics = metrics.add_plugin(&name, spec.limits.max_series_per_metric);
         let workloads = options
@@ -175,7 +178,7 @@ impl Plugin {
 
         // From here on a failure must also forget the plugin's metrics.
         let fail = |cause: String| {
-            metrics.remove_plugin(&name);
+            metrics.remove_plugin(&name, &sources);
             LoadError::Start {
                 plugin: name.clone(),
                 cause,
@@ -211,6 +214,7 @@ impl Plugin {
             status,
             thread: Mutex::new(Some(thread)),
             metrics: metrics.clone(),
+            sources,
         };
         if options.wait_for_init {
             // The thread answers once `init` returned (or the instance could
@@ -295,7 +299,7 @@ impl Plugin {
         if thread.join().is_err() {
             tracing::error!(plugin = %self.name, "plugin thread panicked");
         }
-        self.metrics.remove_plugin(&self.name);
+        self.metrics.remove_plugin(&self.name, &self.sources);
     }
 }
 
@@ -377,33 +381,14 @@ impl Worker {
         let name = spec.name.clone();
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        let h = &metrics.host;
-        let call = |call| {
-            h.call_seconds.get_or_create_owned(&CallLabels {
-                plugin: name.clone(),
-                call,
-            })
-        };
-        let plugin_label = PluginLabel {
-            plugin: name.clone(),
-        };
+        let source_names: Vec<String> = sources.iter().map(|s| s.name().to_owned()).collect();
+        let series = metrics.host.plugin_series(&name, &source_names);
         let mut workers_sources = Vec::with_capacity(sources.len());
-        for (i, source) in sources.into_iter().enumerate() {
+        for (i, (source, series)) in sources.into_iter().zip(series.sources).enumerate() {
             for fd in source.fds() {
                 poll.registry()
                     .register(&mut SourceFd(&fd), Token(i), Interest::READABLE)?;
             }
-            let src = SourceLabels {
-                plugin: name.clone(),
-                source: source.name().to_owned(),
-            };
-            let lost = |reason| {
-                h.events_lost.get_or_create_owned(&LostLabels {
-                    plugin: name.clone(),
-                    source: source.name().to_owned(),
-                    reason,
-                })
-            };
             let max_latency = spec
                 .map_grant(source.name())
                 .and_then(|g| g.events.as_ref())
@@ -417,10 +402,10 @@ impl Worker {
                 // polling would never report them.
                 pending: true,
                 lost_for_plugin: 0,
-                received: h.events_received.get_or_create_owned(&src),
-                batches: h.batches.get_or_create_owned(&src),
-                lost_kernel: lost("kernel"),
-                lost_host: lost("host"),
+                received: series.received,
+                batches: series.batches,
+                lost_kernel: series.lost_kernel,
+                lost_host: series.lost_host,
                 source,
             });
         }
@@ -432,15 +417,18 @@ impl Worker {
             digest: prepared.digest.clone(),
         }));
         Ok(Self {
-            calls: CallMetrics {
-                init: call("init"),
-                on_events: call("on_events"),
-                tick: call("tick"),
-                collect: call("collect"),
+            calls: {
+                let [init, on_events, tick, collect] = series.calls;
+                CallMetrics {
+                    init,
+                    on_events,
+                    tick,
+                    collect,
+                }
             },
-            restarts: h.restarts.get_or_create_owned(&plugin_label),
-            memory: h.memory_bytes.get_or_create_owned(&plugin_label),
-            up: h.up.get_or_create_owned(&plugin_label),
+            restarts: series.restarts,
+            memory: series.memory,
+            up: series.up,
             faults: metrics.clone(),
             name,
             runtime,
@@ -528,8 +516,8 @@ impl Worker {
             while let Ok(cmd) = commands.try_recv() {
                 match cmd {
                     Command::Stop => {
+                        // The plugin's handle removes its series once we are gone.
                         self.set_phase(Phase::Stopped, None);
-                        self.forget_metrics();
                         return;
                     }
                     Command::Collect(done) => collect_waiters.push(done),
@@ -757,14 +745,7 @@ impl Worker {
         if let Some(i) = self.instance.take() {
             self.memory.set(i.memory_bytes() as i64);
         }
-        self.faults
-            .host
-            .faults
-            .get_or_create(&FaultLabels {
-                plugin: self.name.clone(),
-                kind: fault.kind.as_str(),
-            })
-            .inc();
+        self.faults.host.fault(&self.name, fault.kind.as_str()).inc();
         self.up.set(0);
         if self.running_since.elapsed() >= HEALTHY_AFTER {
             self.backoff = INITIAL_BACKOFF;
@@ -780,47 +761,6 @@ impl Worker {
             "{message}"
         );
         self.set_phase(Phase::Restarting, Some(message));
-    }
-
-    /// Remove every host series of this plugin (it is being unloaded).
-    fn forget_metrics(&self) {
-        let h = &self.faults.host;
-        let plugin = || self.name.clone();
-        for s in &self.sources {
-            let source = s.source.name().to_owned();
-            h.events_received.remove(&SourceLabels {
-                plugin: plugin(),
-                source: source.clone(),
-            });
-            h.batches.remove(&SourceLabels {
-                plugin: plugin(),
-                source: source.clone(),
-            });
-            for reason in ["kernel", "host"] {
-                h.events_lost.remove(&LostLabels {
-                    plugin: plugin(),
-                    source: source.clone(),
-                    reason,
-                });
-            }
-        }
-        for call in ["init", "on_events", "tick", "collect"] {
-            h.call_seconds.remove(&CallLabels {
-                plugin: plugin(),
-                call,
-            });
-        }
-        for kind in [
-            FaultKind::Trap,
-            FaultKind::Timeout,
-            FaultKind::Memory,
-            FaultKind::Error,
-        ] {
-            h.faults.remove(&FaultLabels {
-                plugin: plugin(),
-                kind: kind.as_str(),
-            });
-        }
     }
 
     fn set_phase(&self, phase: Phase, error: Option<String>) {

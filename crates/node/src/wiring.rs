@@ -88,3 +88,32 @@ pub(crate) fn wire(
         kernel: KernelSide { sources, object },
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(yaml: &str) -> PluginSpec {
+        PluginSpec::from_yaml(yaml).unwrap()
+    }
+
+    #[test]
+    fn a_spec_without_maps_wires_nothing() {
+        let w = wire(&spec("name: p\ncomponent: /p.wasm\n"), None).unwrap();
+        assert!(w.granted.is_empty());
+        assert!(w.kernel.sources.is_empty());
+        assert!(w.kernel.object.is_none());
+    }
+
+    #[test]
+    fn a_missing_pin_is_refused_naming_the_map_and_the_path() {
+        let s = spec(
+            "name: p\ncomponent: /p.wasm\nmaps:\n  - name: flows\n    pin: /sys/fs/bpf/conductor-test-no-such-map\n",
+        );
+        let err = wire(&s, None).err().expect("a missing pin must fail").to_string();
+        assert!(
+            err.contains("\"flows\"") && err.contains("/sys/fs/bpf/conductor-test-no-such-map"),
+            "{err}"
+        );
+    }
+}
