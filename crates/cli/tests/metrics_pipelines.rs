@@ -334,7 +334,7 @@ fn serve_pushes_otlp_like_run() {
     ]);
     let dir = tempfile::tempdir().unwrap();
     let spec = dir.path().join("exec-counter.yaml");
-    std::fs::write(&spec, exec_counter_spec("served")).unwrap();
+    std::fs::write(&spec, exec_counter_spec("exec-counter")).unwrap();
     let loaded = daemon.cli(&["load", spec.to_str().unwrap()]);
     assert!(
         loaded.status.success(),

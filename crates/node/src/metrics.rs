@@ -242,7 +242,12 @@ impl HostMetrics {
             })
         };
         PluginSeries {
-            calls: [call(CALLS[0]), call(CALLS[1]), call(CALLS[2]), call(CALLS[3])],
+            calls: [
+                call(CALLS[0]),
+                call(CALLS[1]),
+                call(CALLS[2]),
+                call(CALLS[3]),
+            ],
             sources: sources
                 .iter()
                 .map(|source| {
@@ -1094,18 +1099,32 @@ mod tests {
         for kind in FAULT_KINDS {
             metrics.host.fault("p1", kind).inc();
         }
-        metrics.host.series_dropped.get_or_create(&PluginLabel { plugin: "p1".into() }).inc();
+        metrics
+            .host
+            .series_dropped
+            .get_or_create(&PluginLabel {
+                plugin: "p1".into(),
+            })
+            .inc();
         assert!(metrics.encode().unwrap().contains(r#"plugin="p1""#));
         metrics.remove_plugin("p1", &sources);
         let text = metrics.encode().unwrap();
         assert!(!text.contains(r#"plugin="p1""#), "{text}");
-        assert!(text.contains(r#"conductor_plugin_up{plugin="p2"} 1"#), "{text}");
+        assert!(
+            text.contains(r#"conductor_plugin_up{plugin="p2"} 1"#),
+            "{text}"
+        );
     }
 
     #[test]
     fn fault_kinds_are_the_runtimes() {
         use conductor_runtime::FaultKind;
-        for kind in [FaultKind::Trap, FaultKind::Timeout, FaultKind::Memory, FaultKind::Error] {
+        for kind in [
+            FaultKind::Trap,
+            FaultKind::Timeout,
+            FaultKind::Memory,
+            FaultKind::Error,
+        ] {
             assert!(FAULT_KINDS.contains(&kind.as_str()), "{kind:?}");
         }
     }

@@ -29,9 +29,7 @@ use conductor_runtime::{
 };
 
 use crate::k8s::Workloads;
-use crate::metrics::{
-    Metrics, PluginMetrics,
-};
+use crate::metrics::{Metrics, PluginMetrics};
 use crate::wiring::{self, KernelSide, Wiring};
 
 const WAKER: Token = Token(usize::MAX);
@@ -745,7 +743,10 @@ impl Worker {
         if let Some(i) = self.instance.take() {
             self.memory.set(i.memory_bytes() as i64);
         }
-        self.faults.host.fault(&self.name, fault.kind.as_str()).inc();
+        self.faults
+            .host
+            .fault(&self.name, fault.kind.as_str())
+            .inc();
         self.up.set(0);
         if self.running_since.elapsed() >= HEALTHY_AFTER {
             self.backoff = INITIAL_BACKOFF;

@@ -110,7 +110,10 @@ mod tests {
         let s = spec(
             "name: p\ncomponent: /p.wasm\nmaps:\n  - name: flows\n    pin: /sys/fs/bpf/conductor-test-no-such-map\n",
         );
-        let err = wire(&s, None).err().expect("a missing pin must fail").to_string();
+        let err = wire(&s, None)
+            .err()
+            .expect("a missing pin must fail")
+            .to_string();
         assert!(
             err.contains("\"flows\"") && err.contains("/sys/fs/bpf/conductor-test-no-such-map"),
             "{err}"
