@@ -178,11 +178,21 @@ impl Receiver {
             {
                 return hit.clone();
             }
-            assert!(
-                Instant::now() < until,
-                "no matching OTLP export within {timeout:?}; got {} exports",
-                self.received.lock().unwrap().len()
-            );
+            if Instant::now() >= until {
+                let received = self.received.lock().unwrap();
+                let names: Vec<&str> = received
+                    .last()
+                    .into_iter()
+                    .flat_map(|(_, r)| &r.resource_metrics)
+                    .flat_map(|r| &r.scope_metrics)
+                    .flat_map(|s| &s.metrics)
+                    .map(|m| m.name.as_str())
+                    .collect();
+                panic!(
+                    "no matching OTLP export within {timeout:?}; got {} exports, the last with metrics {names:?}",
+                    received.len()
+                );
+            }
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -341,7 +351,7 @@ fn serve_pushes_otlp_like_run() {
         "load failed: {}",
         String::from_utf8_lossy(&loaded.stderr)
     );
-    let bin = UniqueBinary::new("cndtserve");
+    let bin = UniqueBinary::new("cndtsrve");
     const N: usize = 5;
     bin.run(N);
     let comm = bin.comm.clone();
@@ -351,7 +361,7 @@ fn serve_pushes_otlp_like_run() {
             point(
                 r,
                 "exec_counter__execs",
-                &[("plugin", "served"), ("comm", &comm)],
+                &[("plugin", "exec-counter"), ("comm", &comm)],
             )
         },
         |v| v >= N as f64,
