@@ -3,7 +3,8 @@
 
 use crate::v1;
 
-/// The phase of a plugin on a node.
+/// The phase of a plugin on a node: the host's phases, plus `Unknown` when
+/// the host cannot be reached.
 #[derive(
     Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
 )]
@@ -16,6 +17,7 @@ pub enum Phase {
     Pulling,
     /// Compiling, verifying, attaching, initialising.
     Loading,
+    /// Its instance runs on events.
     Running,
     /// Faulted; a new instance starts after a backoff.
     Restarting,
