@@ -604,3 +604,32 @@ maps:
         path_str(&artifact("exec_counter.bpf.o")),
     )
 }
+
+/// Check that the committed generated file at `relative` (from the
+/// repository root) equals `rendered`; with `CONDUCTOR_BLESS=1` write it
+/// instead. `package` names who renders it, for the message.
+pub fn assert_generated_is_current(relative: &str, rendered: &str, package: &str) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(relative);
+    if std::env::var_os("CONDUCTOR_BLESS").is_some_and(|v| v != "0") {
+        std::fs::write(&path, rendered).unwrap();
+        return;
+    }
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    if committed != rendered {
+        let line = committed
+            .lines()
+            .zip(rendered.lines())
+            .position(|(a, b)| a != b)
+            .unwrap_or_else(|| committed.lines().count().min(rendered.lines().count()));
+        panic!(
+            "{relative} is out of date (first difference at line {}: committed {:?}, rendered {:?}).\n\
+             Regenerate it with `cargo xtask docs` \
+             (or `CONDUCTOR_BLESS=1 cargo test -p {package} --test reference`) and commit it.",
+            line + 1,
+            committed.lines().nth(line).unwrap_or("<end of file>"),
+            rendered.lines().nth(line).unwrap_or("<end of file>"),
+        );
+    }
+}
