@@ -1702,13 +1702,28 @@ impl proto::Peer for Peer {
         // header
         if let Some(authority) = pseudo.authority {
             let maybe_authority = uri::Authority::from_maybe_shared(authority.clone().into_inner());
-            parts.authority = Some(maybe_authority.or_else(|why| {
-                malformed!(
+            match maybe_authority {
+                Ok(authority) => parts.authority = Some(authority),
+                // eBPFConductor patch (hyperium/h2#487, drop when it is merged
+                // upstream): gRPC clients on a Unix socket (gRPC C-core,
+                // grpc-java, grpc-swift) send the socket path, or its
+                // percent-encoding, as `:authority`. A path names no host,
+                // so such a request is treated as having no `:authority`
+                // (RFC 9113 8.3.1 lets a request omit it) instead of being
+                // reset; any other malformed authority still is.
+                Err(why) if is_socket_path(authority.as_str()) => {
+                    tracing::debug!(
+                        "ignoring a socket path as authority ({:?}): {}",
+                        authority,
+                        why,
+                    );
+                }
+                Err(why) => malformed!(
                     "malformed headers: malformed authority ({:?}): {}",
                     authority,
                     why,
-                )
-            })?);
+                ),
+            }
         }
 
         // A :scheme is required, except CONNECT.
@@ -1769,6 +1784,14 @@ impl proto::Peer for Peer {
 
         Ok(request)
     }
+}
+
+/// Whether an `:authority` that is not a valid authority is a Unix socket
+/// path as gRPC clients send it: `/run/x.sock`, `unix:/run/x.sock`, or
+/// percent-encoded (`%2Frun%2Fx.sock`). Those contain a `/` or `%`, which no
+/// host name or port does. (eBPFConductor patch, see above.)
+fn is_socket_path(authority: &str) -> bool {
+    authority.contains('/') || authority.contains('%')
 }
 
 // ===== impl Handshaking =====
