@@ -19,9 +19,19 @@ use serde_json::{Value, json};
 
 use super::{ApiError, Store, meta};
 
+/// group, version, plural, kind, namespaced, short names
+type Builtin = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    bool,
+    &'static [&'static str],
+);
+
 /// The built-in resources the fake serves: what `deploy/` and the tests
-/// use. (group, version, plural, kind, namespaced, short names)
-const BUILTIN: &[(&str, &str, &str, &str, bool, &[&str])] = &[
+/// use.
+const BUILTIN: &[Builtin] = &[
     ("", "v1", "namespaces", "Namespace", false, &["ns"]),
     ("", "v1", "nodes", "Node", false, &["no"]),
     ("", "v1", "pods", "Pod", true, &["po"]),
