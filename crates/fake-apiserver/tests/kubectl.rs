@@ -125,7 +125,6 @@ fn kubectl_applies_the_crds_and_prints_their_columns() {
         "{created}"
     );
     let table = k.ok(&["get", "ebpfplugins"]);
-    eprintln!("{table}");
     let mut lines = table.lines();
     let header: Vec<&str> = lines
         .next()
@@ -183,5 +182,32 @@ fn kubectl_apply_gets_the_servers_strict_field_validation() {
     assert!(
         stderr.contains(r#"unknown field "spec.plugin.componnet""#),
         "{stderr}"
+    );
+}
+
+/// The whole install, as a cluster user applies it: `kubectl apply -k
+/// deploy/` creates every object of the kustomization.
+#[test]
+fn kubectl_applies_the_kustomization() {
+    if !kubectl_present() {
+        return;
+    }
+    let api = FakeApiServer::start();
+    let k = Kubectl::new(&api);
+    let deploy = repo_file("deploy");
+    let applied = k.ok(&["apply", "-k", deploy.to_str().unwrap()]);
+    for object in [
+        "customresourcedefinition.apiextensions.k8s.io/ebpfplugins.ebpfconductor.io created",
+        "daemonset.apps/",
+        "clusterrole.rbac.authorization.k8s.io/",
+        "namespace/",
+    ] {
+        assert!(applied.contains(object), "{object} missing in:\n{applied}");
+    }
+    assert!(!applied.contains("unchanged"), "{applied}");
+    let again = k.ok(&["apply", "-k", deploy.to_str().unwrap()]);
+    assert!(
+        again.lines().all(|l| l.ends_with("unchanged")),
+        "a second apply changed something:\n{again}"
     );
 }
