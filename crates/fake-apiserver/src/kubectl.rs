@@ -9,6 +9,9 @@
 //! `additionalPrinterColumns` evaluated by JSONPath as the server's CRD
 //! table convertor does.
 //!
+//! `kubectl auth can-i` is answered from the stored RBAC objects
+//! ([`Store::access_review`]).
+//!
 //! Discovery lists the built-in resources below and every served version of
 //! every stored `CustomResourceDefinition`, so a CRD is usable the moment it
 //! is created (the real server takes a moment; clients must wait for
@@ -73,6 +76,14 @@ const BUILTIN: &[Builtin] = &[
         "rolebindings",
         "RoleBinding",
         true,
+        &[],
+    ),
+    (
+        "authorization.k8s.io",
+        "v1",
+        "selfsubjectaccessreviews",
+        "SelfSubjectAccessReview",
+        false,
         &[],
     ),
     (
@@ -651,4 +662,198 @@ mod tests {
         assert_eq!(cell(&obj, &col(".status.restarts", "integer")), 3);
         assert_eq!(cell(&obj, &col(".status.missing", "string")), Value::Null);
     }
+}
+
+/// Who a request acts as: the `Impersonate-User` / `Impersonate-Group`
+/// headers (`kubectl --as`, `--as-group`), with the groups the real server
+/// adds for a service account. `None`: the kubeconfig's own user, which the
+/// fake treats as a cluster administrator.
+pub(super) struct Subject {
+    user: String,
+    groups: Vec<String>,
+}
+
+impl Subject {
+    pub(super) fn from_headers(headers: &axum::http::HeaderMap) -> Option<Self> {
+        let user = headers.get("impersonate-user")?.to_str().ok()?.to_owned();
+        let mut groups: Vec<String> = headers
+            .get_all("impersonate-group")
+            .iter()
+            .filter_map(|g| g.to_str().ok().map(str::to_owned))
+            .collect();
+        if let Some(ns) = user
+            .strip_prefix("system:serviceaccount:")
+            .and_then(|rest| rest.split(':').next())
+        {
+            groups.push("system:serviceaccounts".into());
+            groups.push(format!("system:serviceaccounts:{ns}"));
+        }
+        groups.push("system:authenticated".into());
+        Some(Self { user, groups })
+    }
+
+    /// Whether a binding's subject (in namespace `binding_ns` for a
+    /// RoleBinding) names this user or one of its groups.
+    fn matches(&self, subject: &Value, binding_ns: &str) -> bool {
+        let name = subject["name"].as_str().unwrap_or_default();
+        match subject["kind"].as_str() {
+            Some("User") => self.user == name,
+            Some("Group") => self.groups.iter().any(|g| g == name),
+            Some("ServiceAccount") => {
+                let ns = subject["namespace"].as_str().unwrap_or(binding_ns);
+                self.user == format!("system:serviceaccount:{ns}:{name}")
+            }
+            _ => false,
+        }
+    }
+}
+
+impl Store {
+    /// `POST .../selfsubjectaccessreviews` (`kubectl auth can-i`): the
+    /// review with `status.allowed` decided by the stored RBAC objects
+    /// (ClusterRoleBindings everywhere, RoleBindings in their namespace;
+    /// rules match verb, API group, resource or `resource/subresource`,
+    /// and resource names, with `*` wildcards). Aggregated ClusterRoles and
+    /// non-resource URLs are not evaluated.
+    pub(super) fn access_review(&self, subject: Option<&Subject>, mut review: Value) -> Value {
+        let attrs = &review["spec"]["resourceAttributes"];
+        let field = |k: &str| attrs[k].as_str().unwrap_or_default().to_owned();
+        let (verb, group, resource, sub, name, ns) = (
+            field("verb"),
+            field("group"),
+            field("resource"),
+            field("subresource"),
+            field("name"),
+            field("namespace"),
+        );
+        let resource = if sub.is_empty() {
+            resource
+        } else {
+            format!("{resource}/{sub}")
+        };
+        let allows = |rule: &Value| {
+            let has = |list: &str, v: &str| {
+                rule[list]
+                    .as_array()
+                    .is_some_and(|a| a.iter().any(|x| x == "*" || x == v))
+            };
+            has("verbs", &verb)
+                && has("apiGroups", &group)
+                && has("resources", &resource)
+                && rule["resourceNames"]
+                    .as_array()
+                    .is_none_or(|n| n.is_empty() || n.iter().any(|x| x == name.as_str()))
+        };
+        let rbac = "apis/rbac.authorization.k8s.io/v1";
+        let role_rules = |kind: &str, role_ns: &str, role: &str| -> Vec<Value> {
+            let coll = if kind == "ClusterRole" {
+                format!("{rbac}/clusterroles")
+            } else {
+                format!("{rbac}/roles")
+            };
+            let key_ns = if kind == "ClusterRole" { "" } else { role_ns };
+            self.objects
+                .get(&(coll, key_ns.to_owned(), role.to_owned()))
+                .and_then(|r| r["rules"].as_array().cloned())
+                .unwrap_or_default()
+        };
+        let decision = match subject {
+            None => Some("the fake API server's own user may do anything".to_owned()),
+            Some(subject) => self
+                .objects
+                .iter()
+                .filter(|((c, bns, _), _)| {
+                    *c == format!("{rbac}/clusterrolebindings")
+                        || (*c == format!("{rbac}/rolebindings") && *bns == ns)
+                })
+                .find_map(|((c, bns, bname), binding)| {
+                    let bound = binding["subjects"]
+                        .as_array()
+                        .is_some_and(|s| s.iter().any(|s| subject.matches(s, bns)));
+                    let role_kind = binding["roleRef"]["kind"].as_str().unwrap_or_default();
+                    let role = binding["roleRef"]["name"].as_str().unwrap_or_default();
+                    (bound && role_rules(role_kind, bns, role).iter().any(allows)).then(|| {
+                        let kind = if c.ends_with("clusterrolebindings") {
+                            "ClusterRoleBinding"
+                        } else {
+                            "RoleBinding"
+                        };
+                        format!("RBAC: allowed by {kind} \"{bname}\" of {role_kind} \"{role}\"")
+                    })
+                }),
+        };
+        review["status"] = match decision {
+            Some(reason) => json!({"allowed": true, "reason": reason}),
+            None => json!({"allowed": false}),
+        };
+        review
+    }
+}
+
+/// kubectl sends built-in types such as `SelfSubjectAccessReview` as
+/// Kubernetes protobuf (`application/vnd.kubernetes.protobuf`: the `k8s\0`
+/// magic, then a `runtime.Unknown` wrapping the object); the answer may be
+/// JSON, which clients decode by the response's content type. These are the
+/// fields of `k8s.io/api/authorization/v1` a review needs.
+mod protobuf {
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Unknown {
+        #[prost(bytes = "vec", tag = "2")]
+        pub raw: Vec<u8>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct SelfSubjectAccessReview {
+        #[prost(message, optional, tag = "2")]
+        pub spec: Option<Spec>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Spec {
+        #[prost(message, optional, tag = "1")]
+        pub resource_attributes: Option<ResourceAttributes>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct ResourceAttributes {
+        #[prost(string, tag = "1")]
+        pub namespace: String,
+        #[prost(string, tag = "2")]
+        pub verb: String,
+        #[prost(string, tag = "3")]
+        pub group: String,
+        #[prost(string, tag = "4")]
+        pub version: String,
+        #[prost(string, tag = "5")]
+        pub resource: String,
+        #[prost(string, tag = "6")]
+        pub subresource: String,
+        #[prost(string, tag = "7")]
+        pub name: String,
+    }
+}
+
+/// A `SelfSubjectAccessReview` request body, JSON or Kubernetes protobuf,
+/// as JSON.
+pub(super) fn decode_review(content_type: &str, body: &[u8]) -> Result<Value, String> {
+    use prost::Message;
+    if !content_type.starts_with("application/vnd.kubernetes.protobuf") {
+        return serde_json::from_slice(body).map_err(|e| e.to_string());
+    }
+    let wrapped = body
+        .strip_prefix(b"k8s\0")
+        .ok_or("a protobuf body must start with the k8s\\0 magic")?;
+    let unknown = protobuf::Unknown::decode(wrapped).map_err(|e| e.to_string())?;
+    let review =
+        protobuf::SelfSubjectAccessReview::decode(&unknown.raw[..]).map_err(|e| e.to_string())?;
+    let a = review
+        .spec
+        .and_then(|s| s.resource_attributes)
+        .unwrap_or_default();
+    Ok(json!({
+        "kind": "SelfSubjectAccessReview",
+        "apiVersion": "authorization.k8s.io/v1",
+        "metadata": {},
+        "spec": {"resourceAttributes": {
+            "namespace": a.namespace, "verb": a.verb, "group": a.group, "version": a.version,
+            "resource": a.resource, "subresource": a.subresource, "name": a.name,
+        }},
+    }))
 }

@@ -30,8 +30,10 @@
 //!   CRDs' schemas and operations that accept `fieldValidation`), `Table`
 //!   responses with a CRD's printer columns, and `fieldValidation=Strict`
 //!   on creates and replaces of custom resources (unknown fields are
-//!   refused with the real server's "strict decoding error" message). A CRD
-//!   is `Established` as soon as it is created.
+//!   refused with the real server's "strict decoding error" message), and
+//!   `SelfSubjectAccessReview`s (`kubectl auth can-i`, with `--as`)
+//!   decided by the stored RBAC objects. A CRD is `Established` as soon as
+//!   it is created.
 //!
 //! Faithful at the HTTP boundary means: requests and responses have the
 //! real paths, verbs, content types, status codes and JSON shapes, so the
@@ -40,7 +42,8 @@
 //! aggregated discovery (kubectl falls back to the legacy form, as with
 //! older servers), no OpenAPI v2 and no schemas for built-in kinds, no
 //! validation of built-in kinds, no `deletecollection`, field managers and
-//! apply conflicts, admission, RBAC (every request is allowed), or
+//! apply conflicts, admission, authorization of requests (every request is
+//! allowed; RBAC is only evaluated for access reviews), or
 //! pagination (`limit`/`continue` return everything at once, which a
 //! client must accept anyway); tables for built-in kinds have the default
 //! `Name`/`Created At` columns, not the real server's per-kind printers.
@@ -1022,6 +1025,19 @@ impl Shared {
                     Err(e) => error_response(&e),
                 };
             }
+        }
+        if method == Method::POST
+            && path == "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"
+        {
+            let subject = kubectl::Subject::from_headers(&headers);
+            let content_type = headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("application/json");
+            return match kubectl::decode_review(content_type, &body) {
+                Ok(review) => json_response(201, &store.access_review(subject.as_ref(), review)),
+                Err(e) => error_response(&ApiError::new(400, "BadRequest", e)),
+            };
         }
         let Some(target) = parse_path(&path) else {
             return error_response(&ApiError::new(

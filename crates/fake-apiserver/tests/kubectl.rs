@@ -211,3 +211,76 @@ fn kubectl_applies_the_kustomization() {
         "a second apply changed something:\n{again}"
     );
 }
+
+/// `kubectl auth can-i --as` each component's service account: the RBAC of
+/// `deploy/rbac.yaml` gives each what it uses and nothing more.
+#[test]
+fn kubectl_auth_can_i_checks_the_deployed_rbac() {
+    if !kubectl_present() {
+        return;
+    }
+    let api = FakeApiServer::start();
+    let k = Kubectl::new(&api);
+    k.ok(&["apply", "-k", repo_file("deploy").to_str().unwrap()]);
+    let can_i = |account: &str, args: &[&str]| -> bool {
+        let who = format!("system:serviceaccount:ebpfconductor-system:{account}");
+        let mut all = vec!["auth", "can-i", "--as", who.as_str()];
+        all.extend_from_slice(args);
+        let out = k.run(&all);
+        let answer = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        match (out.status.success(), answer.as_str()) {
+            (true, "yes") => true,
+            (false, "no") => false,
+            _ => panic!(
+                "kubectl auth can-i {args:?}: {answer:?} ({}), {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        }
+    };
+    // The node agent: reads plugins and nodes, writes node states.
+    assert!(can_i(
+        "conductor-node",
+        &["watch", "ebpfplugins.ebpfconductor.io"]
+    ));
+    assert!(can_i(
+        "conductor-node",
+        &["create", "ebpfpluginnodestates.ebpfconductor.io"]
+    ));
+    assert!(can_i(
+        "conductor-node",
+        &[
+            "patch",
+            "ebpfpluginnodestates.ebpfconductor.io",
+            "--subresource",
+            "status"
+        ]
+    ));
+    assert!(can_i("conductor-node", &["get", "nodes"]));
+    assert!(!can_i(
+        "conductor-node",
+        &["patch", "ebpfplugins.ebpfconductor.io"]
+    ));
+    assert!(!can_i("conductor-node", &["delete", "nodes"]));
+    assert!(!can_i("conductor-node", &["list", "secrets", "-A"]));
+    // The cluster controller: patches plugins and their status, no creates.
+    assert!(can_i(
+        "conductor-cluster",
+        &["patch", "ebpfplugins.ebpfconductor.io"]
+    ));
+    assert!(can_i(
+        "conductor-cluster",
+        &[
+            "patch",
+            "ebpfplugins.ebpfconductor.io",
+            "--subresource",
+            "status"
+        ]
+    ));
+    assert!(!can_i(
+        "conductor-cluster",
+        &["create", "ebpfpluginnodestates.ebpfconductor.io"]
+    ));
+    // Another account of the namespace is bound to nothing.
+    assert!(!can_i("default", &["get", "nodes"]));
+}
