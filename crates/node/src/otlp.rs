@@ -893,6 +893,39 @@ mod tests {
     }
 
     #[test]
+    fn tls_files_are_checked_when_the_exporter_is_built() {
+        let dir = tempfile::tempdir().unwrap();
+        let not_pem = dir.path().join("not.pem");
+        std::fs::write(&not_pem, "hello").unwrap();
+        let missing = dir.path().join("missing.pem");
+        let load = |ca: Option<&Path>, cert: Option<&Path>, key: Option<&Path>| {
+            TlsPem::load(&TlsFiles {
+                ca: ca.map(Path::to_owned),
+                client_certificate: cert.map(Path::to_owned),
+                client_key: key.map(Path::to_owned),
+            })
+            .err()
+            .map(|e| e.to_string())
+        };
+        assert_eq!(load(None, None, None), None);
+        let e = load(Some(&missing), None, None).unwrap();
+        assert!(
+            e.contains(&format!(
+                "cannot read the OTLP CA certificate file {}",
+                missing.display()
+            )) && e.contains("--otlp-certificate")
+                && e.contains("OTEL_EXPORTER_OTLP_METRICS_CERTIFICATE"),
+            "{e}"
+        );
+        let e = load(Some(&not_pem), None, None).unwrap();
+        assert!(e.contains("holds no PEM certificate"), "{e}");
+        let e = load(None, Some(&not_pem), None).unwrap();
+        assert!(e.contains("--otlp-client-key"), "{e}");
+        let e = load(None, None, Some(&missing)).unwrap();
+        assert!(e.contains("--otlp-client-certificate"), "{e}");
+    }
+
+    #[test]
     fn parses_otel_pair_lists() {
         let pairs = parse_pairs(
             &[
