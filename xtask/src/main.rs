@@ -54,7 +54,19 @@ const APT_PACKAGES: &[(&str, Probe)] = &[
     ("prometheus", Probe::Command("promtool")),
     // The OCI registry (CNCF distribution 2.8) the OCI tests run on loopback.
     ("docker-registry", Probe::Command("docker-registry")),
+    // The stock gRPC clients the daemon tests run (Python's grpcio, Node's
+    // grpc-js), installed from PyPI and npm into target/clients.
+    (
+        "python3-venv",
+        Probe::Runs(&["python3", "-c", "import venv, ensurepip"]),
+    ),
+    ("nodejs", Probe::Command("node")),
+    ("npm", Probe::Command("npm")),
 ];
+
+/// Where the stock-client tests keep their pinned client packages
+/// (requirements.txt, package.json and package-lock.json).
+const CLIENTS_DIR: &str = "crates/cli/tests/clients";
 
 /// The rustup target the plugins are compiled for.
 const WASM_TARGET: &str = "wasm32-wasip2";
@@ -69,6 +81,8 @@ enum Probe {
     Command(&'static str),
     /// This file exists.
     File(&'static str),
+    /// This command runs and exits successfully.
+    Runs(&'static [&'static str]),
 }
 
 impl Probe {
@@ -76,6 +90,12 @@ impl Probe {
         match self {
             Probe::Command(name) => find_in_path(name).is_some(),
             Probe::File(path) => Path::new(path).is_file(),
+            Probe::Runs(argv) => Command::new(argv[0])
+                .args(&argv[1..])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success()),
         }
     }
 }
@@ -93,8 +113,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Task {
-    /// Install what the build needs: clang, llvm, libbpf headers, protoc and
-    /// Prometheus (apt, as root) and the wasm32-wasip2 Rust target.
+    /// Install what the build needs: clang, llvm, libbpf headers, protoc,
+    /// Prometheus, Python and Node (apt, as root), the wasm32-wasip2 Rust
+    /// target, and the pinned gRPC clients the tests run (PyPI and npm, into
+    /// target/clients).
     Deps,
     /// Compile the BPF objects and the wasm plugins into target/plugins/.
     Build,
@@ -217,11 +239,14 @@ fn deps(ws: &Workspace) -> Result<()> {
             );
         }
     }
-    ensure_rust_target(ws)
+    ensure_rust_target(ws)?;
+    install_clients(ws)
 }
 
+/// Only the missing packages: a tool installed some other way (e.g. Node
+/// from another repository) is left alone.
 fn install_packages(missing: &[&str]) -> Result<()> {
-    let packages: Vec<&str> = APT_PACKAGES.iter().map(|(p, _)| *p).collect();
+    let packages = missing;
     let command = format!(
         "apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends {}",
         packages.join(" ")
@@ -296,6 +321,71 @@ fn ensure_rust_target(ws: &Workspace) -> Result<()> {
         .dir(&ws.root)
         .args(["target", "add", WASM_TARGET])
         .run()
+}
+
+/// The stock gRPC clients (crates/cli/tests/clients): a Python venv with
+/// grpcio in target/clients/python and grpc-js in target/clients/node.
+/// Each is reinstalled only when its pinned versions change (a copy of the
+/// pin files is kept beside it), so reruns cost nothing.
+fn install_clients(ws: &Workspace) -> Result<()> {
+    let src = ws.root.join(CLIENTS_DIR);
+    let dest = ws.target.join("clients");
+
+    let requirements = src.join("requirements.txt");
+    let python = dest.join("python");
+    let pins = read(&requirements)?;
+    if !installed(&python, &pins) {
+        fresh_dir(&python)?;
+        Cmd::new("python3")
+            .args(["-m", "venv"])
+            .arg(&python)
+            .run()?;
+        Cmd::new(python.join("bin").join("pip"))
+            .args(["install", "--quiet", "--no-input", "-r"])
+            .arg(&requirements)
+            .run()?;
+        mark_installed(&python, &pins)?;
+    }
+
+    let node = dest.join("node");
+    let mut pins = read(&src.join("package.json"))?;
+    pins.extend(read(&src.join("package-lock.json"))?);
+    if !installed(&node, &pins) {
+        fresh_dir(&node)?;
+        for file in ["package.json", "package-lock.json"] {
+            fs::copy(src.join(file), node.join(file))
+                .with_context(|| format!("cannot copy {file} to {}", node.display()))?;
+        }
+        // `npm ci`: exactly the lock file's versions.
+        Cmd::new("npm")
+            .dir(&node)
+            .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+            .run()?;
+        mark_installed(&node, &pins)?;
+    }
+    Ok(())
+}
+
+const INSTALLED_MARK: &str = ".installed-from";
+
+fn installed(dir: &Path, pins: &[u8]) -> bool {
+    fs::read(dir.join(INSTALLED_MARK)).is_ok_and(|m| m == pins)
+}
+
+fn mark_installed(dir: &Path, pins: &[u8]) -> Result<()> {
+    let mark = dir.join(INSTALLED_MARK);
+    fs::write(&mark, pins).with_context(|| format!("cannot write {}", mark.display()))
+}
+
+fn fresh_dir(dir: &Path) -> Result<()> {
+    if dir.exists() {
+        fs::remove_dir_all(dir).with_context(|| format!("cannot remove {}", dir.display()))?;
+    }
+    fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))
+}
+
+fn read(path: &Path) -> Result<Vec<u8>> {
+    fs::read(path).with_context(|| format!("cannot read {}", path.display()))
 }
 
 // ---- build -----------------------------------------------------------------

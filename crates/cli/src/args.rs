@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use conductor_client::Output;
 use conductor_node::NodeConfig;
-use conductor_node::otlp::OtlpConfig;
+use conductor_node::otlp::{OtlpConfig, Protocol};
 use conductor_oci::RegistryOptions;
 
 /// What `run` and `serve` share: how the node host serves metrics, caches
@@ -167,37 +167,75 @@ impl RegistryArgs {
 }
 
 /// OTLP push; off unless an endpoint is set. Each flag defaults to its
-/// standard OpenTelemetry environment variable.
+/// standard OpenTelemetry environment variable: the metrics-specific
+/// `OTEL_EXPORTER_OTLP_METRICS_*` one, else the generic
+/// `OTEL_EXPORTER_OTLP_*` one (empty values count as unset).
 #[derive(clap::Args)]
 pub struct OtlpArgs {
-    /// Push metrics to this OTLP endpoint (gRPC: http://host:4317; HTTP: http://host:4318, to which /v1/metrics is added).
+    /// Push metrics to this OTLP endpoint (gRPC: http(s)://host:4317; HTTP: http(s)://host:4318, to which /v1/metrics is added).
     #[arg(long, value_name = "URL", env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
     pub otlp_endpoint: Option<String>,
     /// Full URL for metrics, used as is (overrides --otlp-endpoint).
     #[arg(long, value_name = "URL", env = "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")]
     pub otlp_metrics_endpoint: Option<String>,
-    /// grpc or http/protobuf.
+    /// grpc, http/protobuf or http/json (else OTEL_EXPORTER_OTLP_PROTOCOL) [default: http/protobuf].
     #[arg(
         long,
         value_name = "PROTOCOL",
-        env = "OTEL_EXPORTER_OTLP_PROTOCOL",
-        default_value = "http/protobuf"
+        env = "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL"
     )]
-    pub otlp_protocol: conductor_node::otlp::Protocol,
-    /// Extra request headers, name=value (repeat, or comma-separate).
+    pub otlp_protocol: Option<String>,
+    /// Extra request headers, name=value (repeat, or comma-separate; else OTEL_EXPORTER_OTLP_HEADERS).
     #[arg(
         long = "otlp-header",
         value_name = "NAME=VALUE",
-        env = "OTEL_EXPORTER_OTLP_HEADERS",
+        env = "OTEL_EXPORTER_OTLP_METRICS_HEADERS",
         value_delimiter = ','
     )]
     pub otlp_headers: Vec<String>,
     /// Export interval in milliseconds.
     #[arg(long, value_name = "MS", env = "OTEL_METRIC_EXPORT_INTERVAL", default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub otlp_interval_ms: u64,
-    /// Export timeout in milliseconds.
-    #[arg(long, value_name = "MS", env = "OTEL_EXPORTER_OTLP_TIMEOUT", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
-    pub otlp_timeout_ms: u64,
+    /// Export timeout in milliseconds (else OTEL_EXPORTER_OTLP_TIMEOUT) [default: 10000].
+    #[arg(long, value_name = "MS", env = "OTEL_EXPORTER_OTLP_METRICS_TIMEOUT")]
+    pub otlp_timeout_ms: Option<String>,
+    /// gzip or none (else OTEL_EXPORTER_OTLP_COMPRESSION) [default: none].
+    #[arg(
+        long,
+        value_name = "COMPRESSION",
+        env = "OTEL_EXPORTER_OTLP_METRICS_COMPRESSION"
+    )]
+    pub otlp_compression: Option<String>,
+    /// PEM file of the CA(s) that verify an https:// collector, instead of the system roots (else OTEL_EXPORTER_OTLP_CERTIFICATE).
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "OTEL_EXPORTER_OTLP_METRICS_CERTIFICATE"
+    )]
+    pub otlp_certificate: Option<PathBuf>,
+    /// PEM client certificate for mutual TLS, with --otlp-client-key (else OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE).
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "OTEL_EXPORTER_OTLP_METRICS_CLIENT_CERTIFICATE"
+    )]
+    pub otlp_client_certificate: Option<PathBuf>,
+    /// PEM private key of the client certificate (else OTEL_EXPORTER_OTLP_CLIENT_KEY).
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "OTEL_EXPORTER_OTLP_METRICS_CLIENT_KEY"
+    )]
+    pub otlp_client_key: Option<PathBuf>,
+    /// For a gRPC endpoint given without http:// or https://: true for plain text, false for TLS (else OTEL_EXPORTER_OTLP_INSECURE) [default: false].
+    #[arg(
+        long,
+        value_name = "BOOL",
+        env = "OTEL_EXPORTER_OTLP_METRICS_INSECURE",
+        num_args = 0..=1,
+        default_missing_value = "true"
+    )]
+    pub otlp_insecure: Option<String>,
     /// cumulative or delta (counters and histograms).
     #[arg(
         long,
@@ -221,26 +259,307 @@ pub struct OtlpArgs {
 
 impl OtlpArgs {
     pub fn config(self) -> anyhow::Result<Option<OtlpConfig>> {
-        use conductor_node::otlp::{OtlpError, Protocol, parse_pairs};
-        let endpoint = match (self.otlp_metrics_endpoint, self.otlp_endpoint) {
+        self.config_with_env(|name| std::env::var(name).ok())
+    }
+
+    /// The configuration, with the generic `OTEL_EXPORTER_OTLP_*` variables
+    /// read through `env` (the metrics-specific ones and the flags are
+    /// already in `self`, and win).
+    pub fn config_with_env(
+        self,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> anyhow::Result<Option<OtlpConfig>> {
+        use anyhow::Context;
+        use conductor_node::otlp::{OtlpError, TlsFiles, parse_pairs};
+        // Flags and metrics-specific variables (through clap) first, then
+        // the generic variable; empty values are unset, as the
+        // specification says. Parse errors name where the value came from.
+        let setting = |flag: Option<String>, flag_name: &str, suffix: &str| {
+            let specific = format!("--{flag_name} / OTEL_EXPORTER_OTLP_METRICS_{suffix}");
+            flag.filter(|v| !v.trim().is_empty())
+                .map(|v| (specific, v.trim().to_owned()))
+                .or_else(|| {
+                    let name = format!("OTEL_EXPORTER_OTLP_{suffix}");
+                    env(&name)
+                        .filter(|v| !v.trim().is_empty())
+                        .map(|v| (name, v.trim().to_owned()))
+                })
+        };
+        fn parse<T: std::str::FromStr>(value: Option<(String, String)>) -> anyhow::Result<Option<T>>
+        where
+            T::Err: std::fmt::Display,
+        {
+            value
+                .map(|(name, v)| {
+                    v.parse::<T>()
+                        .map_err(|e| anyhow::anyhow!("{name}={v:?}: {e}"))
+                })
+                .transpose()
+        }
+        let nonempty = |v: Option<String>| v.filter(|v| !v.trim().is_empty());
+
+        let protocol = parse(setting(self.otlp_protocol, "otlp-protocol", "PROTOCOL"))?
+            .unwrap_or(Protocol::HttpProtobuf);
+        let insecure = parse::<bool>(setting(self.otlp_insecure, "otlp-insecure", "INSECURE"))?
+            .unwrap_or(false);
+        let endpoint = match (
+            nonempty(self.otlp_metrics_endpoint),
+            nonempty(self.otlp_endpoint),
+        ) {
             (Some(url), _) => url,
-            (None, Some(base)) if self.otlp_protocol == Protocol::HttpProtobuf => {
+            (None, Some(base)) if protocol.is_http() => {
                 format!("{}/v1/metrics", base.trim_end_matches('/'))
             }
             (None, Some(base)) => base,
             (None, None) => return Ok(None),
         };
+        // gRPC endpoints may omit the scheme; INSECURE then chooses it.
+        let endpoint = if protocol == Protocol::Grpc
+            && !endpoint.starts_with("http://")
+            && !endpoint.starts_with("https://")
+        {
+            format!("{}://{endpoint}", if insecure { "http" } else { "https" })
+        } else {
+            endpoint
+        };
+        let headers = if self.otlp_headers.iter().all(|h| h.trim().is_empty()) {
+            setting(None, "otlp-header", "HEADERS")
+                .map(|(_, v)| vec![v])
+                .unwrap_or_default()
+        } else {
+            self.otlp_headers
+        };
+        let timeout_ms = parse::<u64>(setting(self.otlp_timeout_ms, "otlp-timeout-ms", "TIMEOUT"))?
+            .unwrap_or(10_000);
+        anyhow::ensure!(timeout_ms > 0, "the OTLP timeout must be at least 1 ms");
+        let compression = parse(setting(
+            self.otlp_compression,
+            "otlp-compression",
+            "COMPRESSION",
+        ))?
+        .unwrap_or_default();
+        let file = |flag: Option<PathBuf>, suffix: &str| match flag {
+            Some(path) if !path.as_os_str().is_empty() => Some(path),
+            _ => setting(None, "", suffix).map(|(_, v)| PathBuf::from(v)),
+        };
+        let tls = TlsFiles {
+            ca: file(self.otlp_certificate, "CERTIFICATE"),
+            client_certificate: file(self.otlp_client_certificate, "CLIENT_CERTIFICATE"),
+            client_key: file(self.otlp_client_key, "CLIENT_KEY"),
+        };
+        // Only explicit-bucket histograms are exported (the registry's own).
+        if let Some(aggregation) = env("OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION")
+            .filter(|v| !v.is_empty())
+        {
+            anyhow::ensure!(
+                aggregation == "explicit_bucket_histogram",
+                "OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION={aggregation:?} is not supported: \
+                 histograms are exported with their explicit buckets (explicit_bucket_histogram)"
+            );
+        }
         Ok(Some(OtlpConfig {
             endpoint,
-            protocol: self.otlp_protocol,
-            headers: parse_pairs(&self.otlp_headers, OtlpError::Header)?,
+            protocol,
+            headers: parse_pairs(&headers, OtlpError::Header)?,
             interval: Duration::from_millis(self.otlp_interval_ms),
-            timeout: Duration::from_millis(self.otlp_timeout_ms),
+            timeout: Duration::from_millis(timeout_ms),
             temporality: self.otlp_temporality,
             resource: OtlpConfig::resource_with_defaults(
                 self.service_name,
-                parse_pairs(&self.resource_attrs, OtlpError::Attribute)?,
+                parse_pairs(&self.resource_attrs, OtlpError::Attribute)
+                    .context("invalid OTEL_RESOURCE_ATTRIBUTES or --resource-attr")?,
             ),
+            compression,
+            tls,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+    use conductor_node::otlp::Compression;
+
+    #[derive(clap::Parser)]
+    struct Otlp {
+        #[command(flatten)]
+        otlp: OtlpArgs,
+    }
+
+    /// The OTLP configuration from flags and generic variables (the
+    /// metrics-specific variables behave as the flags: clap reads them).
+    fn otlp(flags: &[&str], generic: &[(&str, &str)]) -> anyhow::Result<Option<OtlpConfig>> {
+        let args = Otlp::try_parse_from(std::iter::once("conductor").chain(flags.iter().copied()))
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        args.otlp.config_with_env(|name| {
+            generic
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        })
+    }
+
+    #[test]
+    fn the_generic_variables_fill_what_flags_leave_unset() {
+        let c = otlp(
+            &[],
+            &[
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
+                ("OTEL_EXPORTER_OTLP_HEADERS", "a=1,b=two%20words"),
+                ("OTEL_EXPORTER_OTLP_TIMEOUT", "2500"),
+                ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip"),
+                ("OTEL_EXPORTER_OTLP_CERTIFICATE", "/etc/ca.pem"),
+                ("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", "/etc/client.pem"),
+                ("OTEL_EXPORTER_OTLP_CLIENT_KEY", "/etc/client-key.pem"),
+            ],
+        );
+        // No endpoint: no export, whatever else is set.
+        assert!(c.unwrap().is_none());
+        let c = otlp(
+            &["--otlp-endpoint", "https://collector:4318/"],
+            &[
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
+                ("OTEL_EXPORTER_OTLP_HEADERS", "a=1,b=two%20words"),
+                ("OTEL_EXPORTER_OTLP_TIMEOUT", "2500"),
+                ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip"),
+                ("OTEL_EXPORTER_OTLP_CERTIFICATE", "/etc/ca.pem"),
+                ("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", "/etc/client.pem"),
+                ("OTEL_EXPORTER_OTLP_CLIENT_KEY", "/etc/client-key.pem"),
+            ],
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(c.endpoint, "https://collector:4318/v1/metrics");
+        assert_eq!(c.protocol, Protocol::HttpJson);
+        assert_eq!(
+            c.headers,
+            vec![
+                ("a".to_owned(), "1".to_owned()),
+                ("b".to_owned(), "two words".to_owned())
+            ]
+        );
+        assert_eq!(c.timeout, Duration::from_millis(2500));
+        assert_eq!(c.compression, Compression::Gzip);
+        assert_eq!(
+            c.tls.ca.as_deref(),
+            Some(std::path::Path::new("/etc/ca.pem"))
+        );
+        assert_eq!(
+            c.tls.client_certificate.as_deref(),
+            Some(std::path::Path::new("/etc/client.pem"))
+        );
+        assert_eq!(
+            c.tls.client_key.as_deref(),
+            Some(std::path::Path::new("/etc/client-key.pem"))
+        );
+    }
+
+    #[test]
+    fn flags_and_metrics_variables_win_over_the_generic_ones() {
+        let generic = [
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
+            ("OTEL_EXPORTER_OTLP_HEADERS", "a=generic"),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "2500"),
+            ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip"),
+            ("OTEL_EXPORTER_OTLP_CERTIFICATE", "/etc/generic.pem"),
+        ];
+        let c = otlp(
+            &[
+                "--otlp-endpoint",
+                "http://base:4317",
+                "--otlp-metrics-endpoint",
+                "https://metrics:4317",
+                "--otlp-protocol",
+                "grpc",
+                "--otlp-header",
+                "a=specific",
+                "--otlp-timeout-ms",
+                "700",
+                "--otlp-compression",
+                "none",
+                "--otlp-certificate",
+                "/etc/specific.pem",
+            ],
+            &generic,
+        )
+        .unwrap()
+        .unwrap();
+        // The metrics endpoint is used as is, also for HTTP.
+        assert_eq!(c.endpoint, "https://metrics:4317");
+        assert_eq!(c.protocol, Protocol::Grpc);
+        assert_eq!(c.headers, vec![("a".to_owned(), "specific".to_owned())]);
+        assert_eq!(c.timeout, Duration::from_millis(700));
+        assert_eq!(c.compression, Compression::None);
+        assert_eq!(
+            c.tls.ca.as_deref(),
+            Some(std::path::Path::new("/etc/specific.pem"))
+        );
+    }
+
+    #[test]
+    fn defaults_empty_values_and_schemeless_grpc_endpoints() {
+        let c = otlp(
+            &["--otlp-endpoint", "http://collector:4318"],
+            &[
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", ""),
+                ("OTEL_EXPORTER_OTLP_TIMEOUT", " "),
+                ("OTEL_EXPORTER_OTLP_CERTIFICATE", ""),
+            ],
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(c.protocol, Protocol::HttpProtobuf);
+        assert_eq!(c.endpoint, "http://collector:4318/v1/metrics");
+        assert_eq!(c.timeout, Duration::from_millis(10_000));
+        assert_eq!(c.compression, Compression::None);
+        assert!(c.tls.ca.is_none());
+
+        let grpc = |flags: &[&str], env: &[(&str, &str)]| {
+            let mut all = vec![
+                "--otlp-endpoint",
+                "collector:4317",
+                "--otlp-protocol",
+                "grpc",
+            ];
+            all.extend_from_slice(flags);
+            otlp(&all, env).unwrap().unwrap().endpoint
+        };
+        assert_eq!(grpc(&[], &[]), "https://collector:4317");
+        assert_eq!(
+            grpc(&[], &[("OTEL_EXPORTER_OTLP_INSECURE", "true")]),
+            "http://collector:4317"
+        );
+        assert_eq!(grpc(&["--otlp-insecure"], &[]), "http://collector:4317");
+        assert_eq!(
+            grpc(
+                &["--otlp-insecure=false"],
+                &[("OTEL_EXPORTER_OTLP_INSECURE", "true")]
+            ),
+            "https://collector:4317"
+        );
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        let err = |env: &[(&str, &str)]| {
+            otlp(&["--otlp-endpoint", "http://c:4318"], env)
+                .unwrap_err()
+                .to_string()
+        };
+        let e = err(&[("OTEL_EXPORTER_OTLP_COMPRESSION", "zstd")]);
+        assert!(
+            e.contains("OTEL_EXPORTER_OTLP_COMPRESSION") && e.contains("gzip"),
+            "{e}"
+        );
+        let e = err(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "http/xml")]);
+        assert!(e.contains("OTEL_EXPORTER_OTLP_PROTOCOL"), "{e}");
+        let e = err(&[("OTEL_EXPORTER_OTLP_TIMEOUT", "soon")]);
+        assert!(e.contains("OTEL_EXPORTER_OTLP_TIMEOUT"), "{e}");
+        let e = err(&[(
+            "OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION",
+            "base2_exponential_bucket_histogram",
+        )]);
+        assert!(e.contains("explicit_bucket_histogram"), "{e}");
     }
 }

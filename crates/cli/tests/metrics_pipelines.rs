@@ -1,7 +1,9 @@
 //! The metrics pipelines end to end: a real Prometheus scraping the host
 //! running the real exec-counter plugin, promtool on a real scrape, OTLP
-//! (gRPC and HTTP/protobuf) into receivers built on `opentelemetry-proto`,
-//! the cardinality cap, and slow and failing collect hooks.
+//! (gRPC, HTTP/protobuf and HTTP/JSON, plain and over TLS with a CA and
+//! client certificates made in the test, gzip) into receivers built on
+//! `opentelemetry-proto`, the cardinality cap, and slow and failing collect
+//! hooks.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -96,26 +98,190 @@ impl MetricsService for GrpcReceiver {
                 tonic::metadata::KeyAndValueRef::Binary(..) => None,
             })
             .collect();
+        let mut headers: BTreeMap<String, String> = headers;
+        // Over TLS: how many certificates the client presented.
+        if let Some(certs) = request.peer_certs() {
+            headers.insert(":peer-certificates".into(), certs.len().to_string());
+        }
         self.0.lock().unwrap().push((headers, request.into_inner()));
         Ok(tonic::Response::new(ExportMetricsServiceResponse::default()))
     }
 }
 
-/// An OTLP receiver on loopback: gRPC or HTTP/protobuf (`POST /v1/metrics`).
+/// A CA made for the test, a collector certificate for 127.0.0.1 and a
+/// client certificate, all signed by it, as PEM files in a temporary
+/// directory.
+struct Pki {
+    dir: tempfile::TempDir,
+}
+
+impl Pki {
+    fn new() -> Self {
+        use rcgen::{
+            BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose,
+            IsCa, KeyPair, KeyUsagePurpose,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, pem: &str| std::fs::write(dir.path().join(name), pem).unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "conductor test CA");
+        ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+        write("ca.pem", &ca.pem());
+        for (name, san, usage) in [
+            ("server", "127.0.0.1", ExtendedKeyUsagePurpose::ServerAuth),
+            (
+                "client",
+                "conductor.test",
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ),
+        ] {
+            let key = KeyPair::generate().unwrap();
+            let mut params = CertificateParams::new(vec![san.to_owned()]).unwrap();
+            params.distinguished_name.push(DnType::CommonName, name);
+            params.extended_key_usages = vec![usage];
+            let cert = params.signed_by(&key, &*ca).unwrap();
+            write(&format!("{name}.pem"), &cert.pem());
+            write(&format!("{name}-key.pem"), &key.serialize_pem());
+        }
+        Self { dir }
+    }
+
+    fn path(&self, name: &str) -> String {
+        path_str(&self.dir.path().join(name))
+    }
+
+    fn read(&self, name: &str) -> Vec<u8> {
+        std::fs::read(self.dir.path().join(name)).unwrap()
+    }
+
+    /// The collector's rustls configuration; with `client_auth` it demands
+    /// a client certificate signed by the CA.
+    fn server_config(&self, client_auth: bool) -> Arc<rustls::ServerConfig> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let certs: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_slice_iter(&self.read("server.pem"))
+                .map(Result::unwrap)
+                .collect();
+        let key = PrivateKeyDer::from_pem_slice(&self.read("server-key.pem")).unwrap();
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap();
+        let builder = if client_auth {
+            let mut roots = rustls::RootCertStore::empty();
+            for ca in CertificateDer::pem_slice_iter(&self.read("ca.pem")) {
+                roots.add(ca.unwrap()).unwrap();
+            }
+            builder.with_client_cert_verifier(
+                rustls::server::WebPkiClientVerifier::builder_with_provider(
+                    Arc::new(roots),
+                    provider,
+                )
+                .build()
+                .unwrap(),
+            )
+        } else {
+            builder.with_no_client_auth()
+        };
+        Arc::new(builder.with_single_cert(certs, key).unwrap())
+    }
+}
+
+/// An HTTPS listener for axum: TLS handshakes on accept (failed ones are
+/// skipped, as a collector does).
+struct TlsListener {
+    tcp: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    /// How many client certificates each accepted connection presented.
+    peers: Arc<Mutex<Vec<usize>>>,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Ok((stream, addr)) = self.tcp.accept().await else {
+                continue;
+            };
+            if let Ok(tls) = self.acceptor.accept(stream).await {
+                let certs = tls.get_ref().1.peer_certificates().map_or(0, <[_]>::len);
+                self.peers.lock().unwrap().push(certs);
+                return (tls, addr);
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.tcp.local_addr()
+    }
+}
+
+/// An OTLP receiver on loopback: gRPC or HTTP (`POST /v1/metrics`,
+/// protobuf or JSON, gzip-compressed or not), plain or over TLS.
 struct Receiver {
     received: Received,
     addr: SocketAddr,
+    /// TLS over HTTP: the client certificates of each connection.
+    tls_peers: Arc<Mutex<Vec<usize>>>,
     _rt: tokio::runtime::Runtime,
+}
+
+/// Decode an OTLP/HTTP body as its headers describe it. JSON bodies are also
+/// kept as text under `:body`.
+fn decode_http(
+    headers: &mut BTreeMap<String, String>,
+    body: &[u8],
+) -> Result<ExportMetricsServiceRequest, String> {
+    let body = match headers.get("content-encoding").map(String::as_str) {
+        Some("gzip") => {
+            let mut plain = Vec::new();
+            std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(body), &mut plain)
+                .map_err(|e| format!("bad gzip: {e}"))?;
+            plain
+        }
+        None => body.to_vec(),
+        Some(other) => return Err(format!("unsupported content-encoding {other}")),
+    };
+    match headers.get("content-type").map(String::as_str) {
+        Some("application/x-protobuf") => {
+            ExportMetricsServiceRequest::decode(&body[..]).map_err(|e| e.to_string())
+        }
+        Some("application/json") => {
+            let text = String::from_utf8(body).map_err(|e| e.to_string())?;
+            let req = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+            headers.insert(":body".into(), text);
+            Ok(req)
+        }
+        other => Err(format!("unsupported content-type {other:?}")),
+    }
 }
 
 impl Receiver {
     fn start(grpc: bool) -> Self {
+        Self::start_with(grpc, None)
+    }
+
+    /// Over TLS with `pki`'s collector certificate; with `client_auth` a
+    /// client certificate signed by its CA is required.
+    fn start_tls(grpc: bool, pki: &Pki, client_auth: bool) -> Self {
+        Self::start_with(grpc, Some((pki, client_auth)))
+    }
+
+    fn start_with(grpc: bool, tls: Option<(&Pki, bool)>) -> Self {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
             .build()
             .unwrap();
         let received = Received::default();
+        let tls_peers = Arc::new(Mutex::new(Vec::new()));
         let listener = rt
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
             .unwrap();
@@ -123,9 +289,24 @@ impl Receiver {
         let sink = received.clone();
         if grpc {
             let incoming = tonic::transport::server::TcpIncoming::from(listener);
+            let mut server = tonic::transport::Server::builder();
+            if let Some((pki, client_auth)) = tls {
+                use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+                let mut config = ServerTlsConfig::new().identity(Identity::from_pem(
+                    pki.read("server.pem"),
+                    pki.read("server-key.pem"),
+                ));
+                if client_auth {
+                    config = config.client_ca_root(Certificate::from_pem(pki.read("ca.pem")));
+                }
+                server = server.tls_config(config).unwrap();
+            }
             rt.spawn(
-                tonic::transport::Server::builder()
-                    .add_service(MetricsServiceServer::new(GrpcReceiver(sink)))
+                server
+                    .add_service(
+                        MetricsServiceServer::new(GrpcReceiver(sink))
+                            .accept_compressed(tonic::codec::CompressionEncoding::Gzip),
+                    )
                     .serve_with_incoming(incoming),
             );
         } else {
@@ -133,28 +314,38 @@ impl Receiver {
                 "/v1/metrics",
                 axum::routing::post(
                     move |headers: axum::http::HeaderMap, body: axum::body::Bytes| async move {
-                        let headers = headers
+                        let mut headers = headers
                             .iter()
                             .filter_map(|(k, v)| Some((k.to_string(), v.to_str().ok()?.to_owned())))
                             .collect();
-                        match ExportMetricsServiceRequest::decode(body) {
+                        match decode_http(&mut headers, &body) {
                             Ok(req) => {
                                 sink.lock().unwrap().push((headers, req));
                                 (axum::http::StatusCode::OK, Vec::new())
                             }
-                            Err(e) => (
-                                axum::http::StatusCode::BAD_REQUEST,
-                                e.to_string().into_bytes(),
-                            ),
+                            Err(e) => (axum::http::StatusCode::BAD_REQUEST, e.into_bytes()),
                         }
                     },
                 ),
             );
-            rt.spawn(async move { axum::serve(listener, app).await });
+            match tls {
+                None => {
+                    rt.spawn(async move { axum::serve(listener, app).await });
+                }
+                Some((pki, client_auth)) => {
+                    let listener = TlsListener {
+                        tcp: listener,
+                        acceptor: tokio_rustls::TlsAcceptor::from(pki.server_config(client_auth)),
+                        peers: tls_peers.clone(),
+                    };
+                    rt.spawn(async move { axum::serve(listener, app).await });
+                }
+            }
         }
         Self {
             received,
             addr,
+            tls_peers,
             _rt: rt,
         }
     }
@@ -593,4 +784,264 @@ fn an_unreachable_collector_is_counted_and_never_fatal() {
         );
         assert!(host.stop().success(), "{protocol}");
     }
+}
+
+/// A plugin that counts ticks, for the OTLP transport tests.
+fn ticker_spec() -> String {
+    format!(
+        "name: ticker\ncomponent: {}\ntickIntervalMs: 20\n",
+        path_str(&artifact("testing_steady.wasm"))
+    )
+}
+
+fn ticks(r: &ExportMetricsServiceRequest) -> Option<f64> {
+    point(r, "ticker__ticks", &[("plugin", "ticker")])
+}
+
+/// gRPC over mutual TLS with gzip, configured through the generic
+/// `OTEL_EXPORTER_OTLP_*` variables alone: the collector (tonic, demanding
+/// a client certificate from the test's CA and accepting gzip) decodes the
+/// export.
+#[test]
+fn otlp_grpc_over_mutual_tls_with_gzip_from_the_generic_variables() {
+    if !require_root() {
+        return;
+    }
+    let pki = Pki::new();
+    let receiver = Receiver::start_tls(true, &pki, true);
+    let endpoint = format!("https://{}", receiver.addr);
+    let host = Host::start_with(
+        &ticker_spec(),
+        None,
+        &[],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ("OTEL_EXPORTER_OTLP_CERTIFICATE", &pki.path("ca.pem")),
+            (
+                "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE",
+                &pki.path("client.pem"),
+            ),
+            ("OTEL_EXPORTER_OTLP_CLIENT_KEY", &pki.path("client-key.pem")),
+            ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip"),
+            ("OTEL_EXPORTER_OTLP_HEADERS", "x-tenant=team-b"),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "5000"),
+            ("OTEL_METRIC_EXPORT_INTERVAL", "300"),
+        ],
+    );
+    let (headers, req) = receiver.wait_for(Duration::from_secs(30), ticks, |v| v > 0.0);
+    assert_eq!(
+        headers.get("grpc-encoding").map(String::as_str),
+        Some("gzip")
+    );
+    assert_eq!(headers.get("x-tenant").map(String::as_str), Some("team-b"));
+    assert_eq!(
+        headers.get(":peer-certificates").map(String::as_str),
+        Some("1"),
+        "the client certificate was not presented: {headers:?}"
+    );
+    assert!(
+        req.resource_metrics[0].scope_metrics[0]
+            .metrics
+            .iter()
+            .any(|m| m.name == "conductor_plugin_call_duration_seconds"),
+        "the host's metrics are missing"
+    );
+    assert!(host.stop().success());
+}
+
+/// HTTP/protobuf over TLS (server authentication) with gzip, through the
+/// metrics-specific variables, which win over the generic ones: the
+/// generic ones here name a CA file that does not exist and no compression.
+#[test]
+fn otlp_http_over_tls_with_gzip_from_the_metrics_variables() {
+    if !require_root() {
+        return;
+    }
+    let pki = Pki::new();
+    let receiver = Receiver::start_tls(false, &pki, false);
+    let url = format!("https://{}/v1/metrics", receiver.addr);
+    let host = Host::start_with(
+        &ticker_spec(),
+        None,
+        &[],
+        &[
+            ("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", &url),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:1"),
+            ("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "http/protobuf"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            (
+                "OTEL_EXPORTER_OTLP_METRICS_CERTIFICATE",
+                &pki.path("ca.pem"),
+            ),
+            ("OTEL_EXPORTER_OTLP_CERTIFICATE", "/nonexistent/ca.pem"),
+            ("OTEL_EXPORTER_OTLP_METRICS_COMPRESSION", "gzip"),
+            ("OTEL_EXPORTER_OTLP_COMPRESSION", "none"),
+            ("OTEL_EXPORTER_OTLP_METRICS_HEADERS", "x-tenant=metrics"),
+            ("OTEL_EXPORTER_OTLP_HEADERS", "x-tenant=generic"),
+            ("OTEL_METRIC_EXPORT_INTERVAL", "300"),
+        ],
+    );
+    let (headers, _) = receiver.wait_for(Duration::from_secs(30), ticks, |v| v > 0.0);
+    assert_eq!(
+        headers.get("content-encoding").map(String::as_str),
+        Some("gzip")
+    );
+    assert_eq!(
+        headers.get("content-type").map(String::as_str),
+        Some("application/x-protobuf")
+    );
+    assert_eq!(headers.get("x-tenant").map(String::as_str), Some("metrics"));
+    assert!(host.stop().success());
+}
+
+/// HTTP/JSON over mutual TLS, from flags: the body is the OTLP JSON
+/// mapping (camelCase fields, 64-bit integers as strings, enums as
+/// numbers) and decodes to the same export.
+#[test]
+fn otlp_http_json_over_mutual_tls_from_flags() {
+    if !require_root() {
+        return;
+    }
+    let pki = Pki::new();
+    let receiver = Receiver::start_tls(false, &pki, true);
+    let endpoint = format!("https://{}", receiver.addr);
+    let host = Host::start_with(
+        &ticker_spec(),
+        None,
+        &[
+            "--otlp-endpoint",
+            &endpoint,
+            "--otlp-protocol",
+            "http/json",
+            "--otlp-certificate",
+            &pki.path("ca.pem"),
+            "--otlp-client-certificate",
+            &pki.path("client.pem"),
+            "--otlp-client-key",
+            &pki.path("client-key.pem"),
+            "--otlp-interval-ms",
+            "300",
+        ],
+        &[],
+    );
+    let (headers, _) = receiver.wait_for(Duration::from_secs(30), ticks, |v| v > 0.0);
+    assert_eq!(
+        headers.get("content-type").map(String::as_str),
+        Some("application/json")
+    );
+    let body: serde_json::Value = serde_json::from_str(&headers[":body"]).unwrap();
+    let metrics = &body["resourceMetrics"][0]["scopeMetrics"][0]["metrics"];
+    let ticks = metrics
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "ticker__ticks")
+        .unwrap_or_else(|| panic!("no ticker__ticks in {body}"));
+    let point = &ticks["sum"]["dataPoints"][0];
+    assert!(point["timeUnixNano"].is_string(), "{point}");
+    assert!(point["asDouble"].is_number(), "{point}");
+    assert_eq!(
+        ticks["sum"]["aggregationTemporality"],
+        AggregationTemporality::Cumulative as i32
+    );
+    assert!(
+        receiver.tls_peers.lock().unwrap().iter().all(|&n| n == 1),
+        "a connection came without the client certificate"
+    );
+    assert!(host.stop().success());
+}
+
+/// Without a CA file the system's trusted roots verify the collector: here
+/// the system store is pointed at the test's CA with `SSL_CERT_FILE`, as
+/// OpenSSL and rustls-native-certs read it. Both transports.
+#[test]
+fn otlp_over_tls_trusts_the_system_roots_by_default() {
+    if !require_root() {
+        return;
+    }
+    let pki = Pki::new();
+    for grpc in [true, false] {
+        let receiver = Receiver::start_tls(grpc, &pki, false);
+        let host = Host::start_with(
+            &ticker_spec(),
+            None,
+            &[
+                "--otlp-endpoint",
+                &format!("https://{}", receiver.addr),
+                "--otlp-protocol",
+                if grpc { "grpc" } else { "http/protobuf" },
+                "--otlp-interval-ms",
+                "300",
+            ],
+            &[("SSL_CERT_FILE", &pki.path("ca.pem"))],
+        );
+        receiver.wait_for(Duration::from_secs(30), ticks, |v| v > 0.0);
+        assert!(host.stop().success());
+    }
+}
+
+/// Without its client certificate the exporter is refused by a collector
+/// that demands one: every export fails, is counted, and the host runs on.
+#[test]
+fn otlp_without_the_client_certificate_is_refused_and_counted() {
+    if !require_root() {
+        return;
+    }
+    let pki = Pki::new();
+    let receiver = Receiver::start_tls(true, &pki, true);
+    let host = Host::start_with(
+        &ticker_spec(),
+        None,
+        &[
+            "--otlp-endpoint",
+            &format!("https://{}", receiver.addr),
+            "--otlp-protocol",
+            "grpc",
+            "--otlp-certificate",
+            &pki.path("ca.pem"),
+            "--otlp-interval-ms",
+            "200",
+            "--otlp-timeout-ms",
+            "2000",
+        ],
+        &[],
+    );
+    host.wait_for_metric(
+        r#"conductor_otlp_exports_total{outcome="error"}"#,
+        Duration::from_secs(30),
+        |v| v >= 2.0,
+    );
+    assert!(receiver.received.lock().unwrap().is_empty());
+    assert!(host.stop().success());
+}
+
+/// A CA file that cannot be read stops the start with an error naming the
+/// file and the setting.
+#[test]
+fn an_unreadable_otlp_ca_file_is_a_clear_start_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("ticker.yaml");
+    std::fs::write(&spec, ticker_spec()).unwrap();
+    let missing = dir.path().join("no-such-ca.pem");
+    let out = std::process::Command::new(conductor_bin())
+        .arg("run")
+        .arg(&spec)
+        .args(["--metrics-addr", "127.0.0.1:0"])
+        .args(["--otlp-endpoint", "https://127.0.0.1:4318"])
+        .arg("--otlp-certificate")
+        .arg(&missing)
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "started anyway: {stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "cannot read the OTLP CA certificate file {}",
+            missing.display()
+        )) && stderr.contains("--otlp-certificate"),
+        "{stderr}"
+    );
 }

@@ -22,11 +22,31 @@
 //! - the `/status` subresource: writes to it change only `.status`, writes
 //!   to the object leave `.status` alone; `metadata.generation` counts spec
 //!   changes;
-//! - errors as `Status` objects with the real reasons and codes.
+//! - errors as `Status` objects with the real reasons and codes;
+//! - what the real `kubectl` (1.32) reads besides objects ([`kubectl`]
+//!   module): legacy discovery (`/api`, `/apis`, each group version's
+//!   resources, including every stored CRD's, with short names and
+//!   categories), OpenAPI v3 (index and per-group-version documents with the
+//!   CRDs' schemas and operations that accept `fieldValidation`), `Table`
+//!   responses with a CRD's printer columns, and `fieldValidation=Strict`
+//!   on creates and replaces of custom resources (unknown fields are
+//!   refused with the real server's "strict decoding error" message), and
+//!   `SelfSubjectAccessReview`s (`kubectl auth can-i`, with `--as`)
+//!   decided by the stored RBAC objects. A CRD is `Established` as soon as
+//!   it is created.
 //!
-//! Not served: discovery, `deletecollection`, field managers and apply
-//! conflicts, admission, pagination (`limit`/`continue` return everything at
-//! once, which a client must accept anyway).
+//! Faithful at the HTTP boundary means: requests and responses have the
+//! real paths, verbs, content types, status codes and JSON shapes, so the
+//! real clients (kube-rs, kubectl) run unmodified against it. It is not a
+//! reimplementation of the API machinery behind that boundary: no
+//! aggregated discovery (kubectl falls back to the legacy form, as with
+//! older servers), no OpenAPI v2 and no schemas for built-in kinds, no
+//! validation of built-in kinds, no `deletecollection`, field managers and
+//! apply conflicts, admission, authorization of requests (every request is
+//! allowed; RBAC is only evaluated for access reviews), or
+//! pagination (`limit`/`continue` return everything at once, which a
+//! client must accept anyway); tables for built-in kinds have the default
+//! `Name`/`Created At` columns, not the real server's per-kind printers.
 //!
 //! Tests change the store directly, as another actor (the kubelet, a user)
 //! would, and inject faults: cut watch streams, compact history, make the
@@ -46,6 +66,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use tokio::sync::watch;
+
+mod kubectl;
 
 /// One request the server received.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -496,6 +518,18 @@ impl Store {
         m.insert("generation".into(), json!(1));
         m.insert("creationTimestamp".into(), json!(now()));
         m.remove("deletionTimestamp");
+        if coll == "apis/apiextensions.k8s.io/v1/customresourcedefinitions" {
+            // Served at once (the real server takes a moment to get there).
+            obj["status"] = json!({
+                "acceptedNames": obj["spec"]["names"].clone(),
+                "conditions": [
+                    {"type": "NamesAccepted", "status": "True", "reason": "NoConflicts", "lastTransitionTime": now()},
+                    {"type": "Established", "status": "True", "reason": "InitialNamesAccepted", "lastTransitionTime": now()},
+                ],
+                "storedVersions": obj["spec"]["versions"].as_array().into_iter().flatten()
+                    .filter(|v| v["storage"] == true).map(|v| v["name"].clone()).collect::<Vec<_>>(),
+            });
+        }
         self.learn_kind(coll, &obj);
         self.objects.insert(key, obj.clone());
         self.record("ADDED", coll, ns, obj.clone());
@@ -980,6 +1014,31 @@ impl Shared {
                 format!("injected failure {} for {method} {path}", f.status),
             ));
         }
+        if method == Method::GET {
+            let host = headers
+                .get(header::HOST)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            if let Some(answer) = store.discovery(&path, host) {
+                return match answer {
+                    Ok(v) => json_response(200, &v),
+                    Err(e) => error_response(&e),
+                };
+            }
+        }
+        if method == Method::POST
+            && path == "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"
+        {
+            let subject = kubectl::Subject::from_headers(&headers);
+            let content_type = headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("application/json");
+            return match kubectl::decode_review(content_type, &body) {
+                Ok(review) => json_response(201, &store.access_review(subject.as_ref(), review)),
+                Err(e) => error_response(&ApiError::new(400, "BadRequest", e)),
+            };
+        }
         let Some(target) = parse_path(&path) else {
             return error_response(&ApiError::new(
                 404,
@@ -998,6 +1057,19 @@ impl Shared {
         };
         let coll = target.collection.clone();
         let ns = target.namespace.clone();
+        // kubectl asks for tables (`as=Table;g=meta.k8s.io;v=v1`) to print.
+        let as_table = headers
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|a| a.contains("as=Table"));
+        let strict = query.split('&').any(|kv| kv == "fieldValidation=Strict");
+        let body_json = || -> Result<Value, ApiError> {
+            let v = body_json()?;
+            if strict && !target.status {
+                store.check_fields(&coll, &v)?;
+            }
+            Ok(v)
+        };
         let result = match (&method, &target.name) {
             (&Method::GET, None) => {
                 let params = match parse_params(&query) {
@@ -1008,12 +1080,20 @@ impl Shared {
                     drop(store);
                     return self.watch(target, params);
                 }
-                store.list(&coll, &ns, &params)
+                store
+                    .list(&coll, &ns, &params)
+                    .map(|l| if as_table { store.table(&coll, &l) } else { l })
             }
-            (&Method::GET, Some(name)) => store.get(&(coll, ns, name.clone())),
-            (&Method::POST, None) => body_json().and_then(|b| store.create(&coll, &ns, b)),
+            (&Method::GET, Some(name)) => store
+                .get(&(coll.clone(), ns, name.clone()))
+                .map(|o| if as_table { store.table(&coll, &o) } else { o }),
+            (&Method::POST, None) => {
+                let body = body_json();
+                body.and_then(|b| store.create(&coll, &ns, b))
+            }
             (&Method::PUT, Some(name)) => {
-                body_json().and_then(|b| store.put(&(coll, ns, name.clone()), b, target.status))
+                let body = body_json();
+                body.and_then(|b| store.put(&(coll, ns, name.clone()), b, target.status))
             }
             (&Method::PATCH, Some(name)) => {
                 let ct = headers

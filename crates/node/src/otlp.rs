@@ -4,7 +4,9 @@
 //! touches it once. At each export the host runs the plugins' `collect`
 //! exports, reads the registry as data through prometheus-client's protobuf
 //! encoder and converts that to OTLP messages (`opentelemetry-proto`), sent
-//! over gRPC (tonic) or HTTP/protobuf. The OpenTelemetry SDK is not in this
+//! over gRPC (tonic) or HTTP (protobuf or JSON), in the clear or over TLS
+//! (system roots or a CA file, optionally a client certificate), optionally
+//! gzip-compressed. The OpenTelemetry SDK is not in this
 //! path on purpose: it can only export what its own instruments aggregated
 //! (its `MetricProducer` was removed before 1.0 and its data types cannot be
 //! built outside the crate), so it would either record every event twice or
@@ -12,6 +14,8 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -35,6 +39,14 @@ const COLLECT_DEADLINE: Duration = Duration::from_millis(500);
 pub enum Protocol {
     Grpc,
     HttpProtobuf,
+    /// OTLP/HTTP with the protobuf JSON mapping the specification defines.
+    HttpJson,
+}
+
+impl Protocol {
+    pub fn is_http(self) -> bool {
+        matches!(self, Self::HttpProtobuf | Self::HttpJson)
+    }
 }
 
 impl std::str::FromStr for Protocol {
@@ -43,11 +55,43 @@ impl std::str::FromStr for Protocol {
         match s {
             "grpc" => Ok(Self::Grpc),
             "http/protobuf" => Ok(Self::HttpProtobuf),
+            "http/json" => Ok(Self::HttpJson),
             _ => Err(format!(
-                "unsupported OTLP protocol {s:?}: use grpc or http/protobuf (http/json is not supported)"
+                "unsupported OTLP protocol {s:?}: use grpc, http/protobuf or http/json"
             )),
         }
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Compression {
+    #[default]
+    None,
+    Gzip,
+}
+
+impl std::str::FromStr for Compression {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "none" => Ok(Self::None),
+            "gzip" => Ok(Self::Gzip),
+            _ => Err(format!(
+                "unsupported OTLP compression {s:?}: use gzip or none"
+            )),
+        }
+    }
+}
+
+/// PEM files for an `https://` endpoint. Without a CA file the system's
+/// trusted roots verify the collector.
+#[derive(Debug, Clone, Default)]
+pub struct TlsFiles {
+    /// Trusted certificate(s) for the collector, instead of the system roots.
+    pub ca: Option<PathBuf>,
+    /// Client certificate (chain) and its private key, for mutual TLS.
+    pub client_certificate: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,6 +126,9 @@ pub struct OtlpConfig {
     pub timeout: Duration,
     pub temporality: Temporality,
     pub resource: Vec<(String, String)>,
+    pub compression: Compression,
+    /// Used for `https://` endpoints.
+    pub tls: TlsFiles,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -103,6 +150,19 @@ pub enum OtlpError {
     },
     #[error("OTLP HTTP export to {endpoint} failed: {reason}")]
     Http { endpoint: String, reason: String },
+    #[error(
+        "cannot read the OTLP {what} {}: {source} (set by {flag} or {env})",
+        path.display()
+    )]
+    TlsFile {
+        what: &'static str,
+        flag: &'static str,
+        env: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid OTLP TLS configuration: {0}")]
+    Tls(String),
 }
 
 /// Parse `k=v,k2=v2` lists as `OTEL_EXPORTER_OTLP_HEADERS` and
@@ -155,8 +215,134 @@ impl OtlpConfig {
 pub struct Exporter {
     config: OtlpConfig,
     manager: Arc<Manager>,
-    grpc: Option<MetricsServiceClient<tonic::transport::Channel>>,
+    transport: Transport,
     converter: Converter,
+}
+
+enum Transport {
+    Grpc(MetricsServiceClient<tonic::transport::Channel>),
+    /// One agent for every export, so its connection (and TLS session) is
+    /// reused.
+    Http(ureq::Agent),
+}
+
+/// A TLS file's contents, with an error naming the file and the setting.
+fn read_tls_file(
+    path: &Path,
+    what: &'static str,
+    flag: &'static str,
+    env: &'static str,
+) -> Result<Vec<u8>, OtlpError> {
+    std::fs::read(path).map_err(|source| OtlpError::TlsFile {
+        what,
+        flag,
+        env,
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// The PEM contents of the configured TLS files, checked: the CA file and
+/// the client certificate hold certificates, the key a private key, and a
+/// client certificate comes with its key.
+struct TlsPem {
+    ca: Option<Vec<u8>>,
+    identity: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl TlsPem {
+    fn load(files: &TlsFiles) -> Result<Self, OtlpError> {
+        let ca = match &files.ca {
+            Some(path) => {
+                let pem = read_tls_file(
+                    path,
+                    "CA certificate file",
+                    "--otlp-certificate",
+                    "OTEL_EXPORTER_OTLP_METRICS_CERTIFICATE",
+                )?;
+                if pem_certificates(&pem).is_empty() {
+                    return Err(OtlpError::Tls(format!(
+                        "{} holds no PEM certificate",
+                        path.display()
+                    )));
+                }
+                Some(pem)
+            }
+            None => None,
+        };
+        let identity = match (&files.client_certificate, &files.client_key) {
+            (Some(cert_path), Some(key_path)) => {
+                let cert = read_tls_file(
+                    cert_path,
+                    "client certificate file",
+                    "--otlp-client-certificate",
+                    "OTEL_EXPORTER_OTLP_METRICS_CLIENT_CERTIFICATE",
+                )?;
+                let key = read_tls_file(
+                    key_path,
+                    "client key file",
+                    "--otlp-client-key",
+                    "OTEL_EXPORTER_OTLP_METRICS_CLIENT_KEY",
+                )?;
+                if pem_certificates(&cert).is_empty() {
+                    return Err(OtlpError::Tls(format!(
+                        "{} holds no PEM certificate",
+                        cert_path.display()
+                    )));
+                }
+                if pem_private_key(&key).is_none() {
+                    return Err(OtlpError::Tls(format!(
+                        "{} holds no PEM private key",
+                        key_path.display()
+                    )));
+                }
+                Some((cert, key))
+            }
+            (None, None) => None,
+            _ => {
+                return Err(OtlpError::Tls(
+                    "a client certificate needs its key and a key its certificate: set both \
+                     --otlp-client-certificate and --otlp-client-key"
+                        .into(),
+                ));
+            }
+        };
+        Ok(Self { ca, identity })
+    }
+}
+
+fn pem_certificates(pem: &[u8]) -> Vec<ureq::tls::Certificate<'static>> {
+    ureq::tls::parse_pem(pem)
+        .filter_map(|item| match item {
+            Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
+            _ => None,
+        })
+        .collect()
+}
+
+fn pem_private_key(pem: &[u8]) -> Option<ureq::tls::PrivateKey<'static>> {
+    ureq::tls::parse_pem(pem).find_map(|item| match item {
+        Ok(ureq::tls::PemItem::PrivateKey(k)) => Some(k),
+        _ => None,
+    })
+}
+
+/// The system's trusted roots (as rustls-native-certs finds them: the
+/// distribution's bundle, `SSL_CERT_FILE`/`SSL_CERT_DIR`).
+fn system_roots() -> Result<Vec<ureq::tls::Certificate<'static>>, OtlpError> {
+    let found = rustls_native_certs::load_native_certs();
+    if found.certs.is_empty() {
+        return Err(OtlpError::Tls(format!(
+            "no trusted system root certificates found ({:?}): install ca-certificates or \
+             give the collector's CA with --otlp-certificate",
+            found.errors
+        )));
+    }
+    Ok(found
+        .certs
+        .iter()
+        .map(|der| ureq::tls::Certificate::from_der(der.as_ref()).to_owned())
+        .collect())
 }
 
 impl Exporter {
@@ -165,23 +351,79 @@ impl Exporter {
             endpoint: config.endpoint.clone(),
             reason,
         };
-        let grpc = match config.protocol {
+        let https = config.endpoint.starts_with("https://");
+        if !https && !config.endpoint.starts_with("http://") {
+            return Err(endpoint_err("use an http:// or https:// URL".into()));
+        }
+        let tls = if https {
+            TlsPem::load(&config.tls)?
+        } else {
+            if config.tls.ca.is_some() || config.tls.client_certificate.is_some() {
+                tracing::warn!(
+                    endpoint = %config.endpoint,
+                    "OTLP certificate files are set but the endpoint is http://: they are not used"
+                );
+            }
+            TlsPem {
+                ca: None,
+                identity: None,
+            }
+        };
+        let transport = match config.protocol {
             Protocol::Grpc => {
-                let channel = tonic::transport::Endpoint::from_shared(config.endpoint.clone())
+                let mut endpoint = tonic::transport::Endpoint::from_shared(config.endpoint.clone())
                     .map_err(|e| endpoint_err(e.to_string()))?
                     .timeout(config.timeout)
-                    .connect_timeout(config.timeout)
-                    // Connect on first use: a collector that starts after us is fine.
-                    .connect_lazy();
-                Some(MetricsServiceClient::new(channel))
-            }
-            Protocol::HttpProtobuf => {
-                if !config.endpoint.starts_with("http://") {
-                    return Err(endpoint_err(
-                        "use an http:// URL (TLS is not supported yet)".into(),
-                    ));
+                    .connect_timeout(config.timeout);
+                if https {
+                    use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+                    let mut tls_config = ClientTlsConfig::new();
+                    tls_config = match &tls.ca {
+                        Some(pem) => tls_config.ca_certificate(Certificate::from_pem(pem)),
+                        None => tls_config.with_native_roots(),
+                    };
+                    if let Some((cert, key)) = &tls.identity {
+                        tls_config = tls_config.identity(Identity::from_pem(cert, key));
+                    }
+                    endpoint = endpoint
+                        .tls_config(tls_config)
+                        .map_err(|e| OtlpError::Tls(e.to_string()))?;
                 }
-                None
+                // Connect on first use: a collector that starts after us is fine.
+                let mut client = MetricsServiceClient::new(endpoint.connect_lazy());
+                if config.compression == Compression::Gzip {
+                    client = client.send_compressed(tonic::codec::CompressionEncoding::Gzip);
+                }
+                Transport::Grpc(client)
+            }
+            Protocol::HttpProtobuf | Protocol::HttpJson => {
+                let mut builder = ureq::config::Config::builder()
+                    .timeout_global(Some(config.timeout))
+                    .http_status_as_error(false);
+                if https {
+                    use ureq::tls::{ClientCert, RootCerts, TlsConfig, TlsProvider};
+                    let roots = match &tls.ca {
+                        Some(pem) => pem_certificates(pem),
+                        None => system_roots()?,
+                    };
+                    let client_cert = match &tls.identity {
+                        Some((cert, key)) => Some(ClientCert::new_with_certs(
+                            &pem_certificates(cert),
+                            pem_private_key(key).ok_or_else(|| {
+                                OtlpError::Tls("the client key holds no private key".into())
+                            })?,
+                        )),
+                        None => None,
+                    };
+                    builder = builder.tls_config(
+                        TlsConfig::builder()
+                            .provider(TlsProvider::Rustls)
+                            .root_certs(RootCerts::Specific(Arc::new(roots)))
+                            .client_cert(client_cert)
+                            .build(),
+                    );
+                }
+                Transport::Http(ureq::Agent::new_with_config(builder.build()))
             }
         };
         for (k, v) in &config.headers {
@@ -197,7 +439,7 @@ impl Exporter {
         Ok(Self {
             config,
             manager,
-            grpc,
+            transport,
             converter,
         })
     }
@@ -231,8 +473,8 @@ impl Exporter {
         .map_err(|e| OtlpError::Collect(e.to_string()))?
         .map_err(OtlpError::Encode)?;
         let request = self.converter.convert(&families, SystemTime::now());
-        match &mut self.grpc {
-            Some(client) => {
+        match &mut self.transport {
+            Transport::Grpc(client) => {
                 let mut req = tonic::Request::new(request);
                 for (k, v) in &self.config.headers {
                     // Checked in `new`.
@@ -249,15 +491,27 @@ impl Exporter {
                 })?;
                 Ok(())
             }
-            None => {
-                let body = request.encode_to_vec();
-                let (url, headers, timeout) = (
-                    self.config.endpoint.clone(),
-                    self.config.headers.clone(),
-                    self.config.timeout,
-                );
-                let endpoint = url.clone();
-                tokio::task::spawn_blocking(move || post(&url, &headers, timeout, body))
+            Transport::Http(agent) => {
+                let (content_type, body) = match self.config.protocol {
+                    Protocol::HttpJson => (
+                        "application/json",
+                        serde_json::to_vec(&request).map_err(|e| OtlpError::Http {
+                            endpoint: self.config.endpoint.clone(),
+                            reason: format!("cannot encode the request as JSON: {e}"),
+                        })?,
+                    ),
+                    _ => ("application/x-protobuf", request.encode_to_vec()),
+                };
+                let request = HttpRequest {
+                    agent: agent.clone(),
+                    url: self.config.endpoint.clone(),
+                    headers: self.config.headers.clone(),
+                    content_type,
+                    gzip: self.config.compression == Compression::Gzip,
+                    body,
+                };
+                let endpoint = self.config.endpoint.clone();
+                tokio::task::spawn_blocking(move || request.post())
                     .await
                     .map_err(|e| e.to_string())
                     .and_then(|r| r)
@@ -267,36 +521,49 @@ impl Exporter {
     }
 }
 
-fn post(
-    url: &str,
-    headers: &[(String, String)],
-    timeout: Duration,
+/// One OTLP/HTTP export, sent on a blocking thread.
+struct HttpRequest {
+    agent: ureq::Agent,
+    url: String,
+    headers: Vec<(String, String)>,
+    content_type: &'static str,
+    gzip: bool,
     body: Vec<u8>,
-) -> Result<(), String> {
-    let agent = ureq::Agent::new_with_config(
-        ureq::config::Config::builder()
-            .timeout_global(Some(timeout))
-            .http_status_as_error(false)
-            .build(),
-    );
-    let mut req = agent
-        .post(url)
-        .header("content-type", "application/x-protobuf");
-    for (k, v) in headers {
-        req = req.header(k, v);
-    }
-    let mut resp = req.send(&body[..]).map_err(|e| e.to_string())?;
-    let status = resp.status();
-    if status.is_success() {
-        Ok(())
-    } else {
-        let text = resp
-            .body_mut()
-            .with_config()
-            .limit(4096)
-            .read_to_string()
-            .unwrap_or_default();
-        Err(format!("HTTP {status}: {}", text.trim()))
+}
+
+impl HttpRequest {
+    fn post(self) -> Result<(), String> {
+        let mut req = self
+            .agent
+            .post(&self.url)
+            .header("content-type", self.content_type);
+        let body = if self.gzip {
+            req = req.header("content-encoding", "gzip");
+            let mut encoder =
+                flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            encoder
+                .write_all(&self.body)
+                .and_then(|()| encoder.finish())
+                .map_err(|e| format!("gzip: {e}"))?
+        } else {
+            self.body
+        };
+        for (k, v) in &self.headers {
+            req = req.header(k, v);
+        }
+        let mut resp = req.send(&body[..]).map_err(|e| e.to_string())?;
+        let status = resp.status();
+        if status.is_success() {
+            Ok(())
+        } else {
+            let text = resp
+                .body_mut()
+                .with_config()
+                .limit(4096)
+                .read_to_string()
+                .unwrap_or_default();
+            Err(format!("HTTP {status}: {}", text.trim()))
+        }
     }
 }
 
@@ -541,6 +808,8 @@ mod tests {
             timeout: Duration::from_secs(1),
             temporality,
             resource: vec![("service.name".into(), "conductor".into())],
+            compression: Compression::None,
+            tls: TlsFiles::default(),
         }
     }
 
@@ -621,6 +890,39 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn tls_files_are_checked_when_the_exporter_is_built() {
+        let dir = tempfile::tempdir().unwrap();
+        let not_pem = dir.path().join("not.pem");
+        std::fs::write(&not_pem, "hello").unwrap();
+        let missing = dir.path().join("missing.pem");
+        let load = |ca: Option<&Path>, cert: Option<&Path>, key: Option<&Path>| {
+            TlsPem::load(&TlsFiles {
+                ca: ca.map(Path::to_owned),
+                client_certificate: cert.map(Path::to_owned),
+                client_key: key.map(Path::to_owned),
+            })
+            .err()
+            .map(|e| e.to_string())
+        };
+        assert_eq!(load(None, None, None), None);
+        let e = load(Some(&missing), None, None).unwrap();
+        assert!(
+            e.contains(&format!(
+                "cannot read the OTLP CA certificate file {}",
+                missing.display()
+            )) && e.contains("--otlp-certificate")
+                && e.contains("OTEL_EXPORTER_OTLP_METRICS_CERTIFICATE"),
+            "{e}"
+        );
+        let e = load(Some(&not_pem), None, None).unwrap();
+        assert!(e.contains("holds no PEM certificate"), "{e}");
+        let e = load(None, Some(&not_pem), None).unwrap();
+        assert!(e.contains("--otlp-client-key"), "{e}");
+        let e = load(None, None, Some(&missing)).unwrap();
+        assert!(e.contains("--otlp-client-certificate"), "{e}");
     }
 
     #[test]

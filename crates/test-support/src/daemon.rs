@@ -20,6 +20,7 @@ pub struct Daemon {
     pub state_dir: PathBuf,
     pub metrics_url: String,
     args: Vec<String>,
+    envs: Vec<(String, String)>,
 }
 
 impl Daemon {
@@ -29,6 +30,12 @@ impl Daemon {
 
     /// A daemon with extra `conductor serve` arguments.
     pub fn start_with(args: &[&str]) -> Self {
+        Self::start_with_env(args, &[])
+    }
+
+    /// A daemon with extra arguments and environment variables (e.g. its
+    /// own `CONDUCTOR_LOG`).
+    pub fn start_with_env(args: &[&str], envs: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut d = Self {
             child: None,
@@ -38,6 +45,10 @@ impl Daemon {
             dir,
             metrics_url: String::new(),
             args: args.iter().map(|s| s.to_string()).collect(),
+            envs: envs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         d.spawn();
         d
@@ -79,7 +90,8 @@ impl Daemon {
                 .arg("--cache-dir")
                 .arg(self.dir.path().join("cache"))
                 .args(["--metrics-addr", "127.0.0.1:0"])
-                .args(&self.args),
+                .args(&self.args)
+                .envs(self.envs.iter().map(|(k, v)| (k, v))),
         )
     }
 

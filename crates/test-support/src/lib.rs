@@ -8,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub mod clients;
 pub mod daemon;
 pub mod registry;
 
@@ -377,13 +378,16 @@ fn spawn(
 
 /// Spawn a `conductor` command with its stderr (the log) captured line by
 /// line, debug logging of the host and no colours.
+/// (A `CONDUCTOR_LOG` already set on `cmd` is kept.)
 pub fn spawn_logged(cmd: &mut Command) -> (Child, Arc<Mutex<Vec<String>>>) {
-    let mut child = cmd
-        .env(
+    if !cmd.get_envs().any(|(k, _)| k == "CONDUCTOR_LOG") {
+        cmd.env(
             "CONDUCTOR_LOG",
             "info,conductor_cli=debug,conductor_node=debug,conductor_kernel=debug,\
              conductor_runtime=debug,conductor_oci=debug,conductor_daemon=debug",
-        )
+        );
+    }
+    let mut child = cmd
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())
         .stdout(Stdio::null())

@@ -1,0 +1,286 @@
+//! The real `kubectl` against the fake: discovery, OpenAPI v3 (so `apply`
+//! leaves field validation to the server), the project's CRDs applied from
+//! `deploy/crds.yaml`, and `kubectl get` printing their printer columns from
+//! the server's `Table` responses.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use fake_apiserver::FakeApiServer;
+
+/// `kubectl` on PATH; under CI a missing one is a failure, not a skip.
+fn kubectl_present() -> bool {
+    let found = Command::new("kubectl")
+        .args(["version", "--client"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        if std::env::var_os("CI").is_some() {
+            panic!("kubectl is not installed (CI=true forbids skipping this test)");
+        }
+        eprintln!("SKIPPED: kubectl is not installed");
+    }
+    found
+}
+
+struct Kubectl {
+    dir: tempfile::TempDir,
+}
+
+impl Kubectl {
+    fn new(api: &FakeApiServer) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        api.write_kubeconfig(&dir.path().join("kubeconfig"));
+        Self { dir }
+    }
+
+    /// Run kubectl with its own kubeconfig and a fresh discovery cache per
+    /// call (so each call discovers what the server serves now).
+    fn run(&self, args: &[&str]) -> Output {
+        let cache = tempfile::tempdir_in(self.dir.path()).unwrap();
+        Command::new("kubectl")
+            .env("KUBECONFIG", self.dir.path().join("kubeconfig"))
+            .env("HOME", self.dir.path())
+            .arg("--cache-dir")
+            .arg(cache.path())
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} failed ({}):\n{stderr}",
+            out.status
+        );
+        // Discovery or OpenAPI the fake does not serve shows up as
+        // warnings on stderr even when the command succeeds.
+        assert!(
+            !stderr.contains("couldn't get") && !stderr.contains("the server could not find"),
+            "kubectl {args:?} warned:\n{stderr}"
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+fn repo_file(relative: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(relative)
+}
+
+#[test]
+fn kubectl_applies_the_crds_and_prints_their_columns() {
+    if !kubectl_present() {
+        return;
+    }
+    let api = FakeApiServer::start();
+    let k = Kubectl::new(&api);
+    let crds = repo_file("deploy/crds.yaml");
+
+    let applied = k.ok(&["apply", "-f", crds.to_str().unwrap()]);
+    assert!(
+        applied.contains(
+            "customresourcedefinition.apiextensions.k8s.io/ebpfplugins.ebpfconductor.io created"
+        ),
+        "{applied}"
+    );
+    // kubectl asked the server to validate (it found `fieldValidation` in
+    // the OpenAPI v3 document) and sent each CRD once.
+    let posts: Vec<_> = api
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "POST")
+        .collect();
+    assert!(!posts.is_empty());
+    assert!(
+        posts
+            .iter()
+            .all(|r| r.query.contains("fieldValidation=Strict")),
+        "{posts:?}"
+    );
+    // Applying again changes nothing.
+    let again = k.ok(&["apply", "-f", crds.to_str().unwrap()]);
+    assert!(again.contains("unchanged"), "{again}");
+
+    // The new resource is discovered, with its short name and category.
+    let resources = k.ok(&["api-resources", "--api-group", "ebpfconductor.io"]);
+    assert!(resources.contains("ebpfplugins"), "{resources}");
+    assert!(resources.contains("ebpfp"), "{resources}");
+
+    // A plugin through kubectl, then `get` prints the CRD's columns.
+    let plugin = k.dir.path().join("plugin.yaml");
+    std::fs::write(
+        &plugin,
+        "apiVersion: ebpfconductor.io/v1alpha1\nkind: EbpfPlugin\nmetadata:\n  name: exec-counter\n\
+         spec:\n  plugin:\n    component: oci://registry.example/exec-counter:1.0\n",
+    )
+    .unwrap();
+    let created = k.ok(&["apply", "-f", plugin.to_str().unwrap()]);
+    assert!(
+        created.contains("ebpfplugin.ebpfconductor.io/exec-counter created"),
+        "{created}"
+    );
+    let table = k.ok(&["get", "ebpfplugins"]);
+    let mut lines = table.lines();
+    let header: Vec<&str> = lines
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        header,
+        ["NAME", "COMPONENT", "NODES", "READY", "AGE"],
+        "{table}"
+    );
+    let row: Vec<&str> = lines
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(row[0], "exec-counter", "{table}");
+    assert_eq!(row[1], "oci://registry.example/exec-counter:1.0", "{table}");
+    assert!(row.last().unwrap().ends_with('s'), "age column: {table}");
+    // The short name works too, and the table came from the server.
+    let short = k.ok(&["get", "ebpfp", "exec-counter"]);
+    assert!(
+        short.contains("oci://registry.example/exec-counter:1.0"),
+        "{short}"
+    );
+    assert!(
+        api.requests()
+            .iter()
+            .any(|r| r.method == "GET" && r.path == "/apis/ebpfconductor.io/v1alpha1/ebpfplugins"),
+    );
+}
+
+#[test]
+fn kubectl_apply_gets_the_servers_strict_field_validation() {
+    if !kubectl_present() {
+        return;
+    }
+    let api = FakeApiServer::start();
+    let k = Kubectl::new(&api);
+    k.ok(&[
+        "apply",
+        "-f",
+        repo_file("deploy/crds.yaml").to_str().unwrap(),
+    ]);
+    let plugin = k.dir.path().join("typo.yaml");
+    std::fs::write(
+        &plugin,
+        "apiVersion: ebpfconductor.io/v1alpha1\nkind: EbpfPlugin\nmetadata:\n  name: typo\n\
+         spec:\n  plugin:\n    componnet: oci://registry.example/x:1\n",
+    )
+    .unwrap();
+    let out = k.run(&["apply", "-f", plugin.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a misspelt field was accepted");
+    assert!(
+        stderr.contains(r#"unknown field "spec.plugin.componnet""#),
+        "{stderr}"
+    );
+}
+
+/// The whole install, as a cluster user applies it: `kubectl apply -k
+/// deploy/` creates every object of the kustomization.
+#[test]
+fn kubectl_applies_the_kustomization() {
+    if !kubectl_present() {
+        return;
+    }
+    let api = FakeApiServer::start();
+    let k = Kubectl::new(&api);
+    let deploy = repo_file("deploy");
+    let applied = k.ok(&["apply", "-k", deploy.to_str().unwrap()]);
+    for object in [
+        "customresourcedefinition.apiextensions.k8s.io/ebpfplugins.ebpfconductor.io created",
+        "daemonset.apps/",
+        "clusterrole.rbac.authorization.k8s.io/",
+        "namespace/",
+    ] {
+        assert!(applied.contains(object), "{object} missing in:\n{applied}");
+    }
+    assert!(!applied.contains("unchanged"), "{applied}");
+    let again = k.ok(&["apply", "-k", deploy.to_str().unwrap()]);
+    assert!(
+        again.lines().all(|l| l.ends_with("unchanged")),
+        "a second apply changed something:\n{again}"
+    );
+}
+
+/// `kubectl auth can-i --as` each component's service account: the RBAC of
+/// `deploy/rbac.yaml` gives each what it uses and nothing more.
+#[test]
+fn kubectl_auth_can_i_checks_the_deployed_rbac() {
+    if !kubectl_present() {
+        return;
+    }
+    let api = FakeApiServer::start();
+    let k = Kubectl::new(&api);
+    k.ok(&["apply", "-k", repo_file("deploy").to_str().unwrap()]);
+    let can_i = |account: &str, args: &[&str]| -> bool {
+        let who = format!("system:serviceaccount:ebpfconductor-system:{account}");
+        let mut all = vec!["auth", "can-i", "--as", who.as_str()];
+        all.extend_from_slice(args);
+        let out = k.run(&all);
+        let answer = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        match (out.status.success(), answer.as_str()) {
+            (true, "yes") => true,
+            (false, "no") => false,
+            _ => panic!(
+                "kubectl auth can-i {args:?}: {answer:?} ({}), {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        }
+    };
+    // The node agent: reads plugins and nodes, writes node states.
+    assert!(can_i(
+        "conductor-node",
+        &["watch", "ebpfplugins.ebpfconductor.io"]
+    ));
+    assert!(can_i(
+        "conductor-node",
+        &["create", "ebpfpluginnodestates.ebpfconductor.io"]
+    ));
+    assert!(can_i(
+        "conductor-node",
+        &[
+            "patch",
+            "ebpfpluginnodestates.ebpfconductor.io",
+            "--subresource",
+            "status"
+        ]
+    ));
+    assert!(can_i("conductor-node", &["get", "nodes"]));
+    assert!(!can_i(
+        "conductor-node",
+        &["patch", "ebpfplugins.ebpfconductor.io"]
+    ));
+    assert!(!can_i("conductor-node", &["delete", "nodes"]));
+    assert!(!can_i("conductor-node", &["list", "secrets", "-A"]));
+    // The cluster controller: patches plugins and their status, no creates.
+    assert!(can_i(
+        "conductor-cluster",
+        &["patch", "ebpfplugins.ebpfconductor.io"]
+    ));
+    assert!(can_i(
+        "conductor-cluster",
+        &[
+            "patch",
+            "ebpfplugins.ebpfconductor.io",
+            "--subresource",
+            "status"
+        ]
+    ));
+    assert!(!can_i(
+        "conductor-cluster",
+        &["create", "ebpfpluginnodestates.ebpfconductor.io"]
+    ));
+    // Another account of the namespace is bound to nothing.
+    assert!(!can_i("default", &["get", "nodes"]));
+}
