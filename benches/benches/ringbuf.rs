@@ -1,7 +1,7 @@
 //! Ring buffer → consumer throughput, native consumers against
 //! eBPFConductor, all in one run (root needed):
 //!
-//!   cargo bench --bench ringbuf -- [--duration SECS] [--json PATH] [--event-size BYTES]
+//!   cargo bench --bench ringbuf -- [--duration SECS] [--sweep-duration SECS] [--json PATH]
 //!
 //! One producer (`seq_producer.bpf.c`): every getpgid() of a trigger thread
 //! pinned to CPU 0 emits `--per-trigger` records of `--event-size` bytes with
@@ -13,7 +13,17 @@
 //! - `conductor`: the host's plugin thread delivering batches to the
 //!   `seq-sum` wasm plugin, which decodes every record and sums a field;
 //! - `conductor-per-event`: the same with `maxBatch: 1`, one guest call per
-//!   event (the design of Inspektor Gadget and wasm-bpf).
+//!   event (the design of Inspektor Gadget and wasm-bpf);
+//! - `aya-perf`, `libbpf-perf`, `conductor-perf`: the same consumers over a
+//!   perf event array (the producer's `use_perf`), one buffer per CPU of
+//!   `--ring-bytes` each.
+//!
+//! Then the zero-loss sweep (as RFC 2544 finds a forwarder's throughput):
+//! the producer is paced at each rate of `--rates` for `--sweep-duration`
+//! seconds per trial, from a fresh producer each time; above the highest
+//! rate without a single drop, `--bisect` more trials halve the gap to the
+//! lowest rate that dropped. A consumer's `zero_loss_rate` is the highest
+//! offered rate (produced / firing time, as measured) with no drop.
 //!
 //! Every mode must satisfy produced == consumed + dropped exactly (drops are
 //! counted by the BPF side when the ring is full, and by the host). Consumer
@@ -21,6 +31,7 @@
 //! cold start (spec to first event handled, warm compile cache) and the
 //! resident memory of idle plugins.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -30,7 +41,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use aya::maps::{Array, PerCpuArray, RingBuf};
+use aya::maps::perf::PerfEvent;
+use aya::maps::{Array, PerCpuArray, PerfEventArray, RingBuf};
 use aya::programs::RawTracePoint;
 use aya::{Ebpf, EbpfLoader};
 use clap::Parser;
@@ -43,9 +55,20 @@ use serde_json::json;
 #[derive(Parser, Debug, Clone)]
 #[command(about = "Ring buffer throughput: aya, libbpf and eBPFConductor consumers in one run")]
 struct Args {
-    /// Seconds each consumer runs.
-    #[arg(long, default_value_t = 5.0)]
+    /// Seconds each consumer runs at full speed.
+    #[arg(long, default_value_t = 3.0)]
     duration: f64,
+    /// Seconds of each trial of the zero-loss sweep (0: no sweep).
+    #[arg(long, default_value_t = 1.0)]
+    sweep_duration: f64,
+    /// Offered rates of the sweep, in millions of events per second,
+    /// ascending. A consumer's ladder stops after two rates with drops.
+    #[arg(long, value_delimiter = ',', default_values_t = [0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 6.0, 8.0, 10.0, 12.0, 14.0, 16.0, 20.0])]
+    rates: Vec<f64>,
+    /// Trials halving the gap between the highest zero-loss rate and the
+    /// lowest that dropped.
+    #[arg(long, default_value_t = 3)]
+    bisect: u32,
     /// Write the results as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -65,7 +88,8 @@ struct Args {
     /// Events per guest call in the batched conductor mode.
     #[arg(long, default_value_t = 4096)]
     max_batch: u32,
-    /// Write the bar chart here [default: target/ringbuf.png in the workspace].
+    /// Write the bar chart here [default: target/ringbuf.png in the workspace];
+    /// the sweep's drops go next to it (`<name>-sweep.png`).
     #[arg(long)]
     plot: Option<PathBuf>,
     /// Idle plugins started to measure resident memory per plugin.
@@ -91,6 +115,15 @@ fn main() -> Result<()> {
         "--event-size must be a multiple of 8 in 16..=4096"
     );
     conductor_kernel::object::prepare_host();
+    // Thread priorities only count within a scheduler autogroup (one per
+    // session): on a machine shared with builds in other sessions, raise
+    // ours too, or a consumer that sleeps briefly waits behind them and a
+    // drop measures the builds instead of the consumer.
+    if std::fs::write("/proc/self/autogroup", "-20").is_err() {
+        println!(
+            "note: could not raise this session's autogroup priority; other sessions' load counts against the consumers"
+        );
+    }
     let artifacts = artifacts()?;
     let bpffs = PathBuf::from(format!(
         "/sys/fs/bpf/conductor-bench-{}",
@@ -101,7 +134,7 @@ fn main() -> Result<()> {
     let _cleanup = RemoveDir(bpffs.clone());
     let cache = tempfile::tempdir()?;
     let runtime = Runtime::new(Some(cache.path().to_owned()))?;
-    let trigger = Trigger::spawn()?;
+    let trigger = Trigger::spawn(args.per_trigger)?;
 
     let bench = Bench {
         args: args.clone(),
@@ -120,8 +153,8 @@ fn main() -> Result<()> {
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
     let mut results = Vec::new();
-    for mode in [Mode::Aya, Mode::Libbpf, Mode::Conductor, Mode::PerEvent] {
-        let r = bench.run(mode)?;
+    for mode in Mode::ALL {
+        let r = bench.run(mode, None, args.duration)?;
         println!(
             "  {:<20} {:>12.0} events/s  (produced {}, consumed {}, dropped {})",
             mode.name(),
@@ -132,11 +165,21 @@ fn main() -> Result<()> {
         );
         results.push((mode, r));
     }
+    let mut sweep = Vec::new();
+    if args.sweep_duration > 0.0 {
+        println!(
+            "zero-loss sweep: {} s per trial, rates {:?} M events/s",
+            args.sweep_duration, args.rates
+        );
+        for mode in Mode::SWEPT {
+            sweep.extend(bench.sweep(mode)?);
+        }
+    }
     let cold_start = bench.cold_start()?;
     let idle_rss = bench.idle_rss()?;
     bench.trigger.exit();
 
-    report(&args, &results, cold_start, idle_rss)
+    report(&args, &results, &sweep, cold_start, idle_rss)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,17 +188,61 @@ enum Mode {
     Libbpf,
     Conductor,
     PerEvent,
+    AyaPerf,
+    LibbpfPerf,
+    ConductorPerf,
 }
 
 impl Mode {
+    const ALL: [Mode; 7] = [
+        Mode::Aya,
+        Mode::Libbpf,
+        Mode::Conductor,
+        Mode::PerEvent,
+        Mode::AyaPerf,
+        Mode::LibbpfPerf,
+        Mode::ConductorPerf,
+    ];
+    /// The per-event mode is left out of the sweep: it drops at any rate
+    /// worth measuring the others at.
+    const SWEPT: [Mode; 6] = [
+        Mode::Aya,
+        Mode::Libbpf,
+        Mode::Conductor,
+        Mode::AyaPerf,
+        Mode::LibbpfPerf,
+        Mode::ConductorPerf,
+    ];
+
     fn name(self) -> &'static str {
         match self {
             Mode::Aya => "aya",
             Mode::Libbpf => "libbpf",
             Mode::Conductor => "conductor",
             Mode::PerEvent => "conductor-per-event",
+            Mode::AyaPerf => "aya-perf",
+            Mode::LibbpfPerf => "libbpf-perf",
+            Mode::ConductorPerf => "conductor-perf",
         }
     }
+
+    fn perf(self) -> bool {
+        matches!(self, Mode::AyaPerf | Mode::LibbpfPerf | Mode::ConductorPerf)
+    }
+
+    /// The event map the producer writes in this mode.
+    fn map(self) -> &'static str {
+        if self.perf() { "seq_perf" } else { "seq_ring" }
+    }
+}
+
+/// One trial of the sweep.
+#[derive(Debug, Clone)]
+struct Trial {
+    mode: Mode,
+    /// The rate asked of the producer (events/s).
+    target: f64,
+    outcome: Outcome,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -166,6 +253,8 @@ struct Outcome {
     dropped: u64,
     /// From the first trigger to the last event consumed.
     elapsed: Duration,
+    /// How long the producer fired.
+    firing: Duration,
     consumer_cpu: Duration,
     producer_cpu: Duration,
     /// Guest calls (conductor modes).
@@ -175,6 +264,13 @@ struct Outcome {
 impl Outcome {
     fn events_per_sec(&self) -> f64 {
         self.consumed as f64 / self.elapsed.as_secs_f64()
+    }
+    /// The rate the producer actually offered.
+    fn offered(&self) -> f64 {
+        self.produced as f64 / self.firing.as_secs_f64()
+    }
+    fn drop_ratio(&self) -> f64 {
+        self.dropped as f64 / self.produced.max(1) as f64
     }
     fn cpu_ns_per_event(&self) -> f64 {
         self.consumer_cpu.as_nanos() as f64 / self.consumed.max(1) as f64
@@ -196,26 +292,29 @@ struct Producer {
 
 impl Producer {
     /// (sequence numbers used, records dropped by the kernel)
-    fn stats(&self) -> Result<(u64, u64)> {
+    fn stats(&self, mode: Mode) -> Result<(u64, u64)> {
         let stats: Array<_, u64> =
             Array::try_from(self.ebpf.map("seq_stats").context("no seq_stats map")?)?;
+        let lost = format!("{}_lost", mode.map());
         let lost: PerCpuArray<_, u64> =
-            PerCpuArray::try_from(self.ebpf.map("seq_ring_lost").context("no lost map")?)?;
+            PerCpuArray::try_from(self.ebpf.map(&lost).context("no lost map")?)?;
         let lost = lost.get(&0, 0)?.iter().sum();
         Ok((stats.get(&0, 0)?, lost))
     }
 }
 
 impl Bench {
-    fn producer(&self) -> Result<Producer> {
+    fn producer(&self, mode: Mode) -> Result<Producer> {
         let a = &self.args;
         let nr = libc::SYS_getpgid as u64;
+        let use_perf = u32::from(mode.perf());
         let mut ebpf = EbpfLoader::new()
             .override_global("target_tid", &self.trigger.tid, true)
             .override_global("trigger_nr", &nr, true)
             .override_global("per_trigger", &a.per_trigger, true)
             .override_global("record_size", &a.event_size, true)
             .override_global("wakeup_bytes", &a.wakeup_bytes, true)
+            .override_global("use_perf", &use_perf, true)
             .map_max_entries("seq_ring", a.ring_bytes)
             .load_file(self.artifacts.join("seq_producer.bpf.o"))
             .context("cannot load seq_producer.bpf.o (build it with `cargo xtask build`)")?;
@@ -228,29 +327,48 @@ impl Bench {
         Ok(Producer { ebpf })
     }
 
-    fn run(&self, mode: Mode) -> Result<Outcome> {
-        let mut producer = self.producer()?;
-        let pin = self.bpffs.join(format!("ring-{}", mode.name()));
+    /// One run of `mode` for `secs` seconds, the producer paced at `rate`
+    /// events/s (or as fast as it can).
+    fn run(&self, mode: Mode, rate: Option<f64>, secs: f64) -> Result<Outcome> {
+        let mut producer = self.producer(mode)?;
+        let pin = self.bpffs.join(format!("map-{}", mode.name()));
+        let fire = Fire { rate, secs };
+        let pages = (self.args.ring_bytes as usize / 4096).max(1);
         let outcome = match mode {
             Mode::Aya => {
                 let ring = RingBuf::try_from(producer.ebpf.take_map("seq_ring").context("ring")?)?;
-                self.run_thread(&producer, move |stop| aya_consumer(ring, stop))?
+                self.run_thread(&producer, mode, fire, move |stop, ready| {
+                    aya_consumer(ring, stop, ready)
+                })?
             }
-            Mode::Libbpf => {
-                pin_ring(&producer, &pin)?;
+            Mode::AyaPerf => {
+                let array =
+                    PerfEventArray::try_from(producer.ebpf.take_map("seq_perf").context("perf")?)?;
+                self.run_thread(&producer, mode, fire, move |stop, ready| {
+                    aya_perf_consumer(array, pages, stop, ready)
+                })?
+            }
+            Mode::Libbpf | Mode::LibbpfPerf => {
+                pin_map(&producer, mode, &pin)?;
                 let pin2 = pin.clone();
-                let r = self.run_thread(&producer, move |stop| libbpf_consumer(&pin2, stop));
+                let r = self.run_thread(&producer, mode, fire, move |stop, ready| {
+                    if mode.perf() {
+                        libbpf_perf_consumer(&pin2, pages, stop, ready)
+                    } else {
+                        libbpf_consumer(&pin2, stop, ready)
+                    }
+                });
                 let _ = std::fs::remove_file(&pin);
                 r?
             }
-            Mode::Conductor | Mode::PerEvent => {
-                pin_ring(&producer, &pin)?;
+            Mode::Conductor | Mode::PerEvent | Mode::ConductorPerf => {
+                pin_map(&producer, mode, &pin)?;
                 let max_batch = if mode == Mode::PerEvent {
                     1
                 } else {
                     self.args.max_batch
                 };
-                let r = self.run_plugin(&producer, &pin, max_batch);
+                let r = self.run_plugin(&producer, mode, &pin, max_batch, fire);
                 let _ = std::fs::remove_file(&pin);
                 r?
             }
@@ -266,49 +384,134 @@ impl Bench {
         Ok(outcome)
     }
 
-    /// Run a native consumer on a thread of its own: it returns what it
-    /// consumed once `stop` is set and the ring is empty.
-    fn run_thread<F>(&self, producer: &Producer, consumer: F) -> Result<Outcome>
+    /// The zero-loss sweep of one consumer (see the module's doc).
+    fn sweep(&self, mode: Mode) -> Result<Vec<Trial>> {
+        let secs = self.args.sweep_duration;
+        let mut trials = Vec::new();
+        let mut trial = |target: f64| -> Result<Trial> {
+            let outcome = self.run(mode, Some(target), secs)?;
+            let t = Trial {
+                mode,
+                target,
+                outcome,
+            };
+            println!(
+                "  {:<16} target {:>6.2} M/s  offered {:>6.2} M/s  dropped {:>10} ({:.3} %)  {:>6.1} ns CPU/event",
+                mode.name(),
+                target / 1e6,
+                t.outcome.offered() / 1e6,
+                t.outcome.dropped,
+                100.0 * t.outcome.drop_ratio(),
+                t.outcome.cpu_ns_per_event()
+            );
+            trials.push(t.clone());
+            Ok(t)
+        };
+        let (mut good, mut bad): (Option<f64>, Option<f64>) = (None, None);
+        let mut failures = 0;
+        for &m in &self.args.rates {
+            let target = m * 1e6;
+            let t = trial(target)?;
+            if t.outcome.dropped == 0 {
+                good = Some(target);
+                bad = None;
+                failures = 0;
+            } else {
+                bad = bad.or(Some(target));
+                failures += 1;
+                if failures == 2 {
+                    break;
+                }
+            }
+            // The producer is at its limit: higher targets offer no more.
+            if t.outcome.offered() < 0.9 * target {
+                break;
+            }
+        }
+        // Narrow the gap above the highest rate without drops.
+        if let (Some(mut lo), Some(mut hi)) = (good, bad) {
+            if lo < hi {
+                for _ in 0..self.args.bisect {
+                    let mid = (lo + hi) / 2.0;
+                    if trial(mid)?.outcome.dropped == 0 {
+                        lo = mid;
+                    } else {
+                        hi = mid;
+                    }
+                }
+            }
+        }
+        Ok(trials)
+    }
+
+    /// Run a native consumer on a thread of its own: it calls `ready` once
+    /// it is set up, and returns what it consumed once `stop` is set and
+    /// its buffers are empty.
+    fn run_thread<F>(
+        &self,
+        producer: &Producer,
+        mode: Mode,
+        fire: Fire,
+        consumer: F,
+    ) -> Result<Outcome>
     where
-        F: FnOnce(&AtomicBool) -> Result<u64> + Send + 'static,
+        F: FnOnce(&AtomicBool, &dyn Fn()) -> Result<u64> + Send + 'static,
     {
         let stop = Arc::new(AtomicBool::new(false));
-        let (tid_tx, tid_rx) = mpsc::channel();
-        let (go_tx, go_rx) = mpsc::channel::<()>();
+        let (ready_tx, ready_rx) = mpsc::channel();
         let thread: JoinHandle<Result<(u64, Duration, Instant)>> = {
             let stop = stop.clone();
             std::thread::spawn(move || {
                 let tid = gettid();
                 dedicate(tid, CONSUMER_CPU);
-                let _ = tid_tx.send(tid);
-                let _ = go_rx.recv();
-                let cpu0 = thread_cpu(tid)?;
-                let consumed = consumer(&stop)?;
-                Ok((consumed, thread_cpu(tid)? - cpu0, Instant::now()))
+                let cpu0 = Cell::new(Duration::ZERO);
+                let ready = || {
+                    cpu0.set(thread_cpu(tid).unwrap_or_default());
+                    let _ = ready_tx.send(());
+                };
+                let consumed = consumer(&stop, &ready)?;
+                Ok((consumed, thread_cpu(tid)? - cpu0.get(), Instant::now()))
             })
         };
-        tid_rx.recv().context("consumer thread died")?;
-        let _ = go_tx.send(());
-        let (started, producer_cpu) = self.trigger.run_for(self.args.duration)?;
+        if ready_rx.recv().is_err() {
+            // The consumer failed before it was ready: its error says why.
+            return match thread.join() {
+                Ok(Err(e)) => Err(e),
+                _ => bail!("{}: the consumer thread died", mode.name()),
+            };
+        }
+        let (started, firing, producer_cpu) = self.trigger.run(fire)?;
         stop.store(true, Ordering::Release);
         let (consumed, consumer_cpu, ended) = thread
             .join()
             .map_err(|_| anyhow::anyhow!("consumer thread panicked"))??;
-        let (produced, dropped) = producer.stats()?;
+        let (produced, dropped) = producer.stats(mode)?;
         Ok(Outcome {
             produced,
             consumed,
             dropped,
             elapsed: ended - started,
+            firing,
             consumer_cpu,
             producer_cpu,
             batches: None,
         })
     }
 
-    fn spec(&self, name: &str, pin: Option<&Path>, max_batch: u32) -> Result<PluginSpec> {
+    fn spec(
+        &self,
+        name: &str,
+        mode: Mode,
+        pin: Option<&Path>,
+        max_batch: u32,
+    ) -> Result<PluginSpec> {
         let component = self.artifacts.join("testing_seq_sum.wasm");
+        let pages = (self.args.ring_bytes / 4096).max(1);
         let maps = match pin {
+            Some(pin) if mode.perf() => format!(
+                "maps:\n  - name: seq_perf\n    pin: {}\n    events: {{maxBatch: {max_batch}, perfPages: {pages}}}\n",
+                pin.display()
+            ),
             Some(pin) => format!(
                 "maps:\n  - name: seq_ring\n    pin: {}\n    events: {{maxBatch: {max_batch}, maxLatencyMs: 1}}\n",
                 pin.display()
@@ -322,20 +525,31 @@ impl Bench {
         Ok(PluginSpec::from_yaml(&text)?)
     }
 
-    fn run_plugin(&self, producer: &Producer, pin: &Path, max_batch: u32) -> Result<Outcome> {
-        let name = if max_batch == 1 { "bench-e" } else { "bench-b" };
+    fn run_plugin(
+        &self,
+        producer: &Producer,
+        mode: Mode,
+        pin: &Path,
+        max_batch: u32,
+        fire: Fire,
+    ) -> Result<Outcome> {
+        let name = match mode {
+            Mode::PerEvent => "bench-e",
+            Mode::ConductorPerf => "bench-p",
+            _ => "bench-b",
+        };
         let metrics = Arc::new(Metrics::new());
-        let spec = self.spec(name, Some(pin), max_batch)?;
+        let spec = self.spec(name, mode, Some(pin), max_batch)?;
         let plugin = Plugin::start(&self.runtime, &metrics, &spec, Path::new("/"))?;
         let source = SourceLabels {
             plugin: name.into(),
-            source: "seq_ring".into(),
+            source: mode.map().into(),
         };
         let received = metrics.host.events_received.get_or_create_owned(&source);
         let batches = metrics.host.batches.get_or_create_owned(&source);
         let lost_host = metrics.host.events_lost.get_or_create_owned(&LostLabels {
             plugin: name.into(),
-            source: "seq_ring".into(),
+            source: mode.map().into(),
             reason: "host",
         });
         // Instantiated and initialised (and its thread named) before the
@@ -348,8 +562,8 @@ impl Bench {
         dedicate(tid, CONSUMER_CPU);
         let cpu0 = thread_cpu(tid)?;
         let batches0 = batches.get();
-        let (started, producer_cpu) = self.trigger.run_for(self.args.duration)?;
-        let (produced, kernel_lost) = producer.stats()?;
+        let (started, firing, producer_cpu) = self.trigger.run(fire)?;
+        let (produced, kernel_lost) = producer.stats(mode)?;
         wait_until(Duration::from_secs(60), || {
             received.get() + kernel_lost >= produced
         })
@@ -368,6 +582,7 @@ impl Bench {
             consumed,
             dropped: kernel_lost + lost_host.get(),
             elapsed: ended - started,
+            firing,
             consumer_cpu,
             producer_cpu,
             batches: Some(batches),
@@ -382,15 +597,15 @@ impl Bench {
         Plugin::start(
             &self.runtime,
             &metrics,
-            &self.spec("warm", None, 1)?,
+            &self.spec("warm", Mode::Conductor, None, 1)?,
             Path::new("/"),
         )?
         .stop();
-        let producer = self.producer()?;
+        let producer = self.producer(Mode::Conductor)?;
         let pin = self.bpffs.join("ring-cold");
-        pin_ring(&producer, &pin)?;
+        pin_map(&producer, Mode::Conductor, &pin)?;
         self.trigger.fire_once()?;
-        let spec = self.spec("cold", Some(&pin), self.args.max_batch)?;
+        let spec = self.spec("cold", Mode::Conductor, Some(&pin), self.args.max_batch)?;
         let batches = metrics.host.batches.get_or_create_owned(&SourceLabels {
             plugin: "cold".into(),
             source: "seq_ring".into(),
@@ -413,7 +628,7 @@ impl Bench {
         let first = Plugin::start(
             &self.runtime,
             &metrics,
-            &self.spec("idle", None, 1)?,
+            &self.spec("idle", Mode::Conductor, None, 1)?,
             Path::new("/"),
         )?;
         std::thread::sleep(Duration::from_millis(200));
@@ -423,7 +638,7 @@ impl Bench {
             let p = Plugin::start(
                 &self.runtime,
                 &metrics,
-                &self.spec(&format!("idle-{i}"), None, 1)?,
+                &self.spec(&format!("idle-{i}"), Mode::Conductor, None, 1)?,
                 Path::new("/"),
             )?;
             plugins.push(p);
@@ -441,9 +656,14 @@ impl Bench {
     }
 }
 
-fn aya_consumer(mut ring: RingBuf<aya::maps::MapData>, stop: &AtomicBool) -> Result<u64> {
+fn aya_consumer(
+    mut ring: RingBuf<aya::maps::MapData>,
+    stop: &AtomicBool,
+    ready: &dyn Fn(),
+) -> Result<u64> {
     let fd = ring.as_raw_fd();
     let mut count = 0u64;
+    ready();
     loop {
         let stopping = stop.load(Ordering::Acquire);
         while let Some(item) = ring.next() {
@@ -457,7 +677,33 @@ fn aya_consumer(mut ring: RingBuf<aya::maps::MapData>, stop: &AtomicBool) -> Res
     }
 }
 
-fn libbpf_consumer(pin: &Path, stop: &AtomicBool) -> Result<u64> {
+/// aya's perf buffer on the producer's CPU (the only one it writes).
+fn aya_perf_consumer(
+    mut array: PerfEventArray<aya::maps::MapData>,
+    pages: usize,
+    stop: &AtomicBool,
+    ready: &dyn Fn(),
+) -> Result<u64> {
+    let mut buffer = array.open(PRODUCER_CPU as u32, Some(pages))?;
+    let fd = buffer.as_raw_fd();
+    let mut count = 0u64;
+    ready();
+    loop {
+        let stopping = stop.load(Ordering::Acquire);
+        buffer.for_each(|event| {
+            if let PerfEvent::Sample { head, tail } = event {
+                std::hint::black_box((head, tail));
+                count += 1;
+            }
+        });
+        if stopping {
+            return Ok(count);
+        }
+        wait_readable(fd);
+    }
+}
+
+fn libbpf_consumer(pin: &Path, stop: &AtomicBool, ready: &dyn Fn()) -> Result<u64> {
     let map = libbpf_rs::MapHandle::from_pinned_path(pin)?;
     let count = Arc::new(AtomicU64::new(0));
     let mut builder = libbpf_rs::RingBufferBuilder::new();
@@ -468,11 +714,39 @@ fn libbpf_consumer(pin: &Path, stop: &AtomicBool) -> Result<u64> {
         0
     })?;
     let ring = builder.build()?;
+    ready();
     loop {
         let stopping = stop.load(Ordering::Acquire);
         ring.poll(POLL)?;
         if stopping {
             ring.consume()?;
+            return Ok(count.load(Ordering::Relaxed));
+        }
+    }
+}
+
+fn libbpf_perf_consumer(
+    pin: &Path,
+    pages: usize,
+    stop: &AtomicBool,
+    ready: &dyn Fn(),
+) -> Result<u64> {
+    let map = libbpf_rs::MapHandle::from_pinned_path(pin)?;
+    let count = Arc::new(AtomicU64::new(0));
+    let c = count.clone();
+    let buffer = libbpf_rs::PerfBufferBuilder::new(&map)
+        .sample_cb(move |_cpu: i32, data: &[u8]| {
+            std::hint::black_box(data);
+            c.fetch_add(1, Ordering::Relaxed);
+        })
+        .pages(pages)
+        .build()?;
+    ready();
+    loop {
+        let stopping = stop.load(Ordering::Acquire);
+        buffer.poll(POLL)?;
+        if stopping {
+            buffer.consume()?;
             return Ok(count.load(Ordering::Relaxed));
         }
     }
@@ -488,13 +762,21 @@ fn wait_readable(fd: i32) {
     unsafe { libc::poll(&mut pfd, 1, POLL.as_millis() as i32) };
 }
 
-fn pin_ring(producer: &Producer, path: &Path) -> Result<()> {
+fn pin_map(producer: &Producer, mode: Mode, path: &Path) -> Result<()> {
     producer
         .ebpf
-        .map("seq_ring")
-        .context("no seq_ring")?
+        .map(mode.map())
+        .with_context(|| format!("no {}", mode.map()))?
         .pin(path)
-        .with_context(|| format!("cannot pin the ring at {}", path.display()))
+        .with_context(|| format!("cannot pin {} at {}", mode.map(), path.display()))
+}
+
+/// How long the producer fires, and how fast.
+#[derive(Debug, Clone, Copy)]
+struct Fire {
+    /// Events per second; `None`: as fast as it can.
+    rate: Option<f64>,
+    secs: f64,
 }
 
 /// The thread whose getpgid() calls fire the producer, pinned to CPU 0.
@@ -503,6 +785,9 @@ struct Trigger {
     state: Arc<AtomicU8>,
     /// Set by the thread when it has left the firing loop.
     idle: Arc<AtomicBool>,
+    /// Nanoseconds between triggers while firing (0: back to back).
+    interval_ns: Arc<AtomicU64>,
+    per_trigger: u32,
 }
 
 const IDLE: u8 = 0;
@@ -511,12 +796,13 @@ const ONCE: u8 = 2;
 const EXIT: u8 = 3;
 
 impl Trigger {
-    fn spawn() -> Result<Self> {
+    fn spawn(per_trigger: u32) -> Result<Self> {
         let state = Arc::new(AtomicU8::new(IDLE));
         let idle = Arc::new(AtomicBool::new(true));
+        let interval_ns = Arc::new(AtomicU64::new(0));
         let (tx, rx) = mpsc::channel();
         {
-            let (state, idle) = (state.clone(), idle.clone());
+            let (state, idle, interval_ns) = (state.clone(), idle.clone(), interval_ns.clone());
             std::thread::Builder::new()
                 .name("bench-trigger".into())
                 .spawn(move || {
@@ -527,7 +813,21 @@ impl Trigger {
                         match state.load(Ordering::Acquire) {
                             FIRE => {
                                 idle.store(false, Ordering::Release);
+                                let interval = interval_ns.load(Ordering::Acquire);
+                                let t0 = Instant::now();
+                                let mut fired = 0u64;
                                 while state.load(Ordering::Relaxed) == FIRE {
+                                    if interval > 0 {
+                                        // Paced: trigger k is due at t0 + k × interval
+                                        // (behind schedule, it fires at once).
+                                        let due = t0 + Duration::from_nanos(fired * interval);
+                                        while Instant::now() < due
+                                            && state.load(Ordering::Relaxed) == FIRE
+                                        {
+                                            std::hint::spin_loop();
+                                        }
+                                        fired += 1;
+                                    }
                                     // SAFETY: no memory arguments.
                                     unsafe { libc::getpgid(0) };
                                 }
@@ -552,21 +852,33 @@ impl Trigger {
                 })?;
         }
         let tid = rx.recv().context("trigger thread died")?;
-        Ok(Self { tid, state, idle })
+        Ok(Self {
+            tid,
+            state,
+            idle,
+            interval_ns,
+            per_trigger,
+        })
     }
 
-    /// Fire for `secs`; returns when firing started and the CPU it cost.
-    fn run_for(&self, secs: f64) -> Result<(Instant, Duration)> {
+    /// Fire as `fire` says; returns when firing started, how long it fired
+    /// and the CPU it cost.
+    fn run(&self, fire: Fire) -> Result<(Instant, Duration, Duration)> {
+        let interval = fire.rate.map_or(0, |rate| {
+            (f64::from(self.per_trigger) / rate * 1e9).max(1.0) as u64
+        });
+        self.interval_ns.store(interval, Ordering::Release);
         let cpu0 = thread_cpu(self.tid)?;
         let started = Instant::now();
         self.state.store(FIRE, Ordering::Release);
-        std::thread::sleep(Duration::from_secs_f64(secs));
+        std::thread::sleep(Duration::from_secs_f64(fire.secs));
         self.state.store(IDLE, Ordering::Release);
         // The last syscall returned, so every record it emitted is committed.
         wait_until(Duration::from_secs(10), || {
             self.idle.load(Ordering::Acquire)
         })?;
-        Ok((started, thread_cpu(self.tid)? - cpu0))
+        let firing = started.elapsed();
+        Ok((started, firing, thread_cpu(self.tid)? - cpu0))
     }
 
     fn fire_once(&self) -> Result<()> {
@@ -690,9 +1002,19 @@ impl Drop for RemoveDir {
     }
 }
 
+/// The highest offered rate at which `mode` dropped nothing in the sweep.
+fn zero_loss_rate(sweep: &[Trial], mode: Mode) -> Option<f64> {
+    sweep
+        .iter()
+        .filter(|t| t.mode == mode && t.outcome.dropped == 0)
+        .map(|t| t.outcome.offered())
+        .reduce(f64::max)
+}
+
 fn report(
     args: &Args,
     results: &[(Mode, Outcome)],
+    sweep: &[Trial],
     cold_start: Duration,
     idle_rss: u64,
 ) -> Result<()> {
@@ -739,6 +1061,50 @@ fn report(
     for ((name, v), (_, w)) in ratios.iter().zip(&per_cpu) {
         println!("{name} = {v:.2} (events/s), {w:.2} (events per CPU second)");
     }
+    if !sweep.is_empty() {
+        println!();
+        println!(
+            "| consumer | target | offered | produced | dropped | drop % | consumer CPU | consumer ns/event |"
+        );
+        println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+        let mut sorted: Vec<&Trial> = sweep.iter().collect();
+        sorted.sort_by(|a, b| {
+            (a.mode as u8, a.target)
+                .partial_cmp(&(b.mode as u8, b.target))
+                .unwrap_or(std::cmp::Ordering::Equal)
+        });
+        for t in sorted {
+            let r = &t.outcome;
+            println!(
+                "| {} | {:.2} M/s | {:.2} M/s | {} | {} | {:.3} % | {:.0} % | {:.1} |",
+                t.mode.name(),
+                t.target / 1e6,
+                r.offered() / 1e6,
+                r.produced,
+                r.dropped,
+                100.0 * r.drop_ratio(),
+                100.0 * r.consumer_cpu.as_secs_f64() / r.elapsed.as_secs_f64(),
+                r.cpu_ns_per_event(),
+            );
+        }
+        println!();
+        for mode in Mode::SWEPT {
+            match zero_loss_rate(sweep, mode) {
+                Some(r) => println!(
+                    "zero-loss rate {:<16} = {:.2} M events/s",
+                    mode.name(),
+                    r / 1e6
+                ),
+                None => println!(
+                    "zero-loss rate {:<16} = none (dropped at every rate tried)",
+                    mode.name()
+                ),
+            }
+        }
+        for (name, v) in zero_loss_ratios(sweep) {
+            println!("zero_loss {name} = {v:.2}");
+        }
+    }
     println!(
         "plugin cold start (warm cache) = {:.2} ms",
         cold_start.as_secs_f64() * 1e3
@@ -766,9 +1132,49 @@ fn report(
                 },
                 "elapsed_seconds": r.elapsed.as_secs_f64(),
                 "guest_calls": r.batches,
+                "zero_loss_rate": zero_loss_rate(sweep, *mode),
             }),
         );
     }
+    let trials: Vec<_> = sweep
+        .iter()
+        .map(|t| {
+            let r = &t.outcome;
+            json!({
+                "consumer": t.mode.name(),
+                "target_rate": t.target,
+                "offered_rate": r.offered(),
+                "produced": r.produced,
+                "consumed": r.consumed,
+                "dropped": r.dropped,
+                "consumer_utilisation": r.consumer_cpu.as_secs_f64() / r.elapsed.as_secs_f64(),
+                "consumer_ns_per_event": r.cpu_ns_per_event(),
+                "producer_ns_per_event": r.producer_cpu.as_nanos() as f64 / r.produced.max(1) as f64,
+            })
+        })
+        .collect();
+    let zero_loss: BTreeMap<_, _> = Mode::SWEPT
+        .iter()
+        .map(|m| (m.name(), zero_loss_rate(sweep, *m)))
+        .collect();
+    let zero_loss_ratios: BTreeMap<_, _> = zero_loss_ratios(sweep).into_iter().collect();
+    let perf_arrays: BTreeMap<_, _> = results
+        .iter()
+        .filter(|(m, _)| m.perf())
+        .map(|(m, r)| {
+            (
+                m.name(),
+                json!({
+                    "produced": r.produced,
+                    "consumed": r.consumed,
+                    "dropped": r.dropped,
+                    "events_per_sec": r.events_per_sec(),
+                    "consumer_ns_per_event": r.cpu_ns_per_event(),
+                    "zero_loss_rate": zero_loss_rate(sweep, *m),
+                }),
+            )
+        })
+        .collect();
     let ratios: BTreeMap<_, _> = ratios.iter().map(|(k, v)| (*k, *v)).collect();
     let per_cpu: BTreeMap<_, _> = per_cpu.iter().map(|(k, v)| (*k, *v)).collect();
     let doc = json!({
@@ -779,11 +1185,18 @@ fn report(
             "ring_bytes": args.ring_bytes,
             "wakeup_bytes": args.wakeup_bytes,
             "max_batch": args.max_batch,
+            "sweep_duration_seconds": args.sweep_duration,
+            "sweep_rates": args.rates,
+            "bisect": args.bisect,
             "cpus": std::thread::available_parallelism().map_or(1, |n| n.get()),
         },
         "consumers": consumers,
         "ratios": ratios,
         "ratios_per_cpu_second": per_cpu,
+        "sweep": trials,
+        "zero_loss_rate": zero_loss,
+        "zero_loss_ratios": zero_loss_ratios,
+        "perf_arrays": perf_arrays,
         "cold_start_ms": cold_start.as_secs_f64() * 1e3,
         "idle_plugin_rss_bytes": idle_rss,
     });
@@ -798,11 +1211,51 @@ fn report(
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/ringbuf.png"));
     plot(&path, results)?;
     println!("wrote {}", path.display());
+    if !sweep.is_empty() {
+        let stem = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("ringbuf");
+        let sweep_path = path.with_file_name(format!("{stem}-sweep.png"));
+        plot_sweep(&sweep_path, sweep)?;
+        println!("wrote {}", sweep_path.display());
+    }
     Ok(())
 }
 
-/// A bar chart of events/s per consumer.
-fn plot(path: &Path, results: &[(Mode, Outcome)]) -> Result<()> {
+/// Zero-loss rate of the conductor consumer over each native one, ring
+/// buffers and perf event arrays apart.
+fn zero_loss_ratios(sweep: &[Trial]) -> Vec<(&'static str, f64)> {
+    let ratio = |a: Mode, b: Mode| {
+        zero_loss_rate(sweep, a)
+            .zip(zero_loss_rate(sweep, b))
+            .map(|(a, b)| a / b)
+    };
+    [
+        ("conductor_vs_aya", Mode::Conductor, Mode::Aya),
+        ("conductor_vs_libbpf", Mode::Conductor, Mode::Libbpf),
+        (
+            "conductor_perf_vs_aya_perf",
+            Mode::ConductorPerf,
+            Mode::AyaPerf,
+        ),
+        (
+            "conductor_perf_vs_libbpf_perf",
+            Mode::ConductorPerf,
+            Mode::LibbpfPerf,
+        ),
+        (
+            "conductor_ring_vs_perf",
+            Mode::Conductor,
+            Mode::ConductorPerf,
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(name, a, b)| ratio(a, b).map(|r| (name, r)))
+    .collect()
+}
+
+fn register_font() -> Result<()> {
     use plotters::prelude::*;
     const FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
     let font = std::fs::read(FONT)
@@ -812,21 +1265,29 @@ fn plot(path: &Path, results: &[(Mode, Outcome)]) -> Result<()> {
         FontStyle::Normal,
         Box::leak(font.into_boxed_slice()),
     )
-    .map_err(|_| anyhow::anyhow!("{FONT} is not a usable font"))?;
+    .map_err(|_| anyhow::anyhow!("{FONT} is not a usable font"))
+}
+
+/// A bar chart of events/s per consumer at full speed, the events dropped
+/// (per second) drawn in red after each bar.
+fn plot(path: &Path, results: &[(Mode, Outcome)]) -> Result<()> {
+    use plotters::prelude::*;
+    register_font()?;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let root = BitMapBackend::new(path, (900, 420)).into_drawing_area();
+    let root = BitMapBackend::new(path, (900, 520)).into_drawing_area();
     root.fill(&WHITE)?;
+    let dropped_per_sec = |r: &Outcome| r.dropped as f64 / r.elapsed.as_secs_f64();
     let max = results
         .iter()
-        .map(|(_, r)| r.events_per_sec() / 1e6)
+        .map(|(_, r)| (r.events_per_sec() + dropped_per_sec(r)) / 1e6)
         .fold(0.0, f64::max)
         * 1.15;
     let n = results.len() as i32;
     let mut chart = ChartBuilder::on(&root)
         .caption(
-            "ring buffer consumers, same producer (M events/s)",
+            "consumers at full speed (M events/s; red: dropped)",
             ("sans-serif", 22),
         )
         .margin(15)
@@ -859,13 +1320,90 @@ fn plot(path: &Path, results: &[(Mode, Outcome)]) -> Result<()> {
         bar
     }))?;
     chart.draw_series(results.iter().enumerate().map(|(i, (_, r))| {
+        let i = i as i32;
+        let v = r.events_per_sec() / 1e6;
+        let mut bar = Rectangle::new(
+            [
+                (v, SegmentValue::Exact(i)),
+                (v + dropped_per_sec(r) / 1e6, SegmentValue::Exact(i + 1)),
+            ],
+            RED.mix(0.6).filled(),
+        );
+        bar.set_margin(6, 6, 0, 0);
+        bar
+    }))?;
+    chart.draw_series(results.iter().enumerate().map(|(i, (_, r))| {
         let v = r.events_per_sec() / 1e6;
         Text::new(
-            format!("{v:.2} M/s, {:.0} ns CPU/event", r.cpu_ns_per_event()),
+            format!(
+                "{v:.2} M/s, {:.2} % dropped, {:.0} ns CPU/event",
+                100.0 * r.drop_ratio(),
+                r.cpu_ns_per_event()
+            ),
             (v * 0.02, SegmentValue::CenterOf(i as i32)),
             ("sans-serif", 15),
         )
     }))?;
+    root.present()?;
+    Ok(())
+}
+
+/// The sweep: share of events dropped against the offered rate, one line
+/// per consumer (a logarithmic share, zero drawn at the bottom).
+fn plot_sweep(path: &Path, sweep: &[Trial]) -> Result<()> {
+    use plotters::prelude::*;
+    const FLOOR: f64 = 1e-6;
+    let root = BitMapBackend::new(path, (900, 520)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let max_rate = sweep
+        .iter()
+        .map(|t| t.outcome.offered() / 1e6)
+        .fold(0.0, f64::max)
+        * 1.05;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            "zero-loss sweep: events dropped against offered rate",
+            ("sans-serif", 22),
+        )
+        .margin(15)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0.0..max_rate.max(0.1), (FLOOR..1.0).log_scale())?;
+    chart
+        .configure_mesh()
+        .x_desc("offered M events/s")
+        .y_desc("dropped (share; bottom: none)")
+        .label_style(("sans-serif", 15))
+        .draw()?;
+    let colours = [BLUE, GREEN, RED, CYAN, MAGENTA, BLACK];
+    for (k, mode) in Mode::SWEPT.iter().enumerate() {
+        let mut points: Vec<(f64, f64)> = sweep
+            .iter()
+            .filter(|t| t.mode == *mode)
+            .map(|t| (t.outcome.offered() / 1e6, t.outcome.drop_ratio().max(FLOOR)))
+            .collect();
+        points.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap_or(std::cmp::Ordering::Equal));
+        let colour = colours[k % colours.len()];
+        chart
+            .draw_series(std::iter::once(PathElement::new(
+                points.clone(),
+                colour.stroke_width(2),
+            )))?
+            .label(mode.name())
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 18, y)], colour.stroke_width(2)));
+        chart.draw_series(
+            points
+                .into_iter()
+                .map(|p| Circle::new(p, 3, colour.filled())),
+        )?;
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .label_font(("sans-serif", 15))
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()?;
     root.present()?;
     Ok(())
 }

@@ -27,13 +27,6 @@ use aya::maps::{Map, MapData, PerfEventArray};
 use crate::maps::{KernelMap, MapKind};
 use crate::ringbuf::{Drained, RingReader};
 
-/// How soon events that arrived while a batch was being delivered are
-/// taken, when there are too few to take at once (see [`Delivered::soon`]).
-/// Waiting lets them gather into a batch worth a guest call. If a quarter
-/// of the ring is already waiting they are taken at once, and a wakeup
-/// (e.g. the producer's threshold in `conductor.h`) ends the wait early.
-pub const SOON: std::time::Duration = std::time::Duration::from_millis(1);
-
 /// Upper bound on the bytes of one batch, whatever `maxBatch` says, so one
 /// call cannot ask the plugin for unbounded memory.
 pub const MAX_BATCH_BYTES: usize = 4 << 20;
@@ -86,9 +79,10 @@ pub struct Delivered<R> {
     pub events: usize,
     /// More events are ready: deliver again now.
     pub more: bool,
-    /// A few events arrived during the delivery that no wakeup will
-    /// announce: deliver again within [`SOON`].
-    pub soon: bool,
+    /// Fewer than a batch's worth of events arrived during the delivery,
+    /// and no wakeup will announce them: deliver again after this delay
+    /// (see [`RingReader::batch`]).
+    pub gather: Option<std::time::Duration>,
     /// What the delivery returned; `None` if there were no events.
     pub result: Option<R>,
 }
@@ -236,7 +230,10 @@ impl EventSource {
                 Delivered {
                     events: if result.is_some() { spans.len() } else { 0 },
                     more: drained == Drained::More,
-                    soon: drained == Drained::Soon,
+                    gather: match drained {
+                        Drained::Gather(wait) => Some(wait),
+                        _ => None,
+                    },
                     result,
                 }
             }
@@ -282,7 +279,8 @@ impl EventSource {
                 Delivered {
                     events: spans.len(),
                     more,
-                    soon: false,
+                    // Perf buffers wake the reader for every sample.
+                    gather: None,
                     result,
                 }
             }

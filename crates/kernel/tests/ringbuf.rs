@@ -11,9 +11,10 @@
 use aya::maps::Array;
 use aya::programs::RawTracePoint;
 use aya::{Ebpf, EbpfLoader};
-use conductor_kernel::events::EventSource;
+use conductor_kernel::events::{Batch, EventSource};
 use conductor_kernel::maps::KernelMap;
 use conductor_kernel::object::into_map_data;
+use conductor_kernel::ringbuf::MAX_GATHER;
 use conductor_test_support::*;
 
 struct Producer {
@@ -100,41 +101,44 @@ struct Checker {
 }
 
 impl Checker {
-    /// Drain `p` until its source reports nothing more, checking each batch
-    /// where it lies (in the ring itself).
+    /// Check one batch where it lies (in the ring itself).
+    fn check(&mut self, batch: &Batch<'_>, record_size: usize) {
+        self.lost += batch.kernel_lost;
+        for (at, len) in batch.spans.iter() {
+            // Delivered in place: the kernel's record header (the
+            // committed length) sits right before each record.
+            let header = u32::from_ne_bytes(batch.data[at - 8..at - 4].try_into().unwrap());
+            assert_eq!(header as usize, len, "record header before the record");
+            let record = &batch.data[at..][..len];
+            assert_eq!(record.len(), record_size, "record length");
+            let word = |k: usize| u64::from_ne_bytes(record[k * 8..k * 8 + 8].try_into().unwrap());
+            let seq = word(0);
+            assert_eq!(word(record.len() / 8 - 1), !seq, "torn record {seq}");
+            if let Some(last) = self.last {
+                assert!(
+                    seq > last,
+                    "record {seq} after {last}: duplicate or reordered"
+                );
+            }
+            self.last = Some(seq);
+            self.received += 1;
+        }
+        if !batch.spans.is_empty() {
+            self.batches += 1;
+        }
+    }
+
+    /// Drain `p` until its source reports nothing more, checking each batch.
     fn drain(&mut self, p: &mut Producer, max_batch: usize) {
         loop {
             let record_size = p.record_size as usize;
             let delivered = p.source.deliver(|batch| {
-                self.lost += batch.kernel_lost;
-                for (at, len) in batch.spans.iter() {
-                    // Delivered in place: the kernel's record header (the
-                    // committed length) sits right before each record.
-                    let header = u32::from_ne_bytes(batch.data[at - 8..at - 4].try_into().unwrap());
-                    assert_eq!(header as usize, len, "record header before the record");
-                    let record = &batch.data[at..][..len];
-                    assert_eq!(record.len(), record_size, "record length");
-                    let word =
-                        |k: usize| u64::from_ne_bytes(record[k * 8..k * 8 + 8].try_into().unwrap());
-                    let seq = word(0);
-                    assert_eq!(word(record.len() / 8 - 1), !seq, "torn record {seq}");
-                    if let Some(last) = self.last {
-                        assert!(
-                            seq > last,
-                            "record {seq} after {last}: duplicate or reordered"
-                        );
-                    }
-                    self.last = Some(seq);
-                    self.received += 1;
-                }
+                self.check(&batch, record_size);
                 batch.spans.len()
             });
             let n = delivered.events;
             assert_eq!(Some(n), delivered.result.or(Some(0)));
             assert!(n <= max_batch, "batch of {n} events, max {max_batch}");
-            if n > 0 {
-                self.batches += 1;
-            }
             if !delivered.more {
                 self.lost += p.source.take_kernel_lost();
                 return;
@@ -208,6 +212,77 @@ fn overflowing_ring_counts_every_dropped_record() {
         check.received + check.lost,
         "produced == consumed + counted drops"
     );
+}
+
+#[test]
+fn a_batch_worth_arriving_during_a_delivery_is_taken_at_once() {
+    if !require_root() {
+        return;
+    }
+    // Kernel-default wakeups: a record committed while the consumer
+    // position is behind it wakes nobody, so only the consumer itself can
+    // come back for what arrives while it delivers. A slow consumer: every
+    // delivery lasts as long as the producer takes to emit a full batch
+    // (256 records of 72 bytes in the ring). Over 1000 deliveries that is
+    // 18 MiB through a 1 MiB ring: nothing may be dropped, and after every
+    // delivery the source must ask to be drained at once, not later (a
+    // fixed wait lost events whenever the producer could fill the ring in it).
+    let mut p = producer(1 << 20, 64, 16, 0, 256);
+    let mut check = Checker::default();
+    p.trigger(8); // 128 records: less than a batch to start with
+    for round in 0..1000 {
+        let delivered = p.source.deliver(|batch| {
+            check.check(&batch, 64);
+            trigger(16);
+        });
+        assert!(delivered.events > 0, "round {round}: nothing delivered");
+        assert!(
+            delivered.more,
+            "round {round}: a batch's worth arrived during the delivery, yet the source asked to wait (gather {:?})",
+            delivered.gather
+        );
+    }
+    check.drain(&mut p, 256);
+    let (produced, _) = p.stats();
+    assert_eq!(produced, 128 + 1000 * 256);
+    assert_eq!(check.lost, 0, "dropped while the consumer kept up");
+    assert_eq!(check.received, produced, "every record delivered once");
+}
+
+#[test]
+fn a_few_records_arriving_during_a_delivery_are_gathered_then_taken() {
+    if !require_root() {
+        return;
+    }
+    // Less than a batch's worth arrives during a delivery: the source asks
+    // to come back within MAX_GATHER (no wakeup will announce those
+    // records), and the next delivery takes them. With nothing arriving it
+    // asks for neither.
+    let mut p = producer(1 << 20, 64, 16, 0, 256);
+    let mut check = Checker::default();
+    p.trigger(1);
+    let first = p.source.deliver(|batch| {
+        check.check(&batch, 64);
+        trigger(1);
+    });
+    assert_eq!(first.events, 16);
+    assert!(!first.more, "16 records are not a batch's worth (256)");
+    let wait = first
+        .gather
+        .expect("records arrived during the delivery: the source must come back for them");
+    assert!(wait <= MAX_GATHER, "gather wait {wait:?}");
+    let second = p.source.deliver(|batch| check.check(&batch, 64));
+    assert_eq!(
+        second.events, 16,
+        "the records that arrived during the first delivery"
+    );
+    assert!(!second.more);
+    assert_eq!(
+        second.gather, None,
+        "nothing arrived during the second delivery"
+    );
+    assert_eq!(check.received, 32);
+    assert_eq!(check.lost + p.source.take_kernel_lost(), 0);
 }
 
 #[test]

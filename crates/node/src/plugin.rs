@@ -9,6 +9,7 @@
 //! started after an exponential backoff. Nothing a plugin does can reach
 //! another plugin's thread or the host's.
 
+use std::os::fd::{AsFd, AsRawFd};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -18,6 +19,8 @@ use conductor_api::{Phase, PluginSpec, SpecError};
 use crossbeam_channel::{Receiver, Sender};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
+use nix::sys::time::TimeSpec;
+use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
@@ -33,6 +36,8 @@ use crate::metrics::{Metrics, PluginMetrics};
 use crate::wiring::{self, KernelSide, Wiring};
 
 const WAKER: Token = Token(usize::MAX);
+/// A timer for deadlines closer than epoll's millisecond timeouts can express.
+const TIMER: Token = Token(usize::MAX - 1);
 /// First restart delay after a fault; doubles up to `MAX_BACKOFF`.
 const INITIAL_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
@@ -351,6 +356,9 @@ struct Worker {
     sources: Vec<Source>,
     poll: Poll,
     waker: Arc<Waker>,
+    /// Wakes the poll for sub-millisecond deadlines (a source gathering
+    /// records that arrived during a call, see [`EventSource::deliver`]).
+    timer: TimerFd,
     status: Arc<Mutex<Status>>,
     calls: CallMetrics,
     faults: Arc<Metrics>,
@@ -379,6 +387,15 @@ impl Worker {
         let name = spec.name.clone();
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let timer = TimerFd::new(
+            ClockId::CLOCK_MONOTONIC,
+            TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
+        )?;
+        poll.registry().register(
+            &mut SourceFd(&timer.as_fd().as_raw_fd()),
+            TIMER,
+            Interest::READABLE,
+        )?;
         let source_names: Vec<String> = sources.iter().map(|s| s.name().to_owned()).collect();
         let series = metrics.host.plugin_series(&name, &source_names);
         let mut workers_sources = Vec::with_capacity(sources.len());
@@ -448,6 +465,7 @@ impl Worker {
             sources: workers_sources,
             poll,
             waker,
+            timer,
             status,
             notify: None,
             first_start: None,
@@ -554,7 +572,17 @@ impl Worker {
         for t in self.sources.iter().filter_map(|s| s.drain_by) {
             deadline = deadline.min(t);
         }
-        deadline.saturating_duration_since(Instant::now())
+        let wait = deadline.saturating_duration_since(Instant::now());
+        if !wait.is_zero() && wait < Duration::from_millis(1) {
+            // epoll rounds its timeout up to a millisecond: let the timer
+            // end the wait on time. Should arming fail, the wait is merely
+            // that millisecond.
+            let _ = self.timer.set(
+                Expiration::OneShot(TimeSpec::from_duration(wait)),
+                TimerSetTimeFlags::empty(),
+            );
+        }
+        wait
     }
 
     fn drain(&mut self, i: usize) {
@@ -589,8 +617,8 @@ impl Worker {
             let n = delivered.events as u64;
             let now = Instant::now();
             s.drain_by = s.max_latency.map(|d| now + d);
-            if delivered.soon {
-                let soon = now + conductor_kernel::events::SOON;
+            if let Some(wait) = delivered.gather {
+                let soon = now + wait;
                 s.drain_by = Some(s.drain_by.map_or(soon, |t| t.min(soon)));
             }
             s.pending = delivered.more;

@@ -13,6 +13,11 @@
  *   seq_stats[0] (sequence numbers used) ==
  *       records consumed + seq_stats[1] (discarded) + sum(seq_ring_lost).
  * One thread triggers, so plain increments suffice.
+ *
+ * With `use_perf` set, records go to the perf event array `seq_perf`
+ * instead (bpf_perf_event_output on the current CPU, no discards), and
+ * failed outputs (buffer full) are counted in `seq_perf_lost`, so the
+ * same equation holds with seq_perf_lost for seq_ring_lost.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -26,8 +31,28 @@ const volatile __u32 per_trigger = 1;
 const volatile __u32 record_size = 64;   /* multiple of 8, 16..MAX_RECORD */
 const volatile __u32 discard_every = 0;
 const volatile __u64 wakeup_bytes = 0;  /* 0: the kernel's default wakeups */
+const volatile __u32 use_perf = 0;      /* 1: emit into seq_perf */
 
 CONDUCTOR_RINGBUF(seq_ring, 256 * 1024);
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERF_EVENT_ARRAY);
+	__uint(key_size, sizeof(__u32));
+	__uint(value_size, sizeof(__u32));
+} seq_perf SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} seq_perf_lost SEC(".maps");
+
+/* bpf_perf_event_output needs the program's context: bpf_loop hands it to
+ * the callback through a slot on the program's stack. */
+struct perf_loop {
+	struct bpf_raw_tracepoint_args *ctx;
+};
 
 /* [0]: next sequence number, [1]: records discarded */
 struct {
@@ -87,6 +112,29 @@ static long emit(__u64 index, void *ctx)
 	return 0;
 }
 
+static long emit_perf(__u64 index, void *loop)
+{
+	struct bpf_raw_tracepoint_args *ctx = ((struct perf_loop *)loop)->ctx;
+	__u32 k0 = 0;
+	__u64 *next = bpf_map_lookup_elem(&seq_stats, &k0);
+	struct scratch *s = bpf_map_lookup_elem(&seq_scratch, &k0);
+	__u32 size = record_size, last;
+	__u64 seq;
+
+	if (!next || !s || size < 16 || size > MAX_RECORD)
+		return 1;
+	last = size / 8 - 1;
+	if (last >= MAX_RECORD / 8)
+		return 1;
+	seq = *next;
+	*next = seq + 1;
+	s->words[0] = seq;
+	s->words[last] = ~seq;
+	if (bpf_perf_event_output(ctx, &seq_perf, BPF_F_CURRENT_CPU, s, size))
+		conductor__count_lost(&seq_perf_lost);
+	return 0;
+}
+
 SEC("raw_tracepoint/sys_enter")
 int trigger(struct bpf_raw_tracepoint_args *ctx)
 {
@@ -94,6 +142,12 @@ int trigger(struct bpf_raw_tracepoint_args *ctx)
 		return 0;
 	if (ctx->args[1] != trigger_nr)
 		return 0;
+	if (use_perf) {
+		struct perf_loop loop = { .ctx = ctx };
+
+		bpf_loop(per_trigger, emit_perf, &loop, 0);
+		return 0;
+	}
 	bpf_loop(per_trigger, emit, NULL, 0);
 	return 0;
 }
