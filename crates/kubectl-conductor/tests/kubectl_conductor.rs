@@ -438,3 +438,40 @@ fn delete_without_waiting_and_timing_out() {
     );
     assert!(ran.stderr.contains(PLUGIN_FINALIZER), "{ran:?}");
 }
+
+/// The krew manifest installs this binary, at this crate's version, under
+/// the name kubectl's plugin discovery looks for.
+#[test]
+fn krew_manifest_matches_the_binary() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/krew/conductor.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let m: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).unwrap();
+    assert_eq!(m["kind"].as_str(), Some("Plugin"));
+    assert_eq!(m["metadata"]["name"].as_str(), Some("conductor"));
+    assert_eq!(
+        m["spec"]["version"].as_str(),
+        Some(format!("v{}", env!("CARGO_PKG_VERSION")).as_str())
+    );
+    let platforms = m["spec"]["platforms"].as_sequence().unwrap();
+    assert!(!platforms.is_empty());
+    let bin_name = Path::new(env!("CARGO_BIN_EXE_kubectl-conductor"))
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap();
+    for p in platforms {
+        assert_eq!(p["bin"].as_str(), Some(bin_name), "{p:?}");
+        let sha = p["sha256"].as_str().unwrap();
+        assert!(
+            sha.len() == 64 && sha.chars().all(|c| c.is_ascii_hexdigit()),
+            "{sha}"
+        );
+        assert!(
+            p["uri"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("/v{}/", env!("CARGO_PKG_VERSION"))),
+            "{p:?}"
+        );
+    }
+}
