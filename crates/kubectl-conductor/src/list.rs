@@ -113,15 +113,17 @@ pub async fn list(client: kube::Client, args: ListArgs) -> anyhow::Result<()> {
 /// One line per plugin and node (a plugin no node reports yet gets one line
 /// with `-`), columns aligned like kubectl's.
 fn table(rows: &[PluginRow]) -> String {
-    let mut lines = vec![[
-        "NAME",
-        "COMPONENT",
-        "NODE",
-        "PHASE",
-        "RESTARTS",
-        "LAST ERROR",
-    ]
-    .map(String::from)];
+    let mut lines = vec![
+        [
+            "NAME",
+            "COMPONENT",
+            "NODE",
+            "PHASE",
+            "RESTARTS",
+            "LAST ERROR",
+        ]
+        .map(String::from),
+    ];
     for p in rows {
         if p.nodes.is_empty() {
             lines.push([
@@ -145,7 +147,13 @@ fn table(rows: &[PluginRow]) -> String {
         }
     }
     let widths: Vec<usize> = (0..6)
-        .map(|i| lines.iter().map(|l| l[i].chars().count()).max().unwrap_or(0))
+        .map(|i| {
+            lines
+                .iter()
+                .map(|l| l[i].chars().count())
+                .max()
+                .unwrap_or(0)
+        })
         .collect();
     let mut out = String::new();
     for l in &lines {

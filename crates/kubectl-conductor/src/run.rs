@@ -100,7 +100,10 @@ pub async fn run(client: kube::Client, args: RunArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("cannot update EbpfPlugin {name}"))?
         }
         None => plugins
-            .create(&PostParams::default(), &EbpfPlugin::new(&name, desired.clone()))
+            .create(
+                &PostParams::default(),
+                &EbpfPlugin::new(&name, desired.clone()),
+            )
             .await
             .with_context(|| format!("cannot create EbpfPlugin {name}"))?,
     };
@@ -157,10 +160,7 @@ fn plugin_spec(args: &RunArgs) -> anyhow::Result<PluginSpec> {
     }
     for kv in &args.set {
         let (k, v) = kv.split_once('=').ok_or_else(|| {
-            Failure::new(
-                Exit::Error,
-                format!("--set `{kv}`: expected KEY=VALUE"),
-            )
+            Failure::new(Exit::Error, format!("--set `{kv}`: expected KEY=VALUE"))
         })?;
         spec.config.insert(k.to_string(), v.to_string());
     }
@@ -218,9 +218,8 @@ async fn wait_running(
 ) -> Result<Vec<String>, Failure> {
     let nodes_api: Api<Node> = Api::all(client.clone());
     let states_api: Api<EbpfPluginNodeState> = Api::all(client.clone());
-    let api_err = |what: &str, e: kube::Error| {
-        Failure::new(Exit::Error, format!("cannot list {what}: {e}"))
-    };
+    let api_err =
+        |what: &str, e: kube::Error| Failure::new(Exit::Error, format!("cannot list {what}: {e}"));
     let label_selector = selector
         .match_labels
         .iter()
@@ -289,7 +288,11 @@ async fn wait_running(
         if !failed.is_empty() {
             return Err(Failure::new(
                 Exit::Failed,
-                format!("{name} failed on {} node(s):\n  {}", failed.len(), failed.join("\n  ")),
+                format!(
+                    "{name} failed on {} node(s):\n  {}",
+                    failed.len(),
+                    failed.join("\n  ")
+                ),
             ));
         }
         if waiting.is_empty() {
@@ -336,7 +339,10 @@ async fn roll_back(
             };
             let mut restored = current;
             restored.spec = prev.spec.clone();
-            match plugins.replace(name, &PostParams::default(), &restored).await {
+            match plugins
+                .replace(name, &PostParams::default(), &restored)
+                .await
+            {
                 Ok(_) => format!("rolled back: restored the previous spec of EbpfPlugin {name}"),
                 Err(e) => format!(
                     "rollback FAILED: cannot restore the previous spec of EbpfPlugin {name} ({e})"
@@ -353,8 +359,14 @@ mod tests {
     #[test]
     fn names_from_references() {
         let n = |r| name_from_reference(r);
-        assert_eq!(n("oci://ghcr.io/x/exec-counter:1.0").as_deref(), Some("exec-counter"));
-        assert_eq!(n("oci://ghcr.io/x/exec-counter@sha256:ab").as_deref(), Some("exec-counter"));
+        assert_eq!(
+            n("oci://ghcr.io/x/exec-counter:1.0").as_deref(),
+            Some("exec-counter")
+        );
+        assert_eq!(
+            n("oci://ghcr.io/x/exec-counter@sha256:ab").as_deref(),
+            Some("exec-counter")
+        );
         assert_eq!(n("/opt/plugins/foo.wasm").as_deref(), Some("foo"));
         assert_eq!(n("oci://ghcr.io/x/"), None);
     }

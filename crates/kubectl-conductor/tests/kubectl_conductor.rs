@@ -61,11 +61,9 @@ impl Kubectl {
             .parent()
             .unwrap()
             .to_owned();
-        let path = std::env::join_paths(
-            std::iter::once(bin_dir).chain(std::env::split_paths(
-                &std::env::var_os("PATH").unwrap_or_default(),
-            )),
-        )
+        let path = std::env::join_paths(std::iter::once(bin_dir).chain(std::env::split_paths(
+            &std::env::var_os("PATH").unwrap_or_default(),
+        )))
         .unwrap();
         let out: Output = Command::new("kubectl")
             .env("KUBECONFIG", self.kubeconfig())
@@ -190,14 +188,7 @@ fn run_list_delete_on_a_real_host() {
             "1",
         ],
     );
-    let ctx = || {
-        format!(
-            "{}\n{}\n{}",
-            ctl.log_text(),
-            agent.log_text(),
-            d.log_text()
-        )
-    };
+    let ctx = || format!("{}\n{}\n{}", ctl.log_text(), agent.log_text(), d.log_text());
     let component = artifacts().join("exec_counter.wasm");
     let spec = exec_counter_spec(k.dir.path(), "exec-counter", &component);
 
@@ -246,7 +237,15 @@ fn run_list_delete_on_a_real_host() {
     let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
     assert_eq!(
         header,
-        ["NAME", "COMPONENT", "NODE", "PHASE", "RESTARTS", "LAST", "ERROR"],
+        [
+            "NAME",
+            "COMPONENT",
+            "NODE",
+            "PHASE",
+            "RESTARTS",
+            "LAST",
+            "ERROR"
+        ],
         "{ran:?}"
     );
     let row: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
@@ -292,7 +291,7 @@ fn run_list_delete_on_a_real_host() {
     );
     let p: EbpfPlugin = api.get(None, "exec-counter").unwrap();
     assert_eq!(p.spec.plugin.component, component.to_str().unwrap());
-    wait_for(T, "the previous spec running again", &ctx, || {
+    wait_for(T, "the previous spec running again", ctx, || {
         d.get("exec-counter").filter(|h| {
             h.phase == conductor_api::v1::Phase::Running as i32
                 && h.spec
@@ -312,7 +311,7 @@ fn run_list_delete_on_a_real_host() {
             .contains("rolled back: deleted EbpfPlugin broken (it did not exist before)"),
         "{ran:?}"
     );
-    wait_for(T, "broken gone", &ctx, || {
+    wait_for(T, "broken gone", ctx, || {
         api.get::<EbpfPlugin>(None, "broken")
             .is_none()
             .then_some(())
@@ -387,7 +386,12 @@ fn run_that_cannot_become_ready_is_rolled_back() {
     assert!(api.get::<EbpfPlugin>(None, "probe").is_none());
 
     // An invalid spec is refused before anything is written.
-    let ran = k.conductor(&["run", "oci://registry.example/x/probe:1.0", "--name", "Bad_Name"]);
+    let ran = k.conductor(&[
+        "run",
+        "oci://registry.example/x/probe:1.0",
+        "--name",
+        "Bad_Name",
+    ]);
     assert_eq!(ran.code, Some(1), "{ran:?}");
     assert!(ran.stderr.contains("invalid plugin spec"), "{ran:?}");
     assert!(api.list::<EbpfPlugin>().is_empty());
@@ -433,7 +437,8 @@ fn delete_without_waiting_and_timing_out() {
     let ran = k.conductor(&["delete", "held", "--timeout", "1s"]);
     assert_eq!(ran.code, Some(4), "{ran:?}");
     assert!(
-        ran.stderr.contains("EbpfPlugin held is still there after 1s"),
+        ran.stderr
+            .contains("EbpfPlugin held is still there after 1s"),
         "{ran:?}"
     );
     assert!(ran.stderr.contains(PLUGIN_FINALIZER), "{ran:?}");

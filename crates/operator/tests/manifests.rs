@@ -109,9 +109,10 @@ fn every_yaml_parses_and_kubernetes_objects_have_their_types() {
                 }
                 // deploy/krew/: `kubectl conductor`'s krew manifest, checked
                 // by crates/kubectl-conductor's tests.
-                "Plugin" if d["apiVersion"]
-                    .as_str()
-                    .is_some_and(|v| v.starts_with("krew.googlecontainertools.github.com/")) => {}
+                "Plugin"
+                    if d["apiVersion"].as_str().is_some_and(|v| {
+                        v.starts_with("krew.googlecontainertools.github.com/")
+                    }) => {}
                 other => panic!("{}: unexpected kind {other}", f.display()),
             }
         }
