@@ -114,7 +114,16 @@ pub async fn run(client: kube::Client, args: RunArgs) -> anyhow::Result<()> {
     };
     eprintln!("ebpfplugin.ebpfconductor.io/{name} {verb}");
 
-    let outcome = wait_running(&client, &name, &desired.node_selector, &hash, args.timeout).await;
+    let generation = written.metadata.generation;
+    let outcome = wait_running(
+        &client,
+        &name,
+        &desired.node_selector,
+        &hash,
+        generation,
+        args.timeout,
+    )
+    .await;
     let (code, reason) = match outcome {
         Ok(nodes) => {
             println!(
@@ -214,6 +223,7 @@ async fn wait_running(
     name: &str,
     selector: &LabelSelector,
     hash: &str,
+    generation: Option<i64>,
     timeout: Duration,
 ) -> Result<Vec<String>, Failure> {
     let nodes_api: Api<Node> = Api::all(client.clone());
@@ -270,10 +280,16 @@ async fn wait_running(
             };
             let ready = s.conditions.iter().find(|c| c.type_ == "Ready");
             let current = s.spec_hash.as_deref() == Some(hash);
+            // An error counts only once the agent has seen this generation:
+            // a failure of the spec being replaced is no verdict on the new one.
+            let seen = current
+                || ready
+                    .is_some_and(|c| generation.is_some() && c.observed_generation >= generation);
             if current && s.phase == NodePhase::Running {
                 running.push(node.clone());
-            } else if (current && s.phase == NodePhase::Failed)
-                || ready.is_some_and(|c| FAILED_REASONS.contains(&c.reason.as_str()))
+            } else if seen
+                && (s.phase == NodePhase::Failed
+                    || ready.is_some_and(|c| FAILED_REASONS.contains(&c.reason.as_str())))
             {
                 let message = ready
                     .map(|c| c.message.clone())

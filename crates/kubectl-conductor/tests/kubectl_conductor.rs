@@ -480,3 +480,79 @@ fn krew_manifest_matches_the_binary() {
         );
     }
 }
+
+/// An update while the node still reports a failure of the spec being
+/// replaced: that failure is no verdict on the new spec, so `run` waits
+/// (here until its timeout: no node agent runs) and then restores the
+/// previous spec. The node state is written by the test, as a node agent
+/// would have written it for generation 1.
+#[test]
+fn a_failure_of_the_replaced_spec_is_no_verdict_on_the_new_one() {
+    use conductor_operator::crd::{
+        EbpfPluginNodeState, EbpfPluginNodeStateSpec, EbpfPluginNodeStateStatus, NodePhase,
+        PLUGIN_LABEL, state_name,
+    };
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+    if !kubectl_present() {
+        return;
+    }
+    let api = FakeApiServer::start();
+    let k = Kubectl::new(&api);
+    api.create(&node("node-z"));
+    let plugin = serde_json::from_value(serde_json::json!({
+        "name": "probe",
+        "component": "oci://registry.example/x/probe:1.0"
+    }))
+    .unwrap();
+    let p = api.create(&EbpfPlugin::new(
+        "probe",
+        EbpfPluginSpec {
+            node_selector: Default::default(),
+            plugin,
+        },
+    ));
+    assert_eq!(p.metadata.generation, Some(1));
+    let mut st = EbpfPluginNodeState::new(
+        &state_name("probe", "node-z"),
+        EbpfPluginNodeStateSpec {
+            plugin_name: "probe".into(),
+            node_name: "node-z".into(),
+        },
+    );
+    st.metadata.labels = Some(BTreeMap::from([(PLUGIN_LABEL.into(), "probe".into())]));
+    st.status = Some(EbpfPluginNodeStateStatus {
+        phase: NodePhase::Failed,
+        last_error: Some("old failure".into()),
+        conditions: vec![Condition {
+            type_: "Ready".into(),
+            status: "False".into(),
+            reason: "LoadFailed".into(),
+            message: "old failure".into(),
+            observed_generation: Some(1),
+            last_transition_time: Time(k8s_openapi::jiff::Timestamp::now()),
+        }],
+        ..Default::default()
+    });
+    api.replace(&st);
+
+    let ran = k.conductor(&[
+        "run",
+        "oci://registry.example/x/probe:2.0",
+        "--timeout",
+        "2s",
+    ]);
+    assert_eq!(ran.code, Some(4), "{ran:?}");
+    assert!(ran.stderr.contains("node-z: Failed"), "{ran:?}");
+    assert!(!ran.stderr.contains("old failure"), "{ran:?}");
+    assert!(
+        ran.stderr
+            .contains("rolled back: restored the previous spec of EbpfPlugin probe"),
+        "{ran:?}"
+    );
+    let p: EbpfPlugin = api.get(None, "probe").unwrap();
+    assert_eq!(
+        p.spec.plugin.component,
+        "oci://registry.example/x/probe:1.0"
+    );
+    assert_eq!(p.metadata.generation, Some(3), "updated, then restored");
+}
