@@ -22,8 +22,8 @@ use clap::{Parser, Subcommand};
 pub enum Exit {
     /// Done: running on every chosen node / deleted / listed.
     Ok = 0,
-    /// An error before anything was changed, or the API server refused
-    /// (invalid spec, no cluster, not found, forbidden).
+    /// An error: invalid spec, no cluster, not found, forbidden. Nothing
+    /// was changed (or, during `run`'s wait, the change was rolled back).
     Error = 1,
     // 2 is clap's: the command line is wrong.
     /// `run`: the plugin failed on a node (or no node was selected); the
