@@ -107,6 +107,12 @@ fn every_yaml_parses_and_kubernetes_objects_have_their_types() {
                     conductor_operator::node::check_resource(&p)
                         .unwrap_or_else(|e| panic!("{}: {e}", f.display()));
                 }
+                // deploy/krew/: `kubectl conductor`'s krew manifest, checked
+                // by crates/kubectl-conductor's tests.
+                "Plugin"
+                    if d["apiVersion"].as_str().is_some_and(|v| {
+                        v.starts_with("krew.googlecontainertools.github.com/")
+                    }) => {}
                 other => panic!("{}: unexpected kind {other}", f.display()),
             }
         }

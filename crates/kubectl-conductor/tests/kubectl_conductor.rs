@@ -1,0 +1,558 @@
+//! `kubectl conductor` end to end: the real `kubectl` finds the plugin on
+//! PATH (its plugin discovery) and runs it against the fake API server. With
+//! root, the plugins run for real: a `conductor serve` daemon on a real
+//! socket, the real `conductor-operator` node agent and cluster controller,
+//! the real exec-counter plugin on the kernel.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output};
+use std::time::Duration;
+
+use conductor_operator::crd::{EbpfPlugin, EbpfPluginSpec, PLUGIN_FINALIZER};
+use conductor_test_support::daemon::Daemon;
+use conductor_test_support::{artifacts, require_root, spawn_logged, wait_for};
+use fake_apiserver::FakeApiServer;
+use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+const T: Duration = Duration::from_secs(90);
+
+/// `kubectl` on PATH; under CI a missing one is a failure, not a skip.
+fn kubectl_present() -> bool {
+    let found = Command::new("kubectl")
+        .args(["version", "--client"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        if std::env::var_os("CI").is_some() {
+            panic!("kubectl is not installed (CI=true forbids skipping this test)");
+        }
+        eprintln!("SKIPPED: kubectl is not installed");
+    }
+    found
+}
+
+struct Kubectl {
+    dir: tempfile::TempDir,
+}
+
+struct Ran {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl Kubectl {
+    fn new(api: &FakeApiServer) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        api.write_kubeconfig(&dir.path().join("kubeconfig"));
+        Self { dir }
+    }
+
+    fn kubeconfig(&self) -> PathBuf {
+        self.dir.path().join("kubeconfig")
+    }
+
+    /// `kubectl conductor <args>`: kubectl looks the plugin up on PATH, where
+    /// only the directory of the binary under test is added.
+    fn conductor(&self, args: &[&str]) -> Ran {
+        let bin_dir = Path::new(env!("CARGO_BIN_EXE_kubectl-conductor"))
+            .parent()
+            .unwrap()
+            .to_owned();
+        let path = std::env::join_paths(std::iter::once(bin_dir).chain(std::env::split_paths(
+            &std::env::var_os("PATH").unwrap_or_default(),
+        )))
+        .unwrap();
+        let out: Output = Command::new("kubectl")
+            .env("KUBECONFIG", self.kubeconfig())
+            .env("HOME", self.dir.path())
+            .env("PATH", path)
+            .arg("conductor")
+            .args(args)
+            .output()
+            .unwrap();
+        Ran {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Ran {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit {:?}\n--- stdout\n{}--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+fn node(name: &str) -> Node {
+    Node {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            labels: Some(BTreeMap::from([(
+                "kubernetes.io/hostname".to_string(),
+                name.to_string(),
+            )])),
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+/// A `conductor-operator` process; killed when dropped.
+struct Operator {
+    child: Child,
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Operator {
+    fn spawn(kubeconfig: &Path, args: &[&str]) -> Self {
+        // Beside this package's binary in the target directory (built by
+        // `cargo build -p conductor-operator` or any workspace build), or
+        // where CONDUCTOR_OPERATOR_BIN says.
+        let bin = std::env::var_os("CONDUCTOR_OPERATOR_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                Path::new(env!("CARGO_BIN_EXE_kubectl-conductor"))
+                    .with_file_name("conductor-operator")
+            });
+        assert!(
+            bin.exists(),
+            "{} is missing: run `cargo build -p conductor-operator` (or set CONDUCTOR_OPERATOR_BIN)",
+            bin.display()
+        );
+        let (child, log) = spawn_logged(
+            Command::new(bin)
+                .args(args)
+                .arg("--kubeconfig")
+                .arg(kubeconfig)
+                .env("CONDUCTOR_OPERATOR_LOG", "info,conductor_operator=debug"),
+        );
+        Self { child, log }
+    }
+
+    fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The real exec-counter plugin as a spec file (absolute paths on "the
+/// node", which is this machine).
+fn exec_counter_spec(dir: &Path, name: &str, component: &Path) -> PathBuf {
+    let a = artifacts();
+    let yaml = format!(
+        "name: {name}\ncomponent: {}\nbytecode:\n  path: {}\n  programs: [{{name: handle_exec, tracepoint: sched/sched_process_exec}}]\nmaps: [{{name: events, events: {{maxBatch: 1024}}}}]\n",
+        component.display(),
+        a.join("exec_counter.bpf.o").display()
+    );
+    let path = dir.join(format!("{name}.yaml"));
+    std::fs::write(&path, yaml).unwrap();
+    path
+}
+
+/// run → running on a real host, list (table, json), a failing update and
+/// a failing create rolled back, delete: all through `kubectl conductor`.
+#[test]
+fn run_list_delete_on_a_real_host() {
+    if !kubectl_present() || !require_root() {
+        return;
+    }
+    let api = FakeApiServer::start();
+    let k = Kubectl::new(&api);
+    api.create(&node("node-a"));
+    api.create(&node("node-b"));
+    let d = Daemon::start();
+    let ctl = Operator::spawn(&k.kubeconfig(), &["cluster"]);
+    let agent = Operator::spawn(
+        &k.kubeconfig(),
+        &[
+            "node",
+            "--node-name",
+            "node-a",
+            "--socket",
+            d.socket.to_str().unwrap(),
+            "--sweep-interval-secs",
+            "1",
+        ],
+    );
+    let ctx = || format!("{}\n{}\n{}", ctl.log_text(), agent.log_text(), d.log_text());
+    let component = artifacts().join("exec_counter.wasm");
+    let spec = exec_counter_spec(k.dir.path(), "exec-counter", &component);
+
+    let ran = k.conductor(&[
+        "run",
+        spec.to_str().unwrap(),
+        "--node",
+        "node-a",
+        "--set",
+        "greeting=hello",
+        "--timeout",
+        "90s",
+    ]);
+    assert_eq!(ran.code, Some(0), "{ran:?}\n{}", ctx());
+    assert!(
+        ran.stdout
+            .contains("exec-counter is running on 1 node(s): node-a"),
+        "{ran:?}"
+    );
+    assert!(
+        ran.stderr
+            .contains("ebpfplugin.ebpfconductor.io/exec-counter created"),
+        "{ran:?}"
+    );
+    // Really running on the host, with the --set config, and only on node-a.
+    let host = d.get("exec-counter").expect("loaded on the host");
+    assert_eq!(host.phase, conductor_api::v1::Phase::Running as i32);
+    let host_spec = host.spec.expect("the host reports the spec");
+    assert_eq!(
+        host_spec.config.get("greeting").map(String::as_str),
+        Some("hello")
+    );
+    let p: EbpfPlugin = api.get(None, "exec-counter").unwrap();
+    assert_eq!(
+        p.spec.node_selector.match_labels,
+        Some(BTreeMap::from([(
+            "kubernetes.io/hostname".to_string(),
+            "node-a".to_string()
+        )]))
+    );
+
+    // list: a table for people ...
+    let ran = k.conductor(&["list"]);
+    assert_eq!(ran.code, Some(0), "{ran:?}");
+    let mut lines = ran.stdout.lines();
+    let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        [
+            "NAME",
+            "COMPONENT",
+            "NODE",
+            "PHASE",
+            "RESTARTS",
+            "LAST",
+            "ERROR"
+        ],
+        "{ran:?}"
+    );
+    let row: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        row,
+        [
+            "exec-counter",
+            component.to_str().unwrap(),
+            "node-a",
+            "Running",
+            "0"
+        ],
+        "{ran:?}"
+    );
+    // ... and json for scripts.
+    let ran = k.conductor(&["list", "-o", "json"]);
+    assert_eq!(ran.code, Some(0), "{ran:?}");
+    let json: serde_json::Value = serde_json::from_str(&ran.stdout).unwrap();
+    assert_eq!(json[0]["name"], "exec-counter", "{ran:?}");
+    assert_eq!(json[0]["nodes"][0]["node"], "node-a", "{ran:?}");
+    assert_eq!(json[0]["nodes"][0]["phase"], "Running", "{ran:?}");
+    assert_eq!(json[0]["nodes"][0]["restarts"], 0, "{ran:?}");
+    let ran = k.conductor(&["list", "-o", "yaml"]);
+    assert_eq!(ran.code, Some(0), "{ran:?}");
+    assert!(ran.stdout.contains("phase: Running"), "{ran:?}");
+
+    // An update whose component does not exist on the node: the host
+    // refuses it, the previous spec is restored and keeps running.
+    let missing = k.dir.path().join("missing.wasm");
+    let bad = exec_counter_spec(k.dir.path(), "exec-counter", &missing);
+    let ran = k.conductor(&["run", bad.to_str().unwrap(), "--node", "node-a"]);
+    assert_eq!(ran.code, Some(3), "{ran:?}\n{}", ctx());
+    assert!(
+        ran.stderr.contains("exec-counter failed on 1 node(s)"),
+        "{ran:?}"
+    );
+    assert!(ran.stderr.contains("node-a: "), "{ran:?}");
+    assert!(ran.stderr.contains("missing.wasm"), "{ran:?}");
+    assert!(
+        ran.stderr
+            .contains("rolled back: restored the previous spec of EbpfPlugin exec-counter"),
+        "{ran:?}"
+    );
+    let p: EbpfPlugin = api.get(None, "exec-counter").unwrap();
+    assert_eq!(p.spec.plugin.component, component.to_str().unwrap());
+    wait_for(T, "the previous spec running again", ctx, || {
+        d.get("exec-counter").filter(|h| {
+            h.phase == conductor_api::v1::Phase::Running as i32
+                && h.spec
+                    .as_ref()
+                    .is_some_and(|s| s.component == component.to_str().unwrap())
+        })
+    });
+
+    // A new plugin that cannot load: deleted again, with the reason.
+    let broken = exec_counter_spec(k.dir.path(), "broken", &missing);
+    let ran = k.conductor(&["run", broken.to_str().unwrap(), "--node", "node-a"]);
+    assert_eq!(ran.code, Some(3), "{ran:?}\n{}", ctx());
+    assert!(ran.stderr.contains("broken failed on 1 node(s)"), "{ran:?}");
+    assert!(ran.stderr.contains("missing.wasm"), "{ran:?}");
+    assert!(
+        ran.stderr
+            .contains("rolled back: deleted EbpfPlugin broken (it did not exist before)"),
+        "{ran:?}"
+    );
+    wait_for(T, "broken gone", ctx, || {
+        api.get::<EbpfPlugin>(None, "broken")
+            .is_none()
+            .then_some(())
+    });
+
+    // delete waits until the node has unloaded it and the resource is gone.
+    let ran = k.conductor(&["delete", "exec-counter"]);
+    assert_eq!(ran.code, Some(0), "{ran:?}\n{}", ctx());
+    assert!(
+        ran.stdout
+            .contains("ebpfplugin.ebpfconductor.io/exec-counter deleted"),
+        "{ran:?}"
+    );
+    assert!(api.get::<EbpfPlugin>(None, "exec-counter").is_none());
+    assert!(d.get("exec-counter").is_none(), "still on the host");
+    let ran = k.conductor(&["delete", "exec-counter"]);
+    assert_eq!(ran.code, Some(1), "{ran:?}");
+    assert!(
+        ran.stderr
+            .contains("error: EbpfPlugin exec-counter not found"),
+        "{ran:?}"
+    );
+    let ran = k.conductor(&["list"]);
+    assert_eq!(ran.stdout.lines().count(), 1, "only the header: {ran:?}");
+}
+
+/// No node agent answers: the run times out and is rolled back; a selector
+/// no node matches fails at once; a contradictory command line is refused.
+/// (No node daemon needed: nothing ever runs.)
+#[test]
+fn run_that_cannot_become_ready_is_rolled_back() {
+    if !kubectl_present() {
+        return;
+    }
+    let api = FakeApiServer::start();
+    let k = Kubectl::new(&api);
+    api.create(&node("node-z"));
+
+    let ran = k.conductor(&[
+        "run",
+        "oci://registry.example/x/probe:1.0",
+        "--all",
+        "--timeout",
+        "1s",
+    ]);
+    assert_eq!(ran.code, Some(4), "{ran:?}");
+    assert!(
+        ran.stderr
+            .contains("probe is not running on every chosen node after 1s"),
+        "{ran:?}"
+    );
+    assert!(ran.stderr.contains("node-z: no state yet"), "{ran:?}");
+    assert!(
+        ran.stderr
+            .contains("rolled back: deleted EbpfPlugin probe (it did not exist before)"),
+        "{ran:?}"
+    );
+    assert!(api.get::<EbpfPlugin>(None, "probe").is_none());
+
+    let ran = k.conductor(&[
+        "run",
+        "oci://registry.example/x/probe:1.0",
+        "-l",
+        "role=none",
+    ]);
+    assert_eq!(ran.code, Some(3), "{ran:?}");
+    assert!(
+        ran.stderr
+            .contains("no node matches the selector `role=none`"),
+        "{ran:?}"
+    );
+    assert!(api.get::<EbpfPlugin>(None, "probe").is_none());
+
+    // An invalid spec is refused before anything is written.
+    let ran = k.conductor(&[
+        "run",
+        "oci://registry.example/x/probe:1.0",
+        "--name",
+        "Bad_Name",
+    ]);
+    assert_eq!(ran.code, Some(1), "{ran:?}");
+    assert!(ran.stderr.contains("invalid plugin spec"), "{ran:?}");
+    assert!(api.list::<EbpfPlugin>().is_empty());
+
+    let ran = k.conductor(&["run", "oci://r/x/p:1", "--node", "a", "--all"]);
+    assert_eq!(ran.code, Some(2), "{ran:?}");
+}
+
+/// `delete --wait=false` returns while a finalizer holds the resource;
+/// waiting for it then times out with exit code 4 and names the finalizer.
+#[test]
+fn delete_without_waiting_and_timing_out() {
+    if !kubectl_present() {
+        return;
+    }
+    let api = FakeApiServer::start();
+    let k = Kubectl::new(&api);
+    let plugin = serde_json::from_value(serde_json::json!({
+        "name": "held",
+        "component": "oci://registry.example/x/held:1.0"
+    }))
+    .unwrap();
+    let mut p = EbpfPlugin::new(
+        "held",
+        EbpfPluginSpec {
+            node_selector: Default::default(),
+            plugin,
+        },
+    );
+    p.metadata.finalizers = Some(vec![PLUGIN_FINALIZER.into()]);
+    api.create(&p);
+
+    let ran = k.conductor(&["delete", "held", "--wait=false"]);
+    assert_eq!(ran.code, Some(0), "{ran:?}");
+    assert!(
+        ran.stdout
+            .contains("ebpfplugin.ebpfconductor.io/held deletion requested"),
+        "{ran:?}"
+    );
+    let held: EbpfPlugin = api.get(None, "held").unwrap();
+    assert!(held.metadata.deletion_timestamp.is_some());
+
+    let ran = k.conductor(&["delete", "held", "--timeout", "1s"]);
+    assert_eq!(ran.code, Some(4), "{ran:?}");
+    assert!(
+        ran.stderr
+            .contains("EbpfPlugin held is still there after 1s"),
+        "{ran:?}"
+    );
+    assert!(ran.stderr.contains(PLUGIN_FINALIZER), "{ran:?}");
+}
+
+/// The krew manifest installs this binary, at this crate's version, under
+/// the name kubectl's plugin discovery looks for.
+#[test]
+fn krew_manifest_matches_the_binary() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/krew/conductor.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let m: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).unwrap();
+    assert_eq!(m["kind"].as_str(), Some("Plugin"));
+    assert_eq!(m["metadata"]["name"].as_str(), Some("conductor"));
+    assert_eq!(
+        m["spec"]["version"].as_str(),
+        Some(format!("v{}", env!("CARGO_PKG_VERSION")).as_str())
+    );
+    let platforms = m["spec"]["platforms"].as_sequence().unwrap();
+    assert!(!platforms.is_empty());
+    let bin_name = Path::new(env!("CARGO_BIN_EXE_kubectl-conductor"))
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap();
+    for p in platforms {
+        assert_eq!(p["bin"].as_str(), Some(bin_name), "{p:?}");
+        let sha = p["sha256"].as_str().unwrap();
+        assert!(
+            sha.len() == 64 && sha.chars().all(|c| c.is_ascii_hexdigit()),
+            "{sha}"
+        );
+        assert!(
+            p["uri"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("/v{}/", env!("CARGO_PKG_VERSION"))),
+            "{p:?}"
+        );
+    }
+}
+
+/// An update while the node still reports a failure of the spec being
+/// replaced: that failure is no verdict on the new spec, so `run` waits
+/// (here until its timeout: no node agent runs) and then restores the
+/// previous spec. The node state is written by the test, as a node agent
+/// would have written it for generation 1.
+#[test]
+fn a_failure_of_the_replaced_spec_is_no_verdict_on_the_new_one() {
+    use conductor_operator::crd::{
+        EbpfPluginNodeState, EbpfPluginNodeStateSpec, EbpfPluginNodeStateStatus, NodePhase,
+        PLUGIN_LABEL, state_name,
+    };
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+    if !kubectl_present() {
+        return;
+    }
+    let api = FakeApiServer::start();
+    let k = Kubectl::new(&api);
+    api.create(&node("node-z"));
+    let plugin = serde_json::from_value(serde_json::json!({
+        "name": "probe",
+        "component": "oci://registry.example/x/probe:1.0"
+    }))
+    .unwrap();
+    let p = api.create(&EbpfPlugin::new(
+        "probe",
+        EbpfPluginSpec {
+            node_selector: Default::default(),
+            plugin,
+        },
+    ));
+    assert_eq!(p.metadata.generation, Some(1));
+    let mut st = EbpfPluginNodeState::new(
+        &state_name("probe", "node-z"),
+        EbpfPluginNodeStateSpec {
+            plugin_name: "probe".into(),
+            node_name: "node-z".into(),
+        },
+    );
+    st.metadata.labels = Some(BTreeMap::from([(PLUGIN_LABEL.into(), "probe".into())]));
+    st.status = Some(EbpfPluginNodeStateStatus {
+        phase: NodePhase::Failed,
+        last_error: Some("old failure".into()),
+        conditions: vec![Condition {
+            type_: "Ready".into(),
+            status: "False".into(),
+            reason: "LoadFailed".into(),
+            message: "old failure".into(),
+            observed_generation: Some(1),
+            last_transition_time: Time(k8s_openapi::jiff::Timestamp::now()),
+        }],
+        ..Default::default()
+    });
+    api.replace(&st);
+
+    let ran = k.conductor(&[
+        "run",
+        "oci://registry.example/x/probe:2.0",
+        "--timeout",
+        "2s",
+    ]);
+    assert_eq!(ran.code, Some(4), "{ran:?}");
+    assert!(ran.stderr.contains("node-z: Failed"), "{ran:?}");
+    assert!(!ran.stderr.contains("old failure"), "{ran:?}");
+    assert!(
+        ran.stderr
+            .contains("rolled back: restored the previous spec of EbpfPlugin probe"),
+        "{ran:?}"
+    );
+    let p: EbpfPlugin = api.get(None, "probe").unwrap();
+    assert_eq!(
+        p.spec.plugin.component,
+        "oci://registry.example/x/probe:1.0"
+    );
+    assert_eq!(p.metadata.generation, Some(3), "updated, then restored");
+}
