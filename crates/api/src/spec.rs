@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::attach::{AttachPoint, ProgramAttach};
+
 /// One plugin: a wasm component plus the kernel-side object it consumes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
@@ -124,56 +126,6 @@ pub struct Bytecode {
     /// any is attached; programs of the object not listed are not loaded.
     #[serde(default)]
     pub programs: Vec<ProgramAttach>,
-}
-
-/// One program of the object and where to attach it: exactly one attach
-/// point must be set.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[cfg_attr(
-    feature = "schema",
-    schemars(extend("x-kubernetes-validations" = [{
-        "rule": "has(self.tracepoint) != has(self.rawTracepoint)",
-        "message": "set exactly one attach point: tracepoint or rawTracepoint"
-    }]))
-)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct ProgramAttach {
-    /// The program's function name in the object.
-    #[cfg_attr(feature = "schema", schemars(length(min = 1)))]
-    pub name: String,
-    /// A tracepoint as `category/name`, e.g. `sched/sched_process_exec`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(
-        feature = "schema",
-        schemars(regex(pattern = r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$"))
-    )]
-    pub tracepoint: Option<String>,
-    /// A raw tracepoint by name, e.g. `sched_switch`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "schema", schemars(regex(pattern = r"^[A-Za-z0-9_.-]+$")))]
-    pub raw_tracepoint: Option<String>,
-}
-
-/// Where a program attaches, once the spec is validated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AttachPoint<'a> {
-    Tracepoint { category: &'a str, name: &'a str },
-    RawTracepoint { name: &'a str },
-}
-
-impl ProgramAttach {
-    /// The attach point, or `None` if the spec is invalid (see [`PluginSpec::validate`]).
-    pub fn attach_point(&self) -> Option<AttachPoint<'_>> {
-        match (&self.tracepoint, &self.raw_tracepoint) {
-            (Some(tp), None) => {
-                let (category, name) = tp.split_once('/')?;
-                Some(AttachPoint::Tracepoint { category, name })
-            }
-            (None, Some(name)) => Some(AttachPoint::RawTracepoint { name }),
-            _ => None,
-        }
-    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -465,33 +417,7 @@ impl PluginSpec {
                         format!("program {:?} is listed twice", p.name),
                     );
                 }
-                match (&p.tracepoint, &p.raw_tracepoint) {
-                    (None, None) => err(
-                        at.clone(),
-                        "set one attach point: tracepoint or rawTracepoint".into(),
-                    ),
-                    (Some(_), Some(_)) => err(
-                        at.clone(),
-                        "set only one attach point: tracepoint or rawTracepoint".into(),
-                    ),
-                    (Some(tp), None) => match tp.split_once('/') {
-                        Some((c, n)) if is_trace_name(c) && is_trace_name(n) => {}
-                        _ => err(
-                            format!("{at}.tracepoint"),
-                            format!(
-                                "{tp:?} is not of the form category/name (e.g. sched/sched_process_exec)"
-                            ),
-                        ),
-                    },
-                    (None, Some(name)) => {
-                        if !is_trace_name(name) {
-                            err(
-                                format!("{at}.rawTracepoint"),
-                                format!("{name:?} is not a tracepoint name (e.g. sched_switch)"),
-                            );
-                        }
-                    }
-                }
+                p.validate(&at, &mut err);
             }
         }
 
@@ -702,12 +628,6 @@ fn check_dns_label(name: &str) -> Result<(), String> {
             "{name:?} is not a DNS-1123 label: use 1 to 63 lowercase letters, digits or '-', starting and ending with a letter or digit"
         ))
     }
-}
-
-fn is_trace_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
 }
 
 #[cfg(test)]
