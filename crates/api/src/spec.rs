@@ -180,6 +180,15 @@ pub struct EventSource {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "schema", schemars(range(min = 1, max = 60000)))]
     pub max_latency_ms: Option<u32>,
+    /// Ring buffers only: the granted map (another entry of `maps`) that
+    /// counts this ring's kernel drops: an array or per-CPU array whose
+    /// `u64` at key 0 grows with every record the BPF side could not queue,
+    /// as `<name>_lost` of CONDUCTOR_RINGBUF. Omitted: a granted map named
+    /// `<name>_lost`, else the object's `<name>_lost`, else a pin
+    /// `<pin>_lost` beside the ring's pin (bpfman's layout).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(length(min = 1)))]
+    pub drop_counter: Option<String>,
 }
 
 impl EventSource {
@@ -200,6 +209,7 @@ impl Default for EventSource {
             max_batch: Self::default_max_batch(),
             perf_pages: Self::default_perf_pages(),
             max_latency_ms: None,
+            drop_counter: None,
         }
     }
 }
@@ -474,6 +484,8 @@ impl PluginSpec {
             }
         }
 
+        self.validate_drop_counters(&mut err);
+
         for key in self.config.keys() {
             if key.is_empty() {
                 err("config".into(), "keys must not be empty".into());
@@ -515,6 +527,29 @@ impl PluginSpec {
                 plugin: self.name.clone(),
                 errors,
             })
+        }
+    }
+
+    /// Each `events.dropCounter` names another granted map.
+    fn validate_drop_counters(&self, err: &mut dyn FnMut(String, String)) {
+        for (i, m) in self.maps.iter().enumerate() {
+            let Some(counter) = m.events.as_ref().and_then(|e| e.drop_counter.as_ref()) else {
+                continue;
+            };
+            let field = format!("maps[{i}].events.dropCounter");
+            if counter == &m.name {
+                err(
+                    field,
+                    "must name another map than the ring buffer itself".into(),
+                );
+            } else if self.map_grant(counter).is_none() {
+                err(
+                    field,
+                    format!(
+                        "{counter:?} is not granted: add it to `maps` (with its pin if another loader owns it)"
+                    ),
+                );
+            }
         }
     }
 
@@ -879,5 +914,26 @@ bytecode:
         let err = load_file(&path).unwrap_err().to_string();
         assert!(err.contains("document 2"), "{err}");
         assert!(err.contains("maps[0].events.maxBatch"), "{err}");
+    }
+
+    #[test]
+    fn a_drop_counter_must_be_another_granted_map() {
+        let text = r#"
+name: p
+component: p.wasm
+maps:
+  - {name: a, pin: /sys/fs/bpf/a, events: {dropCounter: nope}}
+  - {name: b, pin: /sys/fs/bpf/b, events: {dropCounter: b}}
+  - {name: c, pin: /sys/fs/bpf/c, events: {dropCounter: a}}
+"#;
+        let Err(SpecError::Invalid { errors, .. }) = PluginSpec::from_yaml(text) else {
+            panic!("expected validation errors");
+        };
+        let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            ["maps[0].events.dropCounter", "maps[1].events.dropCounter"]
+        );
+        assert!(errors[0].message.contains("not granted"), "{errors:?}");
     }
 }

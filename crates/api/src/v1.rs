@@ -124,6 +124,7 @@ impl From<&spec::PluginSpec> for PluginSpec {
                         max_batch: e.max_batch,
                         perf_pages: e.perf_pages,
                         max_latency_ms: e.max_latency_ms,
+                        drop_counter: e.drop_counter.clone(),
                     }),
                 })
                 .collect(),
@@ -212,6 +213,7 @@ impl TryFrom<PluginSpec> for spec::PluginSpec {
                     max_batch: or_default(e.max_batch, defaults.max_batch),
                     perf_pages: or_default(e.perf_pages, defaults.perf_pages),
                     max_latency_ms: e.max_latency_ms,
+                    drop_counter: e.drop_counter,
                 }),
             });
         }
@@ -472,7 +474,7 @@ bytecode:
       perfEvent: { hardware: instructions, period: 100000, cpu: 0 }
 maps:
   - name: events
-    events: { maxBatch: 256, perfPages: 16, maxLatencyMs: 50 }
+    events: { maxBatch: 256, perfPages: 16, maxLatencyMs: 50, dropCounter: counts }
   - name: counts
     access: readWrite
   - name: shared
