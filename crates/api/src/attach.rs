@@ -126,8 +126,9 @@ pub struct ProgramAttach {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct UprobeAttach {
     /// The binary or shared library: an absolute path, or a library name
-    /// such as `libc.so.6` looked up like the dynamic linker does (in the
-    /// `pid`'s mappings when one is given, else in `/etc/ld.so.cache`).
+    /// such as `libc.so.6`: looked up in the `pid`'s mappings when one is
+    /// given, else in the standard library directories (`/lib/<multiarch>`,
+    /// `/usr/lib/<multiarch>`, `/lib64`, ...), else in `/etc/ld.so.cache`.
     #[cfg_attr(feature = "schema", schemars(length(min = 1)))]
     pub target: String,
     /// The function's symbol in the target's symbol tables.

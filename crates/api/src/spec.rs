@@ -124,6 +124,9 @@ pub struct Bytecode {
     pub image: Option<String>,
     /// Programs to attach. Every program listed is loaded (verified) before
     /// any is attached; programs of the object not listed are not loaded.
+    /// Empty: every program whose section name says where it attaches
+    /// (`tp_btf/sched_switch`, `uprobe/libc.so.6:malloc`, ...) is attached
+    /// as libbpf's auto-attach would.
     #[serde(default)]
     pub programs: Vec<ProgramAttach>,
 }

@@ -11,3 +11,4 @@ pub mod features;
 pub mod maps;
 pub mod object;
 pub mod ringbuf;
+pub mod sections;

@@ -105,7 +105,9 @@ impl std::fmt::Debug for LoadedObject {
     }
 }
 
-/// Load `path`, verify every listed program, then attach them all.
+/// Load `path`, verify every listed program, then attach them all. With no
+/// programs listed, those whose section names say where to attach are
+/// (see [`crate::sections`]).
 pub fn load(path: &Path, programs: &[ProgramAttach]) -> Result<LoadedObject, BpfError> {
     let bytes = std::fs::read(path).map_err(|source| BpfError::Read {
         path: path.to_owned(),
@@ -121,6 +123,14 @@ pub fn load(path: &Path, programs: &[ProgramAttach]) -> Result<LoadedObject, Bpf
             cause: error_chain(&e),
         })?;
 
+    // No programs listed: attach what the section names say, like libbpf.
+    let auto;
+    let programs = if programs.is_empty() {
+        auto = auto_attach(path, &bytes)?;
+        auto.as_slice()
+    } else {
+        programs
+    };
     let mut btf = None;
     for p in programs {
         load_program(&mut ebpf, path, p, &mut btf)?;
@@ -497,8 +507,12 @@ fn attach_program(ebpf: &mut Ebpf, p: &ProgramAttach) -> Result<(), BpfError> {
                     Some(pid) => UProbeScope::OneProcess(pid),
                     None => UProbeScope::AllProcesses,
                 };
-                u.attach(location, &probe.target, scope)
-                    .map_err(attach_err)?;
+                let target = match scope {
+                    // aya finds a bare name in the process's mappings.
+                    UProbeScope::OneProcess(_) => PathBuf::from(&probe.target),
+                    _ => library_path(&probe.target),
+                };
+                u.attach(location, &target, scope).map_err(attach_err)?;
             }
         }
         AttachPoint::Kprobe { probe, .. } => {
@@ -629,6 +643,30 @@ fn attach_program(ebpf: &mut Ebpf, p: &ProgramAttach) -> Result<(), BpfError> {
     Ok(())
 }
 
+/// A bare library name (`libc.so.6`) as the file of that exact name in the
+/// standard library directories. aya's own lookup in ld.so.cache matches
+/// names without their version (`libc`) but not exact sonames; anything
+/// not found here is passed on to it unchanged.
+fn library_path(target: &str) -> PathBuf {
+    if target.contains('/') {
+        return PathBuf::from(target);
+    }
+    let multiarch = format!("{}-linux-gnu", std::env::consts::ARCH);
+    let dirs = [
+        format!("/lib/{multiarch}"),
+        format!("/usr/lib/{multiarch}"),
+        "/lib64".into(),
+        "/usr/lib64".into(),
+        "/lib".into(),
+        "/usr/lib".into(),
+        "/usr/local/lib".into(),
+    ];
+    dirs.iter()
+        .map(|d| Path::new(d).join(target))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| PathBuf::from(target))
+}
+
 fn software_event(e: SoftwareEvent) -> aya::programs::perf_event::SoftwareEvent {
     use aya::programs::perf_event::SoftwareEvent as A;
     match e {
@@ -659,6 +697,34 @@ fn hardware_event(e: HardwareEvent) -> aya::programs::perf_event::HardwareEvent 
         HardwareEvent::StalledCyclesBackend => A::StalledCyclesBackend,
         HardwareEvent::RefCpuCycles => A::RefCpuCycles,
     }
+}
+
+/// The programs of `bytes` with the attach points their sections name,
+/// each validated as a spec's would be.
+fn auto_attach(path: &Path, bytes: &[u8]) -> Result<Vec<ProgramAttach>, BpfError> {
+    let found = crate::sections::auto_attach(bytes).map_err(|cause| BpfError::Object {
+        path: path.to_owned(),
+        cause,
+    })?;
+    for (program, why) in &found.skipped {
+        tracing::info!(object = %path.display(), "program {program:?} is not auto-attached: {why}");
+    }
+    let mut problems = Vec::new();
+    for p in &found.programs {
+        p.validate(&format!("program {:?}", p.name), &mut |field, message| {
+            problems.push(format!("{field}: {message}"))
+        });
+    }
+    if !problems.is_empty() {
+        return Err(BpfError::Object {
+            path: path.to_owned(),
+            cause: format!(
+                "the spec lists no programs and the section names do not give valid attach points: {}",
+                problems.join("; ")
+            ),
+        });
+    }
+    Ok(found.programs)
 }
 
 /// Ids of the kernel's loaded BPF programs named `name` (the kernel keeps

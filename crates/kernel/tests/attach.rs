@@ -528,3 +528,45 @@ fn a_program_of_another_kind_is_refused_with_both_kinds_named() {
     .to_string();
     assert!(msg.contains("uretprobe"), "{msg}");
 }
+
+#[test]
+fn an_unmodified_libbpf_object_auto_attaches_from_its_section_names() {
+    if !require_root() {
+        return;
+    }
+    object::prepare_host();
+    // No programs listed: tp_btf/, raw_tp/, tracepoint/ and uprobe/<lib>:<fn>
+    // attach; `xdp` names no interface and is left out.
+    let mut obj =
+        object::load(&artifact("libbpf_style.bpf.o"), &[]).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        program_ids("not_attached").is_empty(),
+        "the xdp program was loaded"
+    );
+    let target = obj.open_map("target").unwrap();
+    let hits = obj.open_map("hits").unwrap();
+    target
+        .update(&0u32.to_ne_bytes(), &u64::from(tid()).to_ne_bytes(), 0)
+        .unwrap();
+    target
+        .update(
+            &1u32.to_ne_bytes(),
+            &(libc::SYS_getpgid as u64).to_ne_bytes(),
+            0,
+        )
+        .unwrap();
+    for _ in 0..64 {
+        // SAFETY: no memory arguments.
+        unsafe {
+            libc::getpgid(0);
+            libc::getppid();
+        }
+    }
+    target
+        .update(&0u32.to_ne_bytes(), &0u64.to_ne_bytes(), 0)
+        .unwrap();
+    let got: Vec<u64> = (0..5).map(|k| read_u64(&hits, k)).collect();
+    // tp_btf, raw_tp, tracepoint, uprobe; xdp never ran.
+    assert_eq!(got, [64, 64, 64, 64, 0]);
+    drop(obj);
+}
