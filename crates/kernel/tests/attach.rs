@@ -29,6 +29,8 @@ const TCX: u32 = 6;
 const CGROUP_SKB: u32 = 7;
 const LSM: u32 = 8;
 const PERF: u32 = 9;
+const CGROUP_SOCK: u32 = 12;
+const CGROUP_CONNECT: u32 = 13;
 
 /// The programs of a spec whose `programs:` list is `programs` (YAML flow
 /// items, one per line), validated as `conductor run` validates them.
@@ -279,9 +281,9 @@ fn xdp_tc_and_tcx_count_real_packets_on_a_veth_between_two_namespaces() {
 struct TestCgroup(PathBuf);
 
 impl TestCgroup {
-    fn new() -> Self {
+    fn new(test: &str) -> Self {
         let root = conductor_kernel::features::cgroup2_root().unwrap();
-        let dir = Path::new(&root).join(format!("conductor-attach-test-{}", std::process::id()));
+        let dir = Path::new(&root).join(format!("conductor-{test}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         TestCgroup(dir)
     }
@@ -307,7 +309,7 @@ fn cgroup_skb_counts_the_bytes_a_process_in_the_cgroup_sends() {
     if !require_root() {
         return;
     }
-    let cgroup = TestCgroup::new();
+    let cgroup = TestCgroup::new("skb");
     let port = 46_000 + (std::process::id() % 1000) as u16;
     let mut l = load(&[format!(
         "{{name: on_cgroup_egress, cgroupSkb: {{cgroupPath: {}, direction: egress}}}}",
@@ -336,6 +338,34 @@ fn cgroup_skb_counts_the_bytes_a_process_in_the_cgroup_sends() {
     let expected: u64 = (0..20).map(|i| 20 + 8 + 100 + i).sum();
     assert_eq!(l.count(CGROUP_SKB), 20);
     assert_eq!(l.bytes(CGROUP_SKB), expected);
+}
+
+#[test]
+fn cgroup_sock_and_sock_addr_count_the_sockets_and_connects_of_a_process_in_the_cgroup() {
+    if !require_root() {
+        return;
+    }
+    let cgroup = TestCgroup::new("sock");
+    let path = cgroup.0.display().to_string();
+    let l = load(&[
+        format!("{{name: on_sock_create, cgroupSock: {{cgroupPath: {path}}}}}"),
+        format!("{{name: on_connect4, cgroupSockAddr: {{cgroupPath: {path}}}}}"),
+    ]);
+    // This process is outside the cgroup: not counted.
+    let outside = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    outside.connect("127.0.0.1:9").unwrap();
+
+    let procs = cgroup.0.join("cgroup.procs");
+    let script = "import socket\nfor i in range(7):\n    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n    s.connect(('127.0.0.1', 9))\n    s.close()\n";
+    let mut child = Command::new(python());
+    child.args(["-c", script]).stdin(Stdio::null());
+    // SAFETY: as in the cgroupSkb test.
+    unsafe {
+        child.pre_exec(move || std::fs::write(&procs, b"0"));
+    }
+    assert!(child.status().unwrap().success());
+    assert_eq!(l.count(CGROUP_SOCK), 7);
+    assert_eq!(l.count(CGROUP_CONNECT), 7);
 }
 
 #[test]

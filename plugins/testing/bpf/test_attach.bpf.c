@@ -15,6 +15,8 @@
 
 struct file;
 struct filename;
+struct bpf_sock;
+struct bpf_sock_addr;
 
 struct cfg {
 	__u32 tid;  /* thread whose syscalls / file opens count */
@@ -32,7 +34,7 @@ struct {
 
 enum slot {
 	TP_BTF, UPROBE_BIN, UPROBE_LIBC, URETPROBE_BIN, XDP, TC, TCX, CGROUP_SKB,
-	LSM, PERF, KPROBE, FENTRY, SLOTS
+	LSM, PERF, KPROBE, FENTRY, CGROUP_SOCK, CGROUP_CONNECT, SLOTS
 };
 
 struct {
@@ -213,6 +215,22 @@ int on_cgroup_egress(struct __sk_buff *skb)
 {
 	if (my_port(skb_dport(skb, 0)))
 		add(CGROUP_SKB, skb->len);
+	return 1; /* allow */
+}
+
+/* Sockets created by processes in the cgroup. */
+SEC("cgroup/sock_create")
+int on_sock_create(struct bpf_sock *sk)
+{
+	add(CGROUP_SOCK, 0);
+	return 1; /* allow */
+}
+
+/* IPv4 connect() calls of processes in the cgroup. */
+SEC("cgroup/connect4")
+int on_connect4(struct bpf_sock_addr *ctx)
+{
+	add(CGROUP_CONNECT, 0);
 	return 1; /* allow */
 }
 
