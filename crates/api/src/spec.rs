@@ -129,6 +129,13 @@ pub struct Bytecode {
     /// as libbpf's auto-attach would.
     #[serde(default)]
     pub programs: Vec<ProgramAttach>,
+    /// Values for the object's global variables (`const volatile` ones in
+    /// `.rodata`, or `.data`/`.bss`), set before the programs are verified,
+    /// so one object serves many configurations. Each is an integer written
+    /// in the variable's own size (1, 2, 4 or 8 bytes, native byte order);
+    /// a name the object lacks or a value that does not fit is refused.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub global_data: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -488,6 +495,7 @@ impl PluginSpec {
         }
 
         self.validate_drop_counters(&mut err);
+        self.validate_global_data(&mut err);
 
         for key in self.config.keys() {
             if key.is_empty() {
@@ -530,6 +538,21 @@ impl PluginSpec {
                 plugin: self.name.clone(),
                 errors,
             })
+        }
+    }
+
+    /// Global variable names are C identifiers.
+    fn validate_global_data(&self, err: &mut dyn FnMut(String, String)) {
+        let Some(b) = &self.bytecode else { return };
+        for name in b.global_data.keys() {
+            let ok = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !ok {
+                err(
+                    format!("bytecode.globalData.{name}"),
+                    format!("{name:?} is not a C variable name"),
+                );
+            }
         }
     }
 

@@ -112,6 +112,7 @@ impl From<&spec::PluginSpec> for PluginSpec {
                 path: b.path.clone(),
                 image: b.image.clone(),
                 programs: b.programs.iter().map(ProgramAttach::from).collect(),
+                global_data: b.global_data.iter().map(|(k, v)| (k.clone(), *v)).collect(),
             }),
             maps: s
                 .maps
@@ -244,6 +245,7 @@ impl TryFrom<PluginSpec> for spec::PluginSpec {
                         attach_from_wire(p, &format!("bytecode.programs[{i}]"), &mut errors)
                     })
                     .collect(),
+                global_data: b.global_data.into_iter().collect(),
             }),
             maps,
             config: w.config.into_iter().collect::<BTreeMap<_, _>>(),
@@ -445,6 +447,7 @@ component: oci://registry.example/plugins/demo:1.0
 pullPolicy: Never
 bytecode:
   path: /opt/demo.bpf.o
+  globalData: { target_port: 8080, sample_rate: 100 }
   programs:
     - name: on_exec
       tracepoint: sched/sched_process_exec
@@ -554,6 +557,7 @@ tickIntervalMs: 500
                     }),
                     ..Default::default()
                 }],
+                ..Default::default()
             }),
             ..Default::default()
         };

@@ -6,6 +6,7 @@
 //! which closes its descriptors and so detaches and unloads everything.
 //! Nothing is pinned, so nothing outlives the host process.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use aya::maps::{Map, MapData};
@@ -109,19 +110,32 @@ impl std::fmt::Debug for LoadedObject {
 /// programs listed, those whose section names say where to attach are
 /// (see [`crate::sections`]).
 pub fn load(path: &Path, programs: &[ProgramAttach]) -> Result<LoadedObject, BpfError> {
+    load_with_globals(path, programs, &BTreeMap::new())
+}
+
+/// [`load`], with the object's global variables set from `globals` (the
+/// spec's `bytecode.globalData`) before anything is verified.
+pub fn load_with_globals(
+    path: &Path,
+    programs: &[ProgramAttach],
+    globals: &BTreeMap<String, u64>,
+) -> Result<LoadedObject, BpfError> {
     let bytes = std::fs::read(path).map_err(|source| BpfError::Read {
         path: path.to_owned(),
         source,
     })?;
+    let values = global_values(path, &bytes, globals)?;
+    let mut loader = EbpfLoader::new();
+    for (name, value) in &values {
+        loader.override_global(name, value.as_slice(), true);
+    }
     // Maps the object declares but the spec does not use are still created:
     // programs may reference them. BTF from /sys/kernel/btf/vmlinux drives
     // CO-RE relocations (aya's default).
-    let mut ebpf = EbpfLoader::new()
-        .load(&bytes)
-        .map_err(|e| BpfError::Object {
-            path: path.to_owned(),
-            cause: error_chain(&e),
-        })?;
+    let mut ebpf = loader.load(&bytes).map_err(|e| BpfError::Object {
+        path: path.to_owned(),
+        cause: error_chain(&e),
+    })?;
 
     // No programs listed: attach what the section names say, like libbpf.
     let auto;
@@ -697,6 +711,76 @@ fn hardware_event(e: HardwareEvent) -> aya::programs::perf_event::HardwareEvent 
         HardwareEvent::StalledCyclesBackend => A::StalledCyclesBackend,
         HardwareEvent::RefCpuCycles => A::RefCpuCycles,
     }
+}
+
+/// Each global's value in its variable's size, checked against the
+/// object's symbol table (size and section).
+fn global_values(
+    path: &Path,
+    bytes: &[u8],
+    globals: &BTreeMap<String, u64>,
+) -> Result<Vec<(String, Vec<u8>)>, BpfError> {
+    use object::{Object, ObjectSection, ObjectSymbol, SymbolKind};
+    if globals.is_empty() {
+        return Ok(Vec::new());
+    }
+    let err = |cause: String| BpfError::Object {
+        path: path.to_owned(),
+        cause,
+    };
+    let file = object::File::parse(bytes).map_err(|e| err(e.to_string()))?;
+    let mut variables = BTreeMap::new();
+    for sym in file.symbols() {
+        let (Ok(name), Some(index)) = (sym.name(), sym.section_index()) else {
+            continue;
+        };
+        let Ok(section) = file
+            .section_by_index(index)
+            .and_then(|s| s.name().map(str::to_owned))
+        else {
+            continue;
+        };
+        let data_section = [".rodata", ".data", ".bss"]
+            .iter()
+            .any(|d| section == *d || section.starts_with(&format!("{d}.")));
+        if sym.kind() == SymbolKind::Data && data_section {
+            variables.insert(name.to_owned(), sym.size());
+        }
+    }
+    let mut values = Vec::new();
+    for (name, &value) in globals {
+        let Some(&size) = variables.get(name) else {
+            let known: Vec<_> = variables.keys().map(String::as_str).collect();
+            return Err(err(format!(
+                "globalData.{name}: the object has no global variable {name:?}; it has: {}",
+                if known.is_empty() {
+                    "none".into()
+                } else {
+                    known.join(", ")
+                }
+            )));
+        };
+        if !matches!(size, 1 | 2 | 4 | 8) {
+            return Err(err(format!(
+                "globalData.{name}: the variable is {size} bytes; only integers of 1, 2, 4 or 8 bytes can be set"
+            )));
+        }
+        if size < 8 && value >> (size * 8) != 0 {
+            return Err(err(format!(
+                "globalData.{name}: {value} does not fit the variable's {size} byte{}",
+                if size == 1 { "" } else { "s" }
+            )));
+        }
+        let all = value.to_ne_bytes();
+        let size = size as usize;
+        let own = if cfg!(target_endian = "little") {
+            all[..size].to_vec()
+        } else {
+            all[8 - size..].to_vec()
+        };
+        values.push((name.clone(), own));
+    }
+    Ok(values)
 }
 
 /// The programs of `bytes` with the attach points their sections name,

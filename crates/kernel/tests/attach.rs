@@ -31,6 +31,7 @@ const LSM: u32 = 8;
 const PERF: u32 = 9;
 const CGROUP_SOCK: u32 = 12;
 const CGROUP_CONNECT: u32 = 13;
+const WEIGHTED: u32 = 14;
 
 /// The programs of a spec whose `programs:` list is `programs` (YAML flow
 /// items, one per line), validated as `conductor run` validates them.
@@ -48,6 +49,7 @@ struct Loaded {
     obj: LoadedObject,
     counts: KernelMap,
     bytes: KernelMap,
+    cfg: Option<KernelMap>,
 }
 
 fn load(list: &[String]) -> Loaded {
@@ -56,13 +58,21 @@ fn load(list: &[String]) -> Loaded {
         .unwrap_or_else(|e| panic!("{e}"));
     let counts = obj.open_map("counts").unwrap();
     let bytes = obj.open_map("bytes").unwrap();
-    Loaded { obj, counts, bytes }
+    Loaded {
+        obj,
+        counts,
+        bytes,
+        cfg: None,
+    }
 }
 
 impl Loaded {
     /// Narrow counting to this thread, syscall `nr` and UDP port `port`.
     fn configure(&mut self, tid: u32, nr: u32, port: u16) {
-        let cfg = self.obj.open_map("cfg").unwrap();
+        if self.cfg.is_none() {
+            self.cfg = Some(self.obj.open_map("cfg").unwrap());
+        }
+        let cfg = self.cfg.as_ref().unwrap();
         let mut value = Vec::new();
         for v in [tid, nr, u32::from(port), 0] {
             value.extend_from_slice(&v.to_ne_bytes());
@@ -599,4 +609,56 @@ fn an_unmodified_libbpf_object_auto_attaches_from_its_section_names() {
     // tp_btf, raw_tp, tracepoint, uprobe; xdp never ran.
     assert_eq!(got, [64, 64, 64, 64, 0]);
     drop(obj);
+}
+
+#[test]
+fn global_data_from_the_spec_changes_what_the_program_counts() {
+    if !require_root() {
+        return;
+    }
+    let text = format!(
+        "name: g\ncomponent: /unused.wasm\nbytecode:\n  path: {}\n  globalData: {{weight: 5}}\n  programs:\n    - {{name: on_weighted, rawTracepoint: sys_enter}}\n",
+        artifact("test_attach.bpf.o").display()
+    );
+    let spec = PluginSpec::from_yaml(&text).unwrap();
+    let b = spec.bytecode.unwrap();
+    let object = artifact("test_attach.bpf.o");
+    // The same object with the default (1) and with weight 5 from the spec.
+    for (globals, weight) in [
+        (std::collections::BTreeMap::new(), 1),
+        (b.global_data.clone(), 5),
+    ] {
+        let mut obj = object::load_with_globals(&object, &b.programs, &globals)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let counts = obj.open_map("counts").unwrap();
+        let bytes = obj.open_map("bytes").unwrap();
+        let mut l = Loaded {
+            obj,
+            counts,
+            bytes,
+            cfg: None,
+        };
+        l.configure(tid(), libc::SYS_getpgid as u32, 0);
+        for _ in 0..40 {
+            // SAFETY: no memory arguments.
+            unsafe { libc::getpgid(0) };
+        }
+        l.configure(0, 0, 0);
+        assert_eq!(l.count(WEIGHTED), 40);
+        assert_eq!(l.bytes(WEIGHTED), 40 * weight, "weight {weight}");
+    }
+    // Checked against the object: size and name.
+    for (name, value, expected) in [
+        ("small", 300, "300 does not fit the variable's 1 byte"),
+        ("nope", 1, "no global variable \"nope\"; it has: "),
+    ] {
+        let globals = [(name.to_owned(), value)].into_iter().collect();
+        let msg = object::load_with_globals(&object, &b.programs, &globals)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains(expected) && msg.contains(&format!("globalData.{name}")),
+            "{msg}"
+        );
+    }
 }

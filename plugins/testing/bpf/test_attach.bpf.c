@@ -34,7 +34,7 @@ struct {
 
 enum slot {
 	TP_BTF, UPROBE_BIN, UPROBE_LIBC, URETPROBE_BIN, XDP, TC, TCX, CGROUP_SKB,
-	LSM, PERF, KPROBE, FENTRY, CGROUP_SOCK, CGROUP_CONNECT, SLOTS
+	LSM, PERF, KPROBE, FENTRY, CGROUP_SOCK, CGROUP_CONNECT, WEIGHTED, SLOTS
 };
 
 struct {
@@ -83,6 +83,21 @@ int BPF_PROG(on_sys_enter, struct pt_regs *regs, long id)
 
 	if (c && my_thread() && id == c->nr)
 		add(TP_BTF, 0);
+	return 0;
+}
+
+/* Global data, set from the spec's bytecode.globalData. */
+const volatile __u32 weight = 1; /* added to bytes[WEIGHTED] per syscall */
+const volatile __u8 small = 0;   /* only for the size check */
+
+/* Counts the syscalls `on_sys_enter` counts, weighted by `weight`. */
+SEC("raw_tp/sys_enter")
+int on_weighted(struct bpf_raw_tracepoint_args *ctx)
+{
+	struct cfg *c = config();
+
+	if (c && my_thread() && ctx->args[1] == c->nr)
+		add(WEIGHTED, weight + small);
 	return 0;
 }
 
