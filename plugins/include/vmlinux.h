@@ -131,6 +131,40 @@ struct bpf_raw_tracepoint_args {
 	__u64 args[0];
 };
 
+/* ---- Program contexts of network programs (UAPI, fixed layout) -----------
+ * The verifier rewrites accesses to these by offset, so they are NOT CO-RE
+ * relocated: each is a prefix of the UAPI struct, exactly as laid out there. */
+
+/* Context of XDP programs. */
+struct xdp_md {
+	__u32 data;
+	__u32 data_end;
+	__u32 data_meta;
+	__u32 ingress_ifindex;
+	__u32 rx_queue_index;
+	__u32 egress_ifindex;
+};
+
+enum xdp_action {
+	XDP_ABORTED = 0,
+	XDP_DROP = 1,
+	XDP_PASS = 2,
+	XDP_TX = 3,
+	XDP_REDIRECT = 4,
+};
+
+/* Context of TC, TCX and cgroup skb programs (a prefix). */
+struct __sk_buff {
+	__u32 len;
+	__u32 pkt_type;
+	__u32 mark;
+	__u32 queue_mapping;
+	__u32 protocol; /* network byte order, e.g. htons(0x0800) for IPv4 */
+};
+
+/* Context of perf_event programs; only passed on, never read here. */
+struct bpf_perf_event_data;
+
 /* ---- Kernel structs, CO-RE relocated -------------------------------------- */
 
 #pragma clang attribute push (__attribute__((preserve_access_index)), apply_to = record)

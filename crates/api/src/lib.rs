@@ -3,11 +3,16 @@
 //! This crate is deliberately light (no wasmtime, no aya) so that the
 //! operator and other clients can depend on it.
 
+pub mod attach;
 pub mod phase;
 pub mod spec;
 pub mod v1;
 pub mod wit;
 
+pub use attach::{
+    ATTACH_KINDS, CgroupAttach, CgroupSkbAttach, Direction, HardwareEvent, KprobeAttach,
+    PerfEventAttach, SoftwareEvent, TcAttach, TcxAttach, UprobeAttach, XdpAttach, XdpMode,
+};
 pub use phase::Phase;
 pub use spec::{
     Access, AttachPoint, Bytecode, EventSource, FieldError, Limits, MapGrant, PluginSpec,

@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::attach::{AttachPoint, ProgramAttach};
+
 /// One plugin: a wasm component plus the kernel-side object it consumes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
@@ -122,58 +124,18 @@ pub struct Bytecode {
     pub image: Option<String>,
     /// Programs to attach. Every program listed is loaded (verified) before
     /// any is attached; programs of the object not listed are not loaded.
+    /// Empty: every program whose section name says where it attaches
+    /// (`tp_btf/sched_switch`, `uprobe/libc.so.6:malloc`, ...) is attached
+    /// as libbpf's auto-attach would.
     #[serde(default)]
     pub programs: Vec<ProgramAttach>,
-}
-
-/// One program of the object and where to attach it: exactly one attach
-/// point must be set.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[cfg_attr(
-    feature = "schema",
-    schemars(extend("x-kubernetes-validations" = [{
-        "rule": "has(self.tracepoint) != has(self.rawTracepoint)",
-        "message": "set exactly one attach point: tracepoint or rawTracepoint"
-    }]))
-)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct ProgramAttach {
-    /// The program's function name in the object.
-    #[cfg_attr(feature = "schema", schemars(length(min = 1)))]
-    pub name: String,
-    /// A tracepoint as `category/name`, e.g. `sched/sched_process_exec`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(
-        feature = "schema",
-        schemars(regex(pattern = r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$"))
-    )]
-    pub tracepoint: Option<String>,
-    /// A raw tracepoint by name, e.g. `sched_switch`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "schema", schemars(regex(pattern = r"^[A-Za-z0-9_.-]+$")))]
-    pub raw_tracepoint: Option<String>,
-}
-
-/// Where a program attaches, once the spec is validated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AttachPoint<'a> {
-    Tracepoint { category: &'a str, name: &'a str },
-    RawTracepoint { name: &'a str },
-}
-
-impl ProgramAttach {
-    /// The attach point, or `None` if the spec is invalid (see [`PluginSpec::validate`]).
-    pub fn attach_point(&self) -> Option<AttachPoint<'_>> {
-        match (&self.tracepoint, &self.raw_tracepoint) {
-            (Some(tp), None) => {
-                let (category, name) = tp.split_once('/')?;
-                Some(AttachPoint::Tracepoint { category, name })
-            }
-            (None, Some(name)) => Some(AttachPoint::RawTracepoint { name }),
-            _ => None,
-        }
-    }
+    /// Values for the object's global variables (`const volatile` ones in
+    /// `.rodata`, or `.data`/`.bss`), set before the programs are verified,
+    /// so one object serves many configurations. Each is an integer written
+    /// in the variable's own size (1, 2, 4 or 8 bytes, native byte order);
+    /// a name the object lacks or a value that does not fit is refused.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub global_data: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -228,6 +190,15 @@ pub struct EventSource {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "schema", schemars(range(min = 1, max = 60000)))]
     pub max_latency_ms: Option<u32>,
+    /// Ring buffers only: the granted map (another entry of `maps`) that
+    /// counts this ring's kernel drops: an array or per-CPU array whose
+    /// `u64` at key 0 grows with every record the BPF side could not queue,
+    /// as `<name>_lost` of CONDUCTOR_RINGBUF. Omitted: a granted map named
+    /// `<name>_lost`, else the object's `<name>_lost`, else a pin
+    /// `<pin>_lost` beside the ring's pin (bpfman's layout).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(length(min = 1)))]
+    pub drop_counter: Option<String>,
 }
 
 impl EventSource {
@@ -248,6 +219,7 @@ impl Default for EventSource {
             max_batch: Self::default_max_batch(),
             perf_pages: Self::default_perf_pages(),
             max_latency_ms: None,
+            drop_counter: None,
         }
     }
 }
@@ -465,33 +437,7 @@ impl PluginSpec {
                         format!("program {:?} is listed twice", p.name),
                     );
                 }
-                match (&p.tracepoint, &p.raw_tracepoint) {
-                    (None, None) => err(
-                        at.clone(),
-                        "set one attach point: tracepoint or rawTracepoint".into(),
-                    ),
-                    (Some(_), Some(_)) => err(
-                        at.clone(),
-                        "set only one attach point: tracepoint or rawTracepoint".into(),
-                    ),
-                    (Some(tp), None) => match tp.split_once('/') {
-                        Some((c, n)) if is_trace_name(c) && is_trace_name(n) => {}
-                        _ => err(
-                            format!("{at}.tracepoint"),
-                            format!(
-                                "{tp:?} is not of the form category/name (e.g. sched/sched_process_exec)"
-                            ),
-                        ),
-                    },
-                    (None, Some(name)) => {
-                        if !is_trace_name(name) {
-                            err(
-                                format!("{at}.rawTracepoint"),
-                                format!("{name:?} is not a tracepoint name (e.g. sched_switch)"),
-                            );
-                        }
-                    }
-                }
+                p.validate(&at, &mut err);
             }
         }
 
@@ -548,6 +494,9 @@ impl PluginSpec {
             }
         }
 
+        self.validate_drop_counters(&mut err);
+        self.validate_global_data(&mut err);
+
         for key in self.config.keys() {
             if key.is_empty() {
                 err("config".into(), "keys must not be empty".into());
@@ -589,6 +538,44 @@ impl PluginSpec {
                 plugin: self.name.clone(),
                 errors,
             })
+        }
+    }
+
+    /// Global variable names are C identifiers.
+    fn validate_global_data(&self, err: &mut dyn FnMut(String, String)) {
+        let Some(b) = &self.bytecode else { return };
+        for name in b.global_data.keys() {
+            let ok = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !ok {
+                err(
+                    format!("bytecode.globalData.{name}"),
+                    format!("{name:?} is not a C variable name"),
+                );
+            }
+        }
+    }
+
+    /// Each `events.dropCounter` names another granted map.
+    fn validate_drop_counters(&self, err: &mut dyn FnMut(String, String)) {
+        for (i, m) in self.maps.iter().enumerate() {
+            let Some(counter) = m.events.as_ref().and_then(|e| e.drop_counter.as_ref()) else {
+                continue;
+            };
+            let field = format!("maps[{i}].events.dropCounter");
+            if counter == &m.name {
+                err(
+                    field,
+                    "must name another map than the ring buffer itself".into(),
+                );
+            } else if self.map_grant(counter).is_none() {
+                err(
+                    field,
+                    format!(
+                        "{counter:?} is not granted: add it to `maps` (with its pin if another loader owns it)"
+                    ),
+                );
+            }
         }
     }
 
@@ -702,12 +689,6 @@ fn check_dns_label(name: &str) -> Result<(), String> {
             "{name:?} is not a DNS-1123 label: use 1 to 63 lowercase letters, digits or '-', starting and ending with a letter or digit"
         ))
     }
-}
-
-fn is_trace_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
 }
 
 #[cfg(test)]
@@ -959,5 +940,26 @@ bytecode:
         let err = load_file(&path).unwrap_err().to_string();
         assert!(err.contains("document 2"), "{err}");
         assert!(err.contains("maps[0].events.maxBatch"), "{err}");
+    }
+
+    #[test]
+    fn a_drop_counter_must_be_another_granted_map() {
+        let text = r#"
+name: p
+component: p.wasm
+maps:
+  - {name: a, pin: /sys/fs/bpf/a, events: {dropCounter: nope}}
+  - {name: b, pin: /sys/fs/bpf/b, events: {dropCounter: b}}
+  - {name: c, pin: /sys/fs/bpf/c, events: {dropCounter: a}}
+"#;
+        let Err(SpecError::Invalid { errors, .. }) = PluginSpec::from_yaml(text) else {
+            panic!("expected validation errors");
+        };
+        let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            ["maps[0].events.dropCounter", "maps[1].events.dropCounter"]
+        );
+        assert!(errors[0].message.contains("not granted"), "{errors:?}");
     }
 }

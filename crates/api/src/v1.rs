@@ -111,15 +111,8 @@ impl From<&spec::PluginSpec> for PluginSpec {
             bytecode: s.bytecode.as_ref().map(|b| Bytecode {
                 path: b.path.clone(),
                 image: b.image.clone(),
-                programs: b
-                    .programs
-                    .iter()
-                    .map(|p| ProgramAttach {
-                        name: p.name.clone(),
-                        tracepoint: p.tracepoint.clone(),
-                        raw_tracepoint: p.raw_tracepoint.clone(),
-                    })
-                    .collect(),
+                programs: b.programs.iter().map(ProgramAttach::from).collect(),
+                global_data: b.global_data.iter().map(|(k, v)| (k.clone(), *v)).collect(),
             }),
             maps: s
                 .maps
@@ -132,6 +125,7 @@ impl From<&spec::PluginSpec> for PluginSpec {
                         max_batch: e.max_batch,
                         perf_pages: e.perf_pages,
                         max_latency_ms: e.max_latency_ms,
+                        drop_counter: e.drop_counter.clone(),
                     }),
                 })
                 .collect(),
@@ -220,6 +214,7 @@ impl TryFrom<PluginSpec> for spec::PluginSpec {
                     max_batch: or_default(e.max_batch, defaults.max_batch),
                     perf_pages: or_default(e.perf_pages, defaults.perf_pages),
                     max_latency_ms: e.max_latency_ms,
+                    drop_counter: e.drop_counter,
                 }),
             });
         }
@@ -245,12 +240,12 @@ impl TryFrom<PluginSpec> for spec::PluginSpec {
                 programs: b
                     .programs
                     .into_iter()
-                    .map(|p| spec::ProgramAttach {
-                        name: p.name,
-                        tracepoint: p.tracepoint,
-                        raw_tracepoint: p.raw_tracepoint,
+                    .enumerate()
+                    .map(|(i, p)| {
+                        attach_from_wire(p, &format!("bytecode.programs[{i}]"), &mut errors)
                     })
                     .collect(),
+                global_data: b.global_data.into_iter().collect(),
             }),
             maps,
             config: w.config.into_iter().collect::<BTreeMap<_, _>>(),
@@ -272,6 +267,176 @@ impl TryFrom<PluginSpec> for spec::PluginSpec {
     }
 }
 
+// ---- attach points ---------------------------------------------------------
+
+impl From<&crate::attach::ProgramAttach> for ProgramAttach {
+    fn from(p: &crate::attach::ProgramAttach) -> Self {
+        use crate::attach as a;
+        let uprobe = |u: &a::UprobeAttach| UprobeAttach {
+            target: u.target.clone(),
+            symbol: u.symbol.clone(),
+            offset: u.offset,
+            pid: u.pid,
+        };
+        let kprobe = |k: &a::KprobeAttach| KprobeAttach {
+            function: k.function.clone(),
+            offset: k.offset,
+        };
+        let cgroup = |c: &a::CgroupAttach| CgroupAttach {
+            cgroup_path: c.cgroup_path.clone(),
+        };
+        Self {
+            name: p.name.clone(),
+            tracepoint: p.tracepoint.clone(),
+            raw_tracepoint: p.raw_tracepoint.clone(),
+            tp_btf: p.tp_btf.clone(),
+            uprobe: p.uprobe.as_ref().map(uprobe),
+            uretprobe: p.uretprobe.as_ref().map(uprobe),
+            kprobe: p.kprobe.as_ref().map(kprobe),
+            kretprobe: p.kretprobe.as_ref().map(kprobe),
+            fentry: p.fentry.clone(),
+            fexit: p.fexit.clone(),
+            lsm: p.lsm.clone(),
+            xdp: p.xdp.as_ref().map(|x| XdpAttach {
+                interface: x.interface.clone(),
+                mode: enum_name(&x.mode),
+            }),
+            tc: p.tc.as_ref().map(|t| TcAttach {
+                interface: t.interface.clone(),
+                direction: enum_name(&t.direction),
+                priority: t.priority,
+            }),
+            tcx: p.tcx.as_ref().map(|t| TcxAttach {
+                interface: t.interface.clone(),
+                direction: enum_name(&t.direction),
+            }),
+            cgroup_skb: p.cgroup_skb.as_ref().map(|c| CgroupSkbAttach {
+                cgroup_path: c.cgroup_path.clone(),
+                direction: enum_name(&c.direction),
+            }),
+            cgroup_sock: p.cgroup_sock.as_ref().map(cgroup),
+            cgroup_sock_addr: p.cgroup_sock_addr.as_ref().map(cgroup),
+            cgroup_sockopt: p.cgroup_sockopt.as_ref().map(cgroup),
+            perf_event: p.perf_event.as_ref().map(|e| PerfEventAttach {
+                software: e.software.as_ref().map(enum_name),
+                hardware: e.hardware.as_ref().map(enum_name),
+                frequency: e.frequency,
+                period: e.period,
+                pid: e.pid,
+                cpu: e.cpu,
+            }),
+        }
+    }
+}
+
+/// The run file's spelling of a unit enum value (e.g. `skb`).
+fn enum_name<T: serde::Serialize>(v: &T) -> String {
+    match serde_yaml_ng::to_value(v) {
+        Ok(serde_yaml_ng::Value::String(s)) => s,
+        _ => String::new(),
+    }
+}
+
+/// Parse the run file's spelling of an enum value; empty means the default.
+fn parse_enum<T: serde::de::DeserializeOwned + Default>(
+    value: &str,
+    field: String,
+    errors: &mut Vec<FieldError>,
+) -> T {
+    if value.is_empty() {
+        return T::default();
+    }
+    parse_required(value, field, errors).unwrap_or_default()
+}
+
+fn parse_required<T: serde::de::DeserializeOwned>(
+    value: &str,
+    field: String,
+    errors: &mut Vec<FieldError>,
+) -> Option<T> {
+    match serde_yaml_ng::from_value(serde_yaml_ng::Value::String(value.to_owned())) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            errors.push(FieldError {
+                field,
+                message: e.to_string(),
+            });
+            None
+        }
+    }
+}
+
+fn attach_from_wire(
+    p: ProgramAttach,
+    at: &str,
+    errors: &mut Vec<FieldError>,
+) -> crate::attach::ProgramAttach {
+    use crate::attach as a;
+    let uprobe = |u: UprobeAttach| a::UprobeAttach {
+        target: u.target,
+        symbol: u.symbol,
+        offset: u.offset,
+        pid: u.pid,
+    };
+    let kprobe = |k: KprobeAttach| a::KprobeAttach {
+        function: k.function,
+        offset: k.offset,
+    };
+    let cgroup = |c: CgroupAttach| a::CgroupAttach {
+        cgroup_path: c.cgroup_path,
+    };
+    let xdp = p.xdp.map(|x| a::XdpAttach {
+        mode: parse_enum(&x.mode, format!("{at}.xdp.mode"), errors),
+        interface: x.interface,
+    });
+    let tc = p.tc.map(|t| a::TcAttach {
+        direction: parse_enum(&t.direction, format!("{at}.tc.direction"), errors),
+        interface: t.interface,
+        priority: t.priority,
+    });
+    let tcx = p.tcx.map(|t| a::TcxAttach {
+        direction: parse_enum(&t.direction, format!("{at}.tcx.direction"), errors),
+        interface: t.interface,
+    });
+    let cgroup_skb = p.cgroup_skb.map(|c| a::CgroupSkbAttach {
+        direction: parse_enum(&c.direction, format!("{at}.cgroupSkb.direction"), errors),
+        cgroup_path: c.cgroup_path,
+    });
+    let perf_event = p.perf_event.map(|e| a::PerfEventAttach {
+        software: e
+            .software
+            .and_then(|s| parse_required(&s, format!("{at}.perfEvent.software"), errors)),
+        hardware: e
+            .hardware
+            .and_then(|s| parse_required(&s, format!("{at}.perfEvent.hardware"), errors)),
+        frequency: e.frequency,
+        period: e.period,
+        pid: e.pid,
+        cpu: e.cpu,
+    });
+    a::ProgramAttach {
+        name: p.name,
+        tracepoint: p.tracepoint,
+        raw_tracepoint: p.raw_tracepoint,
+        tp_btf: p.tp_btf,
+        uprobe: p.uprobe.map(uprobe),
+        uretprobe: p.uretprobe.map(uprobe),
+        kprobe: p.kprobe.map(kprobe),
+        kretprobe: p.kretprobe.map(kprobe),
+        fentry: p.fentry,
+        fexit: p.fexit,
+        lsm: p.lsm,
+        xdp,
+        tc,
+        tcx,
+        cgroup_skb,
+        cgroup_sock: p.cgroup_sock.map(cgroup),
+        cgroup_sock_addr: p.cgroup_sock_addr.map(cgroup),
+        cgroup_sockopt: p.cgroup_sockopt.map(cgroup),
+        perf_event,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -282,14 +447,37 @@ component: oci://registry.example/plugins/demo:1.0
 pullPolicy: Never
 bytecode:
   path: /opt/demo.bpf.o
+  globalData: { target_port: 8080, sample_rate: 100 }
   programs:
     - name: on_exec
       tracepoint: sched/sched_process_exec
     - name: on_switch
       rawTracepoint: sched_switch
+    - name: on_btf
+      tpBtf: sched_switch
+    - name: on_malloc
+      uretprobe: { target: libc.so.6, symbol: malloc, offset: 4, pid: 7 }
+    - name: on_unlink
+      kprobe: { function: do_unlinkat }
+    - name: on_open
+      fexit: do_sys_openat2
+    - name: on_file
+      lsm: file_open
+    - name: on_rx
+      xdp: { interface: eth0, mode: driver }
+    - name: on_tc
+      tc: { interface: eth0, direction: egress, priority: 3 }
+    - name: on_tcx
+      tcx: { interface: eth1, direction: ingress }
+    - name: on_skb
+      cgroupSkb: { cgroupPath: /sys/fs/cgroup/pods, direction: egress }
+    - name: on_sock
+      cgroupSockAddr: {}
+    - name: on_cpu
+      perfEvent: { hardware: instructions, period: 100000, cpu: 0 }
 maps:
   - name: events
-    events: { maxBatch: 256, perfPages: 16, maxLatencyMs: 50 }
+    events: { maxBatch: 256, perfPages: 16, maxLatencyMs: 50, dropCounter: counts }
   - name: counts
     access: readWrite
   - name: shared
@@ -351,5 +539,35 @@ tickIntervalMs: 500
             ["pullPolicy", "maps[0].access", "name"],
             "{errors:?}"
         );
+    }
+
+    #[test]
+    fn bad_attach_enum_strings_on_the_wire_are_named() {
+        let wire = PluginSpec {
+            name: "p".into(),
+            component: "/opt/p.wasm".into(),
+            bytecode: Some(Bytecode {
+                path: "/opt/p.o".into(),
+                image: None,
+                programs: vec![ProgramAttach {
+                    name: "x".into(),
+                    xdp: Some(XdpAttach {
+                        interface: "eth0".into(),
+                        mode: "turbo".into(),
+                    }),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let Err(SpecError::Invalid { errors, .. }) = spec::PluginSpec::try_from(wire) else {
+            panic!("expected an invalid spec");
+        };
+        assert_eq!(
+            errors[0].field, "bytecode.programs[0].xdp.mode",
+            "{errors:?}"
+        );
+        assert!(errors[0].message.contains("turbo"), "{errors:?}");
     }
 }

@@ -11,7 +11,7 @@ fn exec_tracepoint(name: &str) -> ProgramAttach {
     ProgramAttach {
         name: name.into(),
         tracepoint: Some("sched/sched_process_exec".into()),
-        raw_tracepoint: None,
+        ..Default::default()
     }
 }
 
@@ -59,8 +59,8 @@ fn bpf_object_errors_name_the_cause() {
 
     let raw = ProgramAttach {
         name: "good".into(),
-        tracepoint: None,
         raw_tracepoint: Some("sched_process_exec".into()),
+        ..Default::default()
     };
     let msg = bpf::load(&object, &[raw]).unwrap_err().to_string();
     assert!(msg.contains("cannot attach to a raw tracepoint"), "{msg}");

@@ -7,6 +7,8 @@
 //! perf event arrays into batches for the plugin.
 
 pub mod events;
+pub mod features;
 pub mod maps;
 pub mod object;
 pub mod ringbuf;
+pub mod sections;

@@ -379,6 +379,114 @@ maps:
     drop(host);
 }
 
+/// (sequence numbers used, sum of the kernel's `seq_ring_lost` over CPUs)
+fn used_and_lost(ebpf: &Ebpf) -> (u64, u64) {
+    let stats: Array<_, u64> = Array::try_from(ebpf.map("seq_stats").unwrap()).unwrap();
+    let lost: aya::maps::PerCpuArray<_, u64> =
+        aya::maps::PerCpuArray::try_from(ebpf.map("seq_ring_lost").unwrap()).unwrap();
+    let lost = lost.get(&0, 0).unwrap().iter().sum();
+    (stats.get(&0, 0).unwrap(), lost)
+}
+
+#[test]
+fn kernel_drops_of_rings_pinned_by_another_loader_are_counted_exactly() {
+    if !require_root() {
+        return;
+    }
+    // Three producers loaded here, as bpfman would load them, each with a
+    // one-page ring that 100 records per trigger overflow at once. Their
+    // rings reach the host only by pin, with the drop counter found three
+    // ways: granted as `<ring>_lost` (bpfman's layout, the case that used
+    // to report 0), a `<pin>_lost` pin beside the ring, and dropCounter.
+    let producers: Vec<Ebpf> = (0..3).map(|_| load(4096, 64, 100, 0, 0)).collect();
+    let dir = PinDir::new("pinned-drops");
+    let pin = |ebpf: &Ebpf, map: &str, name: &str| {
+        let path = format!("{}/{name}", dir.0);
+        ebpf.map(map).unwrap().pin(&path).unwrap();
+        path
+    };
+    let (granted_ring, granted_lost) = (
+        pin(&producers[0], "seq_ring", "events"),
+        pin(&producers[0], "seq_ring_lost", "events_lost"),
+    );
+    let sibling_ring = pin(&producers[1], "seq_ring", "ring");
+    pin(&producers[1], "seq_ring_lost", "ring_lost");
+    let (explicit_ring, explicit_lost) = (
+        pin(&producers[2], "seq_ring", "third"),
+        pin(&producers[2], "seq_ring_lost", "third_drops"),
+    );
+    let component = path_str(&artifact("testing_seq_sum.wasm"));
+    let spec = format!(
+        r#"
+name: granted
+component: {component}
+maps:
+  - name: events
+    pin: {granted_ring}
+    events: {{maxBatch: 64}}
+  - name: events_lost
+    pin: {granted_lost}
+---
+name: sibling
+component: {component}
+maps:
+  - name: ring
+    pin: {sibling_ring}
+    events: {{maxBatch: 64}}
+---
+name: explicit
+component: {component}
+maps:
+  - name: third
+    pin: {explicit_ring}
+    events: {{maxBatch: 64, dropCounter: drops}}
+  - name: drops
+    pin: {explicit_lost}
+"#
+    );
+    let host = Host::start(&spec);
+    trigger(30);
+    for (plugin, source, ebpf) in [
+        ("granted", "events", &producers[0]),
+        ("sibling", "ring", &producers[1]),
+        ("explicit", "third", &producers[2]),
+    ] {
+        let (used, kernel_lost) = used_and_lost(ebpf);
+        assert_eq!(used, 3000, "{plugin}: 30 triggers of 100 records");
+        assert!(kernel_lost > 0, "{plugin}: a one-page ring must overflow");
+        let lost_series = format!(
+            r#"conductor_events_lost_total{{plugin="{plugin}",source="{source}",reason="kernel"}}"#
+        );
+        let events_series = format!(r#"{plugin}__events_total{{plugin="{plugin}"}}"#);
+        // Every record is either delivered or counted as a kernel drop.
+        wait_for(
+            std::time::Duration::from_secs(30),
+            &format!("{plugin}: delivered + dropped to reach {used}"),
+            || host.log_text(),
+            || {
+                let text = host.scrape();
+                let got = value(&text, &events_series).unwrap_or(0.0)
+                    + value(&text, &lost_series).unwrap_or(0.0);
+                (got == used as f64).then_some(())
+            },
+        );
+        let text = host.scrape();
+        assert_eq!(
+            value(&text, &lost_series),
+            Some(kernel_lost as f64),
+            "{plugin}: the host's drop counter must equal the kernel's"
+        );
+    }
+    assert!(
+        !host
+            .log_text()
+            .contains("drops in the kernel cannot be counted"),
+        "{}",
+        host.log_text()
+    );
+    host.stop();
+}
+
 /// A bpffs directory for this test's pins, removed even if the test fails.
 struct PinDir(String);
 

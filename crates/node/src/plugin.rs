@@ -162,7 +162,11 @@ impl Plugin {
         let prepared = runtime.prepare(Path::new(&spec.component))?;
 
         let object = match &spec.bytecode {
-            Some(b) => Some(bpf::load(Path::new(&b.path), &b.programs)?),
+            Some(b) => Some(bpf::load_with_globals(
+                Path::new(&b.path),
+                &b.programs,
+                &b.global_data,
+            )?),
             None => None,
         };
 

@@ -5,9 +5,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use conductor_api::PluginSpec;
+use conductor_api::{MapGrant, PluginSpec};
 use conductor_kernel::events::EventSource;
-use conductor_kernel::maps::KernelMap;
+use conductor_kernel::maps::{KernelMap, MapKind};
 use conductor_kernel::object::{BpfError, LoadedObject};
 use conductor_runtime::GrantedMap;
 
@@ -42,7 +42,7 @@ pub(crate) fn wire(
         cause,
     };
     let mut granted = HashMap::new();
-    let mut sources = Vec::new();
+    let mut opened = Vec::with_capacity(spec.maps.len());
     for grant in &spec.maps {
         let map = match (&grant.pin, object.as_mut()) {
             (Some(pin), _) => KernelMap::from_pin(&grant.name, pin.as_ref()).map_err(|e| {
@@ -56,25 +56,30 @@ pub(crate) fn wire(
             // `validate` requires a pin when there is no bytecode.
             (None, None) => return Err(map_err(&grant.name, "no bytecode and no pin".into())),
         };
+        opened.push(map);
+    }
+    let mut sources = Vec::new();
+    for (grant, map) in spec.maps.iter().zip(&opened) {
         if let Some(ev) = &grant.events {
-            // A ring buffer's kernel drops are counted in `<name>_lost`
-            // (declared by CONDUCTOR_RINGBUF in conductor.h).
-            let lost_name = format!("{}_lost", grant.name);
-            let lost = match object.as_mut() {
-                Some(o) => o.open_map_if_present(&lost_name)?,
-                None => None,
+            let lost = if map.meta().kind == MapKind::Ringbuf {
+                drop_counter(spec, grant, &opened, object.as_mut())?
+            } else {
+                None
             };
-            let source = EventSource::open(&map, lost, ev.perf_pages, ev.max_batch)
+            let source = EventSource::open(map, lost, ev.perf_pages, ev.max_batch)
                 .map_err(|e| map_err(&grant.name, e.to_string()))?;
             if !source.counts_kernel_drops() {
                 tracing::warn!(
                     plugin = %spec.name,
                     source = %grant.name,
-                    "ring buffer has no `{lost_name}` map: drops in the kernel cannot be counted (declare it with CONDUCTOR_RINGBUF from conductor.h)",
+                    "ring buffer has no `{}_lost` map: drops in the kernel cannot be counted (declare it with CONDUCTOR_RINGBUF from conductor.h, grant it, or name the counter in events.dropCounter)",
+                    grant.name,
                 );
             }
             sources.push(source);
         }
+    }
+    for (grant, map) in spec.maps.iter().zip(opened) {
         granted.insert(
             grant.name.clone(),
             GrantedMap {
@@ -87,6 +92,72 @@ pub(crate) fn wire(
         granted,
         kernel: KernelSide { sources, object },
     })
+}
+
+/// The map counting ring `grant`'s kernel drops, in this order: the
+/// grant named by `events.dropCounter`; a granted `<name>_lost` (how a ring
+/// pinned by another loader, e.g. bpfman, brings its counter); for a ring
+/// of the plugin's own object, the object's `<name>_lost`; for a pinned
+/// ring, a pin `<pin>_lost` beside it. The counter is a second descriptor,
+/// so the plugin can still be granted the same map.
+fn drop_counter(
+    spec: &PluginSpec,
+    grant: &MapGrant,
+    opened: &[KernelMap],
+    object: Option<&mut LoadedObject>,
+) -> Result<Option<KernelMap>, LoadError> {
+    let err = |map: &str, cause: String| LoadError::Map {
+        plugin: spec.name.clone(),
+        map: map.to_owned(),
+        cause,
+    };
+    let lost_name = format!("{}_lost", grant.name);
+    let explicit = grant
+        .events
+        .as_ref()
+        .and_then(|e| e.drop_counter.as_deref());
+    let by_grant = explicit.or_else(|| spec.map_grant(&lost_name).map(|g| g.name.as_str()));
+    let counter = if let Some(name) = by_grant {
+        let Some(map) = opened.iter().find(|m| m.name() == name) else {
+            // `validate` checks that dropCounter names a grant.
+            return Err(err(
+                &grant.name,
+                format!("drop counter {name:?} is not granted"),
+            ));
+        };
+        let data = map.try_clone_data().map_err(|e| err(name, e.to_string()))?;
+        Some(KernelMap::new(name, data).map_err(|e| err(name, e.to_string()))?)
+    } else if let Some(pin) = &grant.pin {
+        let sibling = format!("{pin}_lost");
+        if std::path::Path::new(&sibling).exists() {
+            Some(
+                KernelMap::from_pin(&lost_name, sibling.as_ref())
+                    .map_err(|e| err(&lost_name, format!("{sibling}: {e}")))?,
+            )
+        } else {
+            None
+        }
+    } else {
+        match object {
+            Some(o) => o.open_map_if_present(&lost_name)?,
+            None => None,
+        }
+    };
+    if let Some(c) = &counter {
+        let meta = c.meta();
+        if !matches!(meta.kind, MapKind::Array | MapKind::PercpuArray) || meta.value_size < 8 {
+            return Err(err(
+                &grant.name,
+                format!(
+                    "drop counter {:?} is a {:?} map with {}-byte values; it must be an array or per-CPU array holding a u64 at key 0",
+                    c.name(),
+                    meta.kind,
+                    meta.value_size
+                ),
+            ));
+        }
+    }
+    Ok(counter)
 }
 
 #[cfg(test)]

@@ -325,6 +325,46 @@ fn the_crd_schema_rejects_bad_resources() {
             "exactly one of path",
         ),
         (
+            "xdp with an unknown mode",
+            Box::new(|v| {
+                v["spec"]["plugin"]["bytecode"]["programs"][0] =
+                    json!({"name": "p", "xdp": {"interface": "eth0", "mode": "turbo"}})
+            }),
+            "/spec/plugin/bytecode/programs/0/xdp/mode",
+        ),
+        (
+            "tc priority out of range",
+            Box::new(|v| {
+                v["spec"]["plugin"]["bytecode"]["programs"][0] = json!({"name": "p",
+                    "tc": {"interface": "eth0", "direction": "egress", "priority": 70000}})
+            }),
+            "/spec/plugin/bytecode/programs/0/tc/priority",
+        ),
+        (
+            "uprobe without symbol or offset",
+            Box::new(|v| {
+                v["spec"]["plugin"]["bytecode"]["programs"][0] =
+                    json!({"name": "p", "uprobe": {"target": "libc.so.6"}})
+            }),
+            "set symbol, offset, or both",
+        ),
+        (
+            "perf event with frequency and period",
+            Box::new(|v| {
+                v["spec"]["plugin"]["bytecode"]["programs"][0] = json!({"name": "p",
+                    "perfEvent": {"software": "cpuClock", "frequency": 1, "period": 1}})
+            }),
+            "exactly one of frequency",
+        ),
+        (
+            "tpBtf and lsm together",
+            Box::new(|v| {
+                v["spec"]["plugin"]["bytecode"]["programs"][0] =
+                    json!({"name": "p", "tpBtf": "sched_switch", "lsm": "file_open"})
+            }),
+            "exactly one attach point",
+        ),
+        (
             "tick too fast",
             Box::new(|v| v["spec"]["plugin"]["tickIntervalMs"] = json!(1)),
             "tickIntervalMs",
@@ -336,6 +376,21 @@ fn the_crd_schema_rejects_bad_resources() {
         ),
     ];
     assert!(api_server_errors(&good).is_empty());
+    let mut every_kind = good.clone();
+    every_kind["spec"]["plugin"]["bytecode"]["programs"] = json!([
+        {"name": "a", "tpBtf": "sched_switch"},
+        {"name": "b", "uretprobe": {"target": "/usr/lib/libc.so.6", "symbol": "malloc", "pid": 1}},
+        {"name": "c", "kprobe": {"function": "do_unlinkat", "offset": 8}},
+        {"name": "d", "fentry": "do_unlinkat"},
+        {"name": "e", "lsm": "file_open"},
+        {"name": "f", "xdp": {"interface": "eth0", "mode": "skb"}},
+        {"name": "g", "tcx": {"interface": "eth0", "direction": "egress"}},
+        {"name": "h", "cgroupSkb": {"direction": "ingress"}},
+        {"name": "i", "cgroupSockAddr": {"cgroupPath": "/sys/fs/cgroup/x"}},
+        {"name": "j", "perfEvent": {"hardware": "cpuCycles", "frequency": 99}},
+    ]);
+    let errors = api_server_errors(&every_kind);
+    assert!(errors.is_empty(), "{errors:#?}");
     for (what, change, expect) in cases {
         let mut bad = good.clone();
         change(&mut bad);
