@@ -62,6 +62,8 @@ const APT_PACKAGES: &[(&str, Probe)] = &[
     ),
     ("nodejs", Probe::Command("node")),
     ("npm", Probe::Command("npm")),
+    // The attach tests make veth pairs between network namespaces (`ip`).
+    ("iproute2", Probe::Command("ip")),
 ];
 
 /// Where the stock-client tests keep their pinned client packages
