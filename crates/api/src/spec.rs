@@ -17,13 +17,14 @@ use serde::{Deserialize, Serialize};
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PluginSpec {
-    /// Unique name on the node; a DNS-1123 label (lowercase letters, digits
-    /// and `-`, at most 63 characters). Prefixes the plugin's metric names.
+    /// Unique name on the node; a DNS-1035 label (lowercase letters, digits
+    /// and `-`, at most 63 characters, starting with a letter). Prefixes the
+    /// plugin's metric names, which may not start with a digit.
     #[cfg_attr(
         feature = "schema",
         schemars(
             length(min = 1, max = 63),
-            regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+            regex(pattern = r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
         )
     )]
     pub name: String,
@@ -687,8 +688,11 @@ fn parse_document<'de>(
     })
 }
 
+/// A DNS-1035 label (as a Kubernetes Service name): a DNS-1123 label that
+/// starts with a letter, because the name prefixes the plugin's metric
+/// names and a Prometheus metric name cannot start with a digit.
 fn check_dns_label(name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
+    let ok = name.starts_with(|c: char| c.is_ascii_lowercase())
         && name.len() <= 63
         && name
             .bytes()
@@ -699,7 +703,7 @@ fn check_dns_label(name: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "{name:?} is not a DNS-1123 label: use 1 to 63 lowercase letters, digits or '-', starting and ending with a letter or digit"
+            "{name:?} is not a DNS-1035 label: use 1 to 63 lowercase letters, digits or '-', starting with a letter and ending with a letter or digit (the name prefixes the plugin's metric names, which cannot start with a digit)"
         ))
     }
 }
