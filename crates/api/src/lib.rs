@@ -3,6 +3,7 @@
 //! This crate is deliberately light (no wasmtime, no aya) so that the
 //! operator and other clients can depend on it.
 
+pub mod files;
 pub mod phase;
 pub mod spec;
 pub mod v1;

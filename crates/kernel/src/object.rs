@@ -13,6 +13,7 @@ use aya::programs::{ProgramError, RawTracePoint, TracePoint};
 use aya::{Ebpf, EbpfLoader};
 
 use crate::maps::KernelMap;
+use conductor_api::files;
 use conductor_api::{AttachPoint, ProgramAttach};
 
 #[derive(Debug, thiserror::Error)]
@@ -91,9 +92,32 @@ impl std::fmt::Debug for LoadedObject {
 
 /// Load `path`, verify every listed program, then attach them all.
 pub fn load(path: &Path, programs: &[ProgramAttach]) -> Result<LoadedObject, BpfError> {
-    let bytes = std::fs::read(path).map_err(|source| BpfError::Read {
-        path: path.to_owned(),
-        source,
+    load_capped(path, programs, files::DEFAULT_MAX_BYTECODE_BYTES)
+}
+
+/// [`load`] of an object file of at most `max_bytes` (a regular file with
+/// an ELF header, checked before the rest is read).
+pub fn load_capped(
+    path: &Path,
+    programs: &[ProgramAttach],
+    max_bytes: u64,
+) -> Result<LoadedObject, BpfError> {
+    let bytes = files::read_checked(path, max_bytes, "--max-bytecode-bytes", 4, |h| {
+        h == b"\x7fELF"
+    })
+    .map_err(|e| match e {
+        files::FileError::Io(source) => BpfError::Read {
+            path: path.to_owned(),
+            source,
+        },
+        files::FileError::BadHeader => BpfError::Object {
+            path: path.to_owned(),
+            cause: "it is not an ELF file (no ELF header)".to_owned(),
+        },
+        other => BpfError::Read {
+            path: path.to_owned(),
+            source: std::io::Error::other(other.to_string()),
+        },
     })?;
     // Maps the object declares but the spec does not use are still created:
     // programs may reference them. BTF from /sys/kernel/btf/vmlinux drives

@@ -1132,7 +1132,8 @@ mod tests {
 
     /// The names a spec accepts, as `PluginSpec::validate` decides.
     fn accepted_name(name: &str) -> bool {
-        conductor_api::PluginSpec::from_yaml(&format!("name: {name:?}\ncomponent: /p.wasm\n")).is_ok()
+        conductor_api::PluginSpec::from_yaml(&format!("name: {name:?}\ncomponent: /p.wasm\n"))
+            .is_ok()
     }
 
     /// Issue 19, defect 1: a plugin named `1exec` made the whole page

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
+use conductor_api::files::FileCaps;
 use conductor_api::{Phase, PluginSpec, SpecError};
 use crossbeam_channel::{Receiver, Sender};
 use mio::unix::SourceFd;
@@ -108,6 +109,8 @@ pub struct StartOptions {
     /// (an atomic load). Without it a failing first `init` is a fault like
     /// any other: the plugin stays loaded and restarts after a backoff.
     pub wait_for_init: bool,
+    /// The caps on the component and bytecode files.
+    pub file_caps: FileCaps,
 }
 
 /// Handle on a running plugin; dropping it stops the plugin.
@@ -154,10 +157,17 @@ impl Plugin {
 
         // The component first: a bad component must fail before the kernel
         // is touched.
-        let prepared = runtime.prepare(Path::new(&spec.component))?;
+        let prepared = runtime.prepare_capped(
+            Path::new(&spec.component),
+            options.file_caps.component_bytes,
+        )?;
 
         let object = match &spec.bytecode {
-            Some(b) => Some(bpf::load(Path::new(&b.path), &b.programs)?),
+            Some(b) => Some(bpf::load_capped(
+                Path::new(&b.path),
+                &b.programs,
+                options.file_caps.bytecode_bytes,
+            )?),
             None => None,
         };
 

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use conductor_api::files::{self, FileError};
 use conductor_api::wit;
 use wasmtime::component::types::ComponentItem;
 use wasmtime::component::{Component, ComponentExportIndex, InstancePre, Linker, ResourceTable};
@@ -30,6 +31,11 @@ pub enum RuntimeError {
     Read {
         path: PathBuf,
         source: std::io::Error,
+    },
+    #[error("cannot read component {path}: {cause}")]
+    File {
+        path: PathBuf,
+        cause: conductor_api::files::FileError,
     },
     #[error(
         "{path} is not a WebAssembly component ({cause}); build plugins with `cargo build --target wasm32-wasip2`"
@@ -181,11 +187,31 @@ impl Runtime {
         &self.engine
     }
 
-    /// Read, compile (or fetch from cache) and check a component file.
+    /// Read, compile (or fetch from cache) and check a component file of
+    /// at most [`files::DEFAULT_MAX_COMPONENT_BYTES`].
     pub fn prepare(&self, path: &Path) -> Result<Prepared, RuntimeError> {
-        let bytes = std::fs::read(path).map_err(|source| RuntimeError::Read {
-            path: path.to_owned(),
-            source,
+        self.prepare_capped(path, files::DEFAULT_MAX_COMPONENT_BYTES)
+    }
+
+    /// [`Runtime::prepare`] of a component file of at most `max_bytes`
+    /// (a regular file; its header is checked before the rest is read).
+    pub fn prepare_capped(&self, path: &Path, max_bytes: u64) -> Result<Prepared, RuntimeError> {
+        let bytes = files::read_checked(path, max_bytes, "--max-component-bytes", 4, |h| {
+            h == b"\0asm"
+        })
+        .map_err(|e| match e {
+            FileError::Io(source) => RuntimeError::Read {
+                path: path.to_owned(),
+                source,
+            },
+            FileError::BadHeader => RuntimeError::NotAComponent {
+                path: path.to_owned(),
+                cause: "it has no wasm header".to_owned(),
+            },
+            cause => RuntimeError::File {
+                path: path.to_owned(),
+                cause,
+            },
         })?;
         if !wasmtime::wasmparser::Parser::is_component(&bytes) {
             let cause = if wasmtime::wasmparser::Parser::is_core_wasm(&bytes) {
