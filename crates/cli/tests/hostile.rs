@@ -37,6 +37,10 @@ fn sparse(dir: &Path, name: &str, header: &[u8], len: u64) -> PathBuf {
     path
 }
 
+fn mkfifo(path: &Path) {
+    nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+}
+
 /// `steady` with its component at `component`.
 fn with_component(name: &str, component: &Path) -> v1::PluginSpec {
     let mut s = wire_spec(&steady_spec(name, "x"));
@@ -151,4 +155,58 @@ fn run_refuses_special_and_oversized_files() {
         !status.success() && log.contains("character device"),
         "{log}"
     );
+}
+
+/// Defect 3: two loads of a FIFO stayed `Loading` for good, every later
+/// load `Pending`, and unload answered busy. Now: refused at once, and the
+/// load slots stay free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fifo_is_refused_and_later_loads_proceed() {
+    if !require_root() {
+        return;
+    }
+    let daemon = Daemon::start_with(&["--max-parallel-loads", "2"]);
+    let mut c = daemon.client().await;
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("plugin.wasm");
+    mkfifo(&fifo);
+    let object = dir.path().join("plugin.bpf.o");
+    mkfifo(&object);
+
+    let loads = [
+        with_component("fifo-1", &fifo),
+        with_component("fifo-2", &fifo),
+        with_bytecode("fifo-3", &object),
+    ];
+    let mut tasks = Vec::new();
+    for spec in loads {
+        let mut c = c.clone();
+        tasks.push(tokio::spawn(async move {
+            tokio::time::timeout(LONG, load(&mut c, spec)).await
+        }));
+    }
+    for t in tasks {
+        let err = t
+            .await
+            .unwrap()
+            .expect("a FIFO load must not hang")
+            .unwrap_err();
+        assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+        assert!(err.message().contains("FIFO"), "{err:?}");
+    }
+    let left = list(&mut c).await;
+    assert!(left.is_empty(), "{left:?}");
+    // Both slots are free: two loads at once go through.
+    let (mut c1, mut c2) = (c.clone(), c.clone());
+    let (a, b) = tokio::join!(
+        load(&mut c1, wire_spec(&steady_spec("after-1", "x"))),
+        load(&mut c2, wire_spec(&steady_spec("after-2", "x"))),
+    );
+    a.unwrap();
+    b.unwrap();
+    c.unload(v1::UnloadRequest {
+        name: "after-1".into(),
+    })
+    .await
+    .unwrap();
 }
