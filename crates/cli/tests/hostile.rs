@@ -210,3 +210,64 @@ async fn a_fifo_is_refused_and_later_loads_proceed() {
     .await
     .unwrap();
 }
+
+/// Defect 4: six loads with ~1 MB of config each were all accepted, then
+/// every `List` failed (`decoded message length too large`, exit code 7,
+/// "invalid spec"). Now the plugins' specs are bounded together, `List`
+/// always fits a client's default 4 MiB, and the refusal has its own exit
+/// code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_configs_cannot_make_list_fail() {
+    if !require_root() {
+        return;
+    }
+    let daemon = Daemon::start();
+    // tonic's default: a 4 MiB limit on what it decodes, as stock clients.
+    let mut c = daemon.client().await;
+    let big = |name: &str| {
+        let mut s = wire_spec(&steady_spec(name, "x"));
+        s.config.insert("blob".into(), "x".repeat(1_000_000));
+        s
+    };
+    let mut accepted = 0;
+    let mut refused = 0;
+    for i in 0..6 {
+        match load(&mut c, big(&format!("big-{i}"))).await {
+            Ok(_) => accepted += 1,
+            Err(e) => {
+                assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+                assert!(e.message().contains("make configs smaller"), "{e:?}");
+                refused += 1;
+            }
+        }
+    }
+    assert!(accepted >= 2 && refused >= 1, "{accepted} accepted");
+    let listed = list(&mut c).await;
+    assert_eq!(listed.len(), accepted);
+    let out = daemon.cli(&["list", "-o", "json"]);
+    assert!(out.status.success(), "{out:?}");
+
+    // The CLI's exit code for it is documented as "a size limit".
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("big.yaml");
+    let yaml = format!(
+        "{}  blob: {}\n",
+        steady_spec("big-cli", "x").replace("config: {greeting: \"x\"}", "config:\n  greeting: x"),
+        "x".repeat(1_000_000)
+    );
+    std::fs::write(&file, yaml).unwrap();
+    let out = daemon.cli(&["load", &path_str(&file)]);
+    assert_eq!(out.status.code(), Some(10), "{out:?}");
+
+    // An update that shrinks a plugin makes room.
+    let small = wire_spec(&steady_spec("big-0", "x"));
+    c.update(v1::UpdateRequest {
+        spec: Some(small),
+        annotations: HashMap::new(),
+    })
+    .await
+    .unwrap();
+    load(&mut c, big("big-again")).await.unwrap();
+    let listed = list(&mut c).await;
+    assert_eq!(listed.len(), accepted + 1);
+}

@@ -43,6 +43,19 @@ use crate::state::{PersistedPlugin, StateDir};
 pub const MAX_REQUEST_BYTES: usize = 1 << 20;
 /// Annotations of one plugin, keys and values together (as Kubernetes).
 pub const MAX_ANNOTATION_BYTES: usize = 256 * 1024;
+/// What all plugins' specs and annotations may take together, so that one
+/// `List` answer always fits the 4 MiB a stock gRPC client accepts by
+/// default (each load is checked; concurrent ones may pass it by one
+/// request, [`MAX_REQUEST_BYTES`], which still fits).
+pub const MAX_TOTAL_SPEC_BYTES: usize = 3 << 20;
+/// Largest answer: the 4 MiB stock gRPC clients accept, which `List` stays
+/// under (see [`MAX_TOTAL_SPEC_BYTES`]).
+pub const MAX_RESPONSE_BYTES: usize = 4 << 20;
+/// A plugin's status besides its spec and annotations: the phase, times,
+/// digest and `lastError` (trimmed to [`MAX_LAST_ERROR_BYTES`]).
+const STATUS_RESERVE_BYTES: usize = 6 * 1024;
+/// `lastError` in a status is trimmed to this (the daemon's log has it whole).
+pub const MAX_LAST_ERROR_BYTES: usize = 4 * 1024;
 
 pub struct DaemonConfig {
     pub socket: PathBuf,
@@ -107,6 +120,7 @@ async fn run(
         registry: Arc::new(config.registry),
         state: Arc::new(tokio::sync::Mutex::new(state)),
         load_slots: Arc::new(Semaphore::new(config.max_parallel_loads.max(1))),
+        admission: Arc::new(tokio::sync::Mutex::new(())),
     };
 
     // Bring the persisted plugins back, in parallel, while already serving.
@@ -199,7 +213,7 @@ async fn run(
         .add_service(
             ConductorServer::new(api)
                 .max_decoding_message_size(MAX_REQUEST_BYTES)
-                .max_encoding_message_size(16 * MAX_REQUEST_BYTES),
+                .max_encoding_message_size(MAX_RESPONSE_BYTES),
         )
         .serve_with_incoming_shutdown(incoming, {
             let services = services.clone();
@@ -387,9 +401,49 @@ struct Api {
     registry: Arc<RegistryOptions>,
     state: Arc<tokio::sync::Mutex<StateDir>>,
     load_slots: Arc<Semaphore>,
+    /// Held from the total-size check of a load to its reservation.
+    admission: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// What a plugin may add to a `List` answer.
+fn footprint(spec: &v1::PluginSpec, annotations: &BTreeMap<String, String>) -> usize {
+    use prost::Message;
+    spec.encoded_len()
+        + annotations
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 8)
+            .sum::<usize>()
+        + STATUS_RESERVE_BYTES
 }
 
 impl Api {
+    /// Refuse a spec that would take the plugins' specs past
+    /// [`MAX_TOTAL_SPEC_BYTES`] (`replacing`: the plugin it updates).
+    fn check_total(
+        &self,
+        spec: &PluginSpec,
+        annotations: &BTreeMap<String, String>,
+        replacing: Option<&str>,
+    ) -> Result<(), Status> {
+        let others: usize = self
+            .manager
+            .list()
+            .iter()
+            .filter(|p| Some(p.name.as_str()) != replacing)
+            .map(|p| footprint(&v1::PluginSpec::from(&p.spec), &p.annotations))
+            .sum();
+        let this = footprint(&v1::PluginSpec::from(spec), annotations);
+        if others + this > MAX_TOTAL_SPEC_BYTES {
+            return Err(Status::resource_exhausted(format!(
+                "plugin {:?} takes {this} bytes of spec and annotations and the other plugins {others}: \
+                 together more than the {MAX_TOTAL_SPEC_BYTES} bytes a host keeps (so that a List \
+                 answer fits a client's 4 MiB); make configs smaller or unload plugins",
+                spec.name
+            )));
+        }
+        Ok(())
+    }
+
     /// Pull, then load a reserved plugin (waiting for a load slot).
     /// `restoring`: from the persisted state, where a failure leaves the
     /// plugin listed as Failed; otherwise a failure forgets it.
@@ -567,7 +621,11 @@ pub fn to_wire(info: &PluginInfo) -> v1::PluginStatus {
         phase_since: Some(timestamp(info.phase_since)),
         loaded_at: info.loaded_at.map(timestamp),
         restarts: info.restarts,
-        last_error: info.last_error.clone().unwrap_or_default(),
+        last_error: info
+            .last_error
+            .as_deref()
+            .map(trim_error)
+            .unwrap_or_default(),
         component_digest: if info.digest.is_empty() || info.digest.starts_with("sha256:") {
             info.digest.clone()
         } else {
@@ -581,6 +639,18 @@ pub fn to_wire(info: &PluginInfo) -> v1::PluginStatus {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
     }
+}
+
+/// `error` cut to [`MAX_LAST_ERROR_BYTES`] at a character boundary.
+fn trim_error(error: &str) -> String {
+    if error.len() <= MAX_LAST_ERROR_BYTES {
+        return error.to_owned();
+    }
+    let mut end = MAX_LAST_ERROR_BYTES - 40;
+    while !error.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{} … ({} bytes in all)", &error[..end], error.len())
 }
 
 fn log_line(r: &LogRecord) -> v1::LogLine {
@@ -608,10 +678,13 @@ impl Conductor for Api {
         let req = request.into_inner();
         let spec = accept_spec(req.spec, &req.annotations)?;
         let annotations: BTreeMap<_, _> = req.annotations.into_iter().collect();
-        let ticket = self
-            .manager
-            .reserve(&spec, annotations, 1, false)
-            .map_err(manager_status)?;
+        let ticket = {
+            let _admission = self.admission.lock().await;
+            self.check_total(&spec, &annotations, None)?;
+            self.manager
+                .reserve(&spec, annotations, 1, false)
+                .map_err(manager_status)?
+        };
         // A task of its own: a client that hangs up does not stop a load
         // half-way (it completes, or rolls back, and is persisted).
         let api = self.clone();
@@ -693,6 +766,7 @@ impl Conductor for Api {
         if self.manager.get(&spec.name).is_none() {
             return Err(manager_status(ManagerError::NotFound(spec.name)));
         }
+        self.check_total(&spec, &annotations, Some(&spec.name))?;
         let api = self.clone();
         let task = tokio::spawn(async move {
             let resolved = api.resolve(&spec, None).await?;
