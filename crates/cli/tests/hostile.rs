@@ -271,3 +271,99 @@ async fn large_configs_cannot_make_list_fail() {
     let listed = list(&mut c).await;
     assert_eq!(listed.len(), accepted + 1);
 }
+
+/// `chattr +i` on a directory: nothing can be created or renamed in it,
+/// not even by root (a read-only state directory, as root sees one).
+struct Immutable(PathBuf);
+
+impl Immutable {
+    fn set(dir: &Path) -> Self {
+        let st = std::process::Command::new("chattr")
+            .arg("+i")
+            .arg(dir)
+            .status()
+            .expect("chattr (e2fsprogs)");
+        assert!(st.success(), "chattr +i {}", dir.display());
+        Self(dir.to_owned())
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("chattr")
+            .arg("-i")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// Programs named `handle_exec` the daemon holds.
+fn held_exec(daemon: &Daemon) -> Vec<u32> {
+    let mut ids = held_program_ids(daemon.pid());
+    ids.retain(|id| program_ids("handle_exec").contains(id));
+    ids
+}
+
+/// Defect 5: with the state directory unwritable, `unload` said it failed
+/// but detached the plugin, and a restart brought it back. Now the
+/// answer, the kernel and the state on disk agree in every outcome.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unload_with_an_unwritable_state_dir_changes_nothing() {
+    if !require_root() {
+        return;
+    }
+    let mut daemon = Daemon::start();
+    let mut c = daemon.client().await;
+    load(&mut c, wire_spec(&exec_counter_spec("execs")))
+        .await
+        .unwrap();
+    assert!(!held_exec(&daemon).is_empty());
+
+    let frozen = Immutable::set(&daemon.state_dir);
+    let err = c
+        .unload(v1::UnloadRequest {
+            name: "execs".into(),
+        })
+        .await
+        .unwrap_err();
+    assert!(err.message().contains("stays loaded"), "{err:?}");
+    // Still running, still attached, still on disk: a retry and a restart
+    // see the same.
+    let got = wait_for_phase(&mut c, "execs", v1::Phase::Running, LONG).await;
+    assert_eq!(got.name, "execs");
+    assert!(!held_exec(&daemon).is_empty(), "detached anyway");
+    let out = daemon.cli(&["unload", "execs"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    tokio::task::block_in_place(|| {
+        assert!(daemon.stop().success());
+        daemon.spawn();
+    });
+    let mut c = daemon.client().await;
+    wait_for_phase(&mut c, "execs", v1::Phase::Running, LONG).await;
+
+    // Writable again: the unload takes effect and survives a restart.
+    drop(frozen);
+    c.unload(v1::UnloadRequest {
+        name: "execs".into(),
+    })
+    .await
+    .unwrap();
+    assert!(held_exec(&daemon).is_empty());
+    tokio::task::block_in_place(|| {
+        assert!(daemon.stop().success());
+        daemon.spawn();
+    });
+    // Restoring is done once the daemon is ready.
+    let ready = daemon.metrics_url.replace("/metrics", "/readyz");
+    tokio::task::block_in_place(|| {
+        wait_for(
+            LONG,
+            "readiness",
+            || daemon.log_text(),
+            || scrape_url(&ready).ok(),
+        )
+    });
+    let mut c = daemon.client().await;
+    let left = list(&mut c).await;
+    assert!(left.is_empty(), "{left:?}");
+}

@@ -542,10 +542,17 @@ impl Api {
     /// Write the desired state; serialised, each write takes the latest state.
     async fn persist(&self) -> Result<(), Status> {
         let state = self.state.lock().await;
+        self.save(&state, None)
+    }
+
+    /// Write the desired state, leaving out `without` (a plugin about to be
+    /// unloaded), under the state lock the caller holds.
+    fn save(&self, state: &StateDir, without: Option<&str>) -> Result<(), Status> {
         let plugins = self
             .manager
             .desired()
             .into_iter()
+            .filter(|d| Some(d.spec.name.as_str()) != without)
             .map(|d| PersistedPlugin {
                 spec: d.spec,
                 annotations: d.annotations,
@@ -717,15 +724,39 @@ impl Conductor for Api {
         let by = peer(&request);
         let name = request.into_inner().name;
         let api = self.clone();
+        // Persisted first, then detached, under the state lock: the answer,
+        // the kernel and the state on disk agree whatever fails (a state
+        // that cannot be written leaves the plugin running and listed).
         let task = tokio::spawn(async move {
+            let state = api.state.lock().await;
+            let on_disk = api.manager.desired().iter().any(|d| d.spec.name == name);
+            if on_disk {
+                api.save(&state, Some(&name)).map_err(|status| {
+                    Status::new(
+                        status.code(),
+                        format!(
+                            "{}; nothing changed: plugin {name:?} stays loaded (make the state directory writable, then retry)",
+                            status.message()
+                        ),
+                    )
+                })?;
+            }
             let manager = api.manager.clone();
             let n = name.clone();
-            tokio::task::spawn_blocking(move || manager.unload(&n))
+            let unloaded = tokio::task::spawn_blocking(move || manager.unload(&n))
                 .await
-                .map_err(|e| Status::internal(format!("the unload task failed: {e}")))?
-                .map_err(manager_status)?;
+                .map_err(|e| Status::internal(format!("the unload task failed: {e}")))
+                .and_then(|r| r.map_err(manager_status));
+            if let Err(status) = unloaded {
+                if on_disk {
+                    // Put it back on disk as it still runs (or whatever
+                    // the desired state is now).
+                    let _ = api.save(&state, None);
+                }
+                return Err(status);
+            }
             tracing::info!(plugin = %name, by, "unloaded");
-            api.persist().await
+            Ok(())
         });
         task.await
             .map_err(|e| Status::internal(format!("the unload task failed: {e}")))??;
