@@ -367,3 +367,51 @@ async fn unload_with_an_unwritable_state_dir_changes_nothing() {
     let left = list(&mut c).await;
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// Defect 6: a plugin logging thousands of lines per tick grew the
+/// daemon's stderr by 68 MB/s. Now its lines past its budget are dropped,
+/// counted in `conductor_plugin_log_lines_suppressed_total` and noted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_logging_in_a_loop_stays_within_its_budget() {
+    use conductor_runtime::host::log::{LOG_LINE_BURST, LOG_LINES_PER_SEC};
+    if !require_root() {
+        return;
+    }
+    let daemon = Daemon::start();
+    let mut c = daemon.client().await;
+    let started = std::time::Instant::now();
+    let spec = format!(
+        "name: chatty\ncomponent: {}\ntickIntervalMs: 10\n",
+        path_str(&artifact("testing_chatty.wasm"))
+    );
+    load(&mut c, wire_spec(&spec)).await.unwrap();
+    let series = r#"conductor_plugin_log_lines_suppressed_total{plugin="chatty"}"#;
+    let suppressed =
+        tokio::task::block_in_place(|| daemon.wait_for_metric(series, LONG, |v| v >= 100_000.0));
+    c.unload(v1::UnloadRequest {
+        name: "chatty".into(),
+    })
+    .await
+    .unwrap();
+    let elapsed = started.elapsed().as_secs_f64();
+    let log = daemon.log_text();
+    // The plugin's own lines (the host's lines about it are not budgeted).
+    let logged = log
+        .lines()
+        .filter(|l| l.contains("chatty tick") || l.contains("chatty stdout tick"))
+        .count();
+    let notes = log
+        .lines()
+        .filter(|l| l.contains("log lines of this plugin were suppressed"))
+        .count();
+    println!(
+        "chatty: {logged} lines logged, {suppressed} suppressed, {notes} notes in {elapsed:.1} s"
+    );
+    assert!(notes >= 1, "no note about suppressed lines");
+    // The burst, plus the rate over the plugin's whole life, plus the notes.
+    let allowed = LOG_LINE_BURST + LOG_LINES_PER_SEC * elapsed + notes as f64;
+    assert!(
+        (logged as f64) <= allowed,
+        "{logged} lines logged, at most {allowed} allowed"
+    );
+}

@@ -87,6 +87,7 @@ pub struct HostMetrics {
     pub memory_bytes: Family<PluginLabel, Gauge>,
     pub up: Family<PluginLabel, Gauge>,
     pub series_dropped: Family<PluginLabel, Counter>,
+    pub log_suppressed: Family<PluginLabel, Counter>,
     otlp_exports: Family<OutcomeLabel, Counter>,
     pub k8s: K8sMetrics,
 }
@@ -131,6 +132,7 @@ impl HostMetrics {
             memory_bytes: Family::default(),
             up: Family::default(),
             series_dropped: Family::default(),
+            log_suppressed: Family::default(),
             otlp_exports: Family::default(),
             k8s: K8sMetrics::default(),
         }
@@ -181,6 +183,11 @@ impl HostMetrics {
             "conductor_plugin_series_dropped",
             "Samples dropped because a plugin metric reached limits.maxSeriesPerMetric",
             self.series_dropped.clone(),
+        );
+        r.register(
+            "conductor_plugin_log_lines_suppressed",
+            "Log lines of a plugin dropped because it logged over its budget (lines and bytes per second)",
+            self.log_suppressed.clone(),
         );
         r.register(
             "conductor_otlp_exports",
@@ -274,6 +281,7 @@ impl HostMetrics {
             restarts: self.restarts.get_or_create_owned(&sets.plugin),
             memory: self.memory_bytes.get_or_create_owned(&sets.plugin),
             up: self.up.get_or_create_owned(&sets.plugin),
+            log_suppressed: self.log_suppressed.get_or_create_owned(&sets.plugin),
         }
     }
 
@@ -294,6 +302,7 @@ impl HostMetrics {
         self.memory_bytes.remove(&sets.plugin);
         self.up.remove(&sets.plugin);
         self.series_dropped.remove(&sets.plugin);
+        self.log_suppressed.remove(&sets.plugin);
         for c in &sets.calls {
             self.call_seconds.remove(c);
         }
@@ -327,6 +336,7 @@ pub struct PluginSeries {
     pub restarts: Counter,
     pub memory: Gauge,
     pub up: Gauge,
+    pub log_suppressed: Counter,
 }
 
 /// The host's series of one event source.

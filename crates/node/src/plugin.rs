@@ -367,6 +367,10 @@ struct Worker {
     restarts: Counter,
     memory: Gauge,
     up: Gauge,
+    /// `conductor_plugin_log_lines_suppressed_total`, and what of the
+    /// budget's count it has been told.
+    log_suppressed: Counter,
+    log_suppressed_seen: u64,
     /// Told about status changes.
     notify: Option<Notify>,
     /// Told the outcome of the first start, if someone waits for it.
@@ -435,6 +439,8 @@ impl Worker {
                 }
             },
             restarts: series.restarts,
+            log_suppressed: series.log_suppressed,
+            log_suppressed_seen: 0,
             memory: series.memory,
             up: series.up,
             faults: metrics.clone(),
@@ -643,6 +649,10 @@ impl Worker {
         if let Some(i) = &self.instance {
             self.memory.set(i.memory_bytes() as i64);
         }
+        let suppressed = self.host.log_budget().suppressed();
+        self.log_suppressed
+            .inc_by(suppressed.saturating_sub(self.log_suppressed_seen));
+        self.log_suppressed_seen = suppressed;
     }
 
     fn start_instance(&mut self, first: bool) {

@@ -280,7 +280,7 @@ impl Runtime {
         memory_limit: usize,
         timeout: Duration,
     ) -> Result<Instance, Fault> {
-        let wasi = stdio::wasi_ctx(host.name());
+        let wasi = stdio::wasi_ctx(host.name(), host.log_budget());
         let mut store = Store::new(
             &self.engine,
             StoreData {
