@@ -415,3 +415,59 @@ async fn a_plugin_logging_in_a_loop_stays_within_its_budget() {
         "{logged} lines logged, at most {allowed} allowed"
     );
 }
+
+/// Defect 7: a memory limit below the component's initial memory was
+/// accepted, then the plugin restarted for ever while `/readyz` said
+/// ready. Now the load is refused naming both numbers, and readiness
+/// names plugins that cannot run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_memory_limit_too_small_to_start_is_refused_and_readiness_tells() {
+    if !require_root() {
+        return;
+    }
+    let daemon = Daemon::start();
+    let mut c = daemon.client().await;
+    let mut tiny = wire_spec(&steady_spec("tiny", "x"));
+    tiny.limits.as_mut().unwrap().memory_mib = 1;
+    let err = load(&mut c, tiny).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(
+        err.message().contains("bytes of linear memory to start")
+            && err
+                .message()
+                .contains("limits.memoryMib of 1 MiB (1048576 bytes)"),
+        "{err:?}"
+    );
+    let (status, log) = run_to_exit(&format!(
+        "{}limits: {{memoryMib: 1}}\n",
+        steady_spec("tiny", "x")
+    ));
+    assert!(!status.success(), "{log}");
+    assert!(log.contains("bytes of linear memory to start"), "{log}");
+
+    // A plugin that starts but then keeps hitting its limit.
+    let ready = daemon.metrics_url.replace("/metrics", "/readyz");
+    assert_eq!(http_get(&ready).unwrap(), (200, "ready\n".to_owned()));
+    let hog = format!(
+        "name: hog\ncomponent: {}\nlimits: {{memoryMib: 16}}\ntickIntervalMs: 10\n",
+        path_str(&artifact("testing_memhog.wasm"))
+    );
+    load(&mut c, wire_spec(&hog)).await.unwrap();
+    let body = tokio::task::block_in_place(|| {
+        wait_for(
+            LONG,
+            "readiness to name the plugin",
+            || daemon.log_text(),
+            || match http_get(&ready) {
+                Ok((503, body)) => Some(body),
+                _ => None,
+            },
+        )
+    });
+    assert!(body.contains("plugin hog is Restarting"), "{body}");
+    assert!(body.contains("memory limit"), "{body}");
+    c.unload(v1::UnloadRequest { name: "hog".into() })
+        .await
+        .unwrap();
+    assert_eq!(http_get(&ready).unwrap(), (200, "ready\n".to_owned()));
+}

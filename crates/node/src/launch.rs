@@ -97,8 +97,11 @@ impl Launcher for PluginLauncher {
     }
 
     fn prepare(&self, spec: &PluginSpec) -> Result<Prepared, RuntimeError> {
-        self.runtime
-            .prepare_capped(Path::new(&spec.component), self.file_caps().component_bytes)
+        let prepared = self
+            .runtime
+            .prepare_capped(Path::new(&spec.component), self.file_caps().component_bytes)?;
+        prepared.check_memory_limit(spec.limits.memory_mib)?;
+        Ok(prepared)
     }
 
     fn start(

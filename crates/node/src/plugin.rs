@@ -161,6 +161,7 @@ impl Plugin {
             Path::new(&spec.component),
             options.file_caps.component_bytes,
         )?;
+        prepared.check_memory_limit(spec.limits.memory_mib)?;
 
         let object = match &spec.bytecode {
             Some(b) => Some(bpf::load_capped(

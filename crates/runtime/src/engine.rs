@@ -62,6 +62,16 @@ pub enum RuntimeError {
         version: String,
         cause: String,
     },
+    #[error(
+        "component {path} needs {initial} bytes of linear memory to start, more than its limits.memoryMib of {limit_mib} MiB ({limit} bytes); raise limits.memoryMib to at least {need_mib}",
+        limit = (*limit_mib as u64) << 20,
+        need_mib = initial.div_ceil(1 << 20),
+    )]
+    MemoryLimit {
+        path: PathBuf,
+        initial: u64,
+        limit_mib: u32,
+    },
     #[error("cannot set up the wasm engine: {0}")]
     Engine(String),
 }
@@ -137,6 +147,42 @@ pub struct Prepared {
     pub digest: String,
     /// True if the compiled code came from the cache.
     pub from_cache: bool,
+    /// Linear memory the component's core modules start with, together
+    /// (what an instance needs before its first call).
+    pub initial_memory_bytes: u64,
+    path: PathBuf,
+}
+
+impl Prepared {
+    /// Refuse a memory limit below what the component needs to start: it
+    /// could never run, and would restart for ever.
+    pub fn check_memory_limit(&self, limit_mib: u32) -> Result<(), RuntimeError> {
+        if self.initial_memory_bytes > (u64::from(limit_mib) << 20) {
+            return Err(RuntimeError::MemoryLimit {
+                path: self.path.clone(),
+                initial: self.initial_memory_bytes,
+                limit_mib,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The initial sizes of the memories the core modules of a component
+/// define, added up (imported memories are another module's).
+fn initial_memory(bytes: &[u8]) -> u64 {
+    use wasmtime::wasmparser::{Parser, Payload};
+    let mut total: u64 = 0;
+    for payload in Parser::new(0).parse_all(bytes) {
+        let Ok(Payload::MemorySection(memories)) = payload else {
+            continue;
+        };
+        for m in memories.into_iter().flatten() {
+            let page = 1u64 << m.page_size_log2.unwrap_or(16);
+            total = total.saturating_add(m.initial.saturating_mul(page));
+        }
+    }
+    total
 }
 
 impl Runtime {
@@ -225,6 +271,7 @@ impl Runtime {
             });
         }
         let started = Instant::now();
+        let initial_memory_bytes = initial_memory(&bytes);
         let (component, digest, from_cache) =
             self.cache
                 .load(&self.engine, &bytes)
@@ -268,6 +315,8 @@ impl Runtime {
             batch_shape: exports.shape,
             digest,
             from_cache,
+            initial_memory_bytes,
+            path: path.to_owned(),
         })
     }
 
