@@ -155,6 +155,13 @@ fn run_refuses_special_and_oversized_files() {
         !status.success() && log.contains("character device"),
         "{log}"
     );
+    // Defect 8: the spec file itself is capped (50 MB was read whole).
+    let huge = format!("name: p\ncomponent: /p.wasm\n# {}\n", "x".repeat(5 << 20));
+    let (status, log) = run_to_exit(&huge);
+    assert!(
+        !status.success() && log.contains("more than the limit"),
+        "{log}"
+    );
 }
 
 /// Defect 3: two loads of a FIFO stayed `Loading` for good, every later
