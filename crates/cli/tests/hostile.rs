@@ -478,3 +478,33 @@ async fn a_memory_limit_too_small_to_start_is_refused_and_readiness_tells() {
         .unwrap();
     assert_eq!(http_get(&ready).unwrap(), (200, "ready\n".to_owned()));
 }
+
+/// Defect 8: out of file descriptors, the daemon spun a core in its accept
+/// loop and logged nothing. Now it says so, backs off, and serves again
+/// once descriptors come back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_descriptors_the_daemon_says_so_and_recovers() {
+    if !require_root() {
+        return;
+    }
+    // Enough to start and serve, not enough for 96 more connections.
+    let mut daemon = Daemon::start_with_nofile(&[], 64);
+    let mut held = Vec::new();
+    for _ in 0..96 {
+        if let Ok(s) = std::os::unix::net::UnixStream::connect(&daemon.socket) {
+            held.push(s);
+        }
+    }
+    let line =
+        tokio::task::block_in_place(|| daemon.wait_for_log("cannot accept API connections", LONG));
+    assert!(line.is_some(), "{}", daemon.log_text());
+    drop(held);
+    let mut c = daemon.client().await;
+    assert!(list(&mut c).await.is_empty());
+    // Said once, not once per attempt.
+    let said = daemon
+        .log_text()
+        .matches("cannot accept API connections")
+        .count();
+    assert!(said <= 2, "logged {said} times");
+}

@@ -203,7 +203,7 @@ async fn run(
         allowed_gids = ?allow.gids,
         "serving the node API"
     );
-    let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+    let incoming = accept_with_backoff(listener);
     let grpc = tonic::transport::Server::builder()
         .layer(tonic::service::InterceptorLayer::new(move |req| {
             allow.check(req)
@@ -228,6 +228,50 @@ async fn run(
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), grpc).await;
     let _ = std::fs::remove_file(&config.socket);
     Ok(())
+}
+
+/// How long accepting pauses when the process is out of descriptors.
+const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
+/// At most one log line about it this often.
+const ACCEPT_WARN_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The accepted connections. When `accept` fails because descriptors (or
+/// memory) ran out, the pending connection stays in the backlog and the
+/// listener stays readable, so retrying at once would spin a core: pause
+/// instead, and say so (at most every [`ACCEPT_WARN_EVERY`]).
+fn accept_with_backoff(
+    listener: tokio::net::UnixListener,
+) -> impl Stream<Item = std::io::Result<tokio::net::UnixStream>> {
+    futures_util::stream::unfold(
+        (listener, None::<std::time::Instant>),
+        |(listener, mut warned)| async move {
+            loop {
+                match listener.accept().await {
+                    Ok((stream, _)) => return Some((Ok(stream), (listener, warned))),
+                    Err(e) => {
+                        let exhausted = matches!(
+                            e.raw_os_error(),
+                            Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+                        );
+                        if warned.is_none_or(|t| t.elapsed() >= ACCEPT_WARN_EVERY) {
+                            warned = Some(std::time::Instant::now());
+                            if exhausted {
+                                tracing::error!(
+                                    "cannot accept API connections: {e}; out of file descriptors \
+                                     or memory, retrying every {} ms (raise the limit, e.g. \
+                                     LimitNOFILE, or find what holds descriptors)",
+                                    ACCEPT_BACKOFF.as_millis()
+                                );
+                            } else {
+                                tracing::warn!("cannot accept an API connection: {e}");
+                            }
+                        }
+                        tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    }
+                }
+            }
+        },
+    )
 }
 
 /// Where the lock guarding `socket` lives: beside it.

@@ -20,6 +20,8 @@ pub struct Daemon {
     pub state_dir: PathBuf,
     pub metrics_url: String,
     args: Vec<String>,
+    /// `RLIMIT_NOFILE` of the daemon, if not inherited.
+    nofile: Option<u64>,
 }
 
 impl Daemon {
@@ -29,6 +31,16 @@ impl Daemon {
 
     /// A daemon with extra `conductor serve` arguments.
     pub fn start_with(args: &[&str]) -> Self {
+        Self::start_limited(args, None)
+    }
+
+    /// A daemon that may open at most `nofile` descriptors (through
+    /// util-linux `prlimit`, which execs it: the pid stays the daemon's).
+    pub fn start_with_nofile(args: &[&str], nofile: u64) -> Self {
+        Self::start_limited(args, Some(nofile))
+    }
+
+    fn start_limited(args: &[&str], nofile: Option<u64>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut d = Self {
             child: None,
@@ -38,6 +50,7 @@ impl Daemon {
             dir,
             metrics_url: String::new(),
             args: args.iter().map(|s| s.to_string()).collect(),
+            nofile,
         };
         d.spawn();
         d
@@ -69,9 +82,17 @@ impl Daemon {
     /// Start another daemon process on the same socket and state (for the
     /// single-instance checks), without waiting for it.
     pub fn spawn_raw(&self) -> (Child, Arc<Mutex<Vec<String>>>) {
+        let mut cmd = match self.nofile {
+            Some(n) => {
+                let mut c = Command::new("prlimit");
+                c.arg(format!("--nofile={n}:{n}"))
+                    .arg(crate::conductor_bin());
+                c
+            }
+            None => Command::new(crate::conductor_bin()),
+        };
         spawn_logged(
-            Command::new(crate::conductor_bin())
-                .arg("serve")
+            cmd.arg("serve")
                 .arg("--socket")
                 .arg(&self.socket)
                 .arg("--state-dir")
