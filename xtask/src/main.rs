@@ -64,6 +64,10 @@ const APT_PACKAGES: &[(&str, Probe)] = &[
     ("npm", Probe::Command("npm")),
     // The attach tests make veth pairs between network namespaces (`ip`).
     ("iproute2", Probe::Command("ip")),
+    // The reliability tests freeze a state directory (`chattr +i`) and run
+    // the daemon under a descriptor limit (`prlimit`).
+    ("e2fsprogs", Probe::Command("chattr")),
+    ("util-linux", Probe::Command("prlimit")),
 ];
 
 /// Where the stock-client tests keep their pinned client packages

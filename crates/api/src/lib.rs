@@ -4,6 +4,7 @@
 //! operator and other clients can depend on it.
 
 pub mod attach;
+pub mod files;
 pub mod phase;
 pub mod spec;
 pub mod v1;

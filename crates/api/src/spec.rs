@@ -13,19 +13,21 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use crate::attach::{AttachPoint, ProgramAttach};
+use crate::files;
 
 /// One plugin: a wasm component plus the kernel-side object it consumes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PluginSpec {
-    /// Unique name on the node; a DNS-1123 label (lowercase letters, digits
-    /// and `-`, at most 63 characters). Prefixes the plugin's metric names.
+    /// Unique name on the node; a DNS-1035 label (lowercase letters, digits
+    /// and `-`, at most 63 characters, starting with a letter). Prefixes the
+    /// plugin's metric names, which may not start with a digit.
     #[cfg_attr(
         feature = "schema",
         schemars(
             length(min = 1, max = 63),
-            regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+            regex(pattern = r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
         )
     )]
     pub name: String,
@@ -374,6 +376,7 @@ impl PluginSpec {
     /// Parse one spec from YAML (or JSON, which is YAML) and validate it.
     pub fn from_yaml(text: &str) -> Result<Self, SpecError> {
         let path = PathBuf::from("<input>");
+        check_shape(text, &path)?;
         let spec = parse_document(serde_yaml_ng::Deserializer::from_str(text), &path, 1)?;
         spec.validate()?;
         Ok(spec)
@@ -618,10 +621,11 @@ fn check_oci_reference(r: &str) -> Result<(), String> {
 /// Read a spec file: one or more YAML documents separated by `---`, each a
 /// [`PluginSpec`]. Every spec is validated and names must be unique.
 pub fn load_file(path: &Path) -> Result<Vec<PluginSpec>, SpecError> {
-    let text = std::fs::read_to_string(path).map_err(|source| SpecError::Read {
+    let text = read_spec_file(path).map_err(|source| SpecError::Read {
         path: path.to_owned(),
         source,
     })?;
+    check_shape(&text, path)?;
     let mut specs = Vec::new();
     for (i, doc) in serde_yaml_ng::Deserializer::from_str(&text).enumerate() {
         let document = i + 1;
@@ -654,6 +658,77 @@ pub fn load_file(path: &Path) -> Result<Vec<PluginSpec>, SpecError> {
     Ok(specs)
 }
 
+/// A spec file: a regular file of at most [`files::MAX_SPEC_FILE_BYTES`].
+fn read_spec_file(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let (file, _) = files::open_regular(path, files::MAX_SPEC_FILE_BYTES, "the spec file limit")
+        .map_err(|e| match e {
+            files::FileError::Io(e) => e,
+            other => std::io::Error::other(other.to_string()),
+        })?;
+    let mut text = String::new();
+    file.take(files::MAX_SPEC_FILE_BYTES)
+        .read_to_string(&mut text)?;
+    Ok(text)
+}
+
+/// Deepest nesting of flow collections (`[`, `{`) a spec may have; a spec
+/// needs a handful.
+pub const MAX_SPEC_NESTING: usize = 64;
+
+/// Refuse, before parsing, text the YAML parser would take super-linear
+/// time on: larger than [`files::MAX_SPEC_FILE_BYTES`], or flow collections
+/// nested deeper than [`MAX_SPEC_NESTING`] (a linear scan that skips quoted
+/// strings and comments).
+fn check_shape(text: &str, path: &Path) -> Result<(), SpecError> {
+    let refuse = |message: String| SpecError::Parse {
+        path: path.to_owned(),
+        document: 1,
+        field: "(top level)".into(),
+        message,
+    };
+    if text.len() as u64 > files::MAX_SPEC_FILE_BYTES {
+        return Err(refuse(format!(
+            "the spec is {} bytes, more than the {} a spec may have",
+            text.len(),
+            files::MAX_SPEC_FILE_BYTES
+        )));
+    }
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    let mut quote: Option<u8> = None;
+    let mut comment = false;
+    let mut prev = b' ';
+    for &b in text.as_bytes() {
+        if comment {
+            comment = b != b'\n';
+        } else if let Some(q) = quote {
+            // `\"` escapes in double quotes; `''` in single quotes closes
+            // and reopens, which this scan treats the same.
+            if b == q && !(q == b'"' && prev == b'\\') {
+                quote = None;
+            }
+        } else {
+            match b {
+                b'"' | b'\'' => quote = Some(b),
+                b'#' if prev.is_ascii_whitespace() => comment = true,
+                b'[' | b'{' => {
+                    depth += 1;
+                    deepest = deepest.max(depth);
+                }
+                b']' | b'}' => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+        }
+        prev = if prev == b'\\' && b == b'\\' { b' ' } else { b };
+    }
+    if deepest > MAX_SPEC_NESTING {
+        return Err(refuse(format!(
+            "collections are nested {deepest} deep, more than the {MAX_SPEC_NESTING} a spec may have"
+        )));
+    }
+    Ok(())
+}
+
 fn parse_document<'de>(
     doc: impl serde::Deserializer<'de, Error = serde_yaml_ng::Error>,
     path: &Path,
@@ -674,8 +749,11 @@ fn parse_document<'de>(
     })
 }
 
+/// A DNS-1035 label (as a Kubernetes Service name): a DNS-1123 label that
+/// starts with a letter, because the name prefixes the plugin's metric
+/// names and a Prometheus metric name cannot start with a digit.
 fn check_dns_label(name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
+    let ok = name.starts_with(|c: char| c.is_ascii_lowercase())
         && name.len() <= 63
         && name
             .bytes()
@@ -686,7 +764,7 @@ fn check_dns_label(name: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "{name:?} is not a DNS-1123 label: use 1 to 63 lowercase letters, digits or '-', starting and ending with a letter or digit"
+            "{name:?} is not a DNS-1035 label: use 1 to 63 lowercase letters, digits or '-', starting with a letter and ending with a letter or digit (the name prefixes the plugin's metric names, which cannot start with a digit)"
         ))
     }
 }
@@ -929,6 +1007,33 @@ bytecode:
         let missing = dir.path().join("nope.yaml");
         let err = load_file(&missing).unwrap_err().to_string();
         assert!(err.contains("nope.yaml"), "{err}");
+    }
+
+    /// Issue 19, defect 8: 200k nested flow sequences (400 KB) ran for
+    /// minutes before the parser's depth error; a 50 MB spec file was read
+    /// whole. Both are refused before parsing.
+    #[test]
+    fn deep_nesting_and_huge_spec_files_are_refused_before_parsing() {
+        let deep = format!("{}{}", "[".repeat(200_000), "]".repeat(200_000));
+        let err = PluginSpec::from_yaml(&deep).unwrap_err().to_string();
+        assert!(err.contains("nested 200000 deep"), "{err}");
+        // Brackets in strings and comments are not nesting.
+        let text = format!(
+            "name: p # {}\ncomponent: \"/{}.wasm\"\nconfig: {{a: '{}'}}\n",
+            "[".repeat(100),
+            "{".repeat(100),
+            "[".repeat(100)
+        );
+        PluginSpec::from_yaml(&text).unwrap();
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("huge.yaml");
+        let file = std::fs::File::create(&path).unwrap();
+        file.set_len(files::MAX_SPEC_FILE_BYTES + 1).unwrap();
+        let err = load_file(&path).unwrap_err().to_string();
+        assert!(err.contains("more than the limit"), "{err}");
+        let err = load_file(Path::new("/dev/zero")).unwrap_err().to_string();
+        assert!(err.contains("not a regular file"), "{err}");
     }
 
     #[test]

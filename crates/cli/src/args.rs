@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use conductor_api::files;
 use conductor_client::Output;
 use conductor_node::NodeConfig;
 use conductor_node::otlp::{OtlpConfig, Protocol};
@@ -28,6 +29,13 @@ pub struct NodeArgs {
     /// (pulled artifacts are still kept in the cache directory).
     #[arg(long)]
     pub no_cache: bool,
+    /// Largest component file a load reads, in bytes (only regular files
+    /// are read).
+    #[arg(long, value_name = "BYTES", default_value_t = files::DEFAULT_MAX_COMPONENT_BYTES)]
+    pub max_component_bytes: u64,
+    /// Largest BPF object file a load reads, in bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = files::DEFAULT_MAX_BYTECODE_BYTES)]
+    pub max_bytecode_bytes: u64,
     #[command(flatten)]
     pub otlp: OtlpArgs,
     #[command(flatten)]
@@ -46,6 +54,10 @@ impl NodeArgs {
                 no_cache: self.no_cache,
                 otlp: self.otlp.config()?,
                 k8s: self.k8s.config(),
+                file_caps: files::FileCaps {
+                    component_bytes: self.max_component_bytes,
+                    bytecode_bytes: self.max_bytecode_bytes,
+                },
             },
             self.registry.options(),
         ))

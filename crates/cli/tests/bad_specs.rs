@@ -97,7 +97,7 @@ fn cli_rejects_bad_specs_with_the_cause() {
     // Invalid value, named.
     expect_failure(
         &format!("name: Bad_Name\ncomponent: {wasm}\n"),
-        &["name:", "DNS-1123"],
+        &["name:", "DNS-1035"],
     );
     // Missing component file.
     expect_failure(

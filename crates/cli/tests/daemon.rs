@@ -1081,12 +1081,24 @@ async fn a_plugin_that_cannot_come_back_is_failed_with_the_reason() {
     std::fs::remove_file(&lost).unwrap();
 
     blocking(|| daemon.spawn());
+    // Every persisted plugin had its first attempt, and readiness names
+    // the two that cannot run.
     let ready = daemon.metrics_url.replace("/metrics", "/readyz");
     let until = Instant::now() + LONG;
-    while ureq::get(&ready).call().is_err() {
+    let (code, body) = loop {
+        match http_get(&ready) {
+            Ok((503, body)) if body.starts_with("loading") => {}
+            Ok(answer) => break answer,
+            Err(_) => {}
+        }
         assert!(Instant::now() < until, "never ready");
         tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    };
+    assert_eq!(code, 503, "{body}");
+    assert!(
+        body.contains("plugin doomed is Failed") && body.contains("plugin lost is Failed"),
+        "{body}"
+    );
     let mut c = daemon.client().await;
     for name in ["doomed", "lost"] {
         let status = c
@@ -1136,6 +1148,7 @@ async fn a_plugin_that_cannot_come_back_is_failed_with_the_reason() {
     let out = blocking(|| daemon.cli(&["list"]));
     let table = String::from_utf8_lossy(&out.stdout);
     assert_eq!(table.matches("Running").count(), 3, "{table}");
+    assert_eq!(http_get(&ready).unwrap(), (200, "ready\n".to_owned()));
 }
 
 fn tower_unix(

@@ -37,6 +37,9 @@ pub enum Exit {
     LoadFailed = 8,
     /// Another operation on the same plugin is under way (`ABORTED`): retry.
     Busy = 9,
+    /// A size limit was reached: the plugins' specs together
+    /// (`RESOURCE_EXHAUSTED`), or a message larger than the API carries.
+    LimitReached = 10,
 }
 
 /// A failed client command: what to print and how to exit.
@@ -61,9 +64,15 @@ impl From<tonic::Status> for ClientError {
             Code::AlreadyExists => Exit::AlreadyExists,
             Code::PermissionDenied | Code::Unauthenticated => Exit::PermissionDenied,
             Code::Unavailable => Exit::Unreachable,
+            // tonic refusing a message over its size limit (either side): a
+            // limit, not a problem of the spec.
+            Code::OutOfRange if s.message().contains("message length too large") => {
+                Exit::LimitReached
+            }
             Code::InvalidArgument | Code::OutOfRange => Exit::InvalidSpec,
             Code::FailedPrecondition => Exit::LoadFailed,
             Code::Aborted => Exit::Busy,
+            Code::ResourceExhausted => Exit::LimitReached,
             _ => Exit::Error,
         };
         let message = if s.code() == Code::Unavailable {

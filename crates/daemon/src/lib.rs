@@ -43,6 +43,19 @@ use crate::state::{PersistedPlugin, StateDir};
 pub const MAX_REQUEST_BYTES: usize = 1 << 20;
 /// Annotations of one plugin, keys and values together (as Kubernetes).
 pub const MAX_ANNOTATION_BYTES: usize = 256 * 1024;
+/// What all plugins' specs and annotations may take together, so that one
+/// `List` answer always fits the 4 MiB a stock gRPC client accepts by
+/// default (each load is checked; concurrent ones may pass it by one
+/// request, [`MAX_REQUEST_BYTES`], which still fits).
+pub const MAX_TOTAL_SPEC_BYTES: usize = 3 << 20;
+/// Largest answer: the 4 MiB stock gRPC clients accept, which `List` stays
+/// under (see [`MAX_TOTAL_SPEC_BYTES`]).
+pub const MAX_RESPONSE_BYTES: usize = 4 << 20;
+/// A plugin's status besides its spec and annotations: the phase, times,
+/// digest and `lastError` (trimmed to [`MAX_LAST_ERROR_BYTES`]).
+const STATUS_RESERVE_BYTES: usize = 6 * 1024;
+/// `lastError` in a status is trimmed to this (the daemon's log has it whole).
+pub const MAX_LAST_ERROR_BYTES: usize = 4 * 1024;
 
 pub struct DaemonConfig {
     pub socket: PathBuf,
@@ -107,6 +120,7 @@ async fn run(
         registry: Arc::new(config.registry),
         state: Arc::new(tokio::sync::Mutex::new(state)),
         load_slots: Arc::new(Semaphore::new(config.max_parallel_loads.max(1))),
+        admission: Arc::new(tokio::sync::Mutex::new(())),
     };
 
     // Bring the persisted plugins back, in parallel, while already serving.
@@ -189,7 +203,7 @@ async fn run(
         allowed_gids = ?allow.gids,
         "serving the node API"
     );
-    let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+    let incoming = accept_with_backoff(listener);
     let grpc = tonic::transport::Server::builder()
         .layer(tonic::service::InterceptorLayer::new(move |req| {
             allow.check(req)
@@ -199,7 +213,7 @@ async fn run(
         .add_service(
             ConductorServer::new(api)
                 .max_decoding_message_size(MAX_REQUEST_BYTES)
-                .max_encoding_message_size(16 * MAX_REQUEST_BYTES),
+                .max_encoding_message_size(MAX_RESPONSE_BYTES),
         )
         .serve_with_incoming_shutdown(incoming, {
             let services = services.clone();
@@ -214,6 +228,50 @@ async fn run(
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), grpc).await;
     let _ = std::fs::remove_file(&config.socket);
     Ok(())
+}
+
+/// How long accepting pauses when the process is out of descriptors.
+const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
+/// At most one log line about it this often.
+const ACCEPT_WARN_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The accepted connections. When `accept` fails because descriptors (or
+/// memory) ran out, the pending connection stays in the backlog and the
+/// listener stays readable, so retrying at once would spin a core: pause
+/// instead, and say so (at most every [`ACCEPT_WARN_EVERY`]).
+fn accept_with_backoff(
+    listener: tokio::net::UnixListener,
+) -> impl Stream<Item = std::io::Result<tokio::net::UnixStream>> {
+    futures_util::stream::unfold(
+        (listener, None::<std::time::Instant>),
+        |(listener, mut warned)| async move {
+            loop {
+                match listener.accept().await {
+                    Ok((stream, _)) => return Some((Ok(stream), (listener, warned))),
+                    Err(e) => {
+                        let exhausted = matches!(
+                            e.raw_os_error(),
+                            Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+                        );
+                        if warned.is_none_or(|t| t.elapsed() >= ACCEPT_WARN_EVERY) {
+                            warned = Some(std::time::Instant::now());
+                            if exhausted {
+                                tracing::error!(
+                                    "cannot accept API connections: {e}; out of file descriptors \
+                                     or memory, retrying every {} ms (raise the limit, e.g. \
+                                     LimitNOFILE, or find what holds descriptors)",
+                                    ACCEPT_BACKOFF.as_millis()
+                                );
+                            } else {
+                                tracing::warn!("cannot accept an API connection: {e}");
+                            }
+                        }
+                        tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    }
+                }
+            }
+        },
+    )
 }
 
 /// Where the lock guarding `socket` lives: beside it.
@@ -387,9 +445,49 @@ struct Api {
     registry: Arc<RegistryOptions>,
     state: Arc<tokio::sync::Mutex<StateDir>>,
     load_slots: Arc<Semaphore>,
+    /// Held from the total-size check of a load to its reservation.
+    admission: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// What a plugin may add to a `List` answer.
+fn footprint(spec: &v1::PluginSpec, annotations: &BTreeMap<String, String>) -> usize {
+    use prost::Message;
+    spec.encoded_len()
+        + annotations
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 8)
+            .sum::<usize>()
+        + STATUS_RESERVE_BYTES
 }
 
 impl Api {
+    /// Refuse a spec that would take the plugins' specs past
+    /// [`MAX_TOTAL_SPEC_BYTES`] (`replacing`: the plugin it updates).
+    fn check_total(
+        &self,
+        spec: &PluginSpec,
+        annotations: &BTreeMap<String, String>,
+        replacing: Option<&str>,
+    ) -> Result<(), Status> {
+        let others: usize = self
+            .manager
+            .list()
+            .iter()
+            .filter(|p| Some(p.name.as_str()) != replacing)
+            .map(|p| footprint(&v1::PluginSpec::from(&p.spec), &p.annotations))
+            .sum();
+        let this = footprint(&v1::PluginSpec::from(spec), annotations);
+        if others + this > MAX_TOTAL_SPEC_BYTES {
+            return Err(Status::resource_exhausted(format!(
+                "plugin {:?} takes {this} bytes of spec and annotations and the other plugins {others}: \
+                 together more than the {MAX_TOTAL_SPEC_BYTES} bytes a host keeps (so that a List \
+                 answer fits a client's 4 MiB); make configs smaller or unload plugins",
+                spec.name
+            )));
+        }
+        Ok(())
+    }
+
     /// Pull, then load a reserved plugin (waiting for a load slot).
     /// `restoring`: from the persisted state, where a failure leaves the
     /// plugin listed as Failed; otherwise a failure forgets it.
@@ -488,10 +586,17 @@ impl Api {
     /// Write the desired state; serialised, each write takes the latest state.
     async fn persist(&self) -> Result<(), Status> {
         let state = self.state.lock().await;
+        self.save(&state, None)
+    }
+
+    /// Write the desired state, leaving out `without` (a plugin about to be
+    /// unloaded), under the state lock the caller holds.
+    fn save(&self, state: &StateDir, without: Option<&str>) -> Result<(), Status> {
         let plugins = self
             .manager
             .desired()
             .into_iter()
+            .filter(|d| Some(d.spec.name.as_str()) != without)
             .map(|d| PersistedPlugin {
                 spec: d.spec,
                 annotations: d.annotations,
@@ -567,7 +672,11 @@ pub fn to_wire(info: &PluginInfo) -> v1::PluginStatus {
         phase_since: Some(timestamp(info.phase_since)),
         loaded_at: info.loaded_at.map(timestamp),
         restarts: info.restarts,
-        last_error: info.last_error.clone().unwrap_or_default(),
+        last_error: info
+            .last_error
+            .as_deref()
+            .map(trim_error)
+            .unwrap_or_default(),
         component_digest: if info.digest.is_empty() || info.digest.starts_with("sha256:") {
             info.digest.clone()
         } else {
@@ -581,6 +690,18 @@ pub fn to_wire(info: &PluginInfo) -> v1::PluginStatus {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
     }
+}
+
+/// `error` cut to [`MAX_LAST_ERROR_BYTES`] at a character boundary.
+fn trim_error(error: &str) -> String {
+    if error.len() <= MAX_LAST_ERROR_BYTES {
+        return error.to_owned();
+    }
+    let mut end = MAX_LAST_ERROR_BYTES - 40;
+    while !error.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{} … ({} bytes in all)", &error[..end], error.len())
 }
 
 fn log_line(r: &LogRecord) -> v1::LogLine {
@@ -608,10 +729,13 @@ impl Conductor for Api {
         let req = request.into_inner();
         let spec = accept_spec(req.spec, &req.annotations)?;
         let annotations: BTreeMap<_, _> = req.annotations.into_iter().collect();
-        let ticket = self
-            .manager
-            .reserve(&spec, annotations, 1, false)
-            .map_err(manager_status)?;
+        let ticket = {
+            let _admission = self.admission.lock().await;
+            self.check_total(&spec, &annotations, None)?;
+            self.manager
+                .reserve(&spec, annotations, 1, false)
+                .map_err(manager_status)?
+        };
         // A task of its own: a client that hangs up does not stop a load
         // half-way (it completes, or rolls back, and is persisted).
         let api = self.clone();
@@ -644,15 +768,39 @@ impl Conductor for Api {
         let by = peer(&request);
         let name = request.into_inner().name;
         let api = self.clone();
+        // Persisted first, then detached, under the state lock: the answer,
+        // the kernel and the state on disk agree whatever fails (a state
+        // that cannot be written leaves the plugin running and listed).
         let task = tokio::spawn(async move {
+            let state = api.state.lock().await;
+            let on_disk = api.manager.desired().iter().any(|d| d.spec.name == name);
+            if on_disk {
+                api.save(&state, Some(&name)).map_err(|status| {
+                    Status::new(
+                        status.code(),
+                        format!(
+                            "{}; nothing changed: plugin {name:?} stays loaded (make the state directory writable, then retry)",
+                            status.message()
+                        ),
+                    )
+                })?;
+            }
             let manager = api.manager.clone();
             let n = name.clone();
-            tokio::task::spawn_blocking(move || manager.unload(&n))
+            let unloaded = tokio::task::spawn_blocking(move || manager.unload(&n))
                 .await
-                .map_err(|e| Status::internal(format!("the unload task failed: {e}")))?
-                .map_err(manager_status)?;
+                .map_err(|e| Status::internal(format!("the unload task failed: {e}")))
+                .and_then(|r| r.map_err(manager_status));
+            if let Err(status) = unloaded {
+                if on_disk {
+                    // Put it back on disk as it still runs (or whatever
+                    // the desired state is now).
+                    let _ = api.save(&state, None);
+                }
+                return Err(status);
+            }
             tracing::info!(plugin = %name, by, "unloaded");
-            api.persist().await
+            Ok(())
         });
         task.await
             .map_err(|e| Status::internal(format!("the unload task failed: {e}")))??;
@@ -693,6 +841,7 @@ impl Conductor for Api {
         if self.manager.get(&spec.name).is_none() {
             return Err(manager_status(ManagerError::NotFound(spec.name)));
         }
+        self.check_total(&spec, &annotations, Some(&spec.name))?;
         let api = self.clone();
         let task = tokio::spawn(async move {
             let resolved = api.resolve(&spec, None).await?;

@@ -21,6 +21,7 @@ use aya::{Btf, Ebpf, EbpfLoader};
 
 use crate::features::{self, Feature};
 use crate::maps::KernelMap;
+use conductor_api::files;
 use conductor_api::{AttachPoint, Direction, HardwareEvent, ProgramAttach, SoftwareEvent, XdpMode};
 
 #[derive(Debug, thiserror::Error)]
@@ -120,9 +121,33 @@ pub fn load_with_globals(
     programs: &[ProgramAttach],
     globals: &BTreeMap<String, u64>,
 ) -> Result<LoadedObject, BpfError> {
-    let bytes = std::fs::read(path).map_err(|source| BpfError::Read {
-        path: path.to_owned(),
-        source,
+    load_capped(path, programs, globals, files::DEFAULT_MAX_BYTECODE_BYTES)
+}
+
+/// [`load_with_globals`] of an object file of at most `max_bytes` (a regular
+/// file with an ELF header, checked before the rest is read).
+pub fn load_capped(
+    path: &Path,
+    programs: &[ProgramAttach],
+    globals: &BTreeMap<String, u64>,
+    max_bytes: u64,
+) -> Result<LoadedObject, BpfError> {
+    let bytes = files::read_checked(path, max_bytes, "--max-bytecode-bytes", 4, |h| {
+        h == b"\x7fELF"
+    })
+    .map_err(|e| match e {
+        files::FileError::Io(source) => BpfError::Read {
+            path: path.to_owned(),
+            source,
+        },
+        files::FileError::BadHeader => BpfError::Object {
+            path: path.to_owned(),
+            cause: "it is not an ELF file (no ELF header)".to_owned(),
+        },
+        other => BpfError::Read {
+            path: path.to_owned(),
+            source: std::io::Error::other(other.to_string()),
+        },
     })?;
     let values = global_values(path, &bytes, globals)?;
     let mut loader = EbpfLoader::new();

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::sync::{Arc, RwLock};
 
 use conductor_api::PluginSpec;
+use conductor_api::files::FileCaps;
 use conductor_runtime::{Prepared, Runtime, RuntimeError};
 use crossbeam_channel::Receiver;
 
@@ -20,6 +21,11 @@ pub trait Launcher: Send + Sync + 'static {
     /// A new version's user side, checked and ready to take over.
     type Prepared;
     type PrepareError: std::fmt::Display;
+
+    /// The caps on the files a spec names.
+    fn file_caps(&self) -> FileCaps {
+        FileCaps::default()
+    }
 
     /// Compile and check `spec`'s component (before anything changes).
     fn prepare(&self, spec: &PluginSpec) -> Result<Self::Prepared, Self::PrepareError>;
@@ -53,6 +59,7 @@ pub struct PluginLauncher {
     /// What the plugins' `k8s` lookups answer from (`unknown` for
     /// everything until set).
     workloads: RwLock<Arc<Workloads>>,
+    file_caps: RwLock<FileCaps>,
 }
 
 impl PluginLauncher {
@@ -61,11 +68,17 @@ impl PluginLauncher {
             runtime,
             metrics,
             workloads: RwLock::new(Workloads::disabled()),
+            file_caps: RwLock::new(FileCaps::default()),
         }
     }
 
     pub fn runtime(&self) -> &Arc<Runtime> {
         &self.runtime
+    }
+
+    /// The caps on component and bytecode files from now on.
+    pub fn set_file_caps(&self, caps: FileCaps) {
+        *self.file_caps.write().unwrap_or_else(|e| e.into_inner()) = caps;
     }
 
     /// The workload cache plugins started from now on look up.
@@ -79,8 +92,16 @@ impl Launcher for PluginLauncher {
     type Prepared = Prepared;
     type PrepareError = RuntimeError;
 
+    fn file_caps(&self) -> FileCaps {
+        *self.file_caps.read().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn prepare(&self, spec: &PluginSpec) -> Result<Prepared, RuntimeError> {
-        self.runtime.prepare(Path::new(&spec.component))
+        let prepared = self
+            .runtime
+            .prepare_capped(Path::new(&spec.component), self.file_caps().component_bytes)?;
+        prepared.check_memory_limit(spec.limits.memory_mib)?;
+        Ok(prepared)
     }
 
     fn start(
@@ -97,6 +118,7 @@ impl Launcher for PluginLauncher {
                     .clone(),
             );
         }
+        options.file_caps = self.file_caps();
         Plugin::start_with(&self.runtime, &self.metrics, spec, base_dir, options)
     }
 }

@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
 use conductor_api::PluginSpec;
+use conductor_api::files::{self, FileCaps};
 use tokio::sync::{broadcast, watch};
 
 use crate::launch::{Launcher, PluginLauncher, RunningPlugin};
@@ -229,6 +230,11 @@ impl Manager<PluginLauncher> {
     pub fn set_workloads(&self, workloads: Arc<Workloads>) {
         self.launcher.set_workloads(workloads);
     }
+
+    /// The caps on component and bytecode files of loads from now on.
+    pub fn set_file_caps(&self, caps: FileCaps) {
+        self.launcher.set_file_caps(caps);
+    }
 }
 
 impl<L: Launcher> Manager<L> {
@@ -423,7 +429,7 @@ impl<L: Launcher> Manager<L> {
         let bytecode_digest = spec
             .bytecode
             .as_ref()
-            .and_then(|b| file_digest(&base_dir.join(&b.path)));
+            .and_then(|b| file_digest(&base_dir.join(&b.path), self.launcher.file_caps()));
         let weak: Weak<Shared<L::Plugin>> = Arc::downgrade(&self.shared);
         let name = spec.name.clone();
         let notify: crate::plugin::Notify = Arc::new(move || {
@@ -439,6 +445,7 @@ impl<L: Launcher> Manager<L> {
                 notify: Some(notify),
                 workloads: None,
                 wait_for_init,
+                file_caps: self.launcher.file_caps(),
             },
         )?;
         Ok((plugin, bytecode_digest))
@@ -612,7 +619,7 @@ impl<L: Launcher> Manager<L> {
         let new_digest = resolved
             .bytecode
             .as_ref()
-            .and_then(|b| file_digest(Path::new(&b.path)));
+            .and_then(|b| file_digest(Path::new(&b.path), self.launcher.file_caps()));
         // The new component compiles before anything changes.
         let prepared = self
             .launcher
@@ -746,15 +753,13 @@ enum Restored<P> {
     Lost,
 }
 
-/// `sha256:<hex>` of a file, if it can be read (a missing file fails the
-/// load itself with a better message).
-fn file_digest(path: &Path) -> Option<String> {
-    use sha2::Digest;
-    let bytes = std::fs::read(path).ok()?;
-    Some(format!(
-        "sha256:{}",
-        hex::encode(sha2::Sha256::digest(&bytes))
-    ))
+/// `sha256:<hex>` of a bytecode file, streamed, if it can be read (a
+/// missing, special or too large file fails the load itself with a better
+/// message).
+fn file_digest(path: &Path, caps: FileCaps) -> Option<String> {
+    files::sha256_hex(path, caps.bytecode_bytes, "--max-bytecode-bytes")
+        .ok()
+        .map(|h| format!("sha256:{h}"))
 }
 
 #[cfg(test)]

@@ -6,7 +6,8 @@
 //!
 //! Namespacing: a plugin metric is exported as `<plugin>__<metric>` (plugin
 //! name with `-` turned into `_`, then a double underscore) and carries a
-//! `plugin` label. Plugin names are DNS labels (they end in `[a-z0-9]`) and
+//! `plugin` label. Plugin names are DNS-1035 labels (they start with
+//! `[a-z]`, so the exported name is valid, and end in `[a-z0-9]`) and
 //! metric names may neither start with `_` nor contain `__`, so the last `__`
 //! of an exported name always splits it back into plugin and metric: two
 //! plugins cannot export the same name, and since no host metric contains
@@ -86,6 +87,7 @@ pub struct HostMetrics {
     pub memory_bytes: Family<PluginLabel, Gauge>,
     pub up: Family<PluginLabel, Gauge>,
     pub series_dropped: Family<PluginLabel, Counter>,
+    pub log_suppressed: Family<PluginLabel, Counter>,
     otlp_exports: Family<OutcomeLabel, Counter>,
     pub k8s: K8sMetrics,
 }
@@ -130,6 +132,7 @@ impl HostMetrics {
             memory_bytes: Family::default(),
             up: Family::default(),
             series_dropped: Family::default(),
+            log_suppressed: Family::default(),
             otlp_exports: Family::default(),
             k8s: K8sMetrics::default(),
         }
@@ -180,6 +183,11 @@ impl HostMetrics {
             "conductor_plugin_series_dropped",
             "Samples dropped because a plugin metric reached limits.maxSeriesPerMetric",
             self.series_dropped.clone(),
+        );
+        r.register(
+            "conductor_plugin_log_lines_suppressed",
+            "Log lines of a plugin dropped because it logged over its budget (lines and bytes per second)",
+            self.log_suppressed.clone(),
         );
         r.register(
             "conductor_otlp_exports",
@@ -273,6 +281,7 @@ impl HostMetrics {
             restarts: self.restarts.get_or_create_owned(&sets.plugin),
             memory: self.memory_bytes.get_or_create_owned(&sets.plugin),
             up: self.up.get_or_create_owned(&sets.plugin),
+            log_suppressed: self.log_suppressed.get_or_create_owned(&sets.plugin),
         }
     }
 
@@ -293,6 +302,7 @@ impl HostMetrics {
         self.memory_bytes.remove(&sets.plugin);
         self.up.remove(&sets.plugin);
         self.series_dropped.remove(&sets.plugin);
+        self.log_suppressed.remove(&sets.plugin);
         for c in &sets.calls {
             self.call_seconds.remove(c);
         }
@@ -326,6 +336,7 @@ pub struct PluginSeries {
     pub restarts: Counter,
     pub memory: Gauge,
     pub up: Gauge,
+    pub log_suppressed: Counter,
 }
 
 /// The host's series of one event source.
@@ -1126,6 +1137,76 @@ mod tests {
             FaultKind::Error,
         ] {
             assert!(FAULT_KINDS.contains(&kind.as_str()), "{kind:?}");
+        }
+    }
+
+    /// The names a spec accepts, as `PluginSpec::validate` decides.
+    fn accepted_name(name: &str) -> bool {
+        conductor_api::PluginSpec::from_yaml(&format!("name: {name:?}\ncomponent: /p.wasm\n"))
+            .is_ok()
+    }
+
+    /// Issue 19, defect 1: a plugin named `1exec` made the whole page
+    /// invalid (`invalid metric name in comment`). Property: whatever name
+    /// the spec accepts, the page with that plugin's metrics and host
+    /// series passes `promtool check metrics`.
+    #[test]
+    fn no_accepted_plugin_name_makes_the_exposition_invalid() {
+        use proptest::prelude::*;
+        assert!(!accepted_name("1exec"), "a digit-leading name is refused");
+        let accepted = std::sync::Mutex::new(vec!["exec-counter".to_owned(), "a".to_owned()]);
+        let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+            cases: 512,
+            ..ProptestConfig::default()
+        });
+        // Mostly DNS-label-shaped names (so many are accepted), some of
+        // any printable ASCII.
+        let names = prop_oneof![
+            "[a-z][a-z0-9-]{0,61}[a-z0-9]",
+            "[a-z0-9-]{1,63}",
+            "[0-9][a-z0-9-]{0,8}",
+            "[ -~]{1,20}",
+        ];
+        runner
+            .run(&names, |name| {
+                if accepted_name(&name) {
+                    accepted.lock().unwrap().push(name);
+                }
+                Ok(())
+            })
+            .unwrap();
+        let mut accepted = accepted.into_inner().unwrap();
+        accepted.sort();
+        accepted.dedup();
+        assert!(accepted.len() > 100, "too few accepted names: {accepted:?}");
+
+        let metrics = Metrics::new();
+        let sources = s(&["events"]);
+        let mut keep = Vec::new();
+        for name in &accepted {
+            let pm = metrics.add_plugin(name, 10);
+            pm.counter("execs", "Execs", s(&["comm"]))
+                .unwrap()
+                .add(s(&["sh"]), 1)
+                .unwrap();
+            let series = metrics.host.plugin_series(name, &sources);
+            series.up.set(1);
+            keep.push(series);
+        }
+        // promtool reads the classic format (as Prometheus's scrape of
+        // curl-like clients); random names trip its style lints (e.g.
+        // "abbreviated units"), which are not errors: a page Prometheus
+        // would reject shows as `error while linting`.
+        let classic = openmetrics_to_prometheus_text(&metrics.encode().unwrap());
+        let (_, out) = conductor_test_support::promtool_check_metrics(&classic);
+        assert!(!out.contains("error"), "promtool rejects the page: {out}");
+        for line in out.lines() {
+            let name = line.split_whitespace().next().unwrap_or_default();
+            assert!(
+                name.starts_with(|c: char| c.is_ascii_alphabetic())
+                    && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'),
+                "{line}"
+            );
         }
     }
 

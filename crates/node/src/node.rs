@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
+use conductor_api::files::FileCaps;
 use conductor_runtime::Runtime;
 use tokio::sync::watch;
 
@@ -37,6 +38,8 @@ pub struct NodeConfig {
     pub otlp: Option<OtlpConfig>,
     /// The workload cache behind the plugins' `k8s` lookups.
     pub k8s: K8sConfig,
+    /// The largest component and bytecode files a load reads.
+    pub file_caps: FileCaps,
 }
 
 /// A node host: the runtime, the registry and the manager, and the async
@@ -77,6 +80,7 @@ impl Node {
             .context("cannot start the wasm runtime")?;
         let metrics = Arc::new(Metrics::new());
         let manager = Arc::new(Manager::new(runtime, metrics));
+        manager.set_file_caps(config.file_caps);
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()

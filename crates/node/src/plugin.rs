@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
+use conductor_api::files::FileCaps;
 use conductor_api::{Phase, PluginSpec, SpecError};
 use crossbeam_channel::{Receiver, Sender};
 use mio::unix::SourceFd;
@@ -113,6 +114,8 @@ pub struct StartOptions {
     /// (an atomic load). Without it a failing first `init` is a fault like
     /// any other: the plugin stays loaded and restarts after a backoff.
     pub wait_for_init: bool,
+    /// The caps on the component and bytecode files.
+    pub file_caps: FileCaps,
 }
 
 /// Handle on a running plugin; dropping it stops the plugin.
@@ -159,13 +162,18 @@ impl Plugin {
 
         // The component first: a bad component must fail before the kernel
         // is touched.
-        let prepared = runtime.prepare(Path::new(&spec.component))?;
+        let prepared = runtime.prepare_capped(
+            Path::new(&spec.component),
+            options.file_caps.component_bytes,
+        )?;
+        prepared.check_memory_limit(spec.limits.memory_mib)?;
 
         let object = match &spec.bytecode {
-            Some(b) => Some(bpf::load_with_globals(
+            Some(b) => Some(bpf::load_capped(
                 Path::new(&b.path),
                 &b.programs,
                 &b.global_data,
+                options.file_caps.bytecode_bytes,
             )?),
             None => None,
         };
@@ -369,6 +377,10 @@ struct Worker {
     restarts: Counter,
     memory: Gauge,
     up: Gauge,
+    /// `conductor_plugin_log_lines_suppressed_total`, and what of the
+    /// budget's count it has been told.
+    log_suppressed: Counter,
+    log_suppressed_seen: u64,
     /// Told about status changes.
     notify: Option<Notify>,
     /// Told the outcome of the first start, if someone waits for it.
@@ -446,6 +458,8 @@ impl Worker {
                 }
             },
             restarts: series.restarts,
+            log_suppressed: series.log_suppressed,
+            log_suppressed_seen: 0,
             memory: series.memory,
             up: series.up,
             faults: metrics.clone(),
@@ -665,6 +679,10 @@ impl Worker {
         if let Some(i) = &self.instance {
             self.memory.set(i.memory_bytes() as i64);
         }
+        let suppressed = self.host.log_budget().suppressed();
+        self.log_suppressed
+            .inc_by(suppressed.saturating_sub(self.log_suppressed_seen));
+        self.log_suppressed_seen = suppressed;
     }
 
     fn start_instance(&mut self, first: bool) {

@@ -1,7 +1,8 @@
 //! The HTTP endpoint: `/metrics` (OpenMetrics text), `/healthz` (the
 //! process serves) and `/readyz` (its plugins are loaded: for `conductor
 //! run` once every plugin of the spec file is, for the daemon once the
-//! persisted plugins were brought back).
+//! persisted plugins were brought back; and none of them is `Failed` or
+//! `Restarting`, i.e. every plugin the host should run does).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tokio::net::TcpListener;
 
-use crate::manager::Manager;
+use crate::manager::{Manager, Phase};
 
 /// How long a scrape waits for plugins' `collect` exports.
 const COLLECT_DEADLINE: Duration = Duration::from_millis(500);
@@ -35,8 +36,9 @@ pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
     Ok(listener)
 }
 
-/// Serve `/metrics`, `/healthz` and `/readyz` (200 once `ready` is set,
-/// 503 before) until `shutdown` resolves.
+/// Serve `/metrics`, `/healthz` and `/readyz` (200 once `ready` is set and
+/// no plugin is `Failed` or `Restarting`, 503 otherwise, naming them) until
+/// `shutdown` resolves.
 pub async fn serve(
     listener: TcpListener,
     manager: Arc<Manager>,
@@ -48,11 +50,30 @@ pub async fn serve(
         .route("/healthz", get(|| async { "ok\n" }))
         .route(
             "/readyz",
-            get(move || async move {
-                if ready.load(Ordering::Acquire) {
-                    (StatusCode::OK, "ready\n")
+            get(move |State(manager): State<Arc<Manager>>| async move {
+                if !ready.load(Ordering::Acquire) {
+                    return (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "loading plugins\n".to_owned(),
+                    );
+                }
+                let down: String = manager
+                    .list()
+                    .iter()
+                    .filter(|p| matches!(p.phase, Phase::Failed | Phase::Restarting))
+                    .map(|p| {
+                        format!(
+                            "plugin {} is {}: {}\n",
+                            p.name,
+                            p.phase,
+                            p.last_error.as_deref().unwrap_or("")
+                        )
+                    })
+                    .collect();
+                if down.is_empty() {
+                    (StatusCode::OK, "ready\n".to_owned())
                 } else {
-                    (StatusCode::SERVICE_UNAVAILABLE, "loading plugins\n")
+                    (StatusCode::SERVICE_UNAVAILABLE, down)
                 }
             }),
         )

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use conductor_api::files::{self, FileError};
 use conductor_api::wit;
 use wasmtime::component::types::ComponentItem;
 use wasmtime::component::{Component, ComponentExportIndex, InstancePre, Linker, ResourceTable};
@@ -30,6 +31,11 @@ pub enum RuntimeError {
     Read {
         path: PathBuf,
         source: std::io::Error,
+    },
+    #[error("cannot read component {path}: {cause}")]
+    File {
+        path: PathBuf,
+        cause: conductor_api::files::FileError,
     },
     #[error(
         "{path} is not a WebAssembly component ({cause}); build plugins with `cargo build --target wasm32-wasip2`"
@@ -55,6 +61,16 @@ pub enum RuntimeError {
         path: PathBuf,
         version: String,
         cause: String,
+    },
+    #[error(
+        "component {path} needs {initial} bytes of linear memory to start, more than its limits.memoryMib of {limit_mib} MiB ({limit} bytes); raise limits.memoryMib to at least {need_mib}",
+        limit = (*limit_mib as u64) << 20,
+        need_mib = initial.div_ceil(1 << 20),
+    )]
+    MemoryLimit {
+        path: PathBuf,
+        initial: u64,
+        limit_mib: u32,
     },
     #[error("cannot set up the wasm engine: {0}")]
     Engine(String),
@@ -131,6 +147,42 @@ pub struct Prepared {
     pub digest: String,
     /// True if the compiled code came from the cache.
     pub from_cache: bool,
+    /// Linear memory the component's core modules start with, together
+    /// (what an instance needs before its first call).
+    pub initial_memory_bytes: u64,
+    path: PathBuf,
+}
+
+impl Prepared {
+    /// Refuse a memory limit below what the component needs to start: it
+    /// could never run, and would restart for ever.
+    pub fn check_memory_limit(&self, limit_mib: u32) -> Result<(), RuntimeError> {
+        if self.initial_memory_bytes > (u64::from(limit_mib) << 20) {
+            return Err(RuntimeError::MemoryLimit {
+                path: self.path.clone(),
+                initial: self.initial_memory_bytes,
+                limit_mib,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The initial sizes of the memories the core modules of a component
+/// define, added up (imported memories are another module's).
+fn initial_memory(bytes: &[u8]) -> u64 {
+    use wasmtime::wasmparser::{Parser, Payload};
+    let mut total: u64 = 0;
+    for payload in Parser::new(0).parse_all(bytes) {
+        let Ok(Payload::MemorySection(memories)) = payload else {
+            continue;
+        };
+        for m in memories.into_iter().flatten() {
+            let page = 1u64 << m.page_size_log2.unwrap_or(16);
+            total = total.saturating_add(m.initial.saturating_mul(page));
+        }
+    }
+    total
 }
 
 impl Runtime {
@@ -181,11 +233,31 @@ impl Runtime {
         &self.engine
     }
 
-    /// Read, compile (or fetch from cache) and check a component file.
+    /// Read, compile (or fetch from cache) and check a component file of
+    /// at most [`files::DEFAULT_MAX_COMPONENT_BYTES`].
     pub fn prepare(&self, path: &Path) -> Result<Prepared, RuntimeError> {
-        let bytes = std::fs::read(path).map_err(|source| RuntimeError::Read {
-            path: path.to_owned(),
-            source,
+        self.prepare_capped(path, files::DEFAULT_MAX_COMPONENT_BYTES)
+    }
+
+    /// [`Runtime::prepare`] of a component file of at most `max_bytes`
+    /// (a regular file; its header is checked before the rest is read).
+    pub fn prepare_capped(&self, path: &Path, max_bytes: u64) -> Result<Prepared, RuntimeError> {
+        let bytes = files::read_checked(path, max_bytes, "--max-component-bytes", 4, |h| {
+            h == b"\0asm"
+        })
+        .map_err(|e| match e {
+            FileError::Io(source) => RuntimeError::Read {
+                path: path.to_owned(),
+                source,
+            },
+            FileError::BadHeader => RuntimeError::NotAComponent {
+                path: path.to_owned(),
+                cause: "it has no wasm header".to_owned(),
+            },
+            cause => RuntimeError::File {
+                path: path.to_owned(),
+                cause,
+            },
         })?;
         if !wasmtime::wasmparser::Parser::is_component(&bytes) {
             let cause = if wasmtime::wasmparser::Parser::is_core_wasm(&bytes) {
@@ -199,6 +271,7 @@ impl Runtime {
             });
         }
         let started = Instant::now();
+        let initial_memory_bytes = initial_memory(&bytes);
         let (component, digest, from_cache) =
             self.cache
                 .load(&self.engine, &bytes)
@@ -242,6 +315,8 @@ impl Runtime {
             batch_shape: exports.shape,
             digest,
             from_cache,
+            initial_memory_bytes,
+            path: path.to_owned(),
         })
     }
 
@@ -254,7 +329,7 @@ impl Runtime {
         memory_limit: usize,
         timeout: Duration,
     ) -> Result<Instance, Fault> {
-        let wasi = stdio::wasi_ctx(host.name());
+        let wasi = stdio::wasi_ctx(host.name(), host.log_budget());
         let mut store = Store::new(
             &self.engine,
             StoreData {

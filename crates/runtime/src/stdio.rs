@@ -4,6 +4,8 @@
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
+
+use crate::host::log::{LogBudget, note_suppressed};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError, StreamResult};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder};
@@ -11,12 +13,12 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder};
 /// Longest line kept before it is flushed to the log unterminated.
 const MAX_LINE: usize = 8 * 1024;
 
-pub fn wasi_ctx(plugin: &str) -> WasiCtx {
+pub fn wasi_ctx(plugin: &str, budget: &Arc<LogBudget>) -> WasiCtx {
     let mut b = WasiCtxBuilder::new();
     // Sockets and name lookups are denied by default; say nothing else is
     // granted either: no preopened directories, no env, no args.
-    b.stdout(LogStream::new(plugin, "stdout"))
-        .stderr(LogStream::new(plugin, "stderr"))
+    b.stdout(LogStream::new(plugin, "stdout", budget.clone()))
+        .stderr(LogStream::new(plugin, "stderr", budget.clone()))
         .allow_blocking_current_thread(true);
     b.build()
 }
@@ -27,18 +29,27 @@ struct LogStream {
     plugin: Arc<str>,
     stream: &'static str,
     line: Arc<Mutex<Vec<u8>>>,
+    budget: Arc<LogBudget>,
 }
 
 impl LogStream {
-    fn new(plugin: &str, stream: &'static str) -> Self {
+    fn new(plugin: &str, stream: &'static str, budget: Arc<LogBudget>) -> Self {
         Self {
             plugin: plugin.into(),
             stream,
             line: Arc::default(),
+            budget,
         }
     }
 
     fn emit(&self, line: &[u8]) {
+        let admission = self.budget.admit(line.len());
+        if let Some(note) = &admission.note {
+            note_suppressed(&self.plugin, note);
+        }
+        if !admission.admit {
+            return;
+        }
         let text = String::from_utf8_lossy(line);
         let text = text.trim_end_matches('\r');
         if self.stream == "stderr" {

@@ -21,6 +21,8 @@ pub struct Daemon {
     pub metrics_url: String,
     args: Vec<String>,
     envs: Vec<(String, String)>,
+    /// `RLIMIT_NOFILE` of the daemon, if not inherited.
+    nofile: Option<u64>,
 }
 
 impl Daemon {
@@ -30,12 +32,22 @@ impl Daemon {
 
     /// A daemon with extra `conductor serve` arguments.
     pub fn start_with(args: &[&str]) -> Self {
-        Self::start_with_env(args, &[])
+        Self::start_full(args, &[], None)
     }
 
     /// A daemon with extra arguments and environment variables (e.g. its
     /// own `CONDUCTOR_LOG`).
     pub fn start_with_env(args: &[&str], envs: &[(&str, &str)]) -> Self {
+        Self::start_full(args, envs, None)
+    }
+
+    /// A daemon that may open at most `nofile` descriptors (through
+    /// util-linux `prlimit`, which execs it: the pid stays the daemon's).
+    pub fn start_with_nofile(args: &[&str], nofile: u64) -> Self {
+        Self::start_full(args, &[], Some(nofile))
+    }
+
+    fn start_full(args: &[&str], envs: &[(&str, &str)], nofile: Option<u64>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut d = Self {
             child: None,
@@ -49,6 +61,7 @@ impl Daemon {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            nofile,
         };
         d.spawn();
         d
@@ -80,9 +93,17 @@ impl Daemon {
     /// Start another daemon process on the same socket and state (for the
     /// single-instance checks), without waiting for it.
     pub fn spawn_raw(&self) -> (Child, Arc<Mutex<Vec<String>>>) {
+        let mut cmd = match self.nofile {
+            Some(n) => {
+                let mut c = Command::new("prlimit");
+                c.arg(format!("--nofile={n}:{n}"))
+                    .arg(crate::conductor_bin());
+                c
+            }
+            None => Command::new(crate::conductor_bin()),
+        };
         spawn_logged(
-            Command::new(crate::conductor_bin())
-                .arg("serve")
+            cmd.arg("serve")
                 .arg("--socket")
                 .arg(&self.socket)
                 .arg("--state-dir")

@@ -320,6 +320,23 @@ pub fn wait_for_metric_with(
     }
 }
 
+/// The status and body of a GET of `url` (e.g. `/readyz`), whatever the
+/// status.
+pub fn http_get(url: &str) -> Result<(u16, String), String> {
+    let mut resp = ureq::get(url)
+        .config()
+        .http_status_as_error(false)
+        .build()
+        .call()
+        .map_err(|e| format!("GET {url} failed: {e}"))?;
+    let status = resp.status().as_u16();
+    let body = resp
+        .body_mut()
+        .read_to_string()
+        .map_err(|e| format!("GET {url} failed: {e}"))?;
+    Ok((status, body))
+}
+
 /// `/metrics` at `url` in OpenMetrics, or why not.
 pub fn scrape_url(url: &str) -> Result<String, String> {
     let mut resp = ureq::get(url)

@@ -1,4 +1,9 @@
-//! `conductor:plugin/log`: a plugin's log records, tagged with its name.
+//! `conductor:plugin/log`: a plugin's log records, tagged with its name,
+//! within the plugin's [`LogBudget`].
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use super::WResult;
 use crate::StoreData;
@@ -26,6 +31,102 @@ impl LogBackend for TracingLog {
     }
 }
 
+/// Lines a plugin may log per second, on average (its `log` interface and
+/// its stdout/stderr together).
+pub const LOG_LINES_PER_SEC: f64 = 100.0;
+/// Lines a plugin may log in a burst, above the rate.
+pub const LOG_LINE_BURST: f64 = 1000.0;
+/// Bytes a plugin may log per second, on average.
+pub const LOG_BYTES_PER_SEC: f64 = 64.0 * 1024.0;
+/// Bytes a plugin may log in a burst.
+pub const LOG_BYTE_BURST: f64 = 512.0 * 1024.0;
+/// At most one note about suppressed lines this often.
+const NOTE_EVERY: Duration = Duration::from_secs(1);
+
+/// A plugin's log budget: token buckets of lines and bytes. Lines over it
+/// are dropped before they are formatted (a plugin logging in a loop costs
+/// the host almost nothing), counted, and noted in the log at most once a
+/// second. One per plugin, shared by its instances and by its log
+/// interface and stdio, so a restart does not refill it.
+pub struct LogBudget {
+    state: Mutex<Buckets>,
+    suppressed: AtomicU64,
+}
+
+struct Buckets {
+    lines: f64,
+    bytes: f64,
+    refilled: Instant,
+    /// Suppressed since the last note.
+    unnoted: u64,
+    noted: Option<Instant>,
+}
+
+/// Whether a line may be logged, and a note to log first, if any.
+pub struct Admission {
+    pub admit: bool,
+    pub note: Option<String>,
+}
+
+impl Default for LogBudget {
+    fn default() -> Self {
+        Self {
+            state: Mutex::new(Buckets {
+                lines: LOG_LINE_BURST,
+                bytes: LOG_BYTE_BURST,
+                refilled: Instant::now(),
+                unnoted: 0,
+                noted: None,
+            }),
+            suppressed: AtomicU64::new(0),
+        }
+    }
+}
+
+impl LogBudget {
+    /// Take a line of `len` bytes from the budget.
+    pub fn admit(&self, len: usize) -> Admission {
+        let mut b = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        let dt = now.duration_since(b.refilled).as_secs_f64();
+        b.refilled = now;
+        b.lines = (b.lines + dt * LOG_LINES_PER_SEC).min(LOG_LINE_BURST);
+        b.bytes = (b.bytes + dt * LOG_BYTES_PER_SEC).min(LOG_BYTE_BURST);
+        let len = len as f64;
+        let admit = b.lines >= 1.0 && b.bytes >= len.min(LOG_BYTE_BURST);
+        if admit {
+            b.lines -= 1.0;
+            b.bytes -= len;
+        } else {
+            b.unnoted += 1;
+            self.suppressed.fetch_add(1, Ordering::Relaxed);
+        }
+        let note = if b.unnoted > 0 && b.noted.is_none_or(|t| now.duration_since(t) >= NOTE_EVERY) {
+            let n = std::mem::take(&mut b.unnoted);
+            b.noted = Some(now);
+            Some(format!(
+                "{n} log lines of this plugin were suppressed: it logs more than {LOG_LINES_PER_SEC} \
+                 lines or {} KiB per second (bursts of {LOG_LINE_BURST} lines); they are counted in \
+                 conductor_plugin_log_lines_suppressed_total",
+                LOG_BYTES_PER_SEC as u64 / 1024
+            ))
+        } else {
+            None
+        };
+        Admission { admit, note }
+    }
+
+    /// Lines suppressed so far.
+    pub fn suppressed(&self) -> u64 {
+        self.suppressed.load(Ordering::Relaxed)
+    }
+}
+
+/// Log the host's note about suppressed lines of `plugin`.
+pub(crate) fn note_suppressed(plugin: &str, note: &str) {
+    tracing::warn!(plugin, "{note}");
+}
+
 /// ` key="value"` for each field, quoted so that spaces cannot forge fields.
 fn format_fields(fields: &[(String, String)]) -> String {
     fields.iter().map(|(k, v)| format!(" {k}={v:?}")).collect()
@@ -34,8 +135,19 @@ fn format_fields(fields: &[(String, String)]) -> String {
 impl log::Host for StoreData {
     fn log(&mut self, level: Level, message: String, fields: Vec<(String, String)>) -> WResult<()> {
         let host = &self.host;
-        host.log
-            .log(&host.name, level, &message, &format_fields(&fields));
+        let len = message.len()
+            + fields
+                .iter()
+                .map(|(k, v)| k.len() + v.len() + 4)
+                .sum::<usize>();
+        let Admission { admit, note } = host.log_budget.admit(len);
+        if let Some(note) = note {
+            note_suppressed(&host.name, &note);
+        }
+        if admit {
+            host.log
+                .log(&host.name, level, &message, &format_fields(&fields));
+        }
         Ok(())
     }
 }
@@ -58,6 +170,29 @@ mod tests {
                 format!("{message}{fields}"),
             ));
         }
+    }
+
+    #[test]
+    fn a_plugin_over_its_budget_is_cut_off_counted_and_noted() {
+        let sink = Arc::new(Recorded::default());
+        let mut store = test_store(test_host("chatty").with_log(sink.clone()));
+        let tries = 10 * LOG_LINE_BURST as usize;
+        for i in 0..tries {
+            log::Host::log(&mut store, Level::Info, format!("line {i}"), vec![]).unwrap();
+        }
+        let logged = sink.0.lock().unwrap().len();
+        let suppressed = store.host.log_budget.suppressed() as usize;
+        assert_eq!(logged + suppressed, tries);
+        // The burst, and whatever the rate refilled while the loop ran.
+        assert!(logged >= LOG_LINE_BURST as usize, "{logged}");
+        assert!(suppressed > 0);
+        // Bytes count too: one huge line takes the byte budget.
+        let budget = LogBudget::default();
+        assert!(budget.admit(LOG_BYTE_BURST as usize).admit);
+        let second = budget.admit(LOG_BYTE_BURST as usize);
+        assert!(!second.admit && second.note.is_some());
+        // Notes come at most once a second.
+        assert!(budget.admit(LOG_BYTE_BURST as usize).note.is_none());
     }
 
     #[test]

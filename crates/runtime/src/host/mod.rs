@@ -28,6 +28,7 @@ pub struct PluginHost {
     metrics: Arc<dyn metrics::MetricsBackend>,
     workloads: Arc<dyn k8s::WorkloadsBackend>,
     log: Arc<dyn log::LogBackend>,
+    log_budget: Arc<log::LogBudget>,
 }
 
 impl PluginHost {
@@ -48,6 +49,7 @@ impl PluginHost {
             metrics,
             workloads: Arc::new(k8s::NoWorkloads),
             log: Arc::new(log::TracingLog),
+            log_budget: Arc::default(),
         }
     }
 
@@ -67,6 +69,11 @@ impl PluginHost {
         &self.name
     }
 
+    /// The plugin's log budget (its log interface and stdio share it).
+    pub fn log_budget(&self) -> &Arc<log::LogBudget> {
+        &self.log_budget
+    }
+
     /// The same grants and backends with another `config`: what a new
     /// version of the plugin runs with when only its component or config
     /// changed.
@@ -78,6 +85,7 @@ impl PluginHost {
             metrics: self.metrics.clone(),
             workloads: self.workloads.clone(),
             log: self.log.clone(),
+            log_budget: self.log_budget.clone(),
         }
     }
 }

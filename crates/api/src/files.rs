@@ -1,0 +1,192 @@
+//! Reading the files a spec names (components, BPF objects, spec files)
+//! without trusting them: only regular files, opened without blocking,
+//! their size checked against a cap before anything is read and their
+//! header before the rest is.
+//!
+//! A spec may name any path the host can open: `/dev/zero` or a FIFO would
+//! otherwise make the host read forever (or block a load slot for good), and
+//! a large sparse file would be read whole before its first bytes are looked
+//! at.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::path::Path;
+
+/// Largest component file read by default (componentize-py components are
+/// ~35 MB).
+pub const DEFAULT_MAX_COMPONENT_BYTES: u64 = 128 << 20;
+/// Largest BPF object file read by default (objects with BTF are a few MB).
+pub const DEFAULT_MAX_BYTECODE_BYTES: u64 = 64 << 20;
+/// Largest spec file `conductor run` reads (a spec is a few KiB).
+pub const MAX_SPEC_FILE_BYTES: u64 = 4 << 20;
+
+/// The file-size caps a host enforces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileCaps {
+    /// `--max-component-bytes`.
+    pub component_bytes: u64,
+    /// `--max-bytecode-bytes`.
+    pub bytecode_bytes: u64,
+}
+
+impl Default for FileCaps {
+    fn default() -> Self {
+        Self {
+            component_bytes: DEFAULT_MAX_COMPONENT_BYTES,
+            bytecode_bytes: DEFAULT_MAX_BYTECODE_BYTES,
+        }
+    }
+}
+
+/// Why a file was not read.
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    #[error("it is a {0}, not a regular file; give the path of a file")]
+    NotRegular(&'static str),
+    #[error("it is {size} bytes, more than the limit of {max} bytes ({setting})")]
+    TooLarge {
+        size: u64,
+        max: u64,
+        /// How the limit is set, e.g. `--max-component-bytes`.
+        setting: &'static str,
+    },
+    /// The first bytes are not what the caller expects.
+    #[error("it does not start with the expected header")]
+    BadHeader,
+}
+
+/// Open `path` without blocking (a FIFO opens at once) and check that it is
+/// a regular file of at most `max` bytes; returns it with its size.
+pub fn open_regular(
+    path: &Path,
+    max: u64,
+    setting: &'static str,
+) -> Result<(File, u64), FileError> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)?;
+    let meta = file.metadata()?;
+    let ft = meta.file_type();
+    if !ft.is_file() {
+        let kind = if ft.is_dir() {
+            "directory"
+        } else if ft.is_fifo() {
+            "FIFO"
+        } else if ft.is_char_device() {
+            "character device"
+        } else if ft.is_block_device() {
+            "block device"
+        } else if ft.is_socket() {
+            "socket"
+        } else {
+            "special file"
+        };
+        return Err(FileError::NotRegular(kind));
+    }
+    if meta.len() > max {
+        return Err(FileError::TooLarge {
+            size: meta.len(),
+            max,
+            setting,
+        });
+    }
+    Ok((file, meta.len()))
+}
+
+/// Read a regular file of at most `max` bytes whose first bytes must pass
+/// `header_ok` (checked before the rest is read).
+pub fn read_checked(
+    path: &Path,
+    max: u64,
+    setting: &'static str,
+    header_len: usize,
+    header_ok: impl Fn(&[u8]) -> bool,
+) -> Result<Vec<u8>, FileError> {
+    let (file, size) = open_regular(path, max, setting)?;
+    let mut file = file.take(max);
+    let mut header = vec![0; header_len];
+    let mut got = 0;
+    while got < header_len {
+        match file.read(&mut header[got..])? {
+            0 => break,
+            n => got += n,
+        }
+    }
+    header.truncate(got);
+    if !header_ok(&header) {
+        return Err(FileError::BadHeader);
+    }
+    // The size may have grown since the check: `take` still bounds it.
+    let mut bytes = header;
+    bytes.reserve(usize::try_from(size).unwrap_or(0).saturating_sub(got));
+    file.read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// sha256 of a regular file of at most `max` bytes, streamed.
+pub fn sha256_hex(path: &Path, max: u64, setting: &'static str) -> Result<String, FileError> {
+    use sha2::Digest;
+    let (file, _) = open_regular(path, max, setting)?;
+    let mut hasher = sha2::Sha256::new();
+    io::copy(&mut file.take(max), &mut hasher)?;
+    Ok(hex::encode(hasher.finalize()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_regular_files_within_the_cap_with_the_header_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = dir.path().join("ok");
+        std::fs::write(&ok, b"\0asm rest").unwrap();
+        let read = |p: &Path, max| read_checked(p, max, "--cap", 4, |h| h == b"\0asm");
+        assert_eq!(read(&ok, 100).unwrap(), b"\0asm rest");
+        assert!(matches!(
+            read(&ok, 4),
+            Err(FileError::TooLarge {
+                size: 9,
+                max: 4,
+                ..
+            })
+        ));
+        std::fs::write(&ok, b"ELF").unwrap();
+        assert!(matches!(read(&ok, 100), Err(FileError::BadHeader)));
+        assert!(matches!(
+            read(Path::new("/dev/zero"), 100),
+            Err(FileError::NotRegular("character device"))
+        ));
+        assert!(matches!(
+            read(dir.path(), 100),
+            Err(FileError::NotRegular("directory"))
+        ));
+        let fifo = dir.path().join("fifo");
+        nix_mkfifo(&fifo);
+        // Opening does not block for want of a writer.
+        assert!(matches!(
+            read(&fifo, 100),
+            Err(FileError::NotRegular("FIFO"))
+        ));
+        assert!(matches!(
+            sha256_hex(Path::new("/dev/zero"), 100, "--cap"),
+            Err(FileError::NotRegular(_))
+        ));
+        std::fs::write(&ok, b"abc").unwrap();
+        assert_eq!(
+            sha256_hex(&ok, 100, "--cap").unwrap(),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    fn nix_mkfifo(path: &Path) {
+        use std::os::unix::ffi::OsStrExt;
+        let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    }
+}
