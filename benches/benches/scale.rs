@@ -12,7 +12,10 @@
 //! is scraped `--scrapes` times: wall time, the daemon's CPU time per scrape
 //! (which the other load on the machine does not inflate) and the size.
 //!
-//! Run as root (the daemon wants it): `cargo bench --bench scale [-- --json]`.
+//!   cargo bench --bench scale -- [--plugins N] [--idle-secs S] [--series N] [--json PATH]
+//!
+//! Figures taken while other work runs on the machine are noisy: prefer the
+//! memory figures and the daemon's CPU time to wall times.
 
 use std::time::{Duration, Instant};
 
@@ -39,9 +42,9 @@ struct Args {
     /// Scrapes timed (the best and the median are printed).
     #[arg(long, default_value_t = 5)]
     scrapes: usize,
-    /// Print the figures as one JSON object instead of text.
+    /// Also write the figures as one JSON object to this file.
     #[arg(long)]
-    json: bool,
+    json: Option<std::path::PathBuf>,
     /// Ignored: cargo bench passes it.
     #[arg(long, hide = true)]
     bench: bool,
@@ -236,9 +239,9 @@ fn main() -> Result<()> {
         "targets": { "rss_total_mib": 64, "load_all_ms": 2000, "idle_cpu_pct": 1.0,
                      "scrape_100k_ms": 150 },
     });
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&figures)?);
-        return Ok(());
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&figures)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
     }
     let mark = |ok: bool| if ok { "met" } else { "NOT met" };
     println!(
