@@ -429,15 +429,15 @@ impl Bench {
             }
         }
         // Narrow the gap above the highest rate without drops.
-        if let (Some(mut lo), Some(mut hi)) = (good, bad) {
-            if lo < hi {
-                for _ in 0..self.args.bisect {
-                    let mid = (lo + hi) / 2.0;
-                    if trial(mid)?.outcome.dropped == 0 {
-                        lo = mid;
-                    } else {
-                        hi = mid;
-                    }
+        if let (Some(mut lo), Some(mut hi)) = (good, bad)
+            && lo < hi
+        {
+            for _ in 0..self.args.bisect {
+                let mid = (lo + hi) / 2.0;
+                if trial(mid)?.outcome.dropped == 0 {
+                    lo = mid;
+                } else {
+                    hi = mid;
                 }
             }
         }

@@ -1,23 +1,40 @@
 //! Compiled components cached on disk, keyed by the component's digest and
 //! the engine's compatibility hash, so a second start (or a restart of the
 //! host) skips Cranelift entirely.
+//!
+//! Components already in use are also kept in memory, by digest: a hundred
+//! plugins of one component share one compiled image instead of mapping the
+//! `.cwasm` file a hundred times (each mapping is resident on its own, about
+//! 250 KiB per plugin for a small component), and a load skips the file.
 
+use std::collections::VecDeque;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::io::Write;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
+use std::sync::Mutex;
 
 use sha2::{Digest, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
+/// Distinct compiled components kept in memory; the oldest is dropped past
+/// this (its plugins keep their own handle to it). Its code is a mapping of
+/// the `.cwasm` file, whose clean pages the kernel reclaims when unused.
+const IN_MEMORY: usize = 32;
+
 pub struct CompileCache {
     dir: Option<PathBuf>,
+    /// Recently loaded components by digest, oldest first.
+    live: Mutex<VecDeque<(String, Component)>>,
 }
 
 impl CompileCache {
     pub fn new(dir: Option<PathBuf>) -> Self {
-        Self { dir }
+        Self {
+            dir,
+            live: Mutex::default(),
+        }
     }
 
     /// The compiled component for `bytes`, its sha256 digest, and whether it
@@ -28,8 +45,29 @@ impl CompileCache {
         bytes: &[u8],
     ) -> wasmtime::Result<(Component, String, bool)> {
         let digest = hex::encode(Sha256::digest(bytes));
+        let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, c)) = live.iter().find(|(d, _)| *d == digest) {
+            return Ok((c.clone(), digest, true));
+        }
+        // The lock is held while compiling, so concurrent loads of one
+        // component compile (or map) it once; Cranelift compiles a
+        // component's functions in parallel anyway.
+        let (component, from_cache) = self.load_uncached(engine, bytes, &digest)?;
+        if live.len() >= IN_MEMORY {
+            live.pop_front();
+        }
+        live.push_back((digest.clone(), component.clone()));
+        Ok((component, digest, from_cache))
+    }
+
+    fn load_uncached(
+        &self,
+        engine: &Engine,
+        bytes: &[u8],
+        digest: &str,
+    ) -> wasmtime::Result<(Component, bool)> {
         let Some(dir) = &self.dir else {
-            return Ok((Component::new(engine, bytes)?, digest, false));
+            return Ok((Component::new(engine, bytes)?, false));
         };
         let mut h = DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut h);
@@ -41,7 +79,7 @@ impl CompileCache {
             // the host writes (mode 0700), and renamed into place only once
             // complete. wasmtime still checks its header and version.
             match unsafe { Component::deserialize_file(engine, &path) } {
-                Ok(c) => return Ok((c, digest, true)),
+                Ok(c) => return Ok((c, true)),
                 Err(e) => tracing::warn!(
                     path = %path.display(),
                     "discarding unusable compiled component: {e:#}"
@@ -55,7 +93,7 @@ impl CompileCache {
             // stop a plugin from running.
             tracing::warn!(dir = %dir.display(), "cannot cache compiled component: {e:#}");
         }
-        Ok((component, digest, false))
+        Ok((component, false))
     }
 }
 

@@ -550,6 +550,19 @@ mod tests {
     }
 
     #[test]
+    fn a_component_in_use_is_compiled_once_and_shared() {
+        let out = tempfile::tempdir().unwrap();
+        let path = component_of(&wit_dir(wit::CURRENT), out.path());
+        // No cache directory: only the in-memory cache can avoid a compile.
+        let runtime = Runtime::new(None).unwrap();
+        let first = runtime.prepare(&path).unwrap();
+        let second = runtime.prepare(&path).unwrap();
+        assert!(!first.from_cache);
+        assert!(second.from_cache, "the second load compiled again");
+        assert_eq!(first.digest, second.digest);
+    }
+
+    #[test]
     fn a_patch_release_of_a_supported_version_links() {
         let out = tempfile::tempdir().unwrap();
         let (major_minor, _) = wit::CURRENT.rsplit_once('.').unwrap();

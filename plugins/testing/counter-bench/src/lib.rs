@@ -1,6 +1,8 @@
-//! Benchmark component (`benches/metrics.rs`): each `tick` adds 1 to counter
-//! `hits{comm}` `increments` times (config, default 10000), cycling over 16
-//! label values as an exec counter sees a handful of commands.
+//! Benchmark component (`benches/metrics.rs`, `benches/scale.rs`): each
+//! `tick` adds 1 to counter `hits{comm}` `increments` times (config, default
+//! 10000), cycling over 16 label values as an exec counter sees a handful of
+//! commands. With config `series` = N, `init` first creates N series
+//! `hits{comm="s<i>"}` (one increment each), for scrapes of many series.
 
 use conductor_sdk::prelude::*;
 
@@ -16,9 +18,14 @@ struct Bench {
 
 impl Plugin for Bench {
     fn init() -> Result<Self> {
+        let hits = Counter::declare("hits", "Increments recorded.", &["comm"])?;
+        let series: usize = config::parse("series")?.unwrap_or(0);
+        for i in 0..series {
+            hits.inc(&[&format!("s{i}")])?;
+        }
         Ok(Bench {
             increments: config::parse("increments")?.unwrap_or(10_000),
-            hits: Counter::declare("hits", "Increments recorded.", &["comm"])?,
+            hits,
         })
     }
 
