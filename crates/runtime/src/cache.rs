@@ -45,19 +45,31 @@ impl CompileCache {
         bytes: &[u8],
     ) -> wasmtime::Result<(Component, String, bool)> {
         let digest = hex::encode(Sha256::digest(bytes));
+        if let Some(c) = self.in_memory(&digest) {
+            return Ok((c, digest, true));
+        }
+        // Compiled without holding the lock: a slow compile (a large
+        // component takes seconds) must not stall loads of other, already
+        // compiled components. Two concurrent first loads of one component
+        // may both compile it (the daemon's load slots bound how many); the
+        // first one kept wins, so its plugins still share one image.
+        let (component, from_cache) = self.load_uncached(engine, bytes, &digest)?;
         let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((_, c)) = live.iter().find(|(d, _)| *d == digest) {
             return Ok((c.clone(), digest, true));
         }
-        // The lock is held while compiling, so concurrent loads of one
-        // component compile (or map) it once; Cranelift compiles a
-        // component's functions in parallel anyway.
-        let (component, from_cache) = self.load_uncached(engine, bytes, &digest)?;
         if live.len() >= IN_MEMORY {
             live.pop_front();
         }
         live.push_back((digest.clone(), component.clone()));
         Ok((component, digest, from_cache))
+    }
+
+    fn in_memory(&self, digest: &str) -> Option<Component> {
+        let live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        live.iter()
+            .find(|(d, _)| d == digest)
+            .map(|(_, c)| c.clone())
     }
 
     fn load_uncached(
