@@ -68,6 +68,12 @@ pub enum Command {
     Logs(node_api::LogsArgs),
     /// Print plugin state changes as they happen (the current state first).
     Watch(node_api::WatchArgs),
+    /// The daemon's node: its version, its kernel, and what that kernel
+    /// supports (probed when the daemon started).
+    Status(node_api::StatusArgs),
+    /// Probe this machine's kernel: the attach features, program types,
+    /// map types and helpers the host uses (needs root for most probes).
+    Features(commands::features::FeaturesArgs),
     /// Push a plugin component to an OCI registry (CNCF wasm artifact format).
     Push(commands::push::PushArgs),
     /// Pull a plugin component (or, with --bytecode, a bpfman bytecode image)
@@ -89,6 +95,8 @@ pub fn main() -> ExitCode {
         Command::Get(a) => return node_api::run(Request::Get(a)),
         Command::Logs(a) => return node_api::run(Request::Logs(a)),
         Command::Watch(a) => return node_api::run(Request::Watch(a)),
+        Command::Status(a) => return node_api::run(Request::Status(a)),
+        Command::Features(a) => return commands::features::run(a),
         Command::Run(a) => Local::Run(a),
         Command::Serve(a) => Local::Serve(a),
         Command::Push(a) => Local::Push(a),

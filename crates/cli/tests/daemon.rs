@@ -996,6 +996,91 @@ async fn health_and_readiness_endpoints() {
     }
 }
 
+/// `conductor status` (the daemon's probe) and `conductor features` (a
+/// local probe) report the same capabilities, and they match what this
+/// kernel shows of itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_and_features_report_what_the_kernel_supports() {
+    if !require_root() {
+        return;
+    }
+    let daemon = Daemon::start();
+    let json = |out: std::process::Output| -> serde_json::Value {
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let status = json(blocking(|| daemon.cli(&["status", "-o", "json"])));
+    let local = json(blocking(|| {
+        Command::new(conductor_bin())
+            .args(["features", "-o", "json"])
+            .output()
+            .unwrap()
+    }));
+
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    assert_eq!(status["kernel"], release.trim());
+    assert_eq!(status["version"], env!("CARGO_PKG_VERSION"));
+    assert!(status["startedAt"].is_string(), "{status}");
+    let caps = |v: &serde_json::Value| -> Vec<(String, String, String)> {
+        v["capabilities"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                let s = |k: &str| c[k].as_str().unwrap().to_owned();
+                (s("kind"), s("name"), s("supported"))
+            })
+            .collect()
+    };
+    assert_eq!(caps(&status), caps(&local));
+    let support = |kind: &str, name: &str| -> String {
+        caps(&status)
+            .into_iter()
+            .find(|(k, n, _)| k == kind && n == name)
+            .unwrap_or_else(|| panic!("no {kind} {name} in {status}"))
+            .2
+    };
+    // What the kernel says of itself, read independently of the probes.
+    let has = |path: &str| {
+        if std::path::Path::new(path).exists() {
+            "yes"
+        } else {
+            "no"
+        }
+    };
+    assert_eq!(
+        support("feature", "kprobes"),
+        has("/sys/bus/event_source/devices/kprobe")
+    );
+    assert_eq!(
+        support("feature", "uprobes"),
+        has("/sys/bus/event_source/devices/uprobe")
+    );
+    assert_eq!(support("feature", "btf"), has("/sys/kernel/btf/vmlinux"));
+    // The host's own tests load tracepoint programs with ring buffers here.
+    assert_eq!(support("program-type", "tracepoint"), "yes");
+    assert_eq!(support("map-type", "ringbuf"), "yes");
+    assert_eq!(support("helper", "ringbuf_output (tracepoint)"), "yes");
+    // A missing feature says why.
+    for c in status["capabilities"].as_array().unwrap() {
+        if c["supported"] != "yes" {
+            assert!(c["detail"].as_str().is_some_and(|d| !d.is_empty()), "{c}");
+        }
+    }
+
+    let table = blocking(|| daemon.cli(&["status"]));
+    let table = String::from_utf8_lossy(&table.stdout).into_owned();
+    assert!(
+        table.contains("KIND") && table.contains("kprobes"),
+        "{table}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logs_follow_new_lines_until_the_plugin_goes() {
     if !require_root() {

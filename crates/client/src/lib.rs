@@ -406,21 +406,12 @@ impl Client {
     }
 
     fn print_one<T: Serialize>(&self, value: &T) -> Result<(), ClientError> {
-        let text = match self.output {
-            Output::Yaml => serde_yaml_ng::to_string(value).map_err(|e| e.to_string()),
-            _ => serde_json::to_string_pretty(value)
-                .map(|mut s| {
-                    s.push('\n');
-                    s
-                })
-                .map_err(|e| e.to_string()),
-        }
-        .map_err(|message| ClientError {
-            exit: Exit::Error,
-            message: format!("cannot format the output: {message}"),
-        })?;
-        print!("{text}");
-        Ok(())
+        print_value(self.output, value)
+    }
+
+    pub async fn node(&mut self) -> Result<(), ClientError> {
+        let node = self.inner.node(v1::NodeRequest {}).await?.into_inner();
+        print_node(self.output, &NodeView::from(node))
     }
 
     /// One item of a stream: a JSON object per line, or a YAML document.
@@ -464,9 +455,16 @@ fn print_table(views: &[StatusView]) {
             ]
         })
         .collect();
-    let header = ["NAME", "PHASE", "RESTARTS", "GEN", "AGE", "DIGEST", "ERROR"];
+    print_rows(
+        ["NAME", "PHASE", "RESTARTS", "GEN", "AGE", "DIGEST", "ERROR"],
+        &rows,
+    );
+}
+
+/// Columns padded to their widest cell; the last column is not padded.
+fn print_rows<const N: usize>(header: [&str; N], rows: &[[String; N]]) {
     let mut widths = header.map(str::len);
-    for r in &rows {
+    for r in rows {
         for (w, c) in widths.iter_mut().zip(r) {
             *w = (*w).max(c.chars().count());
         }
@@ -483,9 +481,86 @@ fn print_table(views: &[StatusView]) {
         println!("{}", out.trim_end());
     };
     line(header.to_vec());
-    for r in &rows {
+    for r in rows {
         line(r.iter().map(String::as_str).collect());
     }
+}
+
+/// The node host as `conductor status` and `conductor features` print it.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeView {
+    pub version: String,
+    pub kernel: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    pub capabilities: Vec<CapabilityView>,
+}
+
+/// One kernel capability of [`NodeView`].
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CapabilityView {
+    pub kind: String,
+    pub name: String,
+    /// `yes`, `no` or `unknown`.
+    pub supported: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub detail: String,
+}
+
+impl From<v1::NodeResponse> for NodeView {
+    fn from(n: v1::NodeResponse) -> Self {
+        use v1::kernel_capability::Support;
+        Self {
+            version: n.version,
+            kernel: n.kernel,
+            started_at: n.started_at.as_ref().map(rfc3339),
+            capabilities: n
+                .capabilities
+                .into_iter()
+                .map(|c| CapabilityView {
+                    supported: match c.support() {
+                        Support::Yes => "yes",
+                        Support::No => "no",
+                        Support::Unknown | Support::Unspecified => "unknown",
+                    }
+                    .to_owned(),
+                    kind: c.kind,
+                    name: c.name,
+                    detail: c.detail,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Print a node's status: a summary and a capability table for people,
+/// the whole view for `-o json|yaml`.
+pub fn print_node(output: Output, view: &NodeView) -> Result<(), ClientError> {
+    if output != Output::Table {
+        return print_value(output, view);
+    }
+    println!("version: {}", view.version);
+    println!("kernel:  {}", view.kernel);
+    if let Some(t) = &view.started_at {
+        println!("started: {t} ({} ago)", age(t));
+    }
+    println!();
+    let rows: Vec<[String; 4]> = view
+        .capabilities
+        .iter()
+        .map(|c| {
+            [
+                c.kind.clone(),
+                c.name.clone(),
+                c.supported.clone(),
+                first_line(&c.detail).to_owned(),
+            ]
+        })
+        .collect();
+    print_rows(["KIND", "NAME", "SUPPORTED", "DETAIL"], &rows);
+    Ok(())
 }
 
 /// `5s`, `3m`, `2h`, `4d` since an RFC 3339 time.
@@ -501,4 +576,23 @@ fn age(rfc3339: &str) -> String {
         s if s < 2 * 86_400 => format!("{}h", s / 3600),
         s => format!("{}d", s / 86_400),
     }
+}
+
+/// `value` as pretty JSON or YAML.
+fn print_value<T: Serialize>(output: Output, value: &T) -> Result<(), ClientError> {
+    let text = match output {
+        Output::Yaml => serde_yaml_ng::to_string(value).map_err(|e| e.to_string()),
+        _ => serde_json::to_string_pretty(value)
+            .map(|mut s| {
+                s.push('\n');
+                s
+            })
+            .map_err(|e| e.to_string()),
+    }
+    .map_err(|message| ClientError {
+        exit: Exit::Error,
+        message: format!("cannot format the output: {message}"),
+    })?;
+    print!("{text}");
+    Ok(())
 }

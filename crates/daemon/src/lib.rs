@@ -121,7 +121,21 @@ async fn run(
         state: Arc::new(tokio::sync::Mutex::new(state)),
         load_slots: Arc::new(Semaphore::new(config.max_parallel_loads.max(1))),
         admission: Arc::new(tokio::sync::Mutex::new(())),
+        node: Arc::default(),
+        started_at: SystemTime::now(),
     };
+    // Probe the kernel in the background; say at start what is missing.
+    tokio::spawn({
+        let api = api.clone();
+        async move {
+            let node = api.node_status().await;
+            for c in node.capabilities.iter().filter(|c| c.kind == "feature") {
+                if c.support() != v1::kernel_capability::Support::Yes {
+                    tracing::info!(feature = %c.name, "kernel feature missing: {}", c.detail);
+                }
+            }
+        }
+    });
 
     // Bring the persisted plugins back, in parallel, while already serving.
     let restore = {
@@ -447,6 +461,9 @@ struct Api {
     load_slots: Arc<Semaphore>,
     /// Held from the total-size check of a load to its reservation.
     admission: Arc<tokio::sync::Mutex<()>>,
+    /// The `Node` answer: the kernel is probed once, at start.
+    node: Arc<tokio::sync::OnceCell<v1::NodeResponse>>,
+    started_at: SystemTime,
 }
 
 /// What a plugin may add to a `List` answer.
@@ -461,6 +478,23 @@ fn footprint(spec: &v1::PluginSpec, annotations: &BTreeMap<String, String>) -> u
 }
 
 impl Api {
+    async fn node_status(&self) -> &v1::NodeResponse {
+        let started_at = self.started_at;
+        self.node
+            .get_or_init(|| async move {
+                let mut node = tokio::task::spawn_blocking(conductor_node::features::node_status)
+                    .await
+                    .unwrap_or_else(|e| v1::NodeResponse {
+                        version: env!("CARGO_PKG_VERSION").to_owned(),
+                        kernel: format!("unknown: the kernel probe failed ({e})"),
+                        ..Default::default()
+                    });
+                node.started_at = Some(timestamp(started_at));
+                node
+            })
+            .await
+    }
+
     /// Refuse a spec that would take the plugins' specs past
     /// [`MAX_TOTAL_SPEC_BYTES`] (`replacing`: the plugin it updates).
     fn check_total(
@@ -926,6 +960,13 @@ impl Conductor for Api {
             changes,
         );
         Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn node(
+        &self,
+        _request: Request<v1::NodeRequest>,
+    ) -> Result<Response<v1::NodeResponse>, Status> {
+        Ok(Response::new(self.node_status().await.clone()))
     }
 
     type LogsStream = BoxStream<v1::LogLine>;

@@ -274,3 +274,148 @@ fn trampoline_error(step: &str, err: &std::io::Error, log: &str) -> String {
         "BPF trampolines (used by fentry, fexit and lsm programs) are not available on this kernel: {step} a minimal fentry program on bpf_fentry_test1 failed with {errno}; {why}{log}"
     )
 }
+
+/// One probed kernel capability: a program type, a map type or a helper.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Capability {
+    /// What was probed, e.g. `tracepoint`, `ringbuf`, `get_current_cgroup_id (tracepoint)`.
+    pub name: String,
+    /// `Ok(true)`: supported; `Ok(false)`: the kernel refused it; `Err`: the
+    /// probe itself failed (e.g. no CAP_BPF), so nothing is known.
+    pub supported: Result<bool, String>,
+}
+
+/// What this kernel supports, for `conductor features` and the daemon's
+/// node status.
+#[derive(Debug, Clone)]
+pub struct KernelReport {
+    /// `uname -r`.
+    pub release: String,
+    /// The attach features the host checks before attaching.
+    pub features: Vec<(Feature, Result<(), String>)>,
+    /// The program type behind each attach kind of the spec.
+    pub program_types: Vec<Capability>,
+    /// The map types the maps and events interfaces read.
+    pub map_types: Vec<Capability>,
+    /// Helpers the catalog's programs call, per program type.
+    pub helpers: Vec<Capability>,
+}
+
+/// Probe everything [`KernelReport`] lists. Program and map probes load
+/// tiny programs and create tiny maps, so they need CAP_BPF (root); without
+/// it each says why in its `Err`.
+pub fn kernel_report() -> KernelReport {
+    use aya::maps::MapType as M;
+    use aya::programs::{LsmAttachType, ProgramType as P};
+    use aya::sys::{BpfHelper as H, is_helper_supported, is_map_supported, is_program_supported};
+
+    let program_types = [
+        ("tracepoint", P::TracePoint),
+        ("raw_tracepoint", P::RawTracePoint),
+        ("tracing (tpBtf, fentry, fexit)", P::Tracing),
+        ("kprobe (kprobe, uprobe, usdt)", P::KProbe),
+        ("lsm", P::Lsm(LsmAttachType::Mac)),
+        ("xdp", P::Xdp),
+        ("sched_cls (tc, tcx)", P::SchedClassifier),
+        ("cgroup_skb", P::CgroupSkb),
+        ("cgroup_sock", P::CgroupSock),
+        ("cgroup_sock_addr", P::CgroupSockAddr),
+        ("cgroup_sockopt", P::CgroupSockopt),
+        ("perf_event", P::PerfEvent),
+    ]
+    .into_iter()
+    .map(|(name, t)| Capability {
+        name: name.to_owned(),
+        supported: is_program_supported(t).map_err(|e| chain(&e)),
+    })
+    .collect();
+    let map_types = [
+        ("hash", M::Hash),
+        ("array", M::Array),
+        ("percpu_hash", M::PerCpuHash),
+        ("percpu_array", M::PerCpuArray),
+        ("lru_hash", M::LruHash),
+        ("lpm_trie", M::LpmTrie),
+        ("stack_trace", M::StackTrace),
+        ("perf_event_array", M::PerfEventArray),
+        ("ringbuf", M::RingBuf),
+    ]
+    .into_iter()
+    .map(|(name, t)| Capability {
+        name: name.to_owned(),
+        supported: is_map_supported(t).map_err(|e| chain(&e)),
+    })
+    .collect();
+    let helpers = [
+        ("ringbuf_output", P::TracePoint, H::BPF_FUNC_ringbuf_output),
+        (
+            "ringbuf_reserve",
+            P::TracePoint,
+            H::BPF_FUNC_ringbuf_reserve,
+        ),
+        (
+            "perf_event_output",
+            P::TracePoint,
+            H::BPF_FUNC_perf_event_output,
+        ),
+        (
+            "get_current_cgroup_id",
+            P::TracePoint,
+            H::BPF_FUNC_get_current_cgroup_id,
+        ),
+        (
+            "probe_read_kernel",
+            P::TracePoint,
+            H::BPF_FUNC_probe_read_kernel,
+        ),
+        (
+            "get_current_task_btf",
+            P::TracePoint,
+            H::BPF_FUNC_get_current_task_btf,
+        ),
+        ("skb_load_bytes", P::CgroupSkb, H::BPF_FUNC_skb_load_bytes),
+        (
+            "skb_cgroup_id",
+            P::SchedClassifier,
+            H::BPF_FUNC_skb_cgroup_id,
+        ),
+        ("sk_cgroup_id", P::CgroupSkb, H::BPF_FUNC_sk_cgroup_id),
+    ]
+    .into_iter()
+    .map(|(name, t, h)| Capability {
+        name: format!("{name} ({})", program_type_name(t)),
+        supported: is_helper_supported(t, h).map_err(|e| chain(&e)),
+    })
+    .collect();
+    KernelReport {
+        release: nix::sys::utsname::uname()
+            .map(|u| u.release().to_string_lossy().into_owned())
+            .unwrap_or_else(|e| format!("unknown ({e})")),
+        features: report(),
+        program_types,
+        map_types,
+        helpers,
+    }
+}
+
+/// An error with its sources: aya's say `bpf_prog_load failed` and keep
+/// the errno in the source.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    out
+}
+
+fn program_type_name(t: aya::programs::ProgramType) -> &'static str {
+    use aya::programs::ProgramType as P;
+    match t {
+        P::TracePoint => "tracepoint",
+        P::CgroupSkb => "cgroup_skb",
+        P::SchedClassifier => "sched_cls",
+        _ => "other",
+    }
+}

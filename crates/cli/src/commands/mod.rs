@@ -2,6 +2,7 @@
 //! [`node_api`]: each is one request and a printout).
 
 pub mod cache;
+pub mod features;
 pub mod node_api;
 pub mod pull;
 pub mod push;

@@ -1,5 +1,5 @@
 //! The node API's client commands (`load`, `update`, `unload`, `list`,
-//! `get`, `logs`, `watch`): each is one request to the daemon's socket and
+//! `get`, `logs`, `watch`, `status`): each is one request to the daemon's socket and
 //! a printout, done by `conductor-client`; the exit code says how it went.
 
 use std::path::PathBuf;
@@ -70,6 +70,12 @@ pub struct LogsArgs {
 }
 
 #[derive(clap::Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(clap::Args)]
 pub struct WatchArgs {
     /// Only this plugin.
     pub name: Option<String>,
@@ -86,6 +92,7 @@ pub enum Request {
     Get(GetArgs),
     Logs(LogsArgs),
     Watch(WatchArgs),
+    Status(StatusArgs),
 }
 
 impl Request {
@@ -98,6 +105,7 @@ impl Request {
             Self::Get(a) => &a.client,
             Self::Logs(a) => &a.client,
             Self::Watch(a) => &a.client,
+            Self::Status(a) => &a.client,
         }
     }
 }
@@ -126,6 +134,7 @@ pub fn run(request: Request) -> ExitCode {
                 Request::Unload(a) => c.unload(&a.names).await,
                 Request::List(_) => c.list().await,
                 Request::Get(a) => c.get(&a.name).await,
+                Request::Status(_) => c.node().await,
                 Request::Logs(a) => {
                     tokio::select! {
                         r = c.logs(&a.name, a.follow, a.tail) => r,
