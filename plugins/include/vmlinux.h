@@ -211,8 +211,27 @@ struct sock_cgroup_data {
 	struct cgroup *cgroup;
 };
 
+struct in6_addr {
+	union {
+		__u8 u6_addr8[16];
+	} in6_u;
+};
+
+struct sock_common {
+	unsigned short skc_family;
+	__be32 skc_daddr;
+	struct in6_addr skc_v6_daddr;
+};
+
 struct sock {
+	struct sock_common __sk_common;
+	u16 sk_protocol;
 	struct sock_cgroup_data sk_cgrp_data;
+};
+
+/* Smoothed round-trip time, in microseconds << 3. */
+struct tcp_sock {
+	u32 srtt_us;
 };
 
 struct sk_buff {
