@@ -122,7 +122,11 @@ fn oomkill_counts_a_kill_in_a_pod_with_its_labels() {
         Some(libc::SIGKILL),
         "the allocating process was not OOM-killed: {status}"
     );
-    assert_eq!(limit.oom_kills(), before + 1, "the kernel counted one OOM kill");
+    assert_eq!(
+        limit.oom_kills(),
+        before + 1,
+        "the kernel counted one OOM kill"
+    );
 
     let series = format!(
         r#"oomkill__kills_total{{plugin="oomkill",{},comm="python3"}}"#,

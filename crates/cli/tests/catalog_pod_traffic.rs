@@ -102,7 +102,11 @@ for _ in range({TO_FULL}):
     assert!(srv.wait().unwrap().success());
     let mut counts = line.split_whitespace().map(|n| n.parse::<u64>().unwrap());
     let (got, drained) = (counts.next().unwrap(), counts.next().unwrap());
-    assert_eq!(got, TO_POD + TO_OUTSIDE, "the server received every datagram");
+    assert_eq!(
+        got,
+        TO_POD + TO_OUTSIDE,
+        "the server received every datagram"
+    );
     let dropped = TO_FULL - drained;
     assert!(
         dropped > 0,
@@ -119,20 +123,31 @@ for _ in range({TO_FULL}):
             pod.labels()
         )
     };
-    let check = |metric: &str, direction: &str, pod: &TestPod, peer_ns: &str, peer: &str, want: u64| {
-        let s = series(metric, direction, pod, peer_ns, peer);
-        assert_eq!(
-            value(&text, &s),
-            Some(want as f64),
-            "{s}\nmetrics:\n{}\nlog:\n{}",
-            text.lines().filter(|l| l.contains("shop")).collect::<Vec<_>>().join("\n"),
-            host.log_text()
-        );
-    };
+    let check =
+        |metric: &str, direction: &str, pod: &TestPod, peer_ns: &str, peer: &str, want: u64| {
+            let s = series(metric, direction, pod, peer_ns, peer);
+            assert_eq!(
+                value(&text, &s),
+                Some(want as f64),
+                "{s}\nmetrics:\n{}\nlog:\n{}",
+                text.lines()
+                    .filter(|l| l.contains("shop"))
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+                host.log_text()
+            );
+        };
     // The client sent to the server pod (two ports) and to an address no
     // pod has.
     check("packets", "tx", &client, "shop", "server", TO_POD + TO_FULL);
-    check("bytes", "tx", &client, "shop", "server", (TO_POD + TO_FULL) * IP_BYTES);
+    check(
+        "bytes",
+        "tx",
+        &client,
+        "shop",
+        "server",
+        (TO_POD + TO_FULL) * IP_BYTES,
+    );
     check("packets", "tx", &client, "", "outside", TO_OUTSIDE);
     check("bytes", "tx", &client, "", "outside", TO_OUTSIDE * IP_BYTES);
     // The server received all of it from the client pod: the ingress
@@ -153,9 +168,16 @@ for _ in range({TO_FULL}):
         r#"pod_traffic__drops_total{{plugin="pod-traffic",{},reason="socket_rcvbuff"}}"#,
         server.labels()
     );
-    assert_eq!(value(&text, &drops), Some(dropped as f64), "{drops}\n{text}");
+    assert_eq!(
+        value(&text, &drops),
+        Some(dropped as f64),
+        "{drops}\n{text}"
+    );
     assert!(
-        !text.contains(&format!("pod_traffic__drops_total{{plugin=\"pod-traffic\",{}", client.labels())),
+        !text.contains(&format!(
+            "pod_traffic__drops_total{{plugin=\"pod-traffic\",{}",
+            client.labels()
+        )),
         "the client dropped nothing:\n{text}"
     );
     assert!(value(&text, r#"pod_traffic__flows{plugin="pod-traffic"}"#).unwrap() >= 3.0);

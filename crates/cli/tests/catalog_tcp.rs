@@ -32,10 +32,23 @@ fn tcp_counts_connections_failures_retransmits_and_rtt_per_pod_and_peer() {
     // An address of the veth's subnet that namespace b neither has nor
     // forwards: b drops what is sent there, silently (forwarding is off,
     // so no ICMP), and SYNs to it are retransmitted.
-    let silent = net.b_extra.rsplit_once('.').map(|(p, _)| format!("{p}.4")).unwrap();
+    let silent = net
+        .b_extra
+        .rsplit_once('.')
+        .map(|(p, _)| format!("{p}.4"))
+        .unwrap();
     ip(&[
-        "-n", &net.a, "neigh", "replace", &silent, "lladdr", "02:cd:00:00:00:0b", "dev", &net.a_if,
-        "nud", "permanent",
+        "-n",
+        &net.a,
+        "neigh",
+        "replace",
+        &silent,
+        "lladdr",
+        "02:cd:00:00:00:0b",
+        "dev",
+        &net.a_if,
+        "nud",
+        "permanent",
     ]);
 
     // The server echoes one line per connection, then closes it.
@@ -100,8 +113,14 @@ s.close()
         .output()
         .unwrap();
     assert!(output.status.success(), "the client failed");
-    let retrans: u64 = String::from_utf8_lossy(&output.stdout).trim().parse().unwrap();
-    assert!(retrans >= 1, "the SYN to the silent address was never retransmitted");
+    let retrans: u64 = String::from_utf8_lossy(&output.stdout)
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        retrans >= 1,
+        "the SYN to the silent address was never retransmitted"
+    );
     line.clear();
     out.read_line(&mut line).unwrap();
     assert_eq!(line.trim(), "done");
@@ -184,7 +203,11 @@ s.close()
             r#"tcp__connections_total{{plugin="tcp",event="{event}",{}"#,
             pod.labels()
         );
-        assert!(!text.contains(&prefix), "unexpected {prefix}:\n{}", shop.join("\n"));
+        assert!(
+            !text.contains(&prefix),
+            "unexpected {prefix}:\n{}",
+            shop.join("\n")
+        );
     }
     assert!(
         !text.contains(&format!(
@@ -204,7 +227,10 @@ s.close()
         ),
     )
     .unwrap();
-    assert!(rtt_sum > 0.0, "the smoothed RTT of a closed connection is 0");
+    assert!(
+        rtt_sum > 0.0,
+        "the smoothed RTT of a closed connection is 0"
+    );
     assert_eq!(
         value(&text, r#"tcp__events_lost_total{plugin="tcp"}"#),
         Some(0.0)

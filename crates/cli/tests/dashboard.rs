@@ -238,19 +238,34 @@ fn catalog_dashboards_name_metrics_their_plugin_declares() {
             continue;
         };
         dashboards += 1;
-        let source_path = root().join("plugins/catalog").join(&plugin).join("src/lib.rs");
-        let source = std::fs::read_to_string(&source_path)
-            .unwrap_or_else(|e| panic!("{}: {e} (no plugin for {})", source_path.display(), path.display()));
+        let source_path = root()
+            .join("plugins/catalog")
+            .join(&plugin)
+            .join("src/lib.rs");
+        let source = std::fs::read_to_string(&source_path).unwrap_or_else(|e| {
+            panic!(
+                "{}: {e} (no plugin for {})",
+                source_path.display(),
+                path.display()
+            )
+        });
         let prefix = format!("{}__", plugin.replace('-', "_"));
         let declared = declared_names(&source);
         let exprs = dashboard_exprs(&path);
         assert!(exprs.len() >= 3, "{}: {exprs:?}", path.display());
         for expr in &exprs {
             let names = metric_names(expr);
-            assert!(!names.is_empty(), "{}: {expr:?} names no metric", path.display());
+            assert!(
+                !names.is_empty(),
+                "{}: {expr:?} names no metric",
+                path.display()
+            );
             for name in names {
                 let metric = name.strip_prefix(&prefix).unwrap_or_else(|| {
-                    panic!("{}: {name} in {expr:?} is not a metric of {plugin}", path.display())
+                    panic!(
+                        "{}: {name} in {expr:?} is not a metric of {plugin}",
+                        path.display()
+                    )
                 });
                 // Counters gain _total; histograms _bucket, _sum and _count.
                 let known = std::iter::once(metric)

@@ -24,8 +24,7 @@ pub fn default_spec(name: &str) -> String {
         .join("../../plugins/catalog")
         .join(name)
         .join(format!("{name}.yaml"));
-    let text =
-        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let dir = format!("{}/", artifacts().display());
     assert!(
         text.contains("../../../target/plugins/"),
@@ -287,14 +286,32 @@ impl NetnsPair {
             ip(&["-n", ns, "link", "set", dev, "up"]);
             ip(&["-n", ns, "link", "set", "lo", "up"]);
         }
-        ip(&["-n", &p.b, "addr", "add", &format!("{}/29", p.b_extra), "dev", &p.b_if]);
+        ip(&[
+            "-n",
+            &p.b,
+            "addr",
+            "add",
+            &format!("{}/29", p.b_extra),
+            "dev",
+            &p.b_if,
+        ]);
         for (ns, dev, addr, mac) in [
             (&p.a, &p.a_if, &p.b_addr, mac_b),
             (&p.a, &p.a_if, &p.b_extra, mac_b),
             (&p.b, &p.b_if, &p.a_addr, mac_a),
         ] {
             ip(&[
-                "-n", ns, "neigh", "replace", addr, "lladdr", mac, "dev", dev, "nud", "permanent",
+                "-n",
+                ns,
+                "neigh",
+                "replace",
+                addr,
+                "lladdr",
+                mac,
+                "dev",
+                dev,
+                "nud",
+                "permanent",
             ]);
         }
         p

@@ -40,7 +40,13 @@ struct TcpEvent {
 
 const _: () = assert!(size_of::<TcpEvent>() == 32, "struct tcp_event is 32 bytes");
 
-const LABELS: [&str; 5] = ["namespace", "pod", "container", "peer_namespace", "peer_pod"];
+const LABELS: [&str; 5] = [
+    "namespace",
+    "pod",
+    "container",
+    "peer_namespace",
+    "peer_pod",
+];
 
 /// Round-trip time buckets, in seconds: 50 µs to 3.2 s, doubling.
 fn rtt_buckets() -> Vec<f64> {
