@@ -197,6 +197,19 @@ struct trace_event_raw_sched_process_exec {
 
 /* ---- Catalog plugins (plugins/catalog/) ---------------------------------- */
 
+/* Contexts of tracepoint/syscalls/sys_enter_* and sys_exit_*. */
+struct trace_event_raw_sys_enter {
+	struct trace_entry ent;
+	long id;
+	unsigned long args[6];
+};
+
+struct trace_event_raw_sys_exit {
+	struct trace_entry ent;
+	long id;
+	long ret;
+};
+
 /* The cgroup v2 id of a socket or task: its cgroup's kernfs node id, the
  * number bpf_get_current_cgroup_id() and bpf_skb_cgroup_id() return. */
 struct kernfs_node {
