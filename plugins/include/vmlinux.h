@@ -173,6 +173,8 @@ struct task_struct {
 	int pid;  /* thread id */
 	int tgid; /* process id */
 	struct task_struct *real_parent;
+	struct css_set *cgroups; /* its cgroups; dfl_cgrp is the v2 one */
+	char comm[16];
 };
 
 /* Common header of every tracepoint record (include/linux/trace_events.h). */
@@ -191,6 +193,80 @@ struct trace_event_raw_sched_process_exec {
 	pid_t pid;
 	pid_t old_pid;
 	char __data[0];
+};
+
+/* ---- Catalog plugins (plugins/catalog/) ---------------------------------- */
+
+/* Contexts of tracepoint/syscalls/sys_enter_* and sys_exit_*. */
+struct trace_event_raw_sys_enter {
+	struct trace_entry ent;
+	long id;
+	unsigned long args[6];
+};
+
+struct trace_event_raw_sys_exit {
+	struct trace_entry ent;
+	long id;
+	long ret;
+};
+
+/* The cgroup v2 id of a socket or task: its cgroup's kernfs node id, the
+ * number bpf_get_current_cgroup_id() and bpf_skb_cgroup_id() return. */
+struct kernfs_node {
+	u64 id;
+};
+
+struct cgroup {
+	struct kernfs_node *kn;
+};
+
+struct sock_cgroup_data {
+	struct cgroup *cgroup;
+};
+
+struct in6_addr {
+	union {
+		__u8 u6_addr8[16];
+	} in6_u;
+};
+
+struct sock_common {
+	unsigned short skc_family;
+	__be32 skc_daddr;
+	struct in6_addr skc_v6_daddr;
+};
+
+struct sock {
+	struct sock_common __sk_common;
+	u16 sk_protocol;
+	struct sock_cgroup_data sk_cgrp_data;
+};
+
+/* Smoothed round-trip time, in microseconds << 3. */
+struct tcp_sock {
+	u32 srtt_us;
+};
+
+struct sk_buff {
+	struct sock *sk;
+};
+
+struct css_set {
+	struct cgroup *dfl_cgrp;
+};
+
+/* The kernel's drop reasons (include/net/dropreason-core.h). Their values
+ * change between kernels, so programs read them with bpf_core_enum_value()
+ * and never trust the numbers written here. */
+enum skb_drop_reason {
+	SKB_DROP_REASON_NOT_SPECIFIED = 2,
+	SKB_DROP_REASON_NO_SOCKET = 3,
+	SKB_DROP_REASON_SOCKET_FILTER = 6,
+	SKB_DROP_REASON_NETFILTER_DROP = 10,
+	SKB_DROP_REASON_SOCKET_RCVBUFF = 11,
+	SKB_DROP_REASON_PROTO_MEM = 12,
+	SKB_DROP_REASON_CPU_BACKLOG = 40,
+	SKB_DROP_REASON_QDISC_DROP = 41,
 };
 
 #pragma clang attribute pop

@@ -1,5 +1,7 @@
-//! The Grafana dashboard in deploy/grafana/ is valid JSON and every metric
-//! its queries name is one the host (or the exec-counter plugin) exports.
+//! The Grafana dashboards in deploy/grafana/ are valid JSON and every metric
+//! their queries name is one the host (or the exec-counter plugin) exports;
+//! each catalog dashboard (`catalog-<plugin>.json`) names only metrics its
+//! plugin (`plugins/catalog/<plugin>/`) declares.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -195,4 +197,105 @@ fn dashboard_queries_name_metrics_the_host_exports() {
         ),
         vec!["x_bucket"]
     );
+}
+
+/// Every query of a dashboard: panel targets and query variables.
+fn dashboard_exprs(path: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut exprs = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            exprs.push(target["expr"].as_str().unwrap().to_owned());
+        }
+    }
+    for var in dashboard["templating"]["list"].as_array().unwrap() {
+        if var["type"] == "query" {
+            let q = var["query"].as_str().unwrap();
+            let inner = q
+                .strip_prefix("label_values(")
+                .and_then(|q| q.rsplit_once(',').map(|(e, _)| e.to_owned()))
+                .unwrap_or_else(|| panic!("{}: query variable {q:?}", path.display()));
+            exprs.push(inner);
+        }
+    }
+    exprs
+}
+
+#[test]
+fn catalog_dashboards_name_metrics_their_plugin_declares() {
+    let mut dashboards = 0;
+    for entry in std::fs::read_dir(root().join("deploy/grafana")).unwrap() {
+        let path = entry.unwrap().path();
+        let Some(plugin) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_prefix("catalog-"))
+            .and_then(|n| n.strip_suffix(".json"))
+            .map(str::to_owned)
+        else {
+            continue;
+        };
+        dashboards += 1;
+        let source_path = root()
+            .join("plugins/catalog")
+            .join(&plugin)
+            .join("src/lib.rs");
+        let source = std::fs::read_to_string(&source_path).unwrap_or_else(|e| {
+            panic!(
+                "{}: {e} (no plugin for {})",
+                source_path.display(),
+                path.display()
+            )
+        });
+        let prefix = format!("{}__", plugin.replace('-', "_"));
+        let declared = declared_names(&source);
+        let exprs = dashboard_exprs(&path);
+        assert!(exprs.len() >= 3, "{}: {exprs:?}", path.display());
+        for expr in &exprs {
+            let names = metric_names(expr);
+            assert!(
+                !names.is_empty(),
+                "{}: {expr:?} names no metric",
+                path.display()
+            );
+            for name in names {
+                let metric = name.strip_prefix(&prefix).unwrap_or_else(|| {
+                    panic!(
+                        "{}: {name} in {expr:?} is not a metric of {plugin}",
+                        path.display()
+                    )
+                });
+                // Counters gain _total; histograms _bucket, _sum and _count.
+                let known = std::iter::once(metric)
+                    .chain(
+                        ["_total", "_bucket", "_sum", "_count"]
+                            .iter()
+                            .filter_map(|s| metric.strip_suffix(s)),
+                    )
+                    .any(|d| declared.contains(d));
+                assert!(
+                    known,
+                    "{}: {name} in {expr:?} is not declared by {} (it declares {declared:?})",
+                    path.display(),
+                    source_path.display()
+                );
+            }
+        }
+    }
+    assert!(dashboards >= 1, "no catalog dashboards in deploy/grafana");
+}
+
+/// The metric names a plugin's source declares: the string literal that
+/// opens each `declare(` call.
+fn declared_names(source: &str) -> BTreeSet<String> {
+    source
+        .split("declare(")
+        .skip(1)
+        .filter_map(|rest| {
+            let rest = rest.trim_start().strip_prefix('"')?;
+            Some(rest[..rest.find('"')?].to_owned())
+        })
+        .collect()
 }
