@@ -9,11 +9,13 @@
 pub const PACKAGE: &str = "conductor:plugin";
 
 /// The newest version: what the SDK builds against, `crates/sdk/wit/v<CURRENT>/`.
-pub const CURRENT: &str = "0.2.0";
+pub const CURRENT: &str = "0.2.1";
 
 /// Every version a component may be built against, newest first, each with
 /// its folder `crates/sdk/wit/v<version>/`. Each stands for its
-/// semver-compatible range: for 0.x, the same minor.
+/// semver-compatible range: for 0.x, the same minor. Older patch releases
+/// of a listed range keep their frozen folders too (`v0.2.0/`): the host
+/// serves them through the newest of their range.
 pub const SUPPORTED: &[&str] = &[CURRENT, "0.1.0"];
 
 /// The semver-compatible range of `version` as people read it: `0.1.x`.

@@ -2,7 +2,9 @@
 //! next to current ones, on real kernel events: one built against the
 //! frozen `conductor:plugin@0.1.0` (batch as a list of spans), one that
 //! declares 0.1.0 with the later two-list batch (as main built it before
-//! 0.2.0). Both count the exec_counter BPF object's records by command.
+//! 0.2.0), and one built against the frozen 0.2.0, an older patch release
+//! of the current range. All count the exec_counter BPF object's records
+//! by command.
 
 use std::time::Duration;
 
@@ -37,6 +39,7 @@ fn components_of_both_0_1_layouts_run_next_to_current_ones() {
     let spec = [
         legacy_spec("spans", "testing_legacy_v0_1.wasm"),
         legacy_spec("lists", "testing_legacy_main_0_1.wasm"),
+        legacy_spec("frozen", "testing_legacy_v0_2.wasm"),
         exec_counter_spec("current"),
     ]
     .join("---\n");
@@ -65,7 +68,16 @@ fn components_of_both_0_1_layouts_run_next_to_current_ones() {
     );
     let n = host.wait_for_metric(&current, Duration::from_secs(15), |v| v >= N as f64);
     assert_eq!(n, N as f64, "current: every exec exactly once");
-    for name in ["spans", "lists"] {
+    // 0.2.0 links as it is, without the compatibility layer.
+    assert!(
+        !host
+            .log_text()
+            .lines()
+            .any(|l| l.contains("compatibility layer") && l.contains("legacy_v0_2")),
+        "{}",
+        host.log_text()
+    );
+    for name in ["spans", "lists", "frozen"] {
         let series = format!(
             r#"{name}__events_total{{plugin="{name}",comm="{}"}}"#,
             bin.comm
@@ -76,7 +88,7 @@ fn components_of_both_0_1_layouts_run_next_to_current_ones() {
     let text = host.scrape();
     let g =
         |name: &str, metric: &str| value(&text, &format!(r#"{name}__{metric}{{plugin="{name}"}}"#));
-    for name in ["spans", "lists"] {
+    for name in ["spans", "lists", "frozen"] {
         // Counters never added to have no series.
         assert_eq!(g(name, "bad_records_total"), None, "{name}\n{text}");
         assert_eq!(g(name, "lost_total"), None, "{name}\n{text}");

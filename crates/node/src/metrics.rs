@@ -628,7 +628,7 @@ impl Collector for PluginSet {
 
 pub use conductor_runtime::host::metrics::MetricError;
 use conductor_runtime::host::metrics::{
-    CounterSeries, GaugeSeries, HistogramSeries, MetricsBackend,
+    BoundCounter, CounterSeries, GaugeSeries, HistogramSeries, MetricsBackend,
 };
 
 /// The label names of one metric, shared by all its series; the `plugin`
@@ -718,6 +718,22 @@ impl MetricFamily<Counter> {
             c.inc_by(delta);
         })
     }
+
+    /// The series of `values`, created if there is room for it. The
+    /// counter shares its value with the family's series (series are never
+    /// removed from a family), so adding to it is one atomic add.
+    pub fn bind(&self, values: Vec<String>) -> Result<Counter, MetricError> {
+        self.with_series(values, Counter::clone)
+    }
+}
+
+/// A plugin's `counter-series`: one series of a counter family.
+struct BoundSeries(Counter);
+
+impl BoundCounter for BoundSeries {
+    fn add(&self, delta: u64) {
+        self.0.inc_by(delta);
+    }
 }
 
 impl MetricFamily<Gauge<f64, AtomicU64>> {
@@ -742,6 +758,11 @@ impl MetricFamily<Histogram> {
 impl CounterSeries for CounterFamily {
     fn add(&self, values: Vec<String>, delta: u64) -> Result<(), MetricError> {
         MetricFamily::<Counter>::add(self, values, delta)
+    }
+    fn bind(&self, values: Vec<String>) -> Result<Arc<dyn BoundCounter>, MetricError> {
+        Ok(Arc::new(BoundSeries(MetricFamily::<Counter>::bind(
+            self, values,
+        )?)))
     }
 }
 
@@ -1095,6 +1116,40 @@ mod tests {
 
         metrics.remove_plugin("exec-counter", &[]);
         assert!(!metrics.encode().unwrap().contains("exec_counter__execs"));
+    }
+
+    #[test]
+    fn bound_series_share_the_familys_series_and_its_cap() {
+        let metrics = Metrics::new();
+        let pm = metrics.add_plugin("p", 2);
+        let execs = pm.counter("execs", "Execs", s(&["comm"])).unwrap();
+        let bash = CounterSeries::bind(&*execs, s(&["bash"])).unwrap();
+        // Bound, not yet added to: exported at 0.
+        let text = metrics.encode().unwrap();
+        assert!(
+            text.contains(r#"p__execs_total{plugin="p",comm="bash"} 0"#),
+            "{text}"
+        );
+        bash.add(3);
+        execs.add(s(&["bash"]), 1).unwrap();
+        CounterSeries::bind(&*execs, s(&["ls"])).unwrap();
+        assert!(matches!(
+            CounterSeries::bind(&*execs, s(&["cat"])),
+            Err(MetricError::CardinalityLimit(2))
+        ));
+        assert!(matches!(
+            CounterSeries::bind(&*execs, s(&[])),
+            Err(MetricError::WrongLabelCount { .. })
+        ));
+        let text = metrics.encode().unwrap();
+        assert!(
+            text.contains(r#"p__execs_total{plugin="p",comm="bash"} 4"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"conductor_plugin_series_dropped_total{plugin="p"} 1"#),
+            "{text}"
+        );
     }
 
     #[test]

@@ -32,10 +32,11 @@ pub use instance::{Call, Fault, FaultKind, Instance, StoreData};
 pub mod bindings {
     wasmtime::component::bindgen!({
         world: "plugin",
-        path: "../sdk/wit/v0.2.0",
+        path: "../sdk/wit/v0.2.1",
         with: {
             "conductor:plugin/maps.bpf-map": crate::host::maps::MapResource,
             "conductor:plugin/metrics.counter": crate::host::metrics::CounterResource,
+            "conductor:plugin/metrics.counter-series": crate::host::metrics::SeriesResource,
             "conductor:plugin/metrics.gauge": crate::host::metrics::GaugeResource,
             "conductor:plugin/metrics.histogram": crate::host::metrics::HistogramResource,
         },

@@ -113,8 +113,9 @@ pub mod log;
 pub mod maps;
 pub mod metrics;
 mod plugin;
+mod workload;
 
-/// The generated bindings of the newest WIT package, `wit/v0.2.0/` (older
+/// The generated bindings of the newest WIT package, `wit/v0.2.1/` (older
 /// versions' folders are kept for hosts, not built here); the rest of the
 /// crate wraps them.
 #[doc(hidden)]
@@ -123,7 +124,7 @@ mod plugin;
 #[allow(clippy::too_many_arguments)]
 pub mod bindings {
     wit_bindgen::generate!({
-        path: "wit/v0.2.0",
+        path: "wit/v0.2.1",
         world: "plugin",
         // Hidden behind `export_plugin!`, which reaches it as `$crate::...`.
         pub_export_macro: true,
@@ -155,6 +156,7 @@ pub mod k8s {
     //! ```
 
     pub use crate::bindings::conductor::plugin::k8s::*;
+    pub use crate::workload::WorkloadLabels;
 }
 
 pub use bytemuck;
@@ -162,7 +164,7 @@ pub use bytemuck::{Pod, Zeroable};
 pub use error::{Error, ErrorKind, Result, ResultExt};
 pub use events::{DecodeError, EventBatch};
 pub use maps::{Map, TypedMap, UpdateMode};
-pub use metrics::{Counter, Gauge, Histogram};
+pub use metrics::{Counter, CounterSeries, Gauge, Histogram, SeriesCache};
 #[doc(hidden)]
 pub use plugin::__private;
 pub use plugin::Plugin;
@@ -170,7 +172,7 @@ pub use plugin::Plugin;
 /// Everything a typical plugin uses: `use conductor_sdk::prelude::*;`.
 pub mod prelude {
     pub use crate::maps::{Map, TypedMap, UpdateMode};
-    pub use crate::metrics::{Counter, Gauge, Histogram};
+    pub use crate::metrics::{Counter, CounterSeries, Gauge, Histogram, SeriesCache};
     pub use crate::{
         Error, EventBatch, Plugin, Pod, Result, ResultExt, Zeroable, config, debug, error, info,
         trace, warn,

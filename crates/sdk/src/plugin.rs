@@ -1,8 +1,25 @@
 //! The [`Plugin`] trait and the glue [`export_plugin!`](crate::export_plugin)
 //! expands to.
 
+use std::cell::Cell;
+
 use crate::error::Result;
 use crate::events::EventBatch;
+
+thread_local! {
+    /// Counts calls into the plugin, for caches valid for one call.
+    static CALLS: Cell<u64> = const { Cell::new(0) };
+}
+
+/// The number of the current call into the plugin (1 for the first).
+pub(crate) fn call_number() -> u64 {
+    CALLS.get()
+}
+
+/// Marks the start of a call into the plugin.
+fn begin_call() {
+    CALLS.set(CALLS.get().wrapping_add(1));
+}
 
 /// A plugin: state created by [`init`](Self::init) and driven by the host.
 ///
@@ -98,9 +115,12 @@ pub mod __private {
         }
 
         pub fn init(&self) -> Result<(), String> {
-            let plugin = T::init().map_err(|e| e.to_string())?;
+            super::begin_call();
+            let plugin = T::init().map_err(|e| e.to_string());
+            // Series bound and added to in `init` are exported even if it failed.
+            crate::metrics::flush();
             let mut state = self.0.try_borrow_mut().map_err(|_| REENTERED)?;
-            *state = Some(plugin);
+            *state = Some(plugin?);
             Ok(())
         }
 
@@ -122,11 +142,15 @@ pub mod __private {
             &self,
             f: impl FnOnce(&mut T) -> crate::Result<()>,
         ) -> Result<(), String> {
+            super::begin_call();
             let mut state = self.0.try_borrow_mut().map_err(|_| REENTERED)?;
             let plugin = state
                 .as_mut()
                 .ok_or("the plugin is not initialised: `init` has not succeeded")?;
-            f(plugin).map_err(|e| e.to_string())
+            let result = f(plugin).map_err(|e| e.to_string());
+            // What the call counted reaches the host whether or not it failed.
+            crate::metrics::flush();
+            result
         }
     }
 

@@ -14,12 +14,15 @@
 //! - `events_lost`: events the kernel or host dropped before they got here.
 //!
 //! Config: `ignore`, a comma-separated list of command names not to count.
+//!
+//! Counting an event is two hash lookups in the plugin's memory: the series
+//! of (command, workload) are bound once ([`SeriesCache`]) and workloads
+//! are looked up once per cgroup per batch ([`k8s::WorkloadLabels`]).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use conductor_sdk::events::c_str;
-use conductor_sdk::k8s;
-use conductor_sdk::metrics::MetricError;
+use conductor_sdk::k8s::WorkloadLabels;
 use conductor_sdk::prelude::*;
 
 /// `struct exec_event` of the BPF program.
@@ -41,50 +44,37 @@ const _: () = assert!(
 );
 
 struct ExecCounter {
-    execs: Counter,
+    /// By command name (its bytes up to the NUL) and workload number.
+    execs: SeriesCache<([u8; 16], u32)>,
+    workloads: WorkloadLabels,
     distinct: Gauge,
     lost: Counter,
     ignore: HashSet<String>,
-    seen: HashSet<String>,
-    /// Whether the cardinality limit of `execs` was already reported.
-    saturated: bool,
-    /// Workload labels by cgroup id, for the current batch only (pods come
-    /// and go): one host lookup per distinct cgroup per batch.
-    workloads: HashMap<u64, [String; 3]>,
+    seen: HashSet<[u8; 16]>,
 }
 
 const EXECS_LABELS: [&str; 4] = ["comm", "namespace", "pod", "container"];
 const EXECS_HELP: &str = "Processes executed, by command name and workload (namespace, pod, container; empty for the node's own processes).";
 
-/// namespace, pod and container label values for a cgroup.
-fn workload_labels(cgroup_id: u64) -> [String; 3] {
-    match k8s::by_cgroup_id(cgroup_id) {
-        k8s::Identity::Workload(w) => [
-            w.pod.namespace,
-            w.pod.name,
-            w.container.map(|c| c.name).unwrap_or_default(),
-        ],
-        k8s::Identity::Host => Default::default(),
-        k8s::Identity::Unknown => {
-            let short = k8s::cgroup_container_id(cgroup_id)
-                .map(|id| id.chars().take(12).collect())
-                .unwrap_or_default();
-            [String::new(), String::new(), short]
-        }
+/// `comm` with every byte after the first NUL cleared, so that one command
+/// name is one key.
+fn command(mut comm: [u8; 16]) -> [u8; 16] {
+    if let Some(end) = comm.iter().position(|&b| b == 0) {
+        comm[end..].fill(0);
     }
+    comm
 }
 
 impl Plugin for ExecCounter {
     fn init() -> Result<Self> {
         let ignore: HashSet<String> = config::list("ignore").into_iter().collect();
         let plugin = ExecCounter {
-            execs: Counter::declare("execs", EXECS_HELP, &EXECS_LABELS)?,
+            execs: SeriesCache::new(Counter::declare("execs", EXECS_HELP, &EXECS_LABELS)?),
+            workloads: WorkloadLabels::new(),
             distinct: Gauge::declare("distinct_commands", "Distinct command names executed.", &[])?,
             lost: Counter::declare("events_lost", "Exec events dropped before counting.", &[])?,
             ignore,
             seen: HashSet::new(),
-            saturated: false,
-            workloads: HashMap::new(),
         };
         // Export the unlabelled series from the start rather than on first change.
         plugin.distinct.set(&[], 0.0)?;
@@ -101,35 +91,19 @@ impl Plugin for ExecCounter {
             self.lost.add(&[], batch.lost())?;
         }
         let distinct = self.seen.len();
-        self.workloads.clear();
         for event in batch.decode::<ExecEvent>() {
             let event = event?;
-            let comm = c_str(&event.comm);
-            if self.ignore.contains(comm.as_ref()) {
+            let comm = command(event.comm);
+            if !self.ignore.is_empty() && self.ignore.contains(c_str(&comm).as_ref()) {
                 continue;
             }
-            let [namespace, pod, container] = self
-                .workloads
-                .entry(event.cgroup_id)
-                .or_insert_with(|| workload_labels(event.cgroup_id));
-            match self
-                .execs
-                .inc(&[&comm, namespace.as_str(), pod.as_str(), container.as_str()])
-            {
-                // The host dropped the sample; keep counting the known series.
-                Err(e) if matches!(e.metric_error(), Some(MetricError::CardinalityLimit(_))) => {
-                    if !self.saturated {
-                        self.saturated = true;
-                        warn!(
-                            "{e}; executions of new command names or workloads are no longer counted"
-                        );
-                    }
-                }
-                result => result?,
-            }
-            if !self.seen.contains(comm.as_ref()) {
-                self.seen.insert(comm.into_owned());
-            }
+            let workload = self.workloads.id(event.cgroup_id);
+            let workloads = &self.workloads;
+            self.execs.inc((comm, workload), || {
+                let [namespace, pod, container] = workloads.labels(workload);
+                [c_str(&comm), namespace.into(), pod.into(), container.into()]
+            })?;
+            self.seen.insert(comm);
         }
         if self.seen.len() != distinct {
             self.distinct.set(&[], self.seen.len() as f64)?;

@@ -47,8 +47,26 @@ mod tests {
             assert!(files > 0, "{name} is empty");
             folders.insert(version.to_owned());
         }
-        let supported: BTreeSet<String> = wit::SUPPORTED.iter().map(|v| v.to_string()).collect();
-        assert_eq!(folders, supported, "SUPPORTED and crates/sdk/wit/ differ");
+        // Each supported version has its folder and is the newest of its
+        // range; older patch releases of a range keep frozen folders.
+        for folder in &folders {
+            assert!(
+                wit::is_supported(folder),
+                "crates/sdk/wit/v{folder} is of no range in SUPPORTED"
+            );
+        }
+        for supported in wit::SUPPORTED {
+            assert!(folders.contains(*supported), "no folder for {supported}");
+            let newest_of_range = folders
+                .iter()
+                .filter(|f| wit::range(f) == wit::range(supported))
+                .max_by_key(|v| semver(v))
+                .unwrap();
+            assert_eq!(
+                newest_of_range, supported,
+                "SUPPORTED must name the newest folder of each range"
+            );
+        }
         let newest = folders.iter().max_by_key(|v| semver(v)).unwrap();
         assert_eq!(newest, wit::CURRENT, "CURRENT is not the newest folder");
     }

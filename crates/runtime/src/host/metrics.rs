@@ -29,6 +29,15 @@ pub enum MetricError {
 /// A declared counter: one series per label-value list.
 pub trait CounterSeries: Send + Sync {
     fn add(&self, values: Vec<String>, delta: u64) -> Result<(), MetricError>;
+    /// The series with `values`, created (exported at 0) if there is room
+    /// for it: the same checks as a first [`add`](Self::add), done once.
+    fn bind(&self, values: Vec<String>) -> Result<Arc<dyn BoundCounter>, MetricError>;
+}
+
+/// One series of a counter, bound to its label values: adding to it finds
+/// nothing and checks nothing.
+pub trait BoundCounter: Send + Sync {
+    fn add(&self, delta: u64);
 }
 
 /// A declared gauge.
@@ -68,6 +77,8 @@ pub trait MetricsBackend: Send + Sync {
 }
 
 pub type CounterResource = Arc<dyn CounterSeries>;
+/// A `counter-series`: what [`CounterSeries::bind`] returned.
+pub type SeriesResource = Arc<dyn BoundCounter>;
 pub type GaugeResource = Arc<dyn GaugeSeries>;
 pub type HistogramResource = Arc<dyn HistogramSeries>;
 
@@ -105,7 +116,30 @@ impl metrics::HostCounter for StoreData {
         Ok(self.table.get(&r)?.add(values, delta).map_err(metric_error))
     }
 
+    fn series(
+        &mut self,
+        r: Resource<CounterResource>,
+        values: Vec<String>,
+    ) -> WResult<Result<Resource<SeriesResource>, metrics::MetricError>> {
+        match self.table.get(&r)?.bind(values) {
+            Ok(series) => Ok(Ok(self.table.push(series)?)),
+            Err(e) => Ok(Err(metric_error(e))),
+        }
+    }
+
     fn drop(&mut self, r: Resource<CounterResource>) -> WResult<()> {
+        self.table.delete(r)?;
+        Ok(())
+    }
+}
+
+impl metrics::HostCounterSeries for StoreData {
+    fn add(&mut self, r: Resource<SeriesResource>, delta: u64) -> WResult<()> {
+        self.table.get(&r)?.add(delta);
+        Ok(())
+    }
+
+    fn drop(&mut self, r: Resource<SeriesResource>) -> WResult<()> {
         self.table.delete(r)?;
         Ok(())
     }
@@ -234,6 +268,28 @@ pub mod fake {
         fn add(&self, values: Vec<String>, delta: u64) -> Result<(), MetricError> {
             self.record(values, |v| *v += delta as f64)
         }
+        fn bind(&self, values: Vec<String>) -> Result<Arc<dyn BoundCounter>, MetricError> {
+            self.record(values.clone(), |_| {})?;
+            Ok(Arc::new(Bound {
+                name: self.name.clone(),
+                values,
+                samples: self.samples.clone(),
+            }))
+        }
+    }
+
+    struct Bound {
+        name: String,
+        values: Vec<String>,
+        samples: Samples,
+    }
+
+    impl BoundCounter for Bound {
+        fn add(&self, delta: u64) {
+            let mut all = self.samples.lock().unwrap_or_else(|e| e.into_inner());
+            let series = all.entry(self.name.clone()).or_default();
+            *series.entry(self.values.clone()).or_default() += delta as f64;
+        }
     }
     impl GaugeSeries for Series {
         fn set(&self, values: Vec<String>, value: f64) -> Result<(), MetricError> {
@@ -323,7 +379,7 @@ mod tests {
     use super::fake::FakeMetrics;
     use super::*;
     use crate::host::test_store;
-    use metrics::{HostCounter, HostGauge, HostHistogram};
+    use metrics::{HostCounter, HostCounterSeries, HostGauge, HostHistogram};
 
     fn desc(name: &str, labels: &[&str]) -> metrics::MetricDesc {
         metrics::MetricDesc {
@@ -375,6 +431,49 @@ mod tests {
         assert_eq!(backend.value("execs", &["ls"]), Some(5.0));
         assert_eq!(backend.value("depth", &[]), Some(7.0));
         assert_eq!(backend.value("lat", &["read"]), Some(1.5));
+    }
+
+    #[test]
+    fn bound_series_add_to_their_label_set_and_bind_with_adds_checks() {
+        let backend = Arc::new(FakeMetrics {
+            max_series: 2,
+            ..FakeMetrics::default()
+        });
+        let mut s = store(backend.clone());
+        let c = HostCounter::declare(&mut s, desc("execs", &["comm"]))
+            .unwrap()
+            .unwrap();
+        let rep = c.rep();
+        let bind = |s: &mut StoreData, v: &[&str]| {
+            HostCounter::series(s, Resource::new_borrow(rep), values(v)).unwrap()
+        };
+        let ls = bind(&mut s, &["ls"]).unwrap();
+        // Exported from the moment it is bound.
+        assert_eq!(backend.value("execs", &["ls"]), Some(0.0));
+        let ls2 = Resource::<SeriesResource>::new_borrow(ls.rep());
+        HostCounterSeries::add(&mut s, ls, 2).unwrap();
+        HostCounterSeries::add(&mut s, ls2, 3).unwrap();
+        // Binding and adding by label values reach the same series.
+        HostCounter::add(&mut s, Resource::new_borrow(rep), values(&["ls"]), 1)
+            .unwrap()
+            .unwrap();
+        assert_eq!(backend.value("execs", &["ls"]), Some(6.0));
+        assert!(matches!(
+            bind(&mut s, &["a", "extra"]),
+            Err(metrics::MetricError::WrongLabelCount(
+                metrics::WrongLabelCount {
+                    expected: 1,
+                    actual: 2
+                }
+            ))
+        ));
+        bind(&mut s, &["cat"]).unwrap();
+        assert!(matches!(
+            bind(&mut s, &["sed"]),
+            Err(metrics::MetricError::CardinalityLimit(2))
+        ));
+        // The series already there can still be bound again.
+        bind(&mut s, &["ls"]).unwrap();
     }
 
     #[test]
