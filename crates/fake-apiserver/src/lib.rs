@@ -68,6 +68,7 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 
 mod kubectl;
+mod pods;
 
 /// One request the server received.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,7 +127,15 @@ impl FakeApiServer {
             let shared = shared.clone();
             move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
                 let shared = shared.clone();
-                async move { shared.handle(method, uri, headers, body) }
+                async move {
+                    // Pod logs and the pod proxy wait on files and pods.
+                    match pods::Subresource::parse(uri.path()) {
+                        Some(sub) if !shared.lock().unavailable => {
+                            pods::serve(shared, method, uri, headers, body, sub).await
+                        }
+                        _ => shared.handle(method, uri, headers, body),
+                    }
+                }
             }
         });
         let serving = runtime.spawn(serve(listener, app.clone()));
@@ -293,6 +302,18 @@ impl FakeApiServer {
         self.shared.bookmarks.send_modify(|n| *n += 1);
     }
 
+    /// Where the kubelet reads a container's log (`pods/log`): a file in the
+    /// CRI log format (`<RFC 3339 time> <stream> <F|P> <text>` a line, as the
+    /// container runtime writes under `/var/log/pods`). The test plays the
+    /// container runtime: it writes the file (see test-support's
+    /// `ContainerLog`); the pod itself must be created as usual.
+    pub fn set_container_log(&self, namespace: &str, pod: &str, container: &str, file: &Path) {
+        self.shared.lock().container_logs.insert(
+            (namespace.to_owned(), pod.to_owned(), container.to_owned()),
+            file.to_owned(),
+        );
+    }
+
     /// The requests received so far, oldest first.
     pub fn requests(&self) -> Vec<Request> {
         self.shared.lock().requests.clone()
@@ -376,6 +397,8 @@ struct Store {
     unavailable: bool,
     faults: Vec<Fault>,
     requests: Vec<Request>,
+    /// (namespace, pod, container) → its CRI log file.
+    container_logs: HashMap<Key, std::path::PathBuf>,
 }
 
 struct ApiError {

@@ -6,22 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use conductor_test_support::kubectl_present;
 use fake_apiserver::FakeApiServer;
-
-/// `kubectl` on PATH; under CI a missing one is a failure, not a skip.
-fn kubectl_present() -> bool {
-    let found = Command::new("kubectl")
-        .args(["version", "--client"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        if std::env::var_os("CI").is_some() {
-            panic!("kubectl is not installed (CI=true forbids skipping this test)");
-        }
-        eprintln!("SKIPPED: kubectl is not installed");
-    }
-    found
-}
 
 struct Kubectl {
     dir: tempfile::TempDir,

@@ -146,17 +146,24 @@ fn table(rows: &[PluginRow]) -> String {
             ]);
         }
     }
-    let widths: Vec<usize> = (0..6)
+    let lines: Vec<Vec<String>> = lines.into_iter().map(Vec::from).collect();
+    align(&lines)
+}
+
+/// Columns aligned like kubectl's: three spaces apart, the last one ragged.
+pub fn align(lines: &[Vec<String>]) -> String {
+    let columns = lines.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..columns)
         .map(|i| {
             lines
                 .iter()
-                .map(|l| l[i].chars().count())
+                .map(|l| l.get(i).map_or(0, |c| c.chars().count()))
                 .max()
                 .unwrap_or(0)
         })
         .collect();
     let mut out = String::new();
-    for l in &lines {
+    for l in lines {
         let mut line = String::new();
         for (i, cell) in l.iter().enumerate() {
             if i + 1 == l.len() {

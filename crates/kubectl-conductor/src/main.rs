@@ -6,11 +6,17 @@
 //! - [`run`]: create or update an `EbpfPlugin`, wait until it runs on the
 //!   chosen nodes, or roll back and say why.
 //! - [`list`]: every plugin with its per-node phase; `delete`.
+//! - [`logs`]: a plugin's log lines from the hosts (through `pods/log`).
+//! - [`top`]: the busiest pods for a plugin metric (through the pod proxy).
+//! - [`packages`]: the packages the cluster runs; `show` a plugin or package.
 //!
 //! Exit codes (documented in docs/src/deploy.md): see [`Exit`].
 
 mod list;
+mod logs;
+mod packages;
 mod run;
+mod top;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -63,7 +69,7 @@ impl std::error::Error for Failure {}
     name = "kubectl conductor",
     bin_name = "kubectl conductor",
     version,
-    about = "Run, list and delete eBPFConductor plugins (EbpfPlugin resources) in a cluster.",
+    about = "Run, list, inspect and delete eBPFConductor plugins (EbpfPlugin resources) in a cluster.",
     after_help = "Exit codes: 0 done; 1 error (nothing changed); 2 bad command line; \
                   3 run failed on a node and was rolled back; \
                   4 timed out (run: rolled back; delete: still there)."
@@ -77,6 +83,10 @@ pub struct Cli {
 enum Command {
     Run(run::RunArgs),
     List(list::ListArgs),
+    Logs(logs::LogsArgs),
+    Top(top::TopArgs),
+    Packages(packages::PackagesArgs),
+    Show(packages::ShowArgs),
     Delete(list::DeleteArgs),
 }
 
@@ -116,6 +126,10 @@ async fn main() -> ExitCode {
         match cli.command {
             Command::Run(args) => run::run(client, args).await,
             Command::List(args) => list::list(client, args).await,
+            Command::Logs(args) => logs::logs(client, args).await,
+            Command::Top(args) => top::top(client, args).await,
+            Command::Packages(args) => packages::packages(client, args).await,
+            Command::Show(args) => packages::show(client, args).await,
             Command::Delete(args) => list::delete(client, args).await,
         }
     }

@@ -179,7 +179,7 @@ fn plugin_spec(args: &RunArgs) -> anyhow::Result<PluginSpec> {
 }
 
 /// `oci://r/x/exec-counter:1.0` → `exec-counter`; `/opt/p/foo.wasm` → `foo`.
-fn name_from_reference(reference: &str) -> Option<String> {
+pub(crate) fn name_from_reference(reference: &str) -> Option<String> {
     let r = reference.strip_prefix("oci://").unwrap_or(reference);
     let r = r.split('@').next()?;
     let last = r.rsplit('/').next()?;

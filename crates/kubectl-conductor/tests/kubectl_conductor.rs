@@ -11,27 +11,12 @@ use std::time::Duration;
 
 use conductor_operator::crd::{EbpfPlugin, EbpfPluginSpec, PLUGIN_FINALIZER};
 use conductor_test_support::daemon::Daemon;
-use conductor_test_support::{artifacts, require_root, spawn_logged, wait_for};
+use conductor_test_support::{artifacts, kubectl_present, require_root, spawn_logged, wait_for};
 use fake_apiserver::FakeApiServer;
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 const T: Duration = Duration::from_secs(90);
-
-/// `kubectl` on PATH; under CI a missing one is a failure, not a skip.
-fn kubectl_present() -> bool {
-    let found = Command::new("kubectl")
-        .args(["version", "--client"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        if std::env::var_os("CI").is_some() {
-            panic!("kubectl is not installed (CI=true forbids skipping this test)");
-        }
-        eprintln!("SKIPPED: kubectl is not installed");
-    }
-    found
-}
 
 struct Kubectl {
     dir: tempfile::TempDir,

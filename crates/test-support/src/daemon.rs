@@ -1,7 +1,7 @@
 //! A real `conductor serve` on a real Unix socket in a temporary directory,
 //! driven through the generated client or the CLI.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use conductor_api::v1::{self, conductor_client::ConductorClient};
 use tonic::transport::Channel;
 
-use super::{scrape_url, spawn_logged, strip_ansi, wait_for_metric_with};
+use super::{scrape_url, spawn_logged_to, strip_ansi, wait_for_metric_with};
 
 pub struct Daemon {
     child: Option<Child>,
@@ -23,6 +23,8 @@ pub struct Daemon {
     envs: Vec<(String, String)>,
     /// `RLIMIT_NOFILE` of the daemon, if not inherited.
     nofile: Option<u64>,
+    /// Where its stderr also goes, in the CRI log format (a container's log).
+    container_log: Option<PathBuf>,
 }
 
 impl Daemon {
@@ -47,7 +49,23 @@ impl Daemon {
         Self::start_full(args, &[], Some(nofile))
     }
 
+    /// A daemon whose stderr is also written to `container_log` in the CRI
+    /// log format, as if it ran in a container (for the fake API server's
+    /// `pods/log`).
+    pub fn start_in_container(args: &[&str], envs: &[(&str, &str)], container_log: &Path) -> Self {
+        Self::start_inner(args, envs, None, Some(container_log.to_owned()))
+    }
+
     fn start_full(args: &[&str], envs: &[(&str, &str)], nofile: Option<u64>) -> Self {
+        Self::start_inner(args, envs, nofile, None)
+    }
+
+    fn start_inner(
+        args: &[&str],
+        envs: &[(&str, &str)],
+        nofile: Option<u64>,
+        container_log: Option<PathBuf>,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut d = Self {
             child: None,
@@ -62,6 +80,7 @@ impl Daemon {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             nofile,
+            container_log,
         };
         d.spawn();
         d
@@ -81,7 +100,8 @@ impl Daemon {
             .split("metrics on ")
             .nth(1)
             .unwrap()
-            .split_whitespace()
+            // The end of the URL in text and in JSON log lines.
+            .split(|c: char| c.is_whitespace() || c == '"')
             .next()
             .unwrap()
             .to_owned();
@@ -102,7 +122,7 @@ impl Daemon {
             }
             None => Command::new(crate::conductor_bin()),
         };
-        spawn_logged(
+        spawn_logged_to(
             cmd.arg("serve")
                 .arg("--socket")
                 .arg(&self.socket)
@@ -113,6 +133,7 @@ impl Daemon {
                 .args(["--metrics-addr", "127.0.0.1:0"])
                 .args(&self.args)
                 .envs(self.envs.iter().map(|(k, v)| (k, v))),
+            self.container_log.as_deref(),
         )
     }
 

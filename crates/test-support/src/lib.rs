@@ -397,6 +397,16 @@ fn spawn(
 /// line, debug logging of the host and no colours.
 /// (A `CONDUCTOR_LOG` already set on `cmd` is kept.)
 pub fn spawn_logged(cmd: &mut Command) -> (Child, Arc<Mutex<Vec<String>>>) {
+    spawn_logged_to(cmd, None)
+}
+
+/// [`spawn_logged`], also writing each line to `container_log` in the CRI
+/// log format, as a container runtime writes a container's stderr (for the
+/// fake API server's `pods/log`, which the kubelet serves from such files).
+pub fn spawn_logged_to(
+    cmd: &mut Command,
+    container_log: Option<&Path>,
+) -> (Child, Arc<Mutex<Vec<String>>>) {
     if !cmd.get_envs().any(|(k, _)| k == "CONDUCTOR_LOG") {
         cmd.env(
             "CONDUCTOR_LOG",
@@ -414,12 +424,42 @@ pub fn spawn_logged(cmd: &mut Command) -> (Child, Arc<Mutex<Vec<String>>>) {
     let log = Arc::new(Mutex::new(Vec::new()));
     let stderr = child.stderr.take().unwrap();
     let sink = log.clone();
+    let mut cri = container_log.map(|p| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+            .unwrap_or_else(|e| panic!("cannot open container log {}: {e}", p.display()))
+    });
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            sink.lock().unwrap().push(strip_ansi(&line));
+            let line = strip_ansi(&line);
+            if let Some(f) = cri.as_mut() {
+                use std::io::Write;
+                let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+                // One write per record, so a reader never sees half of one.
+                let _ = f.write_all(format!("{now} stderr F {line}\n").as_bytes());
+            }
+            sink.lock().unwrap().push(line);
         }
     });
     (child, log)
+}
+
+/// `kubectl` on PATH (the cluster tests run the machine's real kubectl);
+/// under CI a missing one is a failure, not a skip.
+pub fn kubectl_present() -> bool {
+    let found = Command::new("kubectl")
+        .args(["version", "--client"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        if std::env::var_os("CI").is_some() {
+            panic!("kubectl is not installed (CI=true forbids skipping this test)");
+        }
+        eprintln!("SKIPPED: kubectl is not installed");
+    }
+    found
 }
 
 fn strip_ansi(s: &str) -> String {
