@@ -32,7 +32,10 @@ struct OpenEvent {
     path: [u8; 256],
 }
 
-const _: () = assert!(size_of::<OpenEvent>() == 272, "struct open_event is 272 bytes");
+const _: () = assert!(
+    size_of::<OpenEvent>() == 272,
+    "struct open_event is 272 bytes"
+);
 
 /// The usual errno names of open(2) on Linux; others as `E<number>`.
 fn result_label(ret: i32) -> String {
