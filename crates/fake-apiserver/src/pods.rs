@@ -107,7 +107,12 @@ pub(super) async fn serve(
             namespace,
             target,
             rest,
-        } => proxy(&shared, method, &namespace, &target, &rest, &query, &headers, body).await,
+        } => {
+            proxy(
+                &shared, method, &namespace, &target, &rest, &query, &headers, body,
+            )
+            .await
+        }
     };
     result.unwrap_or_else(|e| error_response(&e))
 }
@@ -169,9 +174,7 @@ impl LogQuery {
                             "PodLogOptions \"\" is invalid: sinceSeconds: Invalid value: must be greater than 0",
                         ));
                     }
-                    q.since = Some(
-                        jiff::Timestamp::now() - jiff::SignedDuration::from_secs(s),
-                    );
+                    q.since = Some(jiff::Timestamp::now() - jiff::SignedDuration::from_secs(s));
                 }
                 "tailLines" => q.tail = Some(number(&v)?.max(0) as usize),
                 "limitBytes" => q.limit_bytes = Some(number(&v)?.max(1) as usize),
@@ -299,7 +302,9 @@ async fn log(
         first,
         tx,
     ));
-    Ok(text_response(Body::from_stream(super::tokio_stream_from(rx))))
+    Ok(text_response(Body::from_stream(super::tokio_stream_from(
+        rx,
+    ))))
 }
 
 fn take_budget(mut s: String, budget: &mut Option<usize>) -> String {

@@ -270,3 +270,98 @@ fn kubectl_auth_can_i_checks_the_deployed_rbac() {
     // Another account of the namespace is bound to nothing.
     assert!(!can_i("default", &["get", "nodes"]));
 }
+
+/// `to` relative to the directory `from` (kustomize refuses absolute paths).
+fn relative(from: &Path, to: &Path) -> PathBuf {
+    let from = from.canonicalize().unwrap();
+    let to = to.canonicalize().unwrap();
+    let common = from
+        .components()
+        .zip(to.components())
+        .take_while(|(a, b)| a == b)
+        .count();
+    let mut out = PathBuf::new();
+    for _ in from.components().skip(common) {
+        out.push("..");
+    }
+    out.extend(to.components().skip(common));
+    out
+}
+
+/// The install components (deploy/components): a user's kustomization of
+/// the base plus both, rendered by `kubectl kustomize` (the OTLP variables
+/// merged into the host container's env, the node selector set, the base
+/// untouched otherwise) and applied with `kubectl apply -k`.
+#[test]
+fn kubectl_renders_and_applies_the_install_components() {
+    if !kubectl_present() {
+        return;
+    }
+    let api = FakeApiServer::start();
+    let k = Kubectl::new(&api);
+    let mine = tempfile::tempdir().unwrap();
+    let deploy = relative(mine.path(), &repo_file("deploy"));
+    let component = |c: &str| deploy.join("components").join(c).display().to_string();
+    std::fs::write(
+        mine.path().join("kustomization.yaml"),
+        format!(
+            "resources: [{}]\ncomponents: [{}, {}]\n",
+            deploy.display(),
+            component("otlp"),
+            component("node-selection")
+        ),
+    )
+    .unwrap();
+    let rendered = k.ok(&["kustomize", mine.path().to_str().unwrap()]);
+    let ds: serde_json::Value = rendered
+        .split("\n---\n")
+        .map(|doc| serde_yaml_ng::from_str::<serde_json::Value>(doc).unwrap())
+        .find(|d| d["kind"] == "DaemonSet")
+        .expect("a DaemonSet");
+    let pod = &ds["spec"]["template"]["spec"];
+    assert_eq!(pod["nodeSelector"]["ebpfconductor.io/node"], "true");
+    let host = pod["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "host")
+        .unwrap();
+    let env: Vec<&str> = host["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["name"].as_str())
+        .collect();
+    for name in [
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_COMPRESSION",
+        "NODE_NAME",
+        "CONDUCTOR_LOG_FORMAT",
+    ] {
+        assert!(env.contains(&name), "{name} missing in {env:?}");
+    }
+    let operator = pod["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "operator")
+        .unwrap();
+    assert!(
+        !operator["env"].to_string().contains("OTEL_"),
+        "only the host exports"
+    );
+
+    let applied = k.ok(&["apply", "-k", mine.path().to_str().unwrap()]);
+    assert!(applied.contains("daemonset.apps/conductor created"), "{applied}");
+    let stored: k8s_openapi::api::apps::v1::DaemonSet =
+        api.get(Some("ebpfconductor-system"), "conductor").unwrap();
+    let selector = stored
+        .spec
+        .unwrap()
+        .template
+        .spec
+        .unwrap()
+        .node_selector
+        .unwrap();
+    assert_eq!(selector["ebpfconductor.io/node"], "true");
+}

@@ -272,11 +272,7 @@ fn parse_json(rest: &str, plugin: &str) -> Option<Line> {
     }
     let mut fields: BTreeMap<String, String> = v["fields"]
         .as_object()
-        .map(|o| {
-            o.iter()
-                .map(|(k, v)| (k.clone(), as_string(v)))
-                .collect()
-        })
+        .map(|o| o.iter().map(|(k, v)| (k.clone(), as_string(v))).collect())
         .unwrap_or_default();
     let message = fields.remove("message").unwrap_or_default();
     fields.remove("plugin");
@@ -295,7 +291,9 @@ fn parse_json(rest: &str, plugin: &str) -> Option<Line> {
 fn parse_text(rest: &str, plugin: &str) -> Option<Line> {
     let quoted = format!("plugin=\"{plugin}\"");
     let bare = format!("plugin={plugin}");
-    let about = rest.split([' ', '{', '}', ':']).any(|t| t == quoted || t == bare);
+    let about = rest
+        .split([' ', '{', '}', ':'])
+        .any(|t| t == quoted || t == bare);
     if !about {
         return None;
     }
@@ -328,7 +326,10 @@ mod tests {
         assert!(!l.fields.contains_key("plugin"));
         assert_eq!(parse(line, "steady-2", "n1", "p1"), None);
         let in_span = r#"2026-11-30T08:00:00Z {"level":"WARN","fields":{"message":"restarting"},"span":{"plugin":"steady","name":"plugin"},"spans":[{"plugin":"steady"}]}"#;
-        assert_eq!(parse(in_span, "steady", "n", "p").unwrap().message, "restarting");
+        assert_eq!(
+            parse(in_span, "steady", "n", "p").unwrap().message,
+            "restarting"
+        );
         let other = r#"2026-11-30T08:00:00Z {"level":"INFO","fields":{"message":"serving"}}"#;
         assert_eq!(parse(other, "steady", "n", "p"), None);
     }

@@ -163,7 +163,11 @@ impl Cluster {
     }
 }
 
-fn emit<T: Serialize>(output: Output, value: &T, table: impl FnOnce() -> String) -> anyhow::Result<()> {
+fn emit<T: Serialize>(
+    output: Output,
+    value: &T,
+    table: impl FnOnce() -> String,
+) -> anyhow::Result<()> {
     match output {
         Output::Json => println!("{}", serde_json::to_string_pretty(value)?),
         Output::Yaml => print!("{}", serde_yaml_ng::to_string(value)?),
@@ -181,7 +185,9 @@ pub async fn packages(client: kube::Client, args: PackagesArgs) -> anyhow::Resul
     let packages = read(&client).await?.packages();
     emit(args.output, &packages, || {
         let mut lines = vec![
-            ["PACKAGE", "DIGEST", "SIGNER", "PLUGINS", "NODES"].map(String::from).to_vec(),
+            ["PACKAGE", "DIGEST", "SIGNER", "PLUGINS", "NODES"]
+                .map(String::from)
+                .to_vec(),
         ];
         for p in &packages {
             lines.push(vec![
@@ -189,7 +195,11 @@ pub async fn packages(client: kube::Client, args: PackagesArgs) -> anyhow::Resul
                 if p.digests.is_empty() {
                     "-".into()
                 } else {
-                    p.digests.iter().map(|d| short(d)).collect::<Vec<_>>().join(",")
+                    p.digests
+                        .iter()
+                        .map(|d| short(d))
+                        .collect::<Vec<_>>()
+                        .join(",")
                 },
                 p.signer.clone().unwrap_or_else(|| "-".into()),
                 p.plugins.join(","),
@@ -202,9 +212,16 @@ pub async fn packages(client: kube::Client, args: PackagesArgs) -> anyhow::Resul
 
 fn node_table(nodes: &[NodeView]) -> String {
     let mut lines = vec![
-        ["NODE", "PHASE", "CURRENT", "DIGEST", "RESTARTS", "LAST ERROR"]
-            .map(String::from)
-            .to_vec(),
+        [
+            "NODE",
+            "PHASE",
+            "CURRENT",
+            "DIGEST",
+            "RESTARTS",
+            "LAST ERROR",
+        ]
+        .map(String::from)
+        .to_vec(),
     ];
     for n in nodes {
         lines.push(vec![
@@ -229,7 +246,11 @@ pub async fn show(client: kube::Client, args: ShowArgs) -> anyhow::Result<()> {
             package: p.spec.plugin.component.clone(),
             generation: p.metadata.generation,
             spec_hash: spec_hash(&p.spec.plugin),
-            summary: p.status.as_ref().map(|s| s.summary.clone()).unwrap_or_default(),
+            summary: p
+                .status
+                .as_ref()
+                .map(|s| s.summary.clone())
+                .unwrap_or_default(),
             spec: p.spec.plugin.clone(),
             node_selector: serde_json::to_value(&p.spec.node_selector)?,
             nodes: cluster.nodes_of(p),
@@ -242,7 +263,11 @@ pub async fn show(client: kube::Client, args: ShowArgs) -> anyhow::Result<()> {
                 view.package,
                 view.generation.map_or("-".into(), |g| g.to_string()),
                 view.spec_hash,
-                if view.summary.is_empty() { "-" } else { &view.summary },
+                if view.summary.is_empty() {
+                    "-"
+                } else {
+                    &view.summary
+                },
                 match &p.spec.node_selector.match_labels {
                     Some(l) if !l.is_empty() => l
                         .iter()
@@ -261,7 +286,11 @@ pub async fn show(client: kube::Client, args: ShowArgs) -> anyhow::Result<()> {
         reference == args.name
             || crate::run::name_from_reference(reference).as_deref() == Some(args.name.as_str())
     };
-    let Some(package) = cluster.packages().into_iter().find(|p| wanted(&p.reference)) else {
+    let Some(package) = cluster
+        .packages()
+        .into_iter()
+        .find(|p| wanted(&p.reference))
+    else {
         return Err(Failure::new(
             Exit::Error,
             format!(
@@ -292,7 +321,9 @@ pub async fn show(client: kube::Client, args: ShowArgs) -> anyhow::Result<()> {
             } else {
                 p.digests.join(", ")
             },
-            p.signer.as_deref().unwrap_or("- (not reported by the nodes)"),
+            p.signer
+                .as_deref()
+                .unwrap_or("- (not reported by the nodes)"),
             p.plugins.join(", "),
             p.running_nodes
         );

@@ -143,7 +143,10 @@ pub async fn run(client: kube::Client, args: RunArgs) -> anyhow::Result<()> {
 /// `--set` applied and validated.
 fn plugin_spec(args: &RunArgs) -> anyhow::Result<PluginSpec> {
     let path = Path::new(&args.plugin);
-    let mut spec = if !args.plugin.starts_with("oci://") && path.is_file() {
+    // A `.wasm` path is a component on the nodes, even if it exists here.
+    let spec_file =
+        !args.plugin.starts_with("oci://") && !args.plugin.ends_with(".wasm") && path.is_file();
+    let mut spec = if spec_file {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read spec file {}", path.display()))?;
         PluginSpec::from_yaml(&text)

@@ -242,9 +242,8 @@ async fn scrape(
 
 pub async fn top(client: kube::Client, args: TopArgs) -> anyhow::Result<()> {
     let pods = host_pods(&client, args.namespace.as_deref(), args.node.as_deref()).await?;
-    let live = !args.once
-        && matches!(args.output, Output::Table)
-        && std::io::stdout().is_terminal();
+    let live =
+        !args.once && matches!(args.output, Output::Table) && std::io::stdout().is_terminal();
     let first = scrape(&client, &pods).await?;
     let metrics = metrics_of(&first, &args.plugin);
     if metrics.is_empty() {
@@ -258,20 +257,24 @@ pub async fn top(client: kube::Client, args: TopArgs) -> anyhow::Result<()> {
         .into());
     }
     let (metric, labels) = match &args.metric {
-        Some(m) => metrics.iter().find(|(n, _)| n == m).cloned().ok_or_else(|| {
-            Failure::new(
-                Exit::Error,
-                format!(
-                    "plugin {} has no metric {m}; it has: {}",
-                    args.plugin,
-                    metrics
-                        .iter()
-                        .map(|(n, _)| n.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            )
-        })?,
+        Some(m) => metrics
+            .iter()
+            .find(|(n, _)| n == m)
+            .cloned()
+            .ok_or_else(|| {
+                Failure::new(
+                    Exit::Error,
+                    format!(
+                        "plugin {} has no metric {m}; it has: {}",
+                        args.plugin,
+                        metrics
+                            .iter()
+                            .map(|(n, _)| n.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                )
+            })?,
         None => metrics[0].clone(),
     };
     let by: Vec<String> = if !args.by.is_empty() {
@@ -324,9 +327,16 @@ fn sort(rows: &mut [Row]) {
 
 fn with_rates(before: &[Row], mut now: Vec<Row>, seconds: f64) -> Vec<Row> {
     for r in &mut now {
-        let prev = before.iter().find(|b| b.labels == r.labels).map_or(0.0, |b| b.value);
+        let prev = before
+            .iter()
+            .find(|b| b.labels == r.labels)
+            .map_or(0.0, |b| b.value);
         // A counter that went down was reset (a restart): count from zero.
-        let delta = if r.value >= prev { r.value - prev } else { r.value };
+        let delta = if r.value >= prev {
+            r.value - prev
+        } else {
+            r.value
+        };
         r.rate = Some(delta / seconds.max(f64::EPSILON));
     }
     now

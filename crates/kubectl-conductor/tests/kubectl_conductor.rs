@@ -42,6 +42,16 @@ impl Kubectl {
     /// `kubectl conductor <args>`: kubectl looks the plugin up on PATH, where
     /// only the directory of the binary under test is added.
     fn conductor(&self, args: &[&str]) -> Ran {
+        let out: Output = self.conductor_command(args).output().unwrap();
+        Ran {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// The `kubectl conductor <args>` command, to run or spawn.
+    fn conductor_command(&self, args: &[&str]) -> Command {
         let bin_dir = Path::new(env!("CARGO_BIN_EXE_kubectl-conductor"))
             .parent()
             .unwrap()
@@ -50,19 +60,13 @@ impl Kubectl {
             &std::env::var_os("PATH").unwrap_or_default(),
         )))
         .unwrap();
-        let out: Output = Command::new("kubectl")
-            .env("KUBECONFIG", self.kubeconfig())
+        let mut c = Command::new("kubectl");
+        c.env("KUBECONFIG", self.kubeconfig())
             .env("HOME", self.dir.path())
             .env("PATH", path)
             .arg("conductor")
-            .args(args)
-            .output()
-            .unwrap();
-        Ran {
-            code: out.status.code(),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+            .args(args);
+        c
     }
 }
 
@@ -540,4 +544,316 @@ fn a_failure_of_the_replaced_spec_is_no_verdict_on_the_new_one() {
         "oci://registry.example/x/probe:1.0"
     );
     assert_eq!(p.metadata.generation, Some(3), "updated, then restored");
+}
+
+/// The conductor DaemonSet's pod on `node`, as the kubelet reports it: the
+/// host container's `metrics` port is the daemon's real port (on this
+/// machine, the pod IP is 127.0.0.1).
+fn host_pod(name: &str, node: &str, metrics_port: i32) -> k8s_openapi::api::core::v1::Pod {
+    use k8s_openapi::api::core::v1::{Container, ContainerPort, Pod, PodSpec, PodStatus};
+    let container = |n: &str, ports| Container {
+        name: n.into(),
+        ports,
+        ..Default::default()
+    };
+    Pod {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some("ebpfconductor-system".into()),
+            labels: Some(BTreeMap::from([
+                (
+                    "app.kubernetes.io/name".to_string(),
+                    "conductor".to_string(),
+                ),
+                (
+                    "app.kubernetes.io/component".to_string(),
+                    "node".to_string(),
+                ),
+            ])),
+            ..Default::default()
+        },
+        spec: Some(PodSpec {
+            node_name: Some(node.into()),
+            containers: vec![
+                container(
+                    "host",
+                    Some(vec![ContainerPort {
+                        name: Some("metrics".into()),
+                        container_port: metrics_port,
+                        ..Default::default()
+                    }]),
+                ),
+                container("operator", None),
+            ],
+            ..Default::default()
+        }),
+        status: Some(PodStatus {
+            pod_ip: Some("127.0.0.1".into()),
+            ..Default::default()
+        }),
+    }
+}
+
+/// logs (table, json, --since-time, -f), top --once, packages and show,
+/// through kubectl's plugin discovery, against a real host whose stderr is
+/// the host pod's container log (JSON lines, as the DaemonSet sets it) and
+/// whose /metrics is reached through the API server's pod proxy.
+#[test]
+fn logs_top_packages_and_show_on_a_real_host() {
+    use std::io::BufRead;
+    use std::sync::mpsc;
+    if !kubectl_present() || !require_root() {
+        return;
+    }
+    let api = FakeApiServer::start();
+    let k = Kubectl::new(&api);
+    api.create(&node("node-a"));
+    let container_log = k.dir.path().join("host.log");
+    let d = Daemon::start_in_container(&[], &[("CONDUCTOR_LOG_FORMAT", "json")], &container_log);
+    let port: i32 = d
+        .metrics_url
+        .trim_start_matches("http://")
+        .split(['/', ':'])
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no port in {}", d.metrics_url));
+    api.create(&host_pod("conductor-x7k2p", "node-a", port));
+    api.set_container_log(
+        "ebpfconductor-system",
+        "conductor-x7k2p",
+        "host",
+        &container_log,
+    );
+    let ctl = Operator::spawn(&k.kubeconfig(), &["cluster"]);
+    let agent = Operator::spawn(
+        &k.kubeconfig(),
+        &[
+            "node",
+            "--node-name",
+            "node-a",
+            "--socket",
+            d.socket.to_str().unwrap(),
+            "--sweep-interval-secs",
+            "1",
+        ],
+    );
+    let ctx = || format!("{}\n{}\n{}", ctl.log_text(), agent.log_text(), d.log_text());
+
+    // Two plugins: steady (logs its greeting) and exec-counter (counts execs).
+    let steady = artifacts().join("testing_steady.wasm");
+    let ran = k.conductor(&[
+        "run",
+        steady.to_str().unwrap(),
+        "--name",
+        "steady",
+        "--set",
+        "greeting=hello-from-kubectl",
+    ]);
+    assert_eq!(ran.code, Some(0), "{ran:?}\n{}", ctx());
+    let counter_wasm = artifacts().join("exec_counter.wasm");
+    let spec = exec_counter_spec(k.dir.path(), "exec-counter", &counter_wasm);
+    let ran = k.conductor(&["run", spec.to_str().unwrap(), "--node", "node-a"]);
+    assert_eq!(ran.code, Some(0), "{ran:?}\n{}", ctx());
+
+    // logs: the plugin's lines only, from node-a's host, for people ...
+    let greeting = "steady started: hello-from-kubectl";
+    let ran = wait_for(T, "the greeting in `logs steady`", ctx, || {
+        let ran = k.conductor(&["logs", "steady"]);
+        ran.stdout.contains(greeting).then_some(ran)
+    });
+    assert_eq!(ran.code, Some(0), "{ran:?}");
+    for line in ran.stdout.lines() {
+        assert!(line.starts_with("node-a 20"), "{line}\n{ran:?}");
+        assert!(!line.contains("exec-counter"), "{line}\n{ran:?}");
+    }
+    // ... and for scripts.
+    let ran = k.conductor(&["logs", "steady", "--node", "node-a", "-o", "json"]);
+    assert_eq!(ran.code, Some(0), "{ran:?}");
+    let lines: Vec<serde_json::Value> = ran
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let hello = lines
+        .iter()
+        .find(|l| l["message"] == greeting)
+        .unwrap_or_else(|| panic!("{ran:?}"));
+    assert_eq!(hello["node"], "node-a");
+    assert_eq!(hello["pod"], "conductor-x7k2p");
+    assert_eq!(hello["level"], "INFO");
+    // Lines before --since-time are not read.
+    let ran = k.conductor(&["logs", "steady", "--since-time", "2999-01-01T00:00:00Z"]);
+    assert_eq!(ran.code, Some(0), "{ran:?}");
+    assert_eq!(ran.stdout, "", "{ran:?}");
+    let ran = k.conductor(&["logs", "nope"]);
+    assert_eq!(ran.code, Some(1), "{ran:?}");
+    assert!(ran.stderr.contains("EbpfPlugin nope not found"), "{ran:?}");
+    let ran = k.conductor(&["logs", "steady", "--node", "node-z"]);
+    assert_eq!(ran.code, Some(1), "{ran:?}");
+    assert!(ran.stderr.contains("no conductor host pod"), "{ran:?}");
+
+    // logs -f: a line logged later arrives on the open stream.
+    let mut follow = k
+        .conductor_command(&["logs", "steady", "-f"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = mpsc::channel();
+    let out = follow.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let until = |want: &str| loop {
+        match rx.recv_timeout(T) {
+            Ok(line) if line.contains(want) => return,
+            Ok(_) => {}
+            Err(e) => panic!("`logs -f` never printed {want:?}: {e}\n{}", ctx()),
+        }
+    };
+    until(greeting);
+    let ran = k.conductor(&[
+        "run",
+        steady.to_str().unwrap(),
+        "--name",
+        "steady",
+        "--set",
+        "greeting=second-greeting",
+    ]);
+    assert_eq!(ran.code, Some(0), "{ran:?}\n{}", ctx());
+    until("steady started: second-greeting");
+    let _ = follow.kill();
+    let _ = follow.wait();
+
+    // top: exec-counter's execs by command, read through the pod proxy.
+    let bin = conductor_test_support::UniqueBinary::new("kctop");
+    bin.run(3);
+    wait_for(T, "the execs counted on the host", ctx, || {
+        d.scrape()
+            .contains(&format!("comm=\"{}\"", bin.comm))
+            .then_some(())
+    });
+    let ran = wait_for(T, "3 execs in `top`", ctx, || {
+        let ran = k.conductor(&[
+            "top",
+            "exec-counter",
+            "--metric",
+            "execs",
+            "--by",
+            "comm",
+            "--once",
+            "--limit",
+            "1000",
+        ]);
+        ran.stdout
+            .lines()
+            .any(|l| {
+                l.split_whitespace().collect::<Vec<_>>() == [bin.comm.as_str(), "node-a", "3", "-"]
+            })
+            .then_some(ran)
+    });
+    assert_eq!(ran.code, Some(0), "{ran:?}");
+    let header: Vec<&str> = ran
+        .stdout
+        .lines()
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!(header, ["COMM", "NODE", "VALUE", "RATE/S"], "{ran:?}");
+    let ran = k.conductor(&[
+        "top",
+        "exec-counter",
+        "--metric",
+        "execs",
+        "--by",
+        "comm",
+        "-o",
+        "json",
+        "--limit",
+        "1000",
+    ]);
+    assert_eq!(ran.code, Some(0), "{ran:?}");
+    let view: serde_json::Value = serde_json::from_str(&ran.stdout).unwrap();
+    assert_eq!(view["metric"], "execs");
+    let row = view["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["labels"]["comm"] == bin.comm.as_str())
+        .unwrap_or_else(|| panic!("{ran:?}"));
+    assert_eq!(row["value"], 3.0);
+    assert_eq!(row["nodes"][0], "node-a");
+    // Rows are busiest first.
+    let values: Vec<f64> = view["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["value"].as_f64().unwrap())
+        .collect();
+    assert!(values.windows(2).all(|w| w[0] >= w[1]), "{values:?}");
+    let ran = k.conductor(&["top", "exec-counter", "--metric", "nope", "--once"]);
+    assert_eq!(ran.code, Some(1), "{ran:?}");
+    assert!(
+        ran.stderr.contains("has no metric nope; it has: "),
+        "{ran:?}"
+    );
+    assert!(ran.stderr.contains("execs"), "{ran:?}");
+
+    // packages: each component, the digest the node runs, one node each.
+    let ran = k.conductor(&["packages", "-o", "json"]);
+    assert_eq!(ran.code, Some(0), "{ran:?}");
+    let packages: serde_json::Value = serde_json::from_str(&ran.stdout).unwrap();
+    let steady_pkg = packages
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["reference"] == steady.to_str().unwrap())
+        .unwrap_or_else(|| panic!("{ran:?}"));
+    assert_eq!(steady_pkg["plugins"][0], "steady");
+    assert_eq!(steady_pkg["runningNodes"], 1);
+    let digest = steady_pkg["digests"][0]
+        .as_str()
+        .unwrap_or_else(|| panic!("{ran:?}"));
+    assert!(digest.starts_with("sha256:"), "{ran:?}");
+    let ran = k.conductor(&["packages"]);
+    assert_eq!(ran.code, Some(0), "{ran:?}");
+    let header: Vec<&str> = ran
+        .stdout
+        .lines()
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        header,
+        ["PACKAGE", "DIGEST", "SIGNER", "PLUGINS", "NODES"],
+        "{ran:?}"
+    );
+    assert_eq!(ran.stdout.lines().count(), 3, "{ran:?}");
+
+    // show: a plugin by name, a package by its reference's last segment.
+    let ran = k.conductor(&["show", "steady"]);
+    assert_eq!(ran.code, Some(0), "{ran:?}");
+    assert!(ran.stdout.contains("Plugin:      steady"), "{ran:?}");
+    assert!(ran.stdout.contains("greeting: second-greeting"), "{ran:?}");
+    let node_line: Vec<&str> = ran
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("node-a"))
+        .unwrap_or_else(|| panic!("{ran:?}"))
+        .split_whitespace()
+        .collect();
+    assert_eq!(node_line[..3], ["node-a", "Running", "yes"], "{ran:?}");
+    let ran = k.conductor(&["show", "testing_steady", "-o", "yaml"]);
+    assert_eq!(ran.code, Some(0), "{ran:?}");
+    let v: serde_yaml_ng::Value = serde_yaml_ng::from_str(&ran.stdout).unwrap();
+    assert_eq!(v["kind"].as_str(), Some("Package"), "{ran:?}");
+    assert_eq!(v["digests"][0].as_str(), Some(digest), "{ran:?}");
+    let ran = k.conductor(&["show", "nope"]);
+    assert_eq!(ran.code, Some(1), "{ran:?}");
+    assert!(ran.stderr.contains("no plugin or package nope"), "{ran:?}");
 }
