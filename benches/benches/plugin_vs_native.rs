@@ -34,7 +34,7 @@
 //! handed to the host at once (`host-call`); the host's own is
 //! `PluginMetrics` (label values as a `Vec<String>`) and a prometheus-client
 //! `Family` with a `&'static str` label set. Thread CPU time, median of
-//! `--rounds` ticks.
+//! `--rounds` ticks (at least 5).
 
 use std::collections::{BTreeMap, HashMap};
 use std::os::fd::AsRawFd;
@@ -535,7 +535,6 @@ impl Bench {
         let prepared = self.runtime.prepare(&component)?;
         let n = self.args.increments;
         let rounds = self.args.rounds.max(5);
-        let tid = gettid();
         let mut out = Vec::new();
         for api in ["labels", "cache", "host-call"] {
             let tick = |increments: usize| -> Result<Duration> {
@@ -565,11 +564,11 @@ impl Bench {
                 }
                 let mut times = Vec::new();
                 for _ in 0..rounds {
-                    let c0 = thread_cpu(tid)?;
+                    let c0 = own_cpu();
                     instance
                         .call(Call::Tick, timeout)
                         .map_err(|e| anyhow::anyhow!("tick: {e}"))?;
-                    times.push(thread_cpu(tid)? - c0);
+                    times.push(own_cpu() - c0);
                 }
                 times.sort();
                 Ok(times[rounds / 2])
@@ -592,12 +591,12 @@ impl Bench {
         let mut registry_ns = Vec::new();
         let mut family_ns = Vec::new();
         for _ in 0..rounds {
-            let c0 = thread_cpu(tid)?;
+            let c0 = own_cpu();
             for i in 0..n {
                 hits.add(vec![COMMS[i % COMMS.len()].to_owned()], 1)?;
             }
-            registry_ns.push((thread_cpu(tid)? - c0).as_nanos() as f64 / n as f64);
-            let c0 = thread_cpu(tid)?;
+            registry_ns.push((own_cpu() - c0).as_nanos() as f64 / n as f64);
+            let c0 = own_cpu();
             for i in 0..n {
                 family
                     .get_or_create(&CommLabel {
@@ -605,7 +604,7 @@ impl Bench {
                     })
                     .inc();
             }
-            family_ns.push((thread_cpu(tid)? - c0).as_nanos() as f64 / n as f64);
+            family_ns.push((own_cpu() - c0).as_nanos() as f64 / n as f64);
         }
         let med = |mut v: Vec<f64>| {
             v.sort_by(f64::total_cmp);
@@ -863,6 +862,18 @@ fn thread_cpu(tid: u32) -> Result<Duration> {
         .and_then(|v| v.parse().ok())
         .with_context(|| format!("unexpected {path}: {text:?}"))?;
     Ok(Duration::from_nanos(ns))
+}
+
+/// CPU time of the calling thread, exact (schedstat of a running thread
+/// advances only at scheduler ticks).
+fn own_cpu() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: one valid timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
 /// The thread of this process named `name`.
