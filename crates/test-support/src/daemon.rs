@@ -23,6 +23,8 @@ pub struct Daemon {
     envs: Vec<(String, String)>,
     /// `RLIMIT_NOFILE` of the daemon, if not inherited.
     nofile: Option<u64>,
+    /// A command that execs the daemon (e.g. `setpriv` with its options).
+    wrapper: Vec<String>,
 }
 
 impl Daemon {
@@ -47,9 +49,25 @@ impl Daemon {
         Self::start_full(args, &[], Some(nofile))
     }
 
+    /// A daemon exec'd by `wrapper` (a command and its options that runs
+    /// the rest of its command line in its place, e.g. util-linux `setpriv
+    /// --bounding-set=...`): the pid stays the daemon's.
+    pub fn start_wrapped(wrapper: &[&str], args: &[&str]) -> Self {
+        let mut d = Self::unstarted(args, &[], None);
+        d.wrapper = wrapper.iter().map(|s| s.to_string()).collect();
+        d.spawn();
+        d
+    }
+
     fn start_full(args: &[&str], envs: &[(&str, &str)], nofile: Option<u64>) -> Self {
+        let mut d = Self::unstarted(args, envs, nofile);
+        d.spawn();
+        d
+    }
+
+    fn unstarted(args: &[&str], envs: &[(&str, &str)], nofile: Option<u64>) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let mut d = Self {
+        Self {
             child: None,
             log: Arc::default(),
             socket: dir.path().join("conductor.sock"),
@@ -62,9 +80,8 @@ impl Daemon {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             nofile,
-        };
-        d.spawn();
-        d
+            wrapper: Vec::new(),
+        }
     }
 
     /// Start `conductor serve` on this daemon's socket, state and cache,
@@ -93,14 +110,19 @@ impl Daemon {
     /// Start another daemon process on the same socket and state (for the
     /// single-instance checks), without waiting for it.
     pub fn spawn_raw(&self) -> (Child, Arc<Mutex<Vec<String>>>) {
-        let mut cmd = match self.nofile {
-            Some(n) => {
+        let mut cmd = match (self.nofile, self.wrapper.split_first()) {
+            (Some(n), _) => {
                 let mut c = Command::new("prlimit");
                 c.arg(format!("--nofile={n}:{n}"))
                     .arg(crate::conductor_bin());
                 c
             }
-            None => Command::new(crate::conductor_bin()),
+            (None, Some((program, options))) => {
+                let mut c = Command::new(program);
+                c.args(options).arg(crate::conductor_bin());
+                c
+            }
+            (None, None) => Command::new(crate::conductor_bin()),
         };
         spawn_logged(
             cmd.arg("serve")
