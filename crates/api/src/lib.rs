@@ -17,5 +17,5 @@ pub use attach::{
 pub use phase::Phase;
 pub use spec::{
     Access, AttachPoint, Bytecode, EventSource, FieldError, Limits, MapGrant, PluginSpec,
-    ProgramAttach, PullPolicy, SpecError, load_file, oci_reference,
+    ProgramAttach, PullPolicy, Restart, SpecError, load_file, oci_reference,
 };

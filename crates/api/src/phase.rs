@@ -21,6 +21,9 @@ pub enum Phase {
     Running,
     /// Faulted; a new instance starts after a backoff.
     Restarting,
+    /// Faulted three times in a row or more, without running well in
+    /// between; a new instance starts after a backoff (status: next retry).
+    CrashLoopBackOff,
     /// Could not be loaded; the last error says why.
     Failed,
     /// Stopped (being unloaded).
@@ -39,6 +42,7 @@ impl Phase {
             Self::Loading => "Loading",
             Self::Running => "Running",
             Self::Restarting => "Restarting",
+            Self::CrashLoopBackOff => "CrashLoopBackOff",
             Self::Failed => "Failed",
             Self::Stopped => "Stopped",
             Self::Unknown => "Unknown",
@@ -66,6 +70,7 @@ impl From<v1::Phase> for Phase {
             v1::Phase::Loading => Self::Loading,
             v1::Phase::Running => Self::Running,
             v1::Phase::Restarting => Self::Restarting,
+            v1::Phase::CrashLoopBackOff => Self::CrashLoopBackOff,
             v1::Phase::Failed => Self::Failed,
             v1::Phase::Stopped => Self::Stopped,
         }
@@ -81,6 +86,7 @@ impl From<Phase> for v1::Phase {
             Phase::Loading => Self::Loading,
             Phase::Running => Self::Running,
             Phase::Restarting => Self::Restarting,
+            Phase::CrashLoopBackOff => Self::CrashLoopBackOff,
             Phase::Failed => Self::Failed,
             Phase::Stopped => Self::Stopped,
         }
@@ -99,6 +105,7 @@ mod tests {
             Phase::Loading,
             Phase::Running,
             Phase::Restarting,
+            Phase::CrashLoopBackOff,
             Phase::Failed,
             Phase::Stopped,
             Phase::Unknown,

@@ -57,6 +57,9 @@ pub struct PluginSpec {
     pub config: BTreeMap<String, String>,
     #[serde(default)]
     pub limits: Limits,
+    /// How a plugin that keeps faulting is restarted.
+    #[serde(default, skip_serializing_if = "Restart::is_default")]
+    pub restart: Restart,
     /// How often the plugin's `tick` export is called, in milliseconds.
     /// Omitted: never.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -245,6 +248,17 @@ pub struct Limits {
     #[serde(default = "Limits::default_max_series")]
     #[cfg_attr(feature = "schema", schemars(range(min = 1)))]
     pub max_series_per_metric: u32,
+    /// Sustained CPU the plugin's thread may use, in millicores (`100` is
+    /// a tenth of one CPU; at most `1000`, one thread uses at most one
+    /// CPU). Everything done on the plugin's thread counts: its calls, the
+    /// host functions they call (logs, metric series, map access) and the
+    /// draining of its event sources. Past the budget the plugin is not
+    /// called until its CPU time is paid back; events arriving meanwhile
+    /// wait in their buffers (and are counted as lost if those fill).
+    /// Omitted: unlimited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = 1000)))]
+    pub cpu: Option<u32>,
 }
 
 impl Limits {
@@ -265,6 +279,46 @@ impl Default for Limits {
             memory_mib: Self::default_memory_mib(),
             call_timeout_ms: Self::default_call_timeout_ms(),
             max_series_per_metric: Self::default_max_series(),
+            cpu: None,
+        }
+    }
+}
+
+/// The restart policy after faults: each fault restarts the plugin after a
+/// backoff that doubles from one second up to `maxBackoffSeconds` (back to
+/// one second after a minute without fault). From the third fault in a row
+/// the plugin is `CrashLoopBackOff`, with its last error and next retry in
+/// its status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Restart {
+    /// The longest wait between two restarts, in seconds.
+    #[serde(default = "Restart::default_max_backoff_seconds")]
+    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = 3600)))]
+    pub max_backoff_seconds: u32,
+    /// Give up after this many faults in a row: the plugin is then
+    /// `Failed` (its programs detached) until it is loaded or updated again.
+    /// Omitted: never give up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(range(min = 1)))]
+    pub give_up_after: Option<u32>,
+}
+
+impl Restart {
+    fn default_max_backoff_seconds() -> u32 {
+        60
+    }
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+impl Default for Restart {
+    fn default() -> Self {
+        Self {
+            max_backoff_seconds: Self::default_max_backoff_seconds(),
+            give_up_after: None,
         }
     }
 }
@@ -517,6 +571,31 @@ impl PluginSpec {
             err(
                 "limits.callTimeoutMs".into(),
                 format!("{} is out of range 1..=600000", l.call_timeout_ms),
+            );
+        }
+        if let Some(cpu) = l.cpu
+            && !(1..=1000).contains(&cpu)
+        {
+            err(
+                "limits.cpu".into(),
+                format!(
+                    "{cpu} millicores is out of range 1..=1000 (one plugin thread uses at most one CPU; omit the field for no limit)"
+                ),
+            );
+        }
+        if !(1..=3600).contains(&self.restart.max_backoff_seconds) {
+            err(
+                "restart.maxBackoffSeconds".into(),
+                format!(
+                    "{} is out of range 1..=3600",
+                    self.restart.max_backoff_seconds
+                ),
+            );
+        }
+        if self.restart.give_up_after == Some(0) {
+            err(
+                "restart.giveUpAfter".into(),
+                "must be at least 1 (omit it to never give up)".into(),
             );
         }
         if l.max_series_per_metric == 0 {
@@ -886,7 +965,7 @@ maps:
     pin: relative/path
     events: {maxBatch: 0, maxLatencyMs: 0}
   - name: m
-limits: {memoryMib: 0, callTimeoutMs: 0}
+limits: {memoryMib: 0, callTimeoutMs: 0, cpu: 1001}
 tickIntervalMs: 1
 "#;
         let Err(SpecError::Invalid { errors, .. }) = PluginSpec::from_yaml(text) else {
@@ -906,6 +985,7 @@ tickIntervalMs: 1
                 "maps[1].name",
                 "limits.memoryMib",
                 "limits.callTimeoutMs",
+                "limits.cpu",
                 "tickIntervalMs",
             ]
         );

@@ -138,8 +138,13 @@ impl From<&spec::PluginSpec> for PluginSpec {
                 memory_mib: s.limits.memory_mib,
                 call_timeout_ms: s.limits.call_timeout_ms,
                 max_series_per_metric: s.limits.max_series_per_metric,
+                cpu: s.limits.cpu,
             }),
             tick_interval_ms: s.tick_interval_ms,
+            restart: Some(Restart {
+                max_backoff_seconds: s.restart.max_backoff_seconds,
+                give_up_after: s.restart.give_up_after,
+            }),
         }
     }
 }
@@ -228,6 +233,7 @@ impl TryFrom<PluginSpec> for spec::PluginSpec {
                     l.max_series_per_metric,
                     defaults.max_series_per_metric,
                 ),
+                cpu: l.cpu,
             },
         };
         let spec = spec::PluginSpec {
@@ -251,6 +257,16 @@ impl TryFrom<PluginSpec> for spec::PluginSpec {
             config: w.config.into_iter().collect::<BTreeMap<_, _>>(),
             limits,
             tick_interval_ms: w.tick_interval_ms,
+            restart: match w.restart {
+                None => spec::Restart::default(),
+                Some(r) => spec::Restart {
+                    max_backoff_seconds: or_default(
+                        r.max_backoff_seconds,
+                        spec::Restart::default().max_backoff_seconds,
+                    ),
+                    give_up_after: r.give_up_after,
+                },
+            },
         };
         if !errors.is_empty() {
             // Report the wire problems together with the spec's own.
@@ -483,8 +499,9 @@ maps:
   - name: shared
     pin: /sys/fs/bpf/shared
 config: { a: "1", b: two }
-limits: { memoryMib: 32, callTimeoutMs: 200, maxSeriesPerMetric: 100 }
+limits: { memoryMib: 32, callTimeoutMs: 200, maxSeriesPerMetric: 100, cpu: 250 }
 tickIntervalMs: 500
+restart: { maxBackoffSeconds: 5, giveUpAfter: 4 }
 "#;
 
     #[test]

@@ -36,6 +36,17 @@ pub struct NodeArgs {
     /// Largest BPF object file a load reads, in bytes.
     #[arg(long, value_name = "BYTES", default_value_t = files::DEFAULT_MAX_BYTECODE_BYTES)]
     pub max_bytecode_bytes: u64,
+    /// Capabilities the host keeps after start-up (comma-separated, e.g.
+    /// `bpf,perfmon,net_admin,sys_admin`); every other one is dropped from
+    /// all its sets. `all` keeps everything. See the deploy guide for what
+    /// each attach kind needs.
+    #[arg(
+        long,
+        value_name = "CAPS",
+        default_value = "CAP_BPF,CAP_PERFMON,CAP_NET_ADMIN",
+        env = "CONDUCTOR_KEEP_CAPABILITIES"
+    )]
+    pub keep_capabilities: conductor_node::privileges::Keep,
     #[command(flatten)]
     pub otlp: OtlpArgs,
     #[command(flatten)]
@@ -58,6 +69,7 @@ impl NodeArgs {
                     component_bytes: self.max_component_bytes,
                     bytecode_bytes: self.max_bytecode_bytes,
                 },
+                keep_capabilities: self.keep_capabilities,
             },
             self.registry.options(),
         ))

@@ -125,6 +125,9 @@ pub struct StatusView {
     pub restarts: u64,
     #[serde(skip_serializing_if = "String::is_empty")]
     pub last_error: String,
+    /// While `Restarting` or `CrashLoopBackOff`: when the next instance starts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_retry: Option<String>,
     pub component_digest: String,
     pub generation: u64,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
@@ -167,6 +170,7 @@ impl From<v1::PluginStatus> for StatusView {
             loaded_at: s.loaded_at.as_ref().map(rfc3339),
             restarts: s.restarts,
             last_error: s.last_error,
+            next_retry: s.next_retry.as_ref().map(rfc3339),
             component_digest: s.component_digest,
             generation: s.generation,
             annotations: s.annotations.into_iter().collect(),
@@ -307,6 +311,9 @@ impl Client {
                 print_table(std::slice::from_ref(&view));
                 if !view.last_error.is_empty() {
                     println!("\nlast error: {}", view.last_error);
+                }
+                if let Some(t) = &view.next_retry {
+                    println!("next retry: {t} (in {})", until(t));
                 }
                 Ok(())
             }
@@ -451,7 +458,11 @@ fn print_table(views: &[StatusView]) {
                 v.component_digest
                     .strip_prefix("sha256:")
                     .map_or_else(|| "-".into(), |d| d.chars().take(12).collect()),
-                first_line(&v.last_error).to_owned(),
+                match &v.next_retry {
+                    // A plugin waiting to restart says when, then why.
+                    Some(t) => format!("retry in {}: {}", until(t), first_line(&v.last_error)),
+                    None => first_line(&v.last_error).to_owned(),
+                },
             ]
         })
         .collect();
@@ -569,8 +580,20 @@ fn age(rfc3339: &str) -> String {
         return "-".into();
     };
     let now = chrono::DateTime::<chrono::Utc>::from(SystemTime::now());
-    let secs = (now - t.to_utc()).num_seconds().max(0);
-    match secs {
+    short_duration((now - t.to_utc()).num_seconds())
+}
+
+/// `5s`, `3m`, ... until an RFC 3339 time (`0s` once it passed).
+fn until(rfc3339: &str) -> String {
+    let Ok(t) = chrono::DateTime::parse_from_rfc3339(rfc3339) else {
+        return "-".into();
+    };
+    let now = chrono::DateTime::<chrono::Utc>::from(SystemTime::now());
+    short_duration((t.to_utc() - now).num_seconds())
+}
+
+fn short_duration(secs: i64) -> String {
+    match secs.max(0) {
         s if s < 120 => format!("{s}s"),
         s if s < 2 * 3600 => format!("{}m", s / 60),
         s if s < 2 * 86_400 => format!("{}h", s / 3600),

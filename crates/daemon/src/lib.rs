@@ -718,6 +718,7 @@ pub fn to_wire(info: &PluginInfo) -> v1::PluginStatus {
         },
         spec: Some(v1::PluginSpec::from(&info.spec)),
         generation: info.generation,
+        next_retry: info.next_retry.map(timestamp),
         annotations: info
             .annotations
             .iter()

@@ -2,7 +2,7 @@
 //!
 //! [`plugin`] runs each plugin on its own thread (its kernel side from
 //! `conductor-kernel`, its wasm instance from `conductor-runtime`) and
-//! restarts it after faults; [`manager`] owns the set of plugins, their
+//! restarts it after faults, holding it to its CPU budget ([`cpu`]); [`manager`] owns the set of plugins, their
 //! phases and updates; [`metrics`] is the one registry, served over HTTP by
 //! [`server`] and pushed by [`otlp`]; [`k8s`] is the workload cache behind
 //! the plugins' `k8s` lookups; [`logs`] keeps each plugin's recent log
@@ -10,6 +10,7 @@
 //! `conductor run` and `conductor serve`. [`reference`] renders the host's
 //! metrics for the manual.
 
+pub mod cpu;
 pub mod features;
 pub mod k8s;
 pub mod launch;
@@ -19,6 +20,7 @@ pub mod metrics;
 pub mod node;
 pub mod otlp;
 pub mod plugin;
+pub mod privileges;
 pub mod reference;
 pub mod server;
 mod wiring;

@@ -76,6 +76,8 @@ pub struct PluginInfo {
     pub loaded_at: Option<SystemTime>,
     pub restarts: u64,
     pub last_error: Option<String>,
+    /// While `Restarting` or `CrashLoopBackOff`: when the next instance starts.
+    pub next_retry: Option<SystemTime>,
     /// `sha256:<hex>` of the running component; empty before it runs.
     pub digest: String,
     /// The spec as given (OCI references unresolved).
@@ -163,6 +165,7 @@ impl<P: RunningPlugin> Entry<P> {
             loaded_at: self.loaded_at,
             restarts: 0,
             last_error: self.last_error.clone(),
+            next_retry: None,
             digest: String::new(),
             spec: self.spec.clone(),
             generation: self.generation,
@@ -177,7 +180,9 @@ impl<P: RunningPlugin> Entry<P> {
                 restarts,
                 last_error,
                 digest,
+                next_retry,
             } = p.status();
+            info.next_retry = next_retry;
             info.phase = phase;
             info.phase_since = since;
             info.restarts = restarts;

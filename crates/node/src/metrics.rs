@@ -88,6 +88,8 @@ pub struct HostMetrics {
     pub up: Family<PluginLabel, Gauge>,
     pub series_dropped: Family<PluginLabel, Counter>,
     pub log_suppressed: Family<PluginLabel, Counter>,
+    pub cpu_seconds: Family<PluginLabel, Counter<f64, AtomicU64>>,
+    pub cpu_throttled_seconds: Family<PluginLabel, Counter<f64, AtomicU64>>,
     otlp_exports: Family<OutcomeLabel, Counter>,
     pub k8s: K8sMetrics,
 }
@@ -133,6 +135,8 @@ impl HostMetrics {
             up: Family::default(),
             series_dropped: Family::default(),
             log_suppressed: Family::default(),
+            cpu_seconds: Family::default(),
+            cpu_throttled_seconds: Family::default(),
             otlp_exports: Family::default(),
             k8s: K8sMetrics::default(),
         }
@@ -188,6 +192,16 @@ impl HostMetrics {
             "conductor_plugin_log_lines_suppressed",
             "Log lines of a plugin dropped because it logged over its budget (lines and bytes per second)",
             self.log_suppressed.clone(),
+        );
+        r.register(
+            "conductor_plugin_cpu_seconds",
+            "CPU time of the plugin's thread: its calls, the host work they cause and the draining of its sources",
+            self.cpu_seconds.clone(),
+        );
+        r.register(
+            "conductor_plugin_cpu_throttled_seconds",
+            "Wall time the plugin was not called because it had used its limits.cpu budget",
+            self.cpu_throttled_seconds.clone(),
         );
         r.register(
             "conductor_otlp_exports",
@@ -282,6 +296,8 @@ impl HostMetrics {
             memory: self.memory_bytes.get_or_create_owned(&sets.plugin),
             up: self.up.get_or_create_owned(&sets.plugin),
             log_suppressed: self.log_suppressed.get_or_create_owned(&sets.plugin),
+            cpu: self.cpu_seconds.get_or_create_owned(&sets.plugin),
+            cpu_throttled: self.cpu_throttled_seconds.get_or_create_owned(&sets.plugin),
         }
     }
 
@@ -303,6 +319,8 @@ impl HostMetrics {
         self.up.remove(&sets.plugin);
         self.series_dropped.remove(&sets.plugin);
         self.log_suppressed.remove(&sets.plugin);
+        self.cpu_seconds.remove(&sets.plugin);
+        self.cpu_throttled_seconds.remove(&sets.plugin);
         for c in &sets.calls {
             self.call_seconds.remove(c);
         }
@@ -337,6 +355,8 @@ pub struct PluginSeries {
     pub memory: Gauge,
     pub up: Gauge,
     pub log_suppressed: Counter,
+    pub cpu: Counter<f64, AtomicU64>,
+    pub cpu_throttled: Counter<f64, AtomicU64>,
 }
 
 /// The host's series of one event source.

@@ -40,6 +40,8 @@ pub struct NodeConfig {
     pub k8s: K8sConfig,
     /// The largest component and bytecode files a load reads.
     pub file_caps: FileCaps,
+    /// The capabilities kept after start-up (see [`crate::privileges`]).
+    pub keep_capabilities: crate::privileges::Keep,
 }
 
 /// A node host: the runtime, the registry and the manager, and the async
@@ -76,6 +78,14 @@ impl Services {
 impl Node {
     pub fn new(config: NodeConfig) -> anyhow::Result<Self> {
         conductor_kernel::object::prepare_host();
+        // Before any thread starts: capabilities are per thread.
+        if let Some(d) = crate::privileges::drop_capabilities(&config.keep_capabilities)? {
+            tracing::info!(
+                kept = %d.kept.join(","),
+                dropped = d.dropped.len(),
+                "dropped the capabilities plugins do not need"
+            );
+        }
         let runtime = Runtime::new((!config.no_cache).then(|| config.cache_dir.clone()))
             .context("cannot start the wasm runtime")?;
         let metrics = Arc::new(Metrics::new());

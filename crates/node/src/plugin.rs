@@ -32,6 +32,7 @@ use conductor_runtime::{
     Call, EventBatch, Fault, Instance, PluginHost, Prepared, Runtime, RuntimeError,
 };
 
+use crate::cpu::CpuAccount;
 use crate::k8s::Workloads;
 use crate::metrics::{Metrics, PluginMetrics};
 use crate::wiring::{self, KernelSide, Wiring};
@@ -39,9 +40,10 @@ use crate::wiring::{self, KernelSide, Wiring};
 const WAKER: Token = Token(usize::MAX);
 /// A timer for deadlines closer than epoll's millisecond timeouts can express.
 const TIMER: Token = Token(usize::MAX - 1);
-/// First restart delay after a fault; doubles up to `MAX_BACKOFF`.
+/// First restart delay after a fault; doubles up to `restart.maxBackoffSeconds`.
 const INITIAL_BACKOFF: Duration = Duration::from_secs(1);
-const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// Faults in a row from which the plugin is `CrashLoopBackOff`, not `Restarting`.
+const CRASH_LOOP_AFTER: u32 = 3;
 /// A plugin that ran this long without a fault restarts its backoff from the start.
 const HEALTHY_AFTER: Duration = Duration::from_secs(60);
 /// Batches taken from one source before the loop looks at the others and at
@@ -71,13 +73,17 @@ pub enum LoadError {
 #[derive(Debug, Clone)]
 pub struct Status {
     /// `Loading` until the first instance ran `init`, then `Running`,
-    /// `Restarting` after a fault, `Stopped` once stopped.
+    /// `Restarting` after a fault, `CrashLoopBackOff` after faults in a
+    /// row, `Failed` once `restart.giveUpAfter` faults in a row gave up,
+    /// `Stopped` once stopped.
     pub phase: Phase,
     pub since: SystemTime,
     pub restarts: u64,
     pub last_error: Option<String>,
     /// sha256 of the component.
     pub digest: String,
+    /// While `Restarting` or `CrashLoopBackOff`: when the next instance starts.
+    pub next_retry: Option<SystemTime>,
 }
 
 enum Command {
@@ -95,6 +101,8 @@ struct Swap {
     memory_limit: usize,
     call_timeout: Duration,
     tick: Option<Duration>,
+    cpu_limit: Option<u32>,
+    restart: conductor_api::Restart,
     reply: Sender<Result<(), String>>,
 }
 
@@ -268,6 +276,8 @@ impl Plugin {
             memory_limit: (spec.limits.memory_mib as usize) << 20,
             call_timeout: Duration::from_millis(u64::from(spec.limits.call_timeout_ms)),
             tick: spec.tick_interval_ms.map(Duration::from_millis),
+            cpu_limit: spec.limits.cpu,
+            restart: spec.restart.clone(),
             reply,
         };
         self.commands
@@ -360,10 +370,17 @@ struct Worker {
     plugin_metrics: Arc<PluginMetrics>,
     memory_limit: usize,
     call_timeout: Duration,
+    /// `limits.cpu`, in millicores.
+    cpu_limit: Option<u32>,
     instance: Option<Instance>,
     running_since: Instant,
     restart_at: Option<Instant>,
     backoff: Duration,
+    /// `restart.maxBackoffSeconds` and `restart.giveUpAfter`.
+    max_backoff: Duration,
+    give_up_after: Option<u32>,
+    /// Faults since the plugin last ran for `HEALTHY_AFTER` (or was updated).
+    faults_in_a_row: u32,
     tick: Option<(Duration, Instant)>,
     sources: Vec<Source>,
     poll: Poll,
@@ -381,6 +398,12 @@ struct Worker {
     /// budget's count it has been told.
     log_suppressed: Counter,
     log_suppressed_seen: u64,
+    /// The thread's CPU time and `limits.cpu` budget (see [`crate::cpu`]).
+    cpu: CpuAccount,
+    /// Over its CPU budget: no call into the plugin before then.
+    paused_until: Option<Instant>,
+    cpu_used: Counter<f64, std::sync::atomic::AtomicU64>,
+    cpu_throttled: Counter<f64, std::sync::atomic::AtomicU64>,
     /// Told about status changes.
     notify: Option<Notify>,
     /// Told the outcome of the first start, if someone waits for it.
@@ -446,6 +469,7 @@ impl Worker {
             restarts: 0,
             last_error: None,
             digest: prepared.digest.clone(),
+            next_retry: None,
         }));
         Ok(Self {
             calls: {
@@ -460,6 +484,11 @@ impl Worker {
             restarts: series.restarts,
             log_suppressed: series.log_suppressed,
             log_suppressed_seen: 0,
+            // Measured again once the plugin's thread runs.
+            cpu: CpuAccount::new(spec.limits.cpu),
+            paused_until: None,
+            cpu_used: series.cpu,
+            cpu_throttled: series.cpu_throttled,
             memory: series.memory,
             up: series.up,
             faults: metrics.clone(),
@@ -470,10 +499,14 @@ impl Worker {
             plugin_metrics,
             memory_limit: (spec.limits.memory_mib as usize) << 20,
             call_timeout: Duration::from_millis(u64::from(spec.limits.call_timeout_ms)),
+            cpu_limit: spec.limits.cpu,
             instance: None,
             running_since: Instant::now(),
             restart_at: Some(Instant::now()),
             backoff: INITIAL_BACKOFF,
+            max_backoff: Duration::from_secs(u64::from(spec.restart.max_backoff_seconds)),
+            give_up_after: spec.restart.give_up_after,
+            faults_in_a_row: 0,
             tick: spec.tick_interval_ms.map(|ms| {
                 (
                     Duration::from_millis(ms),
@@ -495,9 +528,14 @@ impl Worker {
         let mut events = Events::with_capacity(64);
         let mut first_start = true;
         let mut next_housekeeping = Instant::now() + HOUSEKEEPING;
+        // The clock of this thread, not of the one that created the worker.
+        self.cpu = CpuAccount::new(self.cpu_limit);
         loop {
             let now = Instant::now();
-            if self.restart_at.is_some_and(|t| t <= now) {
+            // Over its CPU budget the plugin is not called (no restart, no
+            // tick, no batch, no collect) until the budget is paid back.
+            let paused = self.paused(now);
+            if !paused && self.restart_at.is_some_and(|t| t <= now) {
                 self.start_instance(first_start);
                 if first_start && let Some(tx) = self.first_start.take() {
                     let outcome = if self.instance.is_some() {
@@ -519,7 +557,7 @@ impl Worker {
                 && next <= now
             {
                 self.tick = Some((every, now + every));
-                if self.instance.is_some() {
+                if self.instance.is_some() && !paused {
                     self.call(Call::Tick);
                 }
             }
@@ -561,7 +599,8 @@ impl Worker {
             if !collect_waiters.is_empty() {
                 // Scrapes and exports that queued up behind a slow collect
                 // share one call, so they cannot pile up.
-                if self.instance.is_some() {
+                // Paused: the scrape gets what the plugin published last.
+                if self.instance.is_some() && !self.paused(Instant::now()) {
                     self.call(Call::Collect);
                 }
                 for done in collect_waiters {
@@ -569,18 +608,47 @@ impl Worker {
                 }
             }
             for i in 0..self.sources.len() {
-                if self.sources[i].pending {
+                if self.sources[i].pending && !self.paused(Instant::now()) {
                     self.drain(i);
                 }
             }
+            self.account();
         }
     }
 
+    /// Charge the thread's CPU time since the last charge (see
+    /// [`crate::cpu`]); true while the plugin is paused for its budget.
+    fn account(&mut self) -> bool {
+        let now = Instant::now();
+        let charge = self.cpu.charge(now);
+        self.cpu_used.inc_by(charge.used.as_secs_f64());
+        if let Some(until) = charge.paused_until {
+            let from = self.paused_until.filter(|t| *t > now).unwrap_or(now);
+            self.cpu_throttled
+                .inc_by(until.saturating_duration_since(from).as_secs_f64());
+            if from == now {
+                tracing::debug!(plugin = %self.name, pause_ms = until.duration_since(now).as_millis() as u64, "over its CPU budget, paused");
+            }
+            self.paused_until = Some(until);
+        }
+        self.paused(now)
+    }
+
+    fn paused(&self, now: Instant) -> bool {
+        self.paused_until.is_some_and(|t| t > now)
+    }
+
     fn next_timeout(&self, housekeeping: Instant) -> Duration {
+        let mut deadline = housekeeping;
+        if let Some(until) = self.paused_until.filter(|t| *t > Instant::now()) {
+            // Nothing but housekeeping and commands until the pause ends;
+            // pending sources wait in their buffers.
+            deadline = deadline.min(until);
+            return deadline.saturating_duration_since(Instant::now());
+        }
         if self.sources.iter().any(|s| s.pending) {
             return Duration::ZERO;
         }
-        let mut deadline = housekeeping;
         if let Some(t) = self.restart_at {
             deadline = deadline.min(t);
         }
@@ -640,6 +708,7 @@ impl Worker {
                 s.drain_by = Some(s.drain_by.map_or(soon, |t| t.min(soon)));
             }
             s.pending = delivered.more;
+            let limited = self.cpu.limited();
             if n == 0 {
                 // Nothing arrived (e.g. the latency timer on an idle source).
                 return;
@@ -663,6 +732,11 @@ impl Worker {
                 }
             }
             if !self.sources[i].pending {
+                return;
+            }
+            // A limited plugin is charged per batch, so a flooded source
+            // cannot run it far past its budget.
+            if limited && self.account() {
                 return;
             }
         }
@@ -755,9 +829,14 @@ impl Worker {
         self.host = swap.host;
         self.memory_limit = swap.memory_limit;
         self.call_timeout = swap.call_timeout;
+        self.cpu_limit = swap.cpu_limit;
+        self.cpu.set_limit(swap.cpu_limit);
         self.tick = swap.tick.map(|every| (every, Instant::now() + every));
         self.restart_at = None;
         self.backoff = INITIAL_BACKOFF;
+        self.max_backoff = Duration::from_secs(u64::from(swap.restart.max_backoff_seconds));
+        self.give_up_after = swap.restart.give_up_after;
+        self.faults_in_a_row = 0;
         self.running_since = Instant::now();
         self.up.set(1);
         let digest = self.prepared.digest.clone();
@@ -800,24 +879,52 @@ impl Worker {
         self.up.set(0);
         if self.running_since.elapsed() >= HEALTHY_AFTER {
             self.backoff = INITIAL_BACKOFF;
+            self.faults_in_a_row = 0;
         }
-        let delay = self.backoff;
-        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
-        self.restart_at = Some(Instant::now() + delay);
+        self.faults_in_a_row = self.faults_in_a_row.saturating_add(1);
         let message = format!("{export} failed: {fault}");
+        if let Some(limit) = self.give_up_after
+            && self.faults_in_a_row >= limit
+        {
+            // No further instance: the kernel side stays until the plugin
+            // is updated (which starts afresh) or unloaded.
+            self.restart_at = None;
+            let message = format!(
+                "gave up after {} faults in a row (restart.giveUpAfter: {limit}); update or unload the plugin; last fault: {message}",
+                self.faults_in_a_row
+            );
+            tracing::error!(plugin = %self.name, fault = fault.kind.as_str(), "{message}");
+            self.set_phase(Phase::Failed, Some(message));
+            return;
+        }
+        let delay = self.backoff.min(self.max_backoff);
+        self.backoff = (self.backoff * 2).min(self.max_backoff);
+        self.restart_at = Some(Instant::now() + delay);
         tracing::error!(
             plugin = %self.name,
             fault = fault.kind.as_str(),
+            faults_in_a_row = self.faults_in_a_row,
             restart_in_ms = delay.as_millis() as u64,
             "{message}"
         );
-        self.set_phase(Phase::Restarting, Some(message));
+        let phase = if self.faults_in_a_row >= CRASH_LOOP_AFTER {
+            Phase::CrashLoopBackOff
+        } else {
+            Phase::Restarting
+        };
+        self.set_phase_until(phase, Some(message), Some(SystemTime::now() + delay));
     }
 
     fn set_phase(&self, phase: Phase, error: Option<String>) {
+        self.set_phase_until(phase, error, None);
+    }
+
+    /// [`Self::set_phase`] to a phase that ends with a retry at `next_retry`.
+    fn set_phase_until(&self, phase: Phase, error: Option<String>, next_retry: Option<SystemTime>) {
         self.update_status(|s| {
             s.phase = phase;
             s.since = SystemTime::now();
+            s.next_retry = next_retry;
             if error.is_some() {
                 s.last_error = error;
             }

@@ -1,8 +1,9 @@
 //! The HTTP endpoint: `/metrics` (OpenMetrics text), `/healthz` (the
 //! process serves) and `/readyz` (its plugins are loaded: for `conductor
 //! run` once every plugin of the spec file is, for the daemon once the
-//! persisted plugins were brought back; and none of them is `Failed` or
-//! `Restarting`, i.e. every plugin the host should run does).
+//! persisted plugins were brought back; and none of them is `Failed`,
+//! `Restarting` or `CrashLoopBackOff`, i.e. every plugin the host should
+//! run does).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -37,7 +38,8 @@ pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
 }
 
 /// Serve `/metrics`, `/healthz` and `/readyz` (200 once `ready` is set and
-/// no plugin is `Failed` or `Restarting`, 503 otherwise, naming them) until
+/// no plugin is `Failed`, `Restarting` or `CrashLoopBackOff`, 503
+/// otherwise, naming them) until
 /// `shutdown` resolves.
 pub async fn serve(
     listener: TcpListener,
@@ -60,7 +62,12 @@ pub async fn serve(
                 let down: String = manager
                     .list()
                     .iter()
-                    .filter(|p| matches!(p.phase, Phase::Failed | Phase::Restarting))
+                    .filter(|p| {
+                        matches!(
+                            p.phase,
+                            Phase::Failed | Phase::Restarting | Phase::CrashLoopBackOff
+                        )
+                    })
                     .map(|p| {
                         format!(
                             "plugin {} is {}: {}\n",

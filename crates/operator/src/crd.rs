@@ -170,6 +170,9 @@ pub struct EbpfPluginNodeStateStatus {
     pub restarts: u64,
     /// The most recent load, update or fault error.
     pub last_error: Option<String>,
+    /// While `Restarting` or `CrashLoopBackOff`: when the host starts the
+    /// plugin's next instance.
+    pub next_retry: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
     /// `Ready`: running the current spec.
     #[serde(default)]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]

@@ -82,6 +82,11 @@ pub fn node_status(
         s.host_generation = Some(h.generation);
         s.restarts = h.restarts;
         s.last_error = Some(h.last_error.clone()).filter(|e| !e.is_empty());
+        s.next_retry = h
+            .next_retry
+            .as_ref()
+            .and_then(|t| k8s_openapi::jiff::Timestamp::new(t.seconds, t.nanos).ok())
+            .map(Time);
     } else if r.error.is_some() {
         s.phase = NodePhase::Failed;
     }

@@ -449,7 +449,21 @@ fn the_daemonset_gives_the_host_bpf_and_the_agent_only_the_socket() {
     let pod = ds.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
     let host = container(&ds, "host");
     let sc = host.security_context.as_ref().unwrap();
-    assert_eq!(sc.privileged, Some(true));
+    // Explicit capabilities, not privileged (issue 19: least privilege).
+    assert_ne!(sc.privileged, Some(true));
+    let caps = sc.capabilities.as_ref().expect("explicit capabilities");
+    assert_eq!(caps.drop.as_deref(), Some(&["ALL".to_owned()][..]));
+    let added: BTreeSet<&str> = caps
+        .add
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        added,
+        BTreeSet::from(["BPF", "PERFMON", "NET_ADMIN", "CHOWN"])
+    );
     let mounts: BTreeSet<&str> = host
         .volume_mounts
         .as_ref()

@@ -25,6 +25,8 @@ pub struct Daemon {
     nofile: Option<u64>,
     /// Where its stderr also goes, in the CRI log format (a container's log).
     container_log: Option<PathBuf>,
+    /// A command that execs the daemon (e.g. `setpriv` with its options).
+    wrapper: Vec<String>,
 }
 
 impl Daemon {
@@ -53,21 +55,31 @@ impl Daemon {
     /// log format, as if it ran in a container (for the fake API server's
     /// `pods/log`).
     pub fn start_in_container(args: &[&str], envs: &[(&str, &str)], container_log: &Path) -> Self {
-        Self::start_inner(args, envs, None, Some(container_log.to_owned()))
+        let mut d = Self::unstarted(args, envs, None);
+        d.container_log = Some(container_log.to_owned());
+        d.spawn();
+        d
+    }
+
+    /// A daemon exec'd by `wrapper` (a command and its options that runs
+    /// the rest of its command line in its place, e.g. util-linux `setpriv
+    /// --bounding-set=...`): the pid stays the daemon's.
+    pub fn start_wrapped(wrapper: &[&str], args: &[&str]) -> Self {
+        let mut d = Self::unstarted(args, &[], None);
+        d.wrapper = wrapper.iter().map(|s| s.to_string()).collect();
+        d.spawn();
+        d
     }
 
     fn start_full(args: &[&str], envs: &[(&str, &str)], nofile: Option<u64>) -> Self {
-        Self::start_inner(args, envs, nofile, None)
+        let mut d = Self::unstarted(args, envs, nofile);
+        d.spawn();
+        d
     }
 
-    fn start_inner(
-        args: &[&str],
-        envs: &[(&str, &str)],
-        nofile: Option<u64>,
-        container_log: Option<PathBuf>,
-    ) -> Self {
+    fn unstarted(args: &[&str], envs: &[(&str, &str)], nofile: Option<u64>) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let mut d = Self {
+        Self {
             child: None,
             log: Arc::default(),
             socket: dir.path().join("conductor.sock"),
@@ -80,10 +92,9 @@ impl Daemon {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             nofile,
-            container_log,
-        };
-        d.spawn();
-        d
+            container_log: None,
+            wrapper: Vec::new(),
+        }
     }
 
     /// Start `conductor serve` on this daemon's socket, state and cache,
@@ -113,14 +124,19 @@ impl Daemon {
     /// Start another daemon process on the same socket and state (for the
     /// single-instance checks), without waiting for it.
     pub fn spawn_raw(&self) -> (Child, Arc<Mutex<Vec<String>>>) {
-        let mut cmd = match self.nofile {
-            Some(n) => {
+        let mut cmd = match (self.nofile, self.wrapper.split_first()) {
+            (Some(n), _) => {
                 let mut c = Command::new("prlimit");
                 c.arg(format!("--nofile={n}:{n}"))
                     .arg(crate::conductor_bin());
                 c
             }
-            None => Command::new(crate::conductor_bin()),
+            (None, Some((program, options))) => {
+                let mut c = Command::new(program);
+                c.args(options).arg(crate::conductor_bin());
+                c
+            }
+            (None, None) => Command::new(crate::conductor_bin()),
         };
         spawn_logged_to(
             cmd.arg("serve")

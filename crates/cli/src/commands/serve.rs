@@ -52,7 +52,14 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 .collect::<anyhow::Result<_>>()?,
         )
     };
-    let (node, registry) = args.node.config()?;
+    let (mut node, registry) = args.node.config()?;
+    if socket_group.is_some() {
+        // Giving the socket to a group the host is not in takes CAP_CHOWN,
+        // after start-up (the socket is made once the node runs).
+        node.keep_capabilities = node
+            .keep_capabilities
+            .with(conductor_node::privileges::Capability::CAP_CHOWN);
+    }
     conductor_daemon::serve(DaemonConfig {
         socket: args.socket,
         state_dir: args.state_dir,

@@ -102,6 +102,7 @@ impl Launcher for FakeLauncher {
                 restarts: 0,
                 last_error: None,
                 digest: format!("sha256:{}", spec.component),
+                next_retry: None,
             }),
             notify: options.notify,
             stopped: AtomicBool::new(false),

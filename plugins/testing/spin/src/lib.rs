@@ -1,14 +1,26 @@
-//! Test component: `tick` never returns, so the host must interrupt it.
+//! Test component: burns CPU in `tick`. Without config its `tick` never
+//! returns, so the host must interrupt it; with config `spins: N` each
+//! `tick` spins N times and returns, so many short calls add up to a
+//! sustained CPU load (what `limits.cpu` bounds).
 
 use std::hint::black_box;
 
 use conductor_sdk::prelude::*;
 
-struct Spin;
+struct Spin {
+    spins: Option<u64>,
+}
 
 impl Plugin for Spin {
     fn init() -> Result<Self> {
-        Ok(Spin)
+        let spins = match config::get("spins") {
+            Some(n) => Some(
+                n.parse()
+                    .map_err(|_| Error::msg(format!("config spins: {n:?} is not a count")))?,
+            ),
+            None => None,
+        };
+        Ok(Spin { spins })
     }
 
     fn tick(&mut self) -> Result<()> {
@@ -16,6 +28,9 @@ impl Plugin for Spin {
         loop {
             // Opaque to the optimiser, so the loop cannot be removed.
             spins = black_box(spins.wrapping_add(1));
+            if self.spins.is_some_and(|n| spins >= n) {
+                return Ok(());
+            }
         }
     }
 }
