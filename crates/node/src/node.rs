@@ -40,6 +40,8 @@ pub struct NodeConfig {
     pub k8s: K8sConfig,
     /// The largest component and bytecode files a load reads.
     pub file_caps: FileCaps,
+    /// How long the metrics endpoint waits for slow and idle clients.
+    pub http_timeouts: server::HttpTimeouts,
 }
 
 /// A node host: the runtime, the registry and the manager, and the async
@@ -132,6 +134,7 @@ impl Node {
                     listener,
                     manager.clone(),
                     ready.clone(),
+                    config.http_timeouts,
                     async move {
                         let _ = stop.wait_for(|s| *s).await;
                     },
