@@ -739,16 +739,10 @@ pub fn load_file(path: &Path) -> Result<Vec<PluginSpec>, SpecError> {
 
 /// A spec file: a regular file of at most [`files::MAX_SPEC_FILE_BYTES`].
 fn read_spec_file(path: &Path) -> std::io::Result<String> {
-    use std::io::Read;
-    let (file, _) = files::open_regular(path, files::MAX_SPEC_FILE_BYTES, "the spec file limit")
-        .map_err(|e| match e {
-            files::FileError::Io(e) => e,
-            other => std::io::Error::other(other.to_string()),
-        })?;
-    let mut text = String::new();
-    file.take(files::MAX_SPEC_FILE_BYTES)
-        .read_to_string(&mut text)?;
-    Ok(text)
+    files::read_text(path, files::MAX_SPEC_FILE_BYTES, "the spec file limit").map_err(|e| match e {
+        files::FileError::Io(e) => e,
+        other => std::io::Error::other(other.to_string()),
+    })
 }
 
 /// Deepest nesting of flow collections (`[`, `{`) a spec may have; a spec

@@ -47,6 +47,18 @@ pub struct NodeArgs {
         env = "CONDUCTOR_KEEP_CAPABILITIES"
     )]
     pub keep_capabilities: conductor_node::privileges::Keep,
+    /// Seconds reading one component, BPF object or spec file may take
+    /// (a file on a stalled mount fails the load instead of holding its slot).
+    #[arg(long, value_name = "SECONDS", default_value_t = files::DEFAULT_READ_DEADLINE.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    pub file_read_timeout_secs: u64,
+    /// Seconds a metrics client has to send a request's headers (slow or
+    /// half requests get 408 and are closed).
+    #[arg(long, value_name = "SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub metrics_header_timeout_secs: u64,
+    /// Close a metrics connection after this many seconds without a byte
+    /// in either direction (idle keep-alive, silent peers).
+    #[arg(long, value_name = "SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub metrics_idle_timeout_secs: u64,
     #[command(flatten)]
     pub otlp: OtlpArgs,
     #[command(flatten)]
@@ -58,6 +70,7 @@ pub struct NodeArgs {
 impl NodeArgs {
     /// The node's configuration and the registry options.
     pub fn config(self) -> anyhow::Result<(NodeConfig, RegistryOptions)> {
+        files::set_read_deadline(Duration::from_secs(self.file_read_timeout_secs));
         Ok((
             NodeConfig {
                 metrics_addr: self.metrics_addr,
@@ -70,6 +83,10 @@ impl NodeArgs {
                     bytecode_bytes: self.max_bytecode_bytes,
                 },
                 keep_capabilities: self.keep_capabilities,
+                http_timeouts: conductor_node::server::HttpTimeouts {
+                    header_read: Duration::from_secs(self.metrics_header_timeout_secs),
+                    idle: Duration::from_secs(self.metrics_idle_timeout_secs),
+                },
             },
             self.registry.options(),
         ))

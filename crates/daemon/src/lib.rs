@@ -71,9 +71,33 @@ pub struct DaemonConfig {
     pub max_parallel_loads: usize,
     /// Log lines kept per plugin.
     pub log_lines: usize,
+    /// How the API's connections are kept alive and when they are closed.
+    pub connections: ConnectionTimeouts,
     /// Metrics, caches, OTLP and the workload cache: what `conductor run`
     /// is configured with too.
     pub node: NodeConfig,
+}
+
+/// HTTP/2 keep-alive and idle limits of the API's connections.
+#[derive(Clone, Copy, Debug)]
+pub struct ConnectionTimeouts {
+    /// Ping every client this often (on every connection, streams or not).
+    pub keepalive: std::time::Duration,
+    /// Disconnect a client whose ping answer is this late.
+    pub keepalive_timeout: std::time::Duration,
+    /// Close a connection with no byte in either direction for this long
+    /// (longer than `keepalive`: a live client's ping answers count).
+    pub idle: std::time::Duration,
+}
+
+impl Default for ConnectionTimeouts {
+    fn default() -> Self {
+        Self {
+            keepalive: std::time::Duration::from_secs(30),
+            keepalive_timeout: std::time::Duration::from_secs(20),
+            idle: std::time::Duration::from_secs(120),
+        }
+    }
 }
 
 /// Run the daemon until SIGINT/SIGTERM.
@@ -217,8 +241,13 @@ async fn run(
         allowed_gids = ?allow.gids,
         "serving the node API"
     );
-    let incoming = accept_with_backoff(listener);
+    let timeouts = config.connections;
+    let incoming = futures_util::StreamExt::map(accept_with_backoff(listener), move |s| {
+        s.map(|s| conductor_node::idle::IdleTimeout::new(s, timeouts.idle))
+    });
     let grpc = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(timeouts.keepalive))
+        .http2_keepalive_timeout(Some(timeouts.keepalive_timeout))
         .layer(tonic::service::InterceptorLayer::new(move |req| {
             allow.check(req)
         }))

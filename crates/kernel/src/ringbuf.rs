@@ -111,6 +111,8 @@ pub struct RingReader {
     producer: Mapping,
     page: u64,
     mask: u64,
+    /// A corrupt header was reported (once per reader).
+    corrupt_seen: bool,
 }
 
 impl RingReader {
@@ -134,6 +136,7 @@ impl RingReader {
             producer,
             page: page as u64,
             mask: size - 1,
+            corrupt_seen: false,
         })
     }
 
@@ -206,29 +209,31 @@ impl RingReader {
         let mut cons = start;
         let full = loop {
             let prod = self.producer_pos().load(Ordering::Acquire);
-            let mut busy = false;
-            let mut full = false;
-            while cons != prod {
-                let len = self.header(cons).load(Ordering::Acquire);
-                if len & BUSY_BIT != 0 {
-                    busy = true;
-                    break;
+            let walked = walk(
+                |pos| self.header(pos).load(Ordering::Acquire),
+                start,
+                cons,
+                prod,
+                max_records,
+                max_bytes,
+                spans,
+            );
+            cons = walked.cons;
+            let (busy, full) = (walked.stop == Stop::Busy, walked.stop == Stop::Full);
+            if walked.stop == Stop::Corrupt {
+                // Never from a sound kernel: deliver what came before, never
+                // read past the producer, and say so once.
+                if !self.corrupt_seen {
+                    self.corrupt_seen = true;
+                    tracing::error!(
+                        position = cons,
+                        producer = prod,
+                        "a ring buffer record claims to extend past the producer position; \
+                         its records are not read"
+                    );
                 }
-                let data_len = len & !(BUSY_BIT | DISCARD_BIT);
-                let next =
-                    cons.wrapping_add((u64::from(data_len) + HEADER_LEN).next_multiple_of(8));
-                if !spans.is_empty() && next.wrapping_sub(start) > max_bytes as u64 {
-                    full = true;
-                    break;
-                }
-                if len & DISCARD_BIT == 0 {
-                    // At most the ring's size: fits (ring sizes are u32).
-                    spans.push((cons.wrapping_sub(start) + HEADER_LEN) as u32, data_len);
-                }
-                cons = next;
-                if spans.len() >= max_records {
-                    full = true;
-                    break;
+                if spans.is_empty() {
+                    return (None, Drained::Empty);
                 }
             }
             if full || !spans.is_empty() {
@@ -287,5 +292,171 @@ impl RingReader {
             }
         };
         (Some(result), drained)
+    }
+}
+
+/// Why [`walk`] stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// It reached the producer position.
+    Caught,
+    /// The next record is still being written.
+    Busy,
+    /// `max_records` or `max_bytes` reached.
+    Full,
+    /// The next record's length would take it past the producer position:
+    /// a header no sound kernel writes. Nothing from there is read.
+    Corrupt,
+}
+
+#[derive(Debug)]
+struct Walked {
+    /// The position after the last record taken.
+    cons: u64,
+    stop: Stop,
+}
+
+/// Walk the record headers from `cons` towards `prod` (`header(pos)` reads
+/// the header at a ring position), pushing the records that were not
+/// discarded into `spans` at their offset from `start`; at most
+/// `max_records` records and (unless the first is bigger) `max_bytes` bytes
+/// from `start`. Pure over `header`, so the hostile cases (lengths past the
+/// producer, busy and discard bits, wrapping positions) are tested on plain
+/// memory.
+fn walk(
+    header: impl Fn(u64) -> u32,
+    start: u64,
+    mut cons: u64,
+    prod: u64,
+    max_records: usize,
+    max_bytes: usize,
+    spans: &mut Spans,
+) -> Walked {
+    while cons != prod {
+        let len = header(cons);
+        if len & BUSY_BIT != 0 {
+            return Walked {
+                cons,
+                stop: Stop::Busy,
+            };
+        }
+        let data_len = len & !(BUSY_BIT | DISCARD_BIT);
+        let step = (u64::from(data_len) + HEADER_LEN).next_multiple_of(8);
+        if step > prod.wrapping_sub(cons) {
+            return Walked {
+                cons,
+                stop: Stop::Corrupt,
+            };
+        }
+        let next = cons.wrapping_add(step);
+        if !spans.is_empty() && next.wrapping_sub(start) > max_bytes as u64 {
+            return Walked {
+                cons,
+                stop: Stop::Full,
+            };
+        }
+        if len & DISCARD_BIT == 0 {
+            // At most the ring's size: fits (ring sizes are u32).
+            spans.push((cons.wrapping_sub(start) + HEADER_LEN) as u32, data_len);
+        }
+        cons = next;
+        if spans.len() >= max_records {
+            return Walked {
+                cons,
+                stop: Stop::Full,
+            };
+        }
+    }
+    Walked {
+        cons,
+        stop: Stop::Caught,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A ring of `size` bytes whose headers are whatever the test wrote,
+    /// read at `pos & (size - 1)` as the mapped ring is.
+    fn reader(ring: &[u32]) -> impl Fn(u64) -> u32 + '_ {
+        let words = ring.len() as u64; // u32 words; headers are 8-aligned
+        move |pos| ring[((pos / 4) % words) as usize]
+    }
+
+    proptest! {
+        /// Arbitrary header words (any length, busy and discard bits), any
+        /// start position (wrapping u64 included) and any producer lead up
+        /// to the ring's size: the walk ends, never passes the producer,
+        /// and every span lies inside the stretch it returns.
+        #[test]
+        fn hostile_headers_never_lead_past_the_producer(
+            ring in proptest::collection::vec(any::<u32>(), 2..512),
+            start in any::<u64>(),
+            lead in any::<u64>(),
+            max_records in 1usize..64,
+            max_bytes in 0usize..8192,
+        ) {
+            let size = (ring.len() as u64 * 4).next_power_of_two();
+            let start = start & !7;
+            let prod = start.wrapping_add((lead % (size + 1)) & !7);
+            let mut spans = Spans::default();
+            let w = walk(reader(&ring), start, start, prod, max_records, max_bytes, &mut spans);
+            let taken = w.cons.wrapping_sub(start);
+            prop_assert!(taken <= prod.wrapping_sub(start), "{w:?} past producer {prod}");
+            prop_assert_eq!(taken % 8, 0);
+            prop_assert!(spans.len() <= max_records);
+            if w.stop == Stop::Caught {
+                prop_assert_eq!(w.cons, prod);
+            }
+            let mut end_of_last = 0;
+            for (off, len) in spans.iter() {
+                prop_assert!(off >= end_of_last + HEADER_LEN as usize, "overlap at {off}");
+                prop_assert!((off + len) as u64 <= taken, "span {off}+{len} beyond {taken}");
+                end_of_last = off + len;
+            }
+            if spans.len() > 1 {
+                prop_assert!(taken <= max_bytes as u64, "{taken} > {max_bytes}");
+            }
+        }
+
+        /// Well-formed rings (records of random sizes, some discarded,
+        /// starting anywhere, wrapping the u64 position) are read back
+        /// exactly: every committed record, in order, none of the
+        /// discarded ones.
+        #[test]
+        fn well_formed_records_are_read_back_exactly(
+            lens in proptest::collection::vec((0u32..200, any::<bool>()), 0..40),
+            start in any::<u64>(),
+        ) {
+            let start = start & !7;
+            let mut ring = Vec::new(); // (position, header)
+            let mut pos = start;
+            let mut want = Vec::new();
+            for &(len, discard) in &lens {
+                ring.push((pos, if discard { len | DISCARD_BIT } else { len }));
+                if !discard {
+                    want.push(((pos.wrapping_sub(start) + HEADER_LEN) as usize, len as usize));
+                }
+                pos = pos.wrapping_add((u64::from(len) + HEADER_LEN).next_multiple_of(8));
+            }
+            let header = |p: u64| ring.iter().find(|(q, _)| *q == p).map(|(_, h)| *h).unwrap_or(BUSY_BIT);
+            let mut spans = Spans::default();
+            let w = walk(header, start, start, pos, usize::MAX, usize::MAX, &mut spans);
+            prop_assert_eq!(w.stop, Stop::Caught);
+            prop_assert_eq!(w.cons, pos);
+            prop_assert_eq!(spans.iter().collect::<Vec<_>>(), want);
+        }
+    }
+
+    /// A record whose length runs past the producer is not read.
+    #[test]
+    fn a_length_past_the_producer_is_corrupt() {
+        let mut spans = Spans::default();
+        let w = walk(|_| 4096, 0, 0, 64, 16, 1 << 20, &mut spans);
+        assert_eq!(w.stop, Stop::Corrupt);
+        assert_eq!(w.cons, 0);
+        assert!(spans.is_empty());
     }
 }

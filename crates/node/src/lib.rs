@@ -12,6 +12,7 @@
 
 pub mod cpu;
 pub mod features;
+pub mod idle;
 pub mod k8s;
 pub mod launch;
 pub mod logs;

@@ -42,6 +42,8 @@ pub struct NodeConfig {
     pub file_caps: FileCaps,
     /// The capabilities kept after start-up (see [`crate::privileges`]).
     pub keep_capabilities: crate::privileges::Keep,
+    /// How long the metrics endpoint waits for slow and idle clients.
+    pub http_timeouts: server::HttpTimeouts,
 }
 
 /// A node host: the runtime, the registry and the manager, and the async
@@ -142,6 +144,7 @@ impl Node {
                     listener,
                     manager.clone(),
                     ready.clone(),
+                    config.http_timeouts,
                     async move {
                         let _ = stop.wait_for(|s| *s).await;
                     },

@@ -15,6 +15,8 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 
 use crate::manager::{Manager, Phase};
@@ -37,6 +39,26 @@ pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
     Ok(listener)
 }
 
+/// How long the HTTP endpoint waits for its clients.
+#[derive(Clone, Copy, Debug)]
+pub struct HttpTimeouts {
+    /// A request's headers must arrive within this after its first byte
+    /// is awaited (slow or half requests are answered 408 and closed).
+    pub header_read: Duration,
+    /// A connection with no byte read or written for this long is closed
+    /// (idle keep-alive connections, peers that connect and say nothing).
+    pub idle: Duration,
+}
+
+impl Default for HttpTimeouts {
+    fn default() -> Self {
+        Self {
+            header_read: Duration::from_secs(10),
+            idle: Duration::from_secs(60),
+        }
+    }
+}
+
 /// Serve `/metrics`, `/healthz` and `/readyz` (200 once `ready` is set and
 /// no plugin is `Failed`, `Restarting` or `CrashLoopBackOff`, 503
 /// otherwise, naming them) until
@@ -45,6 +67,7 @@ pub async fn serve(
     listener: TcpListener,
     manager: Arc<Manager>,
     ready: Arc<AtomicBool>,
+    timeouts: HttpTimeouts,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let app = Router::new()
@@ -85,9 +108,49 @@ pub async fn serve(
             }),
         )
         .with_state(manager);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    // hyper directly rather than `axum::serve`: that one sets no timer, so
+    // hyper's header-read timeout never fires, and it has no idle timeout.
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(timeouts.header_read);
+    let http = Arc::new(http);
+    let (closing, _) = tokio::sync::watch::channel(false);
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of descriptors: the backlog stays readable, so do
+                    // not spin.
+                    tracing::warn!("cannot accept a metrics connection: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let io = TokioIo::new(crate::idle::IdleTimeout::new(stream, timeouts.idle));
+        let service = TowerToHyperService::new(app.clone());
+        let http = http.clone();
+        let mut closing_rx = closing.subscribe();
+        tokio::spawn(async move {
+            let conn = http.serve_connection(io, service);
+            let mut conn = std::pin::pin!(conn);
+            tokio::select! {
+                result = conn.as_mut() => {
+                    if let Err(e) = result {
+                        tracing::debug!("metrics connection closed: {e}");
+                    }
+                }
+                _ = closing_rx.wait_for(|c| *c) => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        });
+    }
+    let _ = closing.send(true);
     Ok(())
 }
 

@@ -496,6 +496,50 @@ async fn pull_remote(
             cause: format!("the registry sent a manifest with another digest than {want}"),
         });
     }
+    let (layer, labels) = check_artifact(reference, kind, &manifest, &config)?;
+
+    // Content already cached under another tag is not downloaded again.
+    let (blob, from_cache) = match store.verified_blob(&layer.digest) {
+        Some(p) => (p, true),
+        None => (
+            download(store, reference, &client, parsed, &layer, opts).await?,
+            false,
+        ),
+    };
+    if kind == Kind::Component {
+        check_component_header(&blob).map_err(|cause| wrong("WebAssembly component", cause))?;
+    }
+    let record = RefRecord {
+        reference: parsed.whole(),
+        kind,
+        manifest_digest,
+        layer_digest: layer.digest.clone(),
+        size: layer.size as u64,
+        annotations: manifest.annotations.clone().unwrap_or_default(),
+        labels,
+        pulled_at: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+    };
+    let path = materialize(store, reference, &record, &blob)?;
+    store.write_record(&record)?;
+    Ok(Pulled {
+        path,
+        record,
+        from_cache,
+    })
+}
+
+/// Check a pulled manifest and its config before any layer is fetched: the
+/// artifact is of the `kind` wanted, has one layer of a known media type and
+/// a size in range. Returns that layer and the image's `io.ebpf.*` labels.
+/// Pure (no I/O), so hostile manifests and configs are property-tested.
+fn check_artifact(
+    reference: &str,
+    kind: Kind,
+    manifest: &OciImageManifest,
+    config: &str,
+) -> Result<(OciDescriptor, BTreeMap<String, String>), OciError> {
     let wrong = |want, cause: String| OciError::WrongArtifact {
         reference: reference.to_owned(),
         want,
@@ -536,7 +580,7 @@ async fn pull_remote(
                     ),
                 ));
             }
-            let config = WasmConfig::try_from(config.as_str())
+            let config = WasmConfig::try_from(config)
                 .map_err(|e| wrong(want, format!("unreadable wasm config: {e:#}")))?;
             check_world(&config).map_err(|cause| wrong("component for this host", cause))?;
             (layer.clone(), BTreeMap::new())
@@ -559,7 +603,7 @@ async fn pull_remote(
                     ),
                 ));
             }
-            (layer.clone(), bytecode_labels(&config))
+            (layer.clone(), bytecode_labels(config))
         }
     };
     if layer.size < 0 || layer.size as u64 > MAX_LAYER_BYTES {
@@ -571,37 +615,7 @@ async fn pull_remote(
             ),
         ));
     }
-
-    // Content already cached under another tag is not downloaded again.
-    let (blob, from_cache) = match store.verified_blob(&layer.digest) {
-        Some(p) => (p, true),
-        None => (
-            download(store, reference, &client, parsed, &layer, opts).await?,
-            false,
-        ),
-    };
-    if kind == Kind::Component {
-        check_component_header(&blob).map_err(|cause| wrong("WebAssembly component", cause))?;
-    }
-    let record = RefRecord {
-        reference: parsed.whole(),
-        kind,
-        manifest_digest,
-        layer_digest: layer.digest.clone(),
-        size: layer.size as u64,
-        annotations: manifest.annotations.clone().unwrap_or_default(),
-        labels,
-        pulled_at: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs()),
-    };
-    let path = materialize(store, reference, &record, &blob)?;
-    store.write_record(&record)?;
-    Ok(Pulled {
-        path,
-        record,
-        from_cache,
-    })
+    Ok((layer, labels))
 }
 
 /// Stream a layer into a temp file, hashing as it goes; only a complete,
@@ -1086,5 +1100,177 @@ mod tests {
         }
         config.component = None;
         assert!(check_world(&config).unwrap_err().contains("core module"));
+    }
+}
+
+/// Hostile manifests, configs and layers (issue 19, fuzzing): every input
+/// is accepted with its invariants holding or refused with a typed error
+/// that names the reference; nothing panics. A longer run:
+/// `PROPTEST_CASES=100000 cargo test -p conductor-oci --lib properties`.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    const DIGEST: &str = "sha256:2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae";
+
+    fn component_manifest() -> String {
+        format!(
+            r#"{{"schemaVersion":2,"mediaType":"{WASM_MANIFEST_MEDIA_TYPE}","config":{{"mediaType":"{WASM_MANIFEST_CONFIG_MEDIA_TYPE}","digest":"{DIGEST}","size":200}},"layers":[{{"mediaType":"{WASM_LAYER_MEDIA_TYPE}","digest":"{DIGEST}","size":1000}}]}}"#
+        )
+    }
+
+    fn component_config() -> String {
+        format!(
+            r#"{{"created":"2026-01-01T00:00:00Z","architecture":"wasm","os":"wasip2","layerDigests":["{DIGEST}"],"component":{{"exports":["{}/plugin@0.2.0"],"imports":[],"target":null}}}}"#,
+            wit::PACKAGE
+        )
+    }
+
+    fn bytecode_manifest() -> String {
+        format!(
+            r#"{{"schemaVersion":2,"config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{DIGEST}","size":200}},"layers":[{{"mediaType":"{}","digest":"{DIGEST}","size":1000}}]}}"#,
+            BYTECODE_LAYER_MEDIA_TYPES[0]
+        )
+    }
+
+    fn bytecode_config() -> String {
+        r#"{"config":{"Labels":{"io.ebpf.programs":"{\"handle_exec\":\"tracepoint\"}","io.ebpf.maps":"{\"events\":\"ringbuf\"}","other":"x"}}}"#.to_owned()
+    }
+
+    fn mutate(mut bytes: Vec<u8>, edits: &[(usize, u8, u8)]) -> Vec<u8> {
+        for &(at, op, byte) in edits {
+            if bytes.is_empty() {
+                bytes.push(byte);
+                continue;
+            }
+            let at = at % bytes.len();
+            match op % 3 {
+                0 => bytes[at] = byte,
+                1 => bytes.insert(at, byte),
+                _ => {
+                    bytes.remove(at);
+                }
+            }
+        }
+        bytes
+    }
+
+    /// Accepted: one layer of an allowed type and size; labels only
+    /// `io.ebpf.*`. Refused: a typed error naming the reference.
+    fn check(kind: Kind, manifest: &[u8], config: &[u8]) {
+        let Ok(manifest) = serde_json::from_slice::<OciImageManifest>(manifest) else {
+            return; // oci-client refuses it before we see it
+        };
+        let config = String::from_utf8_lossy(config);
+        match check_artifact("oci://r.test/p:1", kind, &manifest, &config) {
+            Ok((layer, labels)) => {
+                assert_eq!(manifest.layers.len(), 1);
+                assert!((0..=MAX_LAYER_BYTES as i64).contains(&layer.size));
+                match kind {
+                    Kind::Component => {
+                        assert_eq!(layer.media_type, WASM_LAYER_MEDIA_TYPE);
+                        assert!(labels.is_empty());
+                    }
+                    Kind::Bytecode => {
+                        assert!(BYTECODE_LAYER_MEDIA_TYPES.contains(&layer.media_type.as_str()));
+                        assert!(labels.keys().all(|k| k.starts_with("io.ebpf.")));
+                    }
+                }
+            }
+            Err(e) => {
+                assert!(
+                    matches!(e, OciError::WrongArtifact { .. }),
+                    "unexpected error kind: {e:?}"
+                );
+                assert!(e.to_string().contains("r.test/p:1"), "{e}");
+            }
+        }
+    }
+
+    fn edits() -> impl Strategy<Value = Vec<(usize, u8, u8)>> {
+        proptest::collection::vec((any::<usize>(), any::<u8>(), any::<u8>()), 0..6)
+    }
+
+    #[test]
+    fn the_seeds_are_accepted() {
+        let m: OciImageManifest = serde_json::from_str(&component_manifest()).unwrap();
+        check_artifact("r", Kind::Component, &m, &component_config()).unwrap();
+        let m: OciImageManifest = serde_json::from_str(&bytecode_manifest()).unwrap();
+        let (_, labels) = check_artifact("r", Kind::Bytecode, &m, &bytecode_config()).unwrap();
+        assert_eq!(labels.len(), 2, "{labels:?}");
+    }
+
+    proptest! {
+        #[test]
+        fn mutated_manifests_and_configs(
+            kind in prop_oneof![Just(Kind::Component), Just(Kind::Bytecode)],
+            cross in any::<bool>(),
+            manifest_edits in edits(),
+            config_edits in edits(),
+        ) {
+            // `cross`: the other kind's manifest, e.g. a bytecode image
+            // named as a component.
+            let (m, c) = match (kind, cross) {
+                (Kind::Component, false) | (Kind::Bytecode, true) => (component_manifest(), component_config()),
+                _ => (bytecode_manifest(), bytecode_config()),
+            };
+            check(kind, &mutate(m.into_bytes(), &manifest_edits), &mutate(c.into_bytes(), &config_edits));
+        }
+
+        #[test]
+        fn manifests_with_arbitrary_layers(
+            kind in prop_oneof![Just(Kind::Component), Just(Kind::Bytecode)],
+            layers in proptest::collection::vec(("\\PC{0,50}", any::<i64>()), 0..3),
+            config in "\\PC{0,200}",
+        ) {
+            let layers: Vec<_> = layers
+                .into_iter()
+                .map(|(media_type, size)| serde_json::json!({"mediaType": media_type, "digest": DIGEST, "size": size}))
+                .collect();
+            let manifest = serde_json::json!({
+                "schemaVersion": 2,
+                "mediaType": WASM_MANIFEST_MEDIA_TYPE,
+                "config": {"mediaType": WASM_MANIFEST_CONFIG_MEDIA_TYPE, "digest": DIGEST, "size": 1},
+                "layers": layers,
+            });
+            check(kind, manifest.to_string().as_bytes(), config.as_bytes());
+        }
+
+        /// Bytecode labels from an arbitrary config: only `io.ebpf.*`.
+        #[test]
+        fn labels_of_arbitrary_configs(edits in edits(), text in "\\PC{0,100}") {
+            let config = String::from_utf8_lossy(&mutate(bytecode_config().into_bytes(), &edits)).into_owned();
+            for c in [config.as_str(), text.as_str()] {
+                prop_assert!(bytecode_labels(c).keys().all(|k| k.starts_with("io.ebpf.")));
+            }
+        }
+
+        /// A layer of arbitrary bytes, or a valid gzip of arbitrary bytes, is
+        /// an object or an error that says what is wrong.
+        #[test]
+        fn arbitrary_layers_extract_or_fail(bytes in proptest::collection::vec(any::<u8>(), 0..2048), gzip in any::<bool>()) {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("layer");
+            let data = if gzip {
+                let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                enc.write_all(&bytes).unwrap();
+                enc.finish().unwrap()
+            } else {
+                bytes
+            };
+            std::fs::write(&path, data).unwrap();
+            if let Err(e) = extract_object(&path) {
+                prop_assert!(!e.is_empty());
+            }
+        }
+
+        /// References: parsed or refused with the reason, never a panic.
+        #[test]
+        fn arbitrary_references(text in "\\PC{0,80}") {
+            if let Err(e) = parse_reference(&text) {
+                prop_assert!(matches!(e, OciError::InvalidReference { .. }), "{e:?}");
+            }
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! `conductor serve`: the node daemon.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use conductor_daemon::DaemonConfig;
 
@@ -36,6 +37,18 @@ pub struct ServeArgs {
     /// Log lines kept per plugin for `conductor logs`.
     #[arg(long, value_name = "N", default_value_t = conductor_node::logs::DEFAULT_LINES as u64, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub log_lines: u64,
+    /// Seconds between HTTP/2 pings to each API client; a client that does
+    /// not answer within --api-keepalive-timeout-secs is disconnected.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub api_keepalive_secs: u64,
+    #[arg(long, value_name = "SECONDS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..))]
+    pub api_keepalive_timeout_secs: u64,
+    /// Close an API connection after this many seconds without a byte in
+    /// either direction (peers that connect and send nothing or half a
+    /// request; live clients answer the pings). Must exceed
+    /// --api-keepalive-secs.
+    #[arg(long, value_name = "SECONDS", default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..))]
+    pub api_idle_timeout_secs: u64,
     #[command(flatten)]
     pub node: NodeArgs,
 }
@@ -52,6 +65,13 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 .collect::<anyhow::Result<_>>()?,
         )
     };
+    if args.api_idle_timeout_secs <= args.api_keepalive_secs {
+        anyhow::bail!(
+            "--api-idle-timeout-secs ({}) must exceed --api-keepalive-secs ({}), or live clients that only answer pings would be cut off",
+            args.api_idle_timeout_secs,
+            args.api_keepalive_secs
+        );
+    }
     let (mut node, registry) = args.node.config()?;
     if socket_group.is_some() {
         // Giving the socket to a group the host is not in takes CAP_CHOWN,
@@ -69,6 +89,11 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         registry,
         max_parallel_loads: args.max_parallel_loads as usize,
         log_lines: args.log_lines as usize,
+        connections: conductor_daemon::ConnectionTimeouts {
+            keepalive: Duration::from_secs(args.api_keepalive_secs),
+            keepalive_timeout: Duration::from_secs(args.api_keepalive_timeout_secs),
+            idle: Duration::from_secs(args.api_idle_timeout_secs),
+        },
         node,
     })
 }

@@ -442,4 +442,113 @@ mod tests {
         assert_eq!(rest[0].key, MAX_PAGE.to_be_bytes());
         assert_eq!(rest[0].value, u64::from(MAX_PAGE).to_le_bytes());
     }
+
+    /// Guest-chosen arguments (issue 19, fuzzing): keys and values of any
+    /// size, any update mode, cursors that are no key at all, any page
+    /// size, on read and read-write grants. Every call returns a typed
+    /// result (never a trap or a panic), wrong sizes name what was wrong,
+    /// pages never exceed MAX_PAGE nor `max`, a read grant never changes
+    /// the map.
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        #[derive(Debug, Clone)]
+        enum Call {
+            Lookup(Vec<u8>),
+            Update(Vec<u8>, Vec<u8>, u8),
+            Delete(Vec<u8>),
+            Keys(Option<Vec<u8>>, u32),
+            Entries(Option<Vec<u8>>, u32),
+        }
+
+        fn bytes() -> impl Strategy<Value = Vec<u8>> {
+            prop_oneof![
+                proptest::collection::vec(any::<u8>(), 4),
+                proptest::collection::vec(any::<u8>(), 8),
+                proptest::collection::vec(any::<u8>(), 0..64),
+            ]
+        }
+
+        fn call() -> impl Strategy<Value = Call> {
+            prop_oneof![
+                bytes().prop_map(Call::Lookup),
+                (bytes(), bytes(), any::<u8>()).prop_map(|(k, v, m)| Call::Update(k, v, m)),
+                bytes().prop_map(Call::Delete),
+                (proptest::option::of(bytes()), any::<u32>()).prop_map(|(a, m)| Call::Keys(a, m)),
+                (proptest::option::of(bytes()), any::<u32>()).prop_map(|(a, m)| Call::Entries(a, m)),
+            ]
+        }
+
+        fn sized(e: &maps::MapError) -> bool {
+            matches!(e, maps::MapError::WrongSize(w) if (w.what == "key" && w.expected == 4) || (w.what == "value" && w.expected == 8))
+        }
+
+        proptest! {
+            #[test]
+            fn guest_chosen_arguments_give_typed_results(
+                calls in proptest::collection::vec(call(), 1..40),
+                writable in any::<bool>(),
+                initial in 0u32..50,
+            ) {
+                let access = if writable { Access::ReadWrite } else { Access::Read };
+                let mut store = store_with(FakeMap::new(initial), access);
+                let before = {
+                    let r = store.open("flows".into()).unwrap().unwrap();
+                    store.entries(r, None, u32::MAX).unwrap().unwrap()
+                };
+                for c in calls {
+                    let r = store.open("flows".into()).unwrap().unwrap();
+                    match c {
+                        Call::Lookup(k) => {
+                            let len = k.len();
+                            match store.lookup(r, k).unwrap() {
+                                Ok(v) => {
+                                    prop_assert_eq!(len, 4);
+                                    prop_assert!(v.is_none_or(|v| v.len() == 8));
+                                }
+                                Err(e) => prop_assert!(sized(&e), "{e:?}"),
+                            }
+                        }
+                        Call::Update(k, v, m) => {
+                            let mode = match m % 3 {
+                                0 => maps::UpdateMode::Upsert,
+                                1 => maps::UpdateMode::Create,
+                                _ => maps::UpdateMode::Replace,
+                            };
+                            match store.update(r, k, v, mode).unwrap() {
+                                Ok(()) => prop_assert!(writable),
+                                Err(maps::MapError::ReadOnly) => prop_assert!(!writable),
+                                Err(maps::MapError::Kernel(k)) => prop_assert!(k.errno == 17 || k.errno == 2),
+                                Err(e) => prop_assert!(sized(&e), "{e:?}"),
+                            }
+                        }
+                        Call::Delete(k) => match store.delete(r, k).unwrap() {
+                            Ok(_) => prop_assert!(writable),
+                            Err(maps::MapError::ReadOnly) => prop_assert!(!writable),
+                            Err(e) => prop_assert!(sized(&e), "{e:?}"),
+                        },
+                        Call::Keys(after, max) => {
+                            let page = store.keys(r, after.clone(), max).unwrap().unwrap();
+                            prop_assert!(page.len() <= max.min(MAX_PAGE) as usize);
+                            prop_assert!(page.iter().all(|k| k.len() == 4 && after.as_ref().is_none_or(|a| k > a)));
+                        }
+                        Call::Entries(after, max) => {
+                            let page = store.entries(r, after, max).unwrap().unwrap();
+                            prop_assert!(page.len() <= max.min(MAX_PAGE) as usize);
+                            prop_assert!(page.iter().all(|e| e.key.len() == 4 && e.value.len() == 8));
+                        }
+                    }
+                }
+                if !writable {
+                    let r = store.open("flows".into()).unwrap().unwrap();
+                    let after = store.entries(r, None, u32::MAX).unwrap().unwrap();
+                    prop_assert_eq!(
+                        after.iter().map(|e| (&e.key, &e.value)).collect::<Vec<_>>(),
+                        before.iter().map(|e| (&e.key, &e.value)).collect::<Vec<_>>()
+                    );
+                }
+            }
+        }
+    }
 }

@@ -1,0 +1,193 @@
+//! Connections that hold a descriptor and do nothing are closed (issue 19,
+//! defect 8), on the API's Unix socket and on the metrics port, while live
+//! clients with nothing to say stay connected. Real peers: raw sockets that
+//! send nothing or half a request, and the generated gRPC client.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+use conductor_api::v1;
+use conductor_test_support::daemon::*;
+use conductor_test_support::*;
+
+/// Only a bound for a hung test, never a measured threshold: the timeouts
+/// under test are seconds.
+const LONG: Duration = Duration::from_secs(60);
+
+const FLAGS: &[&str] = &[
+    "--api-keepalive-secs",
+    "1",
+    "--api-keepalive-timeout-secs",
+    "2",
+    "--api-idle-timeout-secs",
+    "3",
+    "--metrics-header-timeout-secs",
+    "2",
+    "--metrics-idle-timeout-secs",
+    "3",
+];
+
+/// Read until the peer closes; what it sent. Panics if it is still open
+/// after [`LONG`].
+fn read_until_closed(mut s: impl Read) -> Vec<u8> {
+    let until = Instant::now() + LONG;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return got,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return got,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
+                || e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(e) => panic!("reading: {e}"),
+        }
+        assert!(
+            Instant::now() < until,
+            "the server kept the connection open for {LONG:?}; it sent {:?}",
+            String::from_utf8_lossy(&got)
+        );
+    }
+}
+
+fn metrics_addr(d: &Daemon) -> String {
+    d.metrics_url
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+/// The daemon's open descriptors.
+fn fds(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count()
+}
+
+/// A peer that connects to the API socket and sends nothing, and one that
+/// sends half the HTTP/2 preface, are disconnected and their descriptors
+/// freed; before, both were held forever.
+#[test]
+fn silent_and_half_open_api_connections_are_closed() {
+    let daemon = Daemon::start_with(FLAGS);
+    let before = fds(daemon.pid());
+    let silent = UnixStream::connect(&daemon.socket).unwrap();
+    silent.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    let mut half = UnixStream::connect(&daemon.socket).unwrap();
+    half.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    half.write_all(b"PRI * HTTP/2.0\r\n").unwrap();
+    // Both connections are open in the daemon now.
+    wait_for(LONG, "the daemon to accept both", String::new, || {
+        (fds(daemon.pid()) >= before + 2).then_some(())
+    });
+    read_until_closed(&silent);
+    read_until_closed(&half);
+    wait_for(
+        LONG,
+        "the daemon to release the descriptors",
+        || daemon.log_text(),
+        || (fds(daemon.pid()) <= before).then_some(()),
+    );
+}
+
+/// A real client with a Watch open and nothing happening for several idle
+/// timeouts stays connected (it answers the daemon's HTTP/2 pings) and
+/// still gets the next change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_watch_stays_connected() {
+    let daemon = Daemon::start_with(FLAGS);
+    let mut watcher = daemon.client().await;
+    let mut stream = watcher
+        .watch(v1::WatchRequest { name: String::new() })
+        .await
+        .unwrap()
+        .into_inner();
+    // Three idle timeouts without a change.
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    let mut c = daemon.client().await;
+    c.load(load_request(&steady_spec("after-quiet", "x")))
+        .await
+        .unwrap();
+    let event = tokio::time::timeout(LONG, stream.message())
+        .await
+        .expect("the watch delivered nothing")
+        .expect("the watch connection was closed")
+        .expect("the watch ended");
+    assert_eq!(
+        event.status.map(|s| s.name).as_deref(),
+        Some("after-quiet"),
+        "log:\n{}",
+        daemon.log_text()
+    );
+}
+
+/// On the metrics port: a silent connection, a request whose headers never
+/// end (one byte at a time, faster than the idle timeout: only the
+/// header-read timeout ends it) and a keep-alive connection left idle after
+/// a scrape are all closed; a plain scrape still works.
+#[test]
+fn slow_and_idle_metrics_connections_are_closed() {
+    let daemon = Daemon::start_with(FLAGS);
+    let addr = metrics_addr(&daemon);
+    assert!(daemon.scrape().contains("conductor_"), "a scrape works");
+
+    let silent = TcpStream::connect(&addr).unwrap();
+    silent.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    read_until_closed(&silent);
+
+    // Slowloris: a header byte every 500 ms never lets the idle timeout
+    // fire.
+    let slow = TcpStream::connect(&addr).unwrap();
+    slow.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut writer = slow.try_clone().unwrap();
+    writer
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let until = Instant::now() + LONG;
+    let mut buf = [0u8; 4096];
+    let mut answer = Vec::new();
+    'slow: loop {
+        assert!(
+            Instant::now() < until,
+            "a request whose headers never end was kept for {LONG:?}"
+        );
+        if writer.write_all(b"X").is_err() {
+            break; // closed by the daemon
+        }
+        match (&slow).read(&mut buf) {
+            Ok(0) => break 'slow,
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break 'slow,
+            Err(_) => {} // nothing yet
+        }
+    }
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(!answer.contains(" 200 "), "{answer}");
+
+    // Keep-alive, then idle.
+    let mut kept = TcpStream::connect(&addr).unwrap();
+    kept.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let got = String::from_utf8_lossy(&read_until_closed(&kept)).into_owned();
+    assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+    assert!(got.ends_with("ok\n"), "{got}");
+}
+
+/// The idle timeout must exceed the ping interval, or live clients would be
+/// cut off: the daemon refuses such flags and says which.
+#[test]
+fn an_idle_timeout_below_the_ping_interval_is_refused() {
+    let out = cli_output(
+        std::process::Command::new(conductor_bin())
+            .arg("serve")
+            .args(["--socket", "/nonexistent/conductor.sock"])
+            .args(["--api-keepalive-secs", "30", "--api-idle-timeout-secs", "10"]),
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--api-idle-timeout-secs"), "{err}");
+}
