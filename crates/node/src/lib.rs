@@ -10,6 +10,7 @@
 //! `conductor run` and `conductor serve`. [`reference`] renders the host's
 //! metrics for the manual.
 
+pub mod bpfman;
 pub mod k8s;
 pub mod launch;
 pub mod logs;
