@@ -262,7 +262,10 @@ fn deps(ws: &Workspace) -> Result<()> {
 /// finds it there, clang's BPF target does not). The build directory is
 /// removed afterwards: only the binary is kept.
 fn install_bpfman(ws: &Workspace) -> Result<()> {
-    let root = ws.target.join("tools").join(format!("bpfman-{BPFMAN_VERSION}"));
+    let root = ws
+        .target
+        .join("tools")
+        .join(format!("bpfman-{BPFMAN_VERSION}"));
     if root.join("bin").join("bpfman").is_file() {
         return Ok(());
     }

@@ -16,6 +16,6 @@ pub use attach::{
 };
 pub use phase::Phase;
 pub use spec::{
-    Access, AttachPoint, BPFMAN_ATTACH_KINDS, Bytecode, EventSource, FieldError, Limits, Loader, MapGrant, PluginSpec,
-    ProgramAttach, PullPolicy, SpecError, load_file, oci_reference,
+    Access, AttachPoint, BPFMAN_ATTACH_KINDS, Bytecode, EventSource, FieldError, Limits, Loader,
+    MapGrant, PluginSpec, ProgramAttach, PullPolicy, SpecError, load_file, oci_reference,
 };

@@ -1137,11 +1137,16 @@ bytecode:
             panic!("expected validation errors");
         };
         let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
-        assert_eq!(fields, ["bytecode.programs[0].tpBtf", "bytecode.globalData"]);
+        assert_eq!(
+            fields,
+            ["bytecode.programs[0].tpBtf", "bytecode.globalData"]
+        );
         assert!(errors[0].message.contains("loader: host"), "{errors:?}");
-        let err = PluginSpec::from_yaml("name: p\ncomponent: p.wasm\nbytecode: {loader: bpfman, path: p.o}\n")
-            .unwrap_err()
-            .to_string();
+        let err = PluginSpec::from_yaml(
+            "name: p\ncomponent: p.wasm\nbytecode: {loader: bpfman, path: p.o}\n",
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("bytecode.programs"), "{err}");
     }
 

@@ -63,7 +63,9 @@ fn bpfman_loads_the_plugins_programs_and_unloads_them_when_the_host_stops() {
     assert_eq!(
         value(
             &text,
-            &format!(r#"conductor_events_lost_total{{plugin="{name}",source="events",reason="kernel"}}"#)
+            &format!(
+                r#"conductor_events_lost_total{{plugin="{name}",source="events",reason="kernel"}}"#
+            )
         ),
         Some(0.0),
         "{text}"

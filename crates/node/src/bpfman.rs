@@ -232,7 +232,9 @@ impl Bpfman {
         let listed = self.list_tagged(PLUGIN_TAG, plugin)?;
         let mut ids = Vec::with_capacity(b.programs.len());
         for p in &b.programs {
-            let found = listed.iter().find(|l| kernel_name_matches(&l.function, &p.name));
+            let found = listed
+                .iter()
+                .find(|l| kernel_name_matches(&l.function, &p.name));
             let Some(found) = found else {
                 return Err(BpfmanError::Missing {
                     plugin: plugin.into(),
@@ -460,8 +462,20 @@ mod tests {
             )
         };
         let text = [
-            row(["Program ID", "Application", "Type", "Function Name", "Links"]),
-            row(["6107", "exec-count", "tracepoint", "handle_exec", "(1) 6108"]),
+            row([
+                "Program ID",
+                "Application",
+                "Type",
+                "Function Name",
+                "Links",
+            ]),
+            row([
+                "6107",
+                "exec-count",
+                "tracepoint",
+                "handle_exec",
+                "(1) 6108",
+            ]),
             row(["6110", "", "tracepoint", "a_very_long_nam", ""]),
         ]
         .concat();
@@ -481,9 +495,16 @@ mod tests {
             ]
         );
         assert!(parse_list("").unwrap().is_empty());
-        assert!(parse_list(" Program ID  Application  Type  Function Name  Links\n").unwrap().is_empty());
+        assert!(
+            parse_list(" Program ID  Application  Type  Function Name  Links\n")
+                .unwrap()
+                .is_empty()
+        );
         assert!(parse_list("Program ID Function Name Links\nnope x y\n").is_err());
-        assert!(kernel_name_matches("a_very_long_nam", "a_very_long_name_indeed"));
+        assert!(kernel_name_matches(
+            "a_very_long_nam",
+            "a_very_long_name_indeed"
+        ));
         assert!(!kernel_name_matches("handle_exe", "handle_exec"));
     }
 
