@@ -74,6 +74,10 @@ const APT_PACKAGES: &[(&str, Probe)] = &[
 /// (requirements.txt, package.json and package-lock.json).
 const CLIENTS_DIR: &str = "crates/cli/tests/clients";
 
+/// The bpfman release the bpfman tests run (the `bpfman` crate's CLI), built
+/// from crates.io into target/tools/bpfman-<version> once per machine.
+const BPFMAN_VERSION: &str = "0.6.0";
+
 /// The rustup target the plugins are compiled for.
 const WASM_TARGET: &str = "wasm32-wasip2";
 
@@ -121,8 +125,8 @@ struct Cli {
 enum Task {
     /// Install what the build needs: clang, llvm, libbpf headers, protoc,
     /// Prometheus, Python and Node (apt, as root), the wasm32-wasip2 Rust
-    /// target, and the pinned gRPC clients the tests run (PyPI and npm, into
-    /// target/clients).
+    /// target, the pinned gRPC clients the tests run (PyPI and npm, into
+    /// target/clients) and bpfman (crates.io, into target/tools).
     Deps,
     /// Compile the BPF objects and the wasm plugins into target/plugins/.
     Build,
@@ -246,7 +250,48 @@ fn deps(ws: &Workspace) -> Result<()> {
         }
     }
     ensure_rust_target(ws)?;
-    install_clients(ws)
+    install_clients(ws)?;
+    install_bpfman(ws)
+}
+
+/// `cargo install bpfman` at [`BPFMAN_VERSION`] into
+/// target/tools/bpfman-<version> (the version is in the path, so a new pin
+/// installs beside the old one and a rerun costs nothing). Its build
+/// compiles the BPF C of its XDP/TC dispatchers, which includes
+/// `<asm/types.h>` from the multiarch include directory (Debian's gcc
+/// finds it there, clang's BPF target does not). The build directory is
+/// removed afterwards: only the binary is kept.
+fn install_bpfman(ws: &Workspace) -> Result<()> {
+    let root = ws
+        .target
+        .join("tools")
+        .join(format!("bpfman-{BPFMAN_VERSION}"));
+    if root.join("bin").join("bpfman").is_file() {
+        return Ok(());
+    }
+    let build = ws.target.join("tools").join("bpfman-build");
+    let multiarch = format!("/usr/include/{}-linux-gnu", std::env::consts::ARCH);
+    let include = match std::env::var("C_INCLUDE_PATH") {
+        Ok(v) if !v.is_empty() => format!("{v}:{multiarch}"),
+        _ => multiarch,
+    };
+    let started = Instant::now();
+    Cmd::new("cargo")
+        .dir(&ws.root)
+        .args(["install", "--locked", "bpfman", "--version"])
+        .arg(format!("={BPFMAN_VERSION}"))
+        .arg("--root")
+        .arg(&root)
+        .arg("--target-dir")
+        .arg(&build)
+        .env("C_INCLUDE_PATH", include)
+        .run()?;
+    eprintln!(
+        "installed bpfman {BPFMAN_VERSION} into {} in {:.0?}",
+        ws.show(&root),
+        started.elapsed()
+    );
+    fs::remove_dir_all(&build).with_context(|| format!("cannot remove {}", build.display()))
 }
 
 /// Only the missing packages: a tool installed some other way (e.g. Node
@@ -616,6 +661,14 @@ fn test(ws: &Workspace, cargo_args: &[OsString]) -> Result<()> {
         .cargo()
         .env("CONDUCTOR_ARTIFACTS", ws.artifacts())
         .env("CONDUCTOR_BIN", ws.target.join("debug").join("conductor"))
+        .env(
+            "CONDUCTOR_BPFMAN",
+            ws.target
+                .join("tools")
+                .join(format!("bpfman-{BPFMAN_VERSION}"))
+                .join("bin")
+                .join("bpfman"),
+        )
         .arg("test");
     if !selects_packages {
         cmd = cmd.arg("--workspace");

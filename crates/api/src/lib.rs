@@ -16,6 +16,6 @@ pub use attach::{
 };
 pub use phase::Phase;
 pub use spec::{
-    Access, AttachPoint, Bytecode, EventSource, FieldError, Limits, MapGrant, PluginSpec,
-    ProgramAttach, PullPolicy, Restart, SpecError, load_file, oci_reference,
+    Access, AttachPoint, BPFMAN_ATTACH_KINDS, Bytecode, EventSource, FieldError, Limits, Loader,
+    MapGrant, PluginSpec, ProgramAttach, PullPolicy, Restart, SpecError, load_file, oci_reference,
 };

@@ -141,7 +141,44 @@ pub struct Bytecode {
     /// a name the object lacks or a value that does not fit is refused.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub global_data: BTreeMap<String, u64>,
+    /// Who loads and attaches the programs: the host itself (`host`, the
+    /// default) or the node's bpfman (`bpfman`), which then owns them: the
+    /// host asks bpfman to load and attach them, tagged with the plugin's
+    /// name, opens the maps bpfman pinned and asks bpfman to unload them
+    /// when the plugin stops.
+    #[serde(default, skip_serializing_if = "Loader::is_host")]
+    pub loader: Loader,
 }
+
+/// Who owns a plugin's BPF programs in the kernel.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase")]
+pub enum Loader {
+    /// The host loads, attaches and detaches the programs itself.
+    #[default]
+    Host,
+    /// bpfman (its `bpfman` command, 0.6) loads and attaches them.
+    Bpfman,
+}
+
+impl Loader {
+    pub fn is_host(&self) -> bool {
+        *self == Loader::Host
+    }
+}
+
+/// The attach kinds bpfman 0.6 can attach (`bpfman attach <id> <kind>`).
+pub const BPFMAN_ATTACH_KINDS: [&str; 8] = [
+    "tracepoint",
+    "kprobe",
+    "kretprobe",
+    "uprobe",
+    "uretprobe",
+    "xdp",
+    "tc",
+    "tcx",
+];
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
@@ -495,6 +532,33 @@ impl PluginSpec {
                     );
                 }
                 p.validate(&at, &mut err);
+                if bytecode.loader == Loader::Bpfman
+                    && let Some(point) = p.attach_point()
+                    && !BPFMAN_ATTACH_KINDS.contains(&point.kind())
+                {
+                    err(
+                        format!("{at}.{}", point.kind()),
+                        format!(
+                            "bpfman 0.6 cannot attach {} programs (it attaches {}): use `loader: host` for this program",
+                            point.kind(),
+                            BPFMAN_ATTACH_KINDS.join(", ")
+                        ),
+                    );
+                }
+            }
+            if bytecode.loader == Loader::Bpfman {
+                if bytecode.programs.is_empty() {
+                    err(
+                        "bytecode.programs".into(),
+                        "with `loader: bpfman` list the programs and their attach points (bpfman does not auto-attach from section names)".into(),
+                    );
+                }
+                if !bytecode.global_data.is_empty() {
+                    err(
+                        "bytecode.globalData".into(),
+                        "is not supported with `loader: bpfman` yet: use `loader: host`".into(),
+                    );
+                }
             }
         }
 
@@ -1119,6 +1183,45 @@ bytecode:
         let err = load_file(&path).unwrap_err().to_string();
         assert!(err.contains("document 2"), "{err}");
         assert!(err.contains("maps[0].events.maxBatch"), "{err}");
+    }
+
+    #[test]
+    fn the_bpfman_loader_is_parsed_and_what_it_cannot_do_is_named() {
+        let text = FULL.replace("bytecode:\n", "bytecode:\n  loader: bpfman\n");
+        let spec = PluginSpec::from_yaml(&text).unwrap();
+        assert_eq!(spec.bytecode.as_ref().unwrap().loader, Loader::Bpfman);
+        assert_eq!(yaml_roundtrip(&spec), spec);
+        // The default is not written out.
+        let host = PluginSpec::from_yaml(FULL).unwrap();
+        assert_eq!(host.bytecode.as_ref().unwrap().loader, Loader::Host);
+        assert!(!serde_yaml_ng::to_string(&host).unwrap().contains("loader"));
+
+        let text = r#"
+name: p
+component: p.wasm
+bytecode:
+  loader: bpfman
+  path: p.o
+  globalData: {x: 1}
+  programs:
+    - name: a
+      tpBtf: sched_switch
+"#;
+        let Err(SpecError::Invalid { errors, .. }) = PluginSpec::from_yaml(text) else {
+            panic!("expected validation errors");
+        };
+        let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            ["bytecode.programs[0].tpBtf", "bytecode.globalData"]
+        );
+        assert!(errors[0].message.contains("loader: host"), "{errors:?}");
+        let err = PluginSpec::from_yaml(
+            "name: p\ncomponent: p.wasm\nbytecode: {loader: bpfman, path: p.o}\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("bytecode.programs"), "{err}");
     }
 
     #[test]

@@ -113,6 +113,10 @@ impl From<&spec::PluginSpec> for PluginSpec {
                 image: b.image.clone(),
                 programs: b.programs.iter().map(ProgramAttach::from).collect(),
                 global_data: b.global_data.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+                loader: match b.loader {
+                    spec::Loader::Host => String::new(),
+                    spec::Loader::Bpfman => "bpfman".into(),
+                },
             }),
             maps: s
                 .maps
@@ -180,6 +184,17 @@ impl TryFrom<PluginSpec> for spec::PluginSpec {
     /// accept, or every problem with its field path.
     fn try_from(w: PluginSpec) -> Result<Self, SpecError> {
         let mut errors = Vec::new();
+        let loader = match w.bytecode.as_ref().map(|b| b.loader.as_str()) {
+            None | Some("" | "host") => spec::Loader::Host,
+            Some("bpfman") => spec::Loader::Bpfman,
+            Some(other) => {
+                errors.push(FieldError {
+                    field: "bytecode.loader".into(),
+                    message: format!("unknown loader {other:?}: use \"host\" or \"bpfman\""),
+                });
+                spec::Loader::Host
+            }
+        };
         let mut bad_enum = |field: String, value: i32| {
             errors.push(FieldError {
                 field,
@@ -252,6 +267,7 @@ impl TryFrom<PluginSpec> for spec::PluginSpec {
                     })
                     .collect(),
                 global_data: b.global_data.into_iter().collect(),
+                loader,
             }),
             maps,
             config: w.config.into_iter().collect::<BTreeMap<_, _>>(),
@@ -456,6 +472,23 @@ fn attach_from_wire(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_loader_crosses_the_wire_and_an_unknown_one_is_named() {
+        let s = spec::PluginSpec::from_yaml(
+            "name: p\ncomponent: /p.wasm\nbytecode:\n  loader: bpfman\n  path: /p.o\n  programs:\n    - {name: a, tracepoint: sched/x}\n",
+        )
+        .unwrap();
+        let w = PluginSpec::from(&s);
+        assert_eq!(w.bytecode.as_ref().unwrap().loader, "bpfman");
+        assert_eq!(spec::PluginSpec::try_from(w.clone()).unwrap(), s);
+        let mut bad = w;
+        bad.bytecode.as_mut().unwrap().loader = "kernel".into();
+        let Err(SpecError::Invalid { errors, .. }) = spec::PluginSpec::try_from(bad) else {
+            panic!("an unknown loader must be refused");
+        };
+        assert_eq!(errors[0].field, "bytecode.loader");
+    }
 
     const FULL: &str = r#"
 name: demo

@@ -10,6 +10,7 @@
 //! `conductor run` and `conductor serve`. [`reference`] renders the host's
 //! metrics for the manual.
 
+pub mod bpfman;
 pub mod cpu;
 pub mod features;
 pub mod idle;

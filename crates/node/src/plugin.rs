@@ -16,7 +16,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
 use conductor_api::files::FileCaps;
-use conductor_api::{Phase, PluginSpec, SpecError};
+use conductor_api::{Loader, Phase, PluginSpec, SpecError};
 use crossbeam_channel::{Receiver, Sender};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -60,6 +60,8 @@ pub enum LoadError {
     Component(#[from] RuntimeError),
     #[error(transparent)]
     Bpf(#[from] BpfError),
+    #[error(transparent)]
+    Bpfman(#[from] crate::bpfman::BpfmanError),
     #[error("plugin {plugin:?}: map {map:?}: {cause}")]
     Map {
         plugin: String,
@@ -176,7 +178,16 @@ impl Plugin {
         )?;
         prepared.check_memory_limit(spec.limits.memory_mib)?;
 
+        // `loader: bpfman`: bpfman loads and attaches the programs and the
+        // maps are opened from its pins.
+        let bpfman = match &spec.bytecode {
+            Some(b) if b.loader == Loader::Bpfman => {
+                Some(crate::bpfman::Bpfman::from_env().load(spec, b)?)
+            }
+            _ => None,
+        };
         let object = match &spec.bytecode {
+            Some(b) if b.loader == Loader::Bpfman => None,
             Some(b) => Some(bpf::load_capped(
                 Path::new(&b.path),
                 &b.programs,
@@ -186,7 +197,14 @@ impl Plugin {
             None => None,
         };
 
-        let Wiring { granted, kernel } = wiring::wire(spec, object)?;
+        let Wiring {
+            granted,
+            mut kernel,
+        } = match &bpfman {
+            Some(loaded) => wiring::wire(&loaded.pinned_spec(spec), None)?,
+            None => wiring::wire(spec, object)?,
+        };
+        kernel.bpfman = bpfman;
         let sources: Vec<String> = kernel.sources.iter().map(|s| s.name().to_owned()).collect();
 
         let plugin_metrics = metrics.add_plugin(&name, spec.limits.max_series_per_metric);
@@ -410,6 +428,8 @@ struct Worker {
     first_start: Option<Sender<Result<(), String>>>,
     /// Keeps the programs attached for as long as the worker runs.
     _object: Option<LoadedObject>,
+    /// The same for programs bpfman loaded: unloads them when dropped.
+    _bpfman: Option<crate::bpfman::Loaded>,
 }
 
 impl Worker {
@@ -422,7 +442,11 @@ impl Worker {
         plugin_metrics: Arc<PluginMetrics>,
         kernel: KernelSide,
     ) -> std::io::Result<Self> {
-        let KernelSide { sources, object } = kernel;
+        let KernelSide {
+            sources,
+            object,
+            bpfman,
+        } = kernel;
         let name = spec.name.clone();
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
@@ -521,6 +545,7 @@ impl Worker {
             notify: None,
             first_start: None,
             _object: object,
+            _bpfman: bpfman,
         })
     }
 

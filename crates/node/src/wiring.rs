@@ -28,6 +28,9 @@ pub(crate) struct KernelSide {
     /// The plugin's own object, if it has one (its programs stay attached
     /// while it is held).
     pub object: Option<LoadedObject>,
+    /// The programs bpfman loaded for the plugin (`loader: bpfman`);
+    /// dropping it unloads them through bpfman.
+    pub bpfman: Option<crate::bpfman::Loaded>,
 }
 
 /// Open every map `spec` grants, from `object` or from its pin. Nothing is
@@ -90,7 +93,11 @@ pub(crate) fn wire(
     }
     Ok(Wiring {
         granted,
-        kernel: KernelSide { sources, object },
+        kernel: KernelSide {
+            sources,
+            object,
+            bpfman: None,
+        },
     })
 }
 

@@ -8,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub mod bpfman;
 pub mod clients;
 pub mod daemon;
 pub mod registry;
@@ -152,7 +153,19 @@ impl Host {
         args: &[&str],
         envs: &[(&str, &str)],
     ) -> Self {
-        let (child, log, dir, cache_dir) = spawn(spec, cache, args, envs);
+        Self::start_wrapped(spec, cache, args, envs, &|_| {})
+    }
+
+    /// [`Host::start_with`], with `wrap` adjusting the command before it
+    /// is spawned (e.g. [`bpfman::Bpfman::enter`]).
+    pub fn start_wrapped(
+        spec: &str,
+        cache: Option<&Path>,
+        args: &[&str],
+        envs: &[(&str, &str)],
+        wrap: &dyn Fn(&mut Command),
+    ) -> Self {
+        let (child, log, dir, cache_dir) = spawn(spec, cache, args, envs, wrap);
         let mut host = Self {
             child,
             log,
@@ -350,7 +363,15 @@ pub fn scrape_url(url: &str) -> Result<String, String> {
 
 /// Run `conductor run` on `spec` to completion (for specs that must fail).
 pub fn run_to_exit(spec: &str) -> (std::process::ExitStatus, String) {
-    let (mut child, log, _dir, _cache) = spawn(spec, None, &[], &[]);
+    run_to_exit_wrapped(spec, &|_| {})
+}
+
+/// [`run_to_exit`], with `wrap` adjusting the command before it is spawned.
+pub fn run_to_exit_wrapped(
+    spec: &str,
+    wrap: &dyn Fn(&mut Command),
+) -> (std::process::ExitStatus, String) {
+    let (mut child, log, _dir, _cache) = spawn(spec, None, &[], &[], wrap);
     let until = Instant::now() + Duration::from_secs(120);
     let status = loop {
         if let Some(s) = child.try_wait().unwrap() {
@@ -375,21 +396,22 @@ fn spawn(
     cache: Option<&Path>,
     args: &[&str],
     envs: &[(&str, &str)],
+    wrap: &dyn Fn(&mut Command),
 ) -> (Child, Arc<Mutex<Vec<String>>>, tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let spec_path = dir.path().join("spec.yaml");
     std::fs::write(&spec_path, spec).unwrap();
     let cache_dir = cache.map_or_else(|| dir.path().join("cache"), Path::to_owned);
-    let (child, log) = spawn_logged(
-        Command::new(crate::conductor_bin())
-            .arg("run")
-            .arg(&spec_path)
-            .args(["--metrics-addr", "127.0.0.1:0"])
-            .arg("--cache-dir")
-            .arg(&cache_dir)
-            .args(args)
-            .envs(envs.iter().copied()),
-    );
+    let mut cmd = Command::new(crate::conductor_bin());
+    cmd.arg("run")
+        .arg(&spec_path)
+        .args(["--metrics-addr", "127.0.0.1:0"])
+        .arg("--cache-dir")
+        .arg(&cache_dir)
+        .args(args)
+        .envs(envs.iter().copied());
+    wrap(&mut cmd);
+    let (child, log) = spawn_logged(&mut cmd);
     (child, log, dir, cache_dir)
 }
 
