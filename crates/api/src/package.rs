@@ -81,11 +81,7 @@ impl PackageManifest {
                     .into(),
             ));
         }
-        if m.spec
-            .bytecode
-            .as_ref()
-            .is_some_and(|b| b.image.is_some())
-        {
+        if m.spec.bytecode.as_ref().is_some_and(|b| b.image.is_some()) {
             return Err(invalid(
                 "spec.bytecode must name the BPF object file of the package (path), not an image"
                     .into(),

@@ -21,6 +21,7 @@
 pub mod package;
 pub mod trust;
 
+pub use oci_client::Reference;
 pub use package::{Assembled, PackageLayer, PushedPackage};
 pub use trust::{SignatureMode, SignatureStatus, SigningKey, TrustPolicy, TrustedKey};
 
@@ -36,7 +37,7 @@ use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::errors::OciDistributionError;
 use oci_client::manifest::{OciDescriptor, OciImageManifest};
 use oci_client::secrets::RegistryAuth;
-use oci_client::{Client, Reference};
+use oci_client::Client;
 use oci_wasm::{
     ToConfig, WASM_LAYER_MEDIA_TYPE, WASM_MANIFEST_CONFIG_MEDIA_TYPE, WASM_MANIFEST_MEDIA_TYPE,
     WasmClient, WasmConfig,
@@ -259,7 +260,8 @@ impl Store {
 
     /// What `reference` (without `oci://`) resolved to when last pulled.
     pub fn record(&self, reference: &str) -> Option<RefRecord> {
-        let reference = parse_reference(reference).map_or_else(|_| reference.to_owned(), |r| r.whole());
+        let reference =
+            parse_reference(reference).map_or_else(|_| reference.to_owned(), |r| r.whole());
         let text = std::fs::read(self.record_path(&reference)).ok()?;
         serde_json::from_slice(&text).ok()
     }
@@ -514,8 +516,10 @@ pub async fn pull(
             return Err(not_allowed(reference, trust));
         }
         match (&trust.mode, &record.signature) {
-            (trust::SignatureMode::Required, Some(SignatureStatus::Verified { fingerprint, .. }))
-                if trust.keys.iter().any(|k| &k.fingerprint == fingerprint) => {}
+            (
+                trust::SignatureMode::Required,
+                Some(SignatureStatus::Verified { fingerprint, .. }),
+            ) if trust.keys.iter().any(|k| &k.fingerprint == fingerprint) => {}
             (trust::SignatureMode::Required, _) => {
                 cached_but_untrusted = Some(());
             }
@@ -603,7 +607,11 @@ async fn check_trust(
     }
     let sig_ref = trust::signature_reference(parsed, manifest_digest);
     let sig_manifest = match client
-        .pull_manifest_raw(&sig_ref, auth, &[oci_client::manifest::OCI_IMAGE_MEDIA_TYPE])
+        .pull_manifest_raw(
+            &sig_ref,
+            auth,
+            &[oci_client::manifest::OCI_IMAGE_MEDIA_TYPE],
+        )
         .await
     {
         Ok((bytes, _)) if bytes.len() <= trust::MAX_SIGNATURE_BYTES => {
@@ -640,7 +648,12 @@ async fn check_trust(
     match trust::verify_layers(manifest_digest, &layers, &trust.keys) {
         Ok(status) => {
             if let SignatureStatus::Verified { signer, .. } = &status {
-                tracing::info!(reference, signer, digest = manifest_digest, "signature verified");
+                tracing::info!(
+                    reference,
+                    signer,
+                    digest = manifest_digest,
+                    "signature verified"
+                );
             }
             Ok(status)
         }
@@ -687,7 +700,14 @@ async fn pull_remote(
     };
     if kind == Kind::Component && package::is_package(&manifest) {
         return pull_package(
-            store, reference, parsed, &client, manifest, manifest_digest, &config, signature,
+            store,
+            reference,
+            parsed,
+            &client,
+            manifest,
+            manifest_digest,
+            &config,
+            signature,
             opts,
         )
         .await;
@@ -860,7 +880,13 @@ async fn pull_package(
             .as_ref()
             .and_then(|a| a.get(package::TITLE_ANNOTATION))
             .cloned()
-            .ok_or_else(|| wrong(format!("layer {} has no {} annotation", layer.digest, package::TITLE_ANNOTATION)))?;
+            .ok_or_else(|| {
+                wrong(format!(
+                    "layer {} has no {} annotation",
+                    layer.digest,
+                    package::TITLE_ANNOTATION
+                ))
+            })?;
         if store.verified_blob(&layer.digest).is_none() {
             download(store, reference, client, parsed, layer, opts).await?;
             from_cache = false;
@@ -1272,15 +1298,20 @@ pub async fn resolve_spec(
             if spec.bytecode.is_none()
                 && let Some(b) = &mut out.bytecode
             {
-                let path = pulled
-                    .record
-                    .layer_path(store, &b.path)
-                    .ok_or_else(|| store.err(format!("the object {} of {reference} is not cached", b.path)))?;
+                let path = pulled.record.layer_path(store, &b.path).ok_or_else(|| {
+                    store.err(format!(
+                        "the object {} of {reference} is not cached",
+                        b.path
+                    ))
+                })?;
                 b.path = path.display().to_string();
             }
             out.validate().map_err(|e| OciError::Package {
                 what: reference.to_owned(),
-                cause: format!("its spec with the overrides of plugin {:?} is invalid: {e}", spec.name),
+                cause: format!(
+                    "its spec with the overrides of plugin {:?} is invalid: {e}",
+                    spec.name
+                ),
             })?;
             tracing::info!(
                 plugin = %spec.name,

@@ -80,7 +80,9 @@ impl Assembled {
             if files.iter().any(|(t, _, _)| *t == title) {
                 return Err(bad(
                     &what,
-                    format!("two files are named {title:?}; each file of a package needs its own name"),
+                    format!(
+                        "two files are named {title:?}; each file of a package needs its own name"
+                    ),
                 ));
             }
             files.push((title.clone(), media_type, read(&path)?));
@@ -136,7 +138,10 @@ impl Assembled {
                 "org.opencontainers.image.description",
                 manifest.description.clone(),
             ),
-            ("org.opencontainers.image.licenses", manifest.license.clone()),
+            (
+                "org.opencontainers.image.licenses",
+                manifest.license.clone(),
+            ),
             (
                 "org.opencontainers.image.created",
                 Some(chrono::Utc::now().to_rfc3339()),
@@ -171,7 +176,10 @@ impl Assembled {
                 digest: sha256(bytes),
                 size: bytes.len() as i64,
                 urls: None,
-                annotations: Some(BTreeMap::from([(TITLE_ANNOTATION.to_owned(), title.clone())])),
+                annotations: Some(BTreeMap::from([(
+                    TITLE_ANNOTATION.to_owned(),
+                    title.clone(),
+                )])),
                 artifact_type: None,
             })
             .collect();
@@ -229,7 +237,8 @@ pub async fn push(
     let registry = parsed.resolve_registry().to_owned();
     let client = client(&registry, opts);
     let auth = auth(&registry, opts);
-    let total: u64 = package.files.iter().map(|f| f.2.len() as u64).sum::<u64>() + config.len() as u64;
+    let total: u64 =
+        package.files.iter().map(|f| f.2.len() as u64).sum::<u64>() + config.len() as u64;
     let bar = crate::progress_bar(opts, total, &format!("pushing {reference}"));
     let registry_err = |op, e: oci_client::errors::OciDistributionError| OciError::Registry {
         reference: reference.to_owned(),
@@ -299,7 +308,14 @@ pub(crate) async fn fetch_manifest(
     reference: &str,
 ) -> Result<(OciImageManifest, String), OciError> {
     let (bytes, _) = client
-        .pull_manifest_raw(parsed, auth, &[OCI_IMAGE_MEDIA_TYPE, "application/vnd.docker.distribution.manifest.v2+json"])
+        .pull_manifest_raw(
+            parsed,
+            auth,
+            &[
+                OCI_IMAGE_MEDIA_TYPE,
+                "application/vnd.docker.distribution.manifest.v2+json",
+            ],
+        )
         .await
         .map_err(|e| OciError::Registry {
             reference: reference.to_owned(),
@@ -340,7 +356,10 @@ pub(crate) async fn fetch_small_blob(
         cause,
     };
     if desc.size < 0 || desc.size as usize > limit {
-        return Err(fail(format!("size {} is out of range 0..={limit}", desc.size)));
+        return Err(fail(format!(
+            "size {} is out of range 0..={limit}",
+            desc.size
+        )));
     }
     let mut out = Vec::with_capacity(desc.size as usize);
     client

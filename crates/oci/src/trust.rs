@@ -84,9 +84,10 @@ impl TrustedKey {
             path: path.to_owned(),
             cause: e.to_string(),
         })?;
-        let name = path
-            .file_name()
-            .map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
+        let name = path.file_name().map_or_else(
+            || path.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
         Self::from_pem(&name, &pem).map_err(|cause| TrustError::Key {
             path: path.to_owned(),
             cause,
@@ -277,7 +278,9 @@ pub fn verify_layers(
         let parsed: Payload = match serde_json::from_slice(payload) {
             Ok(p) => p,
             Err(e) => {
-                reasons.push(format!("a payload is not cosign's simple signing JSON: {e}"));
+                reasons.push(format!(
+                    "a payload is not cosign's simple signing JSON: {e}"
+                ));
                 continue;
             }
         };
@@ -381,10 +384,7 @@ impl SigningKey {
 
 /// The signature manifest for `layers` (cosign's layout: an image config
 /// and one payload layer per signature).
-pub fn signature_manifest(
-    layers: Vec<OciDescriptor>,
-    config: OciDescriptor,
-) -> OciImageManifest {
+pub fn signature_manifest(layers: Vec<OciDescriptor>, config: OciDescriptor) -> OciImageManifest {
     OciImageManifest {
         schema_version: 2,
         media_type: Some(oci_client::manifest::OCI_IMAGE_MEDIA_TYPE.to_owned()),
@@ -419,15 +419,23 @@ mod tests {
     fn signatures_verify_only_with_the_right_key_and_digest() {
         let key = SigningKey::generate().unwrap();
         let (private, public) = key.to_cosign_pem(b"pw").unwrap();
-        assert!(private.contains("ENCRYPTED SIGSTORE PRIVATE KEY"), "{private}");
+        assert!(
+            private.contains("ENCRYPTED SIGSTORE PRIVATE KEY"),
+            "{private}"
+        );
         let trusted = TrustedKey::from_pem("cosign.pub", public.as_bytes()).unwrap();
-        let other = SigningKey::generate().unwrap().to_cosign_pem(b"").unwrap().1;
+        let other = SigningKey::generate()
+            .unwrap()
+            .to_cosign_pem(b"")
+            .unwrap()
+            .1;
         let untrusted = TrustedKey::from_pem("other.pub", other.as_bytes()).unwrap();
         let digest = format!("sha256:{}", "a".repeat(64));
         let p = payload("127.0.0.1:5000/pkg", &digest);
         let sig = key.sign(&p).unwrap();
 
-        let ok = verify_layers(&digest, &[layer(&p, &sig)], std::slice::from_ref(&trusted)).unwrap();
+        let ok =
+            verify_layers(&digest, &[layer(&p, &sig)], std::slice::from_ref(&trusted)).unwrap();
         assert!(ok.is_verified());
         let err = verify_layers(&digest, &[layer(&p, &sig)], &[untrusted]).unwrap_err();
         assert!(err.contains("not by any trusted key"), "{err}");
@@ -449,4 +457,112 @@ mod tests {
         assert!(p.allows("r/bad/x:1", "sha256:2"));
         assert!(!p.allows("r/bad/x:1", "sha256:1"));
     }
+}
+
+/// What `sign` stored.
+#[derive(Debug, Clone)]
+pub struct Signed {
+    /// `registry/repository@sha256:...`: what was signed.
+    pub pinned: String,
+    /// The tag the signature manifest is under.
+    pub tag: String,
+    /// Signatures now under that tag (cosign appends, so do we).
+    pub count: usize,
+}
+
+/// Sign the manifest `reference` (without `oci://`) resolves to with `key`
+/// and store the signature as cosign does: a simple-signing payload layer
+/// appended to the manifest under tag `sha256-<hex>.sig`.
+pub async fn sign(
+    reference: &str,
+    key: &SigningKey,
+    opts: &crate::RegistryOptions,
+) -> Result<Signed, crate::OciError> {
+    use crate::{OciError, describe, package};
+    let parsed = crate::parse_reference(reference)?;
+    let registry = parsed.resolve_registry().to_owned();
+    let client = crate::client(&registry, opts);
+    let auth = crate::auth(&registry, opts);
+    let registry_err = |op, e: oci_client::errors::OciDistributionError| OciError::Registry {
+        reference: reference.to_owned(),
+        op,
+        cause: describe(&e),
+    };
+    crate::bounded(reference, "sign", opts, async {
+        let c = client.as_ref();
+        c.auth(&parsed, &auth, oci_client::RegistryOperation::Push)
+            .await
+            .map_err(|e| registry_err("authenticating", e))?;
+        let (_, digest) = package::fetch_manifest(c, &parsed, &auth, reference).await?;
+        let repository = format!("{}/{}", parsed.registry(), parsed.repository());
+        let body = payload(&repository, &digest);
+        let sig = key.sign(&body).map_err(|cause| OciError::Registry {
+            reference: reference.to_owned(),
+            op: "signing",
+            cause,
+        })?;
+        let sig_ref = signature_reference(&parsed, &digest);
+        // Keep the signatures already there (other keys), as cosign does.
+        let mut layers: Vec<OciDescriptor> = match c
+            .pull_manifest_raw(&sig_ref, &auth, &[oci_client::manifest::OCI_IMAGE_MEDIA_TYPE])
+            .await
+        {
+            Ok((bytes, _)) => serde_json::from_slice::<OciImageManifest>(&bytes)
+                .map(|m| m.layers)
+                .unwrap_or_default(),
+            Err(_) => Vec::new(),
+        };
+        let layer = OciDescriptor {
+            media_type: SIMPLE_SIGNING_MEDIA_TYPE.to_owned(),
+            digest: package::sha256(&body),
+            size: body.len() as i64,
+            urls: None,
+            annotations: Some(BTreeMap::from([(SIGNATURE_ANNOTATION.to_owned(), sig)])),
+            artifact_type: None,
+        };
+        layers.retain(|l| l.annotations != layer.annotations);
+        layers.push(layer.clone());
+        c.push_blob(&sig_ref, body, &layer.digest)
+            .await
+            .map_err(|e| registry_err("uploading the signature payload", e))?;
+        // cosign's config: an image config listing the payload layers.
+        let config = serde_json::json!({
+            "architecture": "",
+            "os": "",
+            "config": {},
+            "rootfs": {"type": "layers", "diff_ids": layers.iter().map(|l| l.digest.clone()).collect::<Vec<_>>()},
+        });
+        let config = serde_json::to_vec(&config).unwrap_or_default();
+        let config_desc = OciDescriptor {
+            media_type: oci_client::manifest::IMAGE_CONFIG_MEDIA_TYPE.to_owned(),
+            digest: package::sha256(&config),
+            size: config.len() as i64,
+            urls: None,
+            annotations: None,
+            artifact_type: None,
+        };
+        c.push_blob(&sig_ref, config, &config_desc.digest)
+            .await
+            .map_err(|e| registry_err("uploading the signature config", e))?;
+        let count = layers.len();
+        let manifest = signature_manifest(layers, config_desc);
+        let body = serde_json::to_vec(&manifest).map_err(|e| OciError::Registry {
+            reference: reference.to_owned(),
+            op: "signing",
+            cause: e.to_string(),
+        })?;
+        c.push_manifest_raw(
+            &sig_ref,
+            body,
+            package::http_header(oci_client::manifest::OCI_IMAGE_MEDIA_TYPE),
+        )
+        .await
+        .map_err(|e| registry_err("uploading the signature manifest", e))?;
+        Ok(Signed {
+            pinned: format!("{repository}@{digest}"),
+            tag: signature_tag(&digest),
+            count,
+        })
+    })
+    .await
 }
