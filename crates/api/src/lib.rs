@@ -5,6 +5,7 @@
 
 pub mod attach;
 pub mod files;
+pub mod package;
 pub mod phase;
 pub mod spec;
 pub mod v1;

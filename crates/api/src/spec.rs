@@ -33,7 +33,12 @@ pub struct PluginSpec {
     pub name: String,
     /// The wasm component: a file path (relative paths are resolved against
     /// the directory of the spec file) or an OCI reference
-    /// `oci://registry/repository:tag` (or `@sha256:<digest>`).
+    /// `oci://registry/repository:tag` (or `@sha256:<digest>`) of a
+    /// component artifact or of a plugin package. A package brings its
+    /// default spec: this spec's `config` is merged over it key by key,
+    /// its `bytecode`, `maps` and `tickIntervalMs` replace the package's
+    /// when set, and each limit replaces the package's when it differs from
+    /// the built-in default.
     #[cfg_attr(feature = "schema", schemars(length(min = 1)))]
     pub component: String,
     /// When OCI references of this spec are pulled from their registry (as

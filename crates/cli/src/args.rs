@@ -8,7 +8,7 @@ use conductor_api::files;
 use conductor_client::Output;
 use conductor_node::NodeConfig;
 use conductor_node::otlp::{OtlpConfig, Protocol};
-use conductor_oci::RegistryOptions;
+use conductor_oci::{self as oci, RegistryOptions};
 
 /// What `run` and `serve` share: how the node host serves metrics, caches
 /// components, reaches registries, pushes OTLP and learns about workloads.
@@ -88,7 +88,7 @@ impl NodeArgs {
                     idle: Duration::from_secs(self.metrics_idle_timeout_secs),
                 },
             },
-            self.registry.options(),
+            self.registry.options()?,
         ))
     }
 }
@@ -191,19 +191,59 @@ pub struct RegistryArgs {
     /// Seconds one pull or push of a reference may take in all.
     #[arg(long, value_name = "SECONDS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
     pub registry_timeout: u64,
+    /// Signatures of pulled artifacts: `required` refuses what no trusted
+    /// key signed (cosign's keyed layout), `warn` runs it with a warning
+    /// (looking for signatures only when a key is trusted), `off` does not look.
+    #[arg(
+        long,
+        value_name = "POLICY",
+        default_value = "warn",
+        env = "CONDUCTOR_SIGNATURE_POLICY"
+    )]
+    pub signature_policy: oci::SignatureMode,
+    /// A trusted public key (PEM, e.g. cosign.pub); repeat, or comma-separate.
+    #[arg(
+        long = "trusted-key",
+        value_name = "FILE",
+        env = "CONDUCTOR_TRUSTED_KEYS",
+        value_delimiter = ','
+    )]
+    pub trusted_keys: Vec<PathBuf>,
+    /// Only these references may be pulled: prefixes of
+    /// `registry/repository[:tag]` or manifest digests `sha256:<hex>`;
+    /// repeat, or comma-separate. None: any.
+    #[arg(
+        long = "allowed-reference",
+        value_name = "PREFIX|DIGEST",
+        env = "CONDUCTOR_ALLOWED_REFERENCES",
+        value_delimiter = ','
+    )]
+    pub allowed_references: Vec<String>,
 }
 
 impl RegistryArgs {
-    pub fn options(self) -> RegistryOptions {
+    pub fn options(self) -> anyhow::Result<RegistryOptions> {
         use std::io::IsTerminal;
-        RegistryOptions {
+        let keys = self
+            .trusted_keys
+            .iter()
+            .map(|p| oci::TrustedKey::from_file(p))
+            .collect::<Result<Vec<_>, _>>()?;
+        let trust = oci::TrustPolicy {
+            mode: self.signature_policy,
+            keys,
+            allowed: self.allowed_references,
+        };
+        trust.check()?;
+        Ok(RegistryOptions {
             insecure: self.insecure,
             username: self.username,
             password: self.password,
             connect_timeout: std::time::Duration::from_secs(self.registry_connect_timeout),
             timeout: std::time::Duration::from_secs(self.registry_timeout),
             progress: std::io::stderr().is_terminal(),
-        }
+            trust,
+        })
     }
 }
 

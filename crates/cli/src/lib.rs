@@ -42,7 +42,8 @@ pub enum LogFormat {
 /// The subcommands.
 #[derive(Subcommand)]
 pub enum Command {
-    /// Run the plugins of a spec file in the foreground until Ctrl-C.
+    /// Run the plugins of a spec file, or a plugin package
+    /// (`oci://registry/repository:tag`), in the foreground until Ctrl-C.
     ///
     /// The file holds one or more plugin specs (YAML documents separated by
     /// `---`); relative paths in it are resolved against its directory.
@@ -81,6 +82,16 @@ pub enum Command {
     Pull(commands::pull::PullArgs),
     /// List or prune pulled artifacts.
     Cache(commands::cache::CacheArgs),
+    /// The plugin packages in the local cache: digest, size, signature
+    /// status and the daemon's plugins using each.
+    Packages(commands::packages::PackagesArgs),
+    /// What a plugin package holds: programs and attach points, maps,
+    /// config keys with their docs, WIT version, signer, source.
+    Show(commands::packages::ShowArgs),
+    /// Sign a pushed artifact with a key, in cosign's layout.
+    Sign(commands::sign::SignArgs),
+    /// Write a new cosign-format key pair for `conductor sign`.
+    GenerateKeyPair(commands::sign::GenerateKeyPairArgs),
 }
 
 /// The `conductor` binary: parse the command line and run the subcommand.
@@ -102,6 +113,10 @@ pub fn main() -> ExitCode {
         Command::Push(a) => Local::Push(a),
         Command::Pull(a) => Local::Pull(a),
         Command::Cache(a) => Local::Cache(a),
+        Command::Packages(a) => Local::Packages(a),
+        Command::Show(a) => Local::Show(a),
+        Command::Sign(a) => Local::Sign(a),
+        Command::GenerateKeyPair(a) => Local::GenerateKeyPair(a),
     };
     init_logging(cli.log_format, matches!(local, Local::Serve(_)));
     let result = match local {
@@ -110,6 +125,10 @@ pub fn main() -> ExitCode {
         Local::Push(a) => commands::push::run(a),
         Local::Pull(a) => commands::pull::run(a),
         Local::Cache(a) => commands::cache::run(a),
+        Local::Packages(a) => commands::packages::packages(a),
+        Local::Show(a) => commands::packages::show(a),
+        Local::Sign(a) => commands::sign::sign(a),
+        Local::GenerateKeyPair(a) => commands::sign::generate_key_pair(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -128,6 +147,10 @@ enum Local {
     Push(commands::push::PushArgs),
     Pull(commands::pull::PullArgs),
     Cache(commands::cache::CacheArgs),
+    Packages(commands::packages::PackagesArgs),
+    Show(commands::packages::ShowArgs),
+    Sign(commands::sign::SignArgs),
+    GenerateKeyPair(commands::sign::GenerateKeyPairArgs),
 }
 
 /// Logs to stderr, filtered by `CONDUCTOR_LOG`; the daemon also keeps each

@@ -132,6 +132,9 @@ pub struct StatusView {
     pub generation: u64,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
+    /// Who signed the OCI artifact it runs (empty for a local file).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub signer: String,
     pub spec: Option<PluginSpec>,
 }
 
@@ -174,6 +177,7 @@ impl From<v1::PluginStatus> for StatusView {
             component_digest: s.component_digest,
             generation: s.generation,
             annotations: s.annotations.into_iter().collect(),
+            signer: s.signer,
             spec: s.spec.and_then(|w| PluginSpec::try_from(w).ok()),
             name: s.name,
         }

@@ -753,6 +753,27 @@ pub fn to_wire(info: &PluginInfo) -> v1::PluginStatus {
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
+        signer: String::new(),
+    }
+}
+
+/// The signature status of the OCI artifact `spec.component` names, as
+/// recorded in the cache when it was pulled; empty for a local file.
+fn signer_of(store: &oci::Store, spec: &PluginSpec) -> String {
+    oci_reference(&spec.component)
+        .and_then(|r| store.record(r))
+        .and_then(|rec| rec.signature)
+        .map(|s| s.summary())
+        .unwrap_or_default()
+}
+
+impl Api {
+    /// `to_wire` with the signer filled in.
+    fn status(&self, info: &PluginInfo) -> v1::PluginStatus {
+        v1::PluginStatus {
+            signer: signer_of(&self.store, &info.spec),
+            ..to_wire(info)
+        }
     }
 }
 
@@ -821,7 +842,7 @@ impl Conductor for Api {
             .await
             .map_err(|e| Status::internal(format!("the load task failed: {e}")))??;
         Ok(Response::new(v1::LoadResponse {
-            status: Some(to_wire(&info)),
+            status: Some(self.status(&info)),
         }))
     }
 
@@ -876,7 +897,7 @@ impl Conductor for Api {
         _request: Request<v1::ListRequest>,
     ) -> Result<Response<v1::ListResponse>, Status> {
         Ok(Response::new(v1::ListResponse {
-            plugins: self.manager.list().iter().map(to_wire).collect(),
+            plugins: self.manager.list().iter().map(|i| self.status(i)).collect(),
         }))
     }
 
@@ -890,7 +911,7 @@ impl Conductor for Api {
             .get(&name)
             .ok_or_else(|| manager_status(ManagerError::NotFound(name)))?;
         Ok(Response::new(v1::GetResponse {
-            status: Some(to_wire(&info)),
+            status: Some(self.status(&info)),
         }))
     }
 
@@ -924,7 +945,7 @@ impl Conductor for Api {
             .await
             .map_err(|e| Status::internal(format!("the update task failed: {e}")))??;
         Ok(Response::new(v1::UpdateResponse {
-            status: Some(to_wire(&info)),
+            status: Some(self.status(&info)),
         }))
     }
 

@@ -13,6 +13,17 @@
 //!   use hashes the file again, so a damaged blob is dropped, never trusted;
 //! - `refs/<sha256 of the reference>.json`: what a reference resolved to;
 //! - `bytecode/<hex>.bpf.o`: the object extracted from a bytecode layer.
+//!
+//! Plugin packages (one artifact: component, BPF object, default spec,
+//! metadata) are in [`package`]; signatures and the trust policy, checked
+//! before any layer is downloaded, in [`trust`].
+
+pub mod package;
+pub mod trust;
+
+pub use oci_client::Reference;
+pub use package::{Assembled, PackageLayer, PushedPackage};
+pub use trust::{SignatureMode, SignatureStatus, SigningKey, TrustPolicy, TrustedKey};
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -26,7 +37,7 @@ use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::errors::OciDistributionError;
 use oci_client::manifest::{OciDescriptor, OciImageManifest};
 use oci_client::secrets::RegistryAuth;
-use oci_client::{Client, Reference};
+use oci_client::Client;
 use oci_wasm::{
     ToConfig, WASM_LAYER_MEDIA_TYPE, WASM_MANIFEST_CONFIG_MEDIA_TYPE, WASM_MANIFEST_MEDIA_TYPE,
     WasmClient, WasmConfig,
@@ -65,6 +76,8 @@ pub struct RegistryOptions {
     pub timeout: Duration,
     /// Draw progress bars on a terminal.
     pub progress: bool,
+    /// Signatures and allowed references, checked on every pull.
+    pub trust: TrustPolicy,
 }
 
 impl Default for RegistryOptions {
@@ -76,6 +89,7 @@ impl Default for RegistryOptions {
             connect_timeout: Duration::from_secs(10),
             timeout: Duration::from_secs(300),
             progress: false,
+            trust: TrustPolicy::default(),
         }
     }
 }
@@ -118,6 +132,10 @@ pub enum OciError {
     Bytecode { reference: String, cause: String },
     #[error("OCI cache {dir}: {cause}")]
     Cache { dir: PathBuf, cause: String },
+    #[error("package {what}: {cause}")]
+    Package { what: String, cause: String },
+    #[error("{reference}: refused by the trust policy: {cause}; nothing was cached as trusted")]
+    Untrusted { reference: String, cause: String },
     #[error("cannot read {path}: {source}")]
     ReadFile {
         path: PathBuf,
@@ -131,6 +149,8 @@ pub enum OciError {
 pub enum Kind {
     Component,
     Bytecode,
+    /// A plugin package (see [`package`]).
+    Package,
 }
 
 /// What a reference resolved to when it was last pulled.
@@ -149,6 +169,39 @@ pub struct RefRecord {
     pub labels: BTreeMap<String, String>,
     /// Seconds since the epoch.
     pub pulled_at: u64,
+    /// A package's files (`layer_digest` is its component's).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub layers: Vec<PackageLayer>,
+    /// A package's config: default spec and metadata.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub package: Option<conductor_api::package::PackageManifest>,
+    /// What signature verification found when it was pulled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<SignatureStatus>,
+}
+
+impl RefRecord {
+    /// Every blob digest this reference uses.
+    pub fn digests(&self) -> Vec<&str> {
+        let mut d = vec![self.layer_digest.as_str()];
+        d.extend(self.layers.iter().map(|l| l.digest.as_str()));
+        d
+    }
+
+    /// Total bytes of its layers.
+    pub fn total_size(&self) -> u64 {
+        if self.layers.is_empty() {
+            self.size
+        } else {
+            self.layers.iter().map(|l| l.size).sum()
+        }
+    }
+
+    /// The cached file of the layer titled `title`.
+    pub fn layer_path(&self, store: &Store, title: &str) -> Option<PathBuf> {
+        let layer = self.layers.iter().find(|l| l.title == title)?;
+        store.verified_blob(&layer.digest)
+    }
 }
 
 /// A pulled artifact ready to use.
@@ -205,8 +258,11 @@ impl Store {
         Some(self.root.join("blobs/sha256").join(hex))
     }
 
-    fn record(&self, reference: &str) -> Option<RefRecord> {
-        let text = std::fs::read(self.record_path(reference)).ok()?;
+    /// What `reference` (without `oci://`) resolved to when last pulled.
+    pub fn record(&self, reference: &str) -> Option<RefRecord> {
+        let reference =
+            parse_reference(reference).map_or_else(|_| reference.to_owned(), |r| r.whole());
+        let text = std::fs::read(self.record_path(&reference)).ok()?;
         serde_json::from_slice(&text).ok()
     }
 
@@ -274,8 +330,9 @@ impl Store {
         }
         let keep: std::collections::BTreeSet<String> = self
             .list()?
-            .into_iter()
-            .filter_map(|r| digest_hex(&r.layer_digest).map(str::to_owned))
+            .iter()
+            .flat_map(|r| r.digests())
+            .filter_map(|d| digest_hex(d).map(str::to_owned))
             .collect();
         for (sub, suffix) in [("blobs/sha256", ""), ("bytecode", ".bpf.o")] {
             let Ok(entries) = std::fs::read_dir(self.root.join(sub)) else {
@@ -430,7 +487,10 @@ async fn bounded<T>(
 }
 
 /// Pull `reference` (without `oci://`) into the cache per `policy` and
-/// return the local file to use.
+/// return the local file to use. A `Component` request also accepts a
+/// plugin package (the result's `record.kind` says which it was). The
+/// trust policy is checked before any layer is downloaded; a cached copy
+/// is used only if it still satisfies it.
 pub async fn pull(
     store: &Store,
     reference: &str,
@@ -440,24 +500,59 @@ pub async fn pull(
 ) -> Result<Pulled, OciError> {
     let parsed = parse_reference(reference)?;
     let canonical = parsed.whole();
+    let trust = &opts.trust;
+    let mut cached_but_untrusted = None;
     if policy != PullPolicy::Always
         && let Some(record) = store.record(&canonical)
-        && record.kind == kind
-        && let Some(blob) = store.verified_blob(&record.layer_digest)
+        && (record.kind == kind || (kind == Kind::Component && record.kind == Kind::Package))
+        && record
+            .digests()
+            .iter()
+            .all(|d| store.verified_blob(d).is_some())
     {
-        let path = materialize(store, reference, &record, &blob)?;
-        return Ok(Pulled {
-            path,
-            record,
-            from_cache: true,
-        });
+        if !trust.allows(reference, &record.manifest_digest)
+            && !trust.allows(&canonical, &record.manifest_digest)
+        {
+            return Err(not_allowed(reference, trust));
+        }
+        match (&trust.mode, &record.signature) {
+            (
+                trust::SignatureMode::Required,
+                Some(SignatureStatus::Verified { fingerprint, .. }),
+            ) if trust.keys.iter().any(|k| &k.fingerprint == fingerprint) => {}
+            (trust::SignatureMode::Required, _) => {
+                cached_but_untrusted = Some(());
+            }
+            _ => {}
+        }
+        if cached_but_untrusted.is_none() {
+            let blob = store
+                .verified_blob(&record.layer_digest)
+                .ok_or_else(|| store.err("a cached blob vanished"))?;
+            let path = materialize(store, reference, &record, &blob)?;
+            return Ok(Pulled {
+                path,
+                record,
+                from_cache: true,
+            });
+        }
     }
     if policy == PullPolicy::Never {
+        if cached_but_untrusted.is_some() {
+            return Err(OciError::Untrusted {
+                reference: reference.to_owned(),
+                cause: "the cached copy was not verified with a trusted key and the pull policy is Never".into(),
+            });
+        }
         return Err(OciError::NotCached {
             reference: reference.to_owned(),
             dir: store.root.clone(),
         });
     }
+    trust.check().map_err(|e| OciError::Untrusted {
+        reference: reference.to_owned(),
+        cause: e.to_string(),
+    })?;
     bounded(
         reference,
         "pull",
@@ -465,6 +560,105 @@ pub async fn pull(
         pull_remote(store, reference, &parsed, kind, opts),
     )
     .await
+}
+
+fn not_allowed(reference: &str, trust: &TrustPolicy) -> OciError {
+    OciError::Untrusted {
+        reference: reference.to_owned(),
+        cause: format!(
+            "not on the allowed list (--allowed-reference: {})",
+            trust.allowed.join(", ")
+        ),
+    }
+}
+
+/// Check the allow list and the signature of `manifest_digest` per the
+/// trust policy; downloads nothing but the signature manifest and payloads.
+async fn check_trust(
+    client: &Client,
+    parsed: &Reference,
+    auth: &RegistryAuth,
+    reference: &str,
+    manifest_digest: &str,
+    trust: &TrustPolicy,
+) -> Result<SignatureStatus, OciError> {
+    if !trust.allows(reference, manifest_digest) && !trust.allows(&parsed.whole(), manifest_digest)
+    {
+        return Err(not_allowed(reference, trust));
+    }
+    let unverified = |reason: String| -> Result<SignatureStatus, OciError> {
+        if trust.mode == SignatureMode::Required {
+            return Err(OciError::Untrusted {
+                reference: reference.to_owned(),
+                cause: reason,
+            });
+        }
+        tracing::warn!(reference, %reason, "running an artifact no trusted key signed (signature policy warn)");
+        Ok(SignatureStatus::Unverified { reason })
+    };
+    match trust.mode {
+        SignatureMode::Off => return Ok(SignatureStatus::NotChecked),
+        SignatureMode::Warn if trust.keys.is_empty() => {
+            return Ok(SignatureStatus::Unverified {
+                reason: "no trusted key is configured".into(),
+            });
+        }
+        _ => {}
+    }
+    let sig_ref = trust::signature_reference(parsed, manifest_digest);
+    let sig_manifest = match client
+        .pull_manifest_raw(
+            &sig_ref,
+            auth,
+            &[oci_client::manifest::OCI_IMAGE_MEDIA_TYPE],
+        )
+        .await
+    {
+        Ok((bytes, _)) if bytes.len() <= trust::MAX_SIGNATURE_BYTES => {
+            match serde_json::from_slice::<OciImageManifest>(&bytes) {
+                Ok(m) => m,
+                Err(e) => return unverified(format!("its signature manifest is unreadable: {e}")),
+            }
+        }
+        Ok(_) => return unverified("its signature manifest is too large".into()),
+        Err(e) => {
+            return unverified(format!(
+                "unsigned: no signature at tag {} ({})",
+                trust::signature_tag(manifest_digest),
+                describe(&e)
+            ));
+        }
+    };
+    let mut layers = Vec::new();
+    for layer in sig_manifest
+        .layers
+        .iter()
+        .filter(|l| l.media_type == trust::SIMPLE_SIGNING_MEDIA_TYPE)
+    {
+        let payload = package::fetch_small_blob(
+            client,
+            &sig_ref,
+            layer,
+            trust::MAX_SIGNATURE_BYTES,
+            reference,
+        )
+        .await?;
+        layers.push((layer.clone(), payload));
+    }
+    match trust::verify_layers(manifest_digest, &layers, &trust.keys) {
+        Ok(status) => {
+            if let SignatureStatus::Verified { signer, .. } = &status {
+                tracing::info!(
+                    reference,
+                    signer,
+                    digest = manifest_digest,
+                    "signature verified"
+                );
+            }
+            Ok(status)
+        }
+        Err(reason) => unverified(reason),
+    }
 }
 
 async fn pull_remote(
@@ -477,16 +671,9 @@ async fn pull_remote(
     let registry = parsed.resolve_registry().to_owned();
     let client = client(&registry, opts);
     let auth = auth(&registry, opts);
-    let registry_err = |op, e: OciDistributionError| OciError::Registry {
-        reference: reference.to_owned(),
-        op,
-        cause: describe(&e),
-    };
-    let (manifest, manifest_digest, config) = client
-        .as_ref()
-        .pull_manifest_and_config(parsed, &auth)
-        .await
-        .map_err(|e| registry_err("fetching the manifest", e))?;
+    client.as_ref().store_auth_if_needed(&registry, &auth).await;
+    let (manifest, manifest_digest) =
+        package::fetch_manifest(client.as_ref(), parsed, &auth, reference).await?;
     if let Some(want) = parsed.digest()
         && want != manifest_digest
     {
@@ -495,6 +682,39 @@ async fn pull_remote(
             digest: manifest_digest,
             cause: format!("the registry sent a manifest with another digest than {want}"),
         });
+    }
+    // Before anything else is downloaded: may this run at all?
+    let signature = check_trust(
+        client.as_ref(),
+        parsed,
+        &auth,
+        reference,
+        &manifest_digest,
+        &opts.trust,
+    )
+    .await?;
+    let config = package::fetch_small_blob(
+        client.as_ref(),
+        parsed,
+        &manifest.config,
+        package::MAX_CONFIG_BYTES,
+        reference,
+    )
+    .await?;
+    let config = String::from_utf8_lossy(&config).into_owned();
+    if kind == Kind::Component && package::is_package(&manifest) {
+        return pull_package(
+            store,
+            reference,
+            parsed,
+            &client,
+            manifest,
+            manifest_digest,
+            &config,
+            signature,
+            opts,
+        )
+        .await;
     }
     let (layer, labels) = check_artifact(reference, kind, &manifest, &config)?;
 
@@ -507,7 +727,11 @@ async fn pull_remote(
         ),
     };
     if kind == Kind::Component {
-        check_component_header(&blob).map_err(|cause| wrong("WebAssembly component", cause))?;
+        check_component_header(&blob).map_err(|cause| OciError::WrongArtifact {
+            reference: reference.to_owned(),
+            want: "WebAssembly component",
+            cause,
+        })?;
     }
     let record = RefRecord {
         reference: parsed.whole(),
@@ -517,9 +741,10 @@ async fn pull_remote(
         size: layer.size as u64,
         annotations: manifest.annotations.clone().unwrap_or_default(),
         labels,
-        pulled_at: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs()),
+        pulled_at: now(),
+        layers: Vec::new(),
+        package: None,
+        signature: Some(signature),
     };
     let path = materialize(store, reference, &record, &blob)?;
     store.write_record(&record)?;
@@ -546,6 +771,17 @@ fn check_artifact(
         cause,
     };
     let (layer, labels) = match kind {
+        Kind::Package => {
+            return Err(wrong(
+                "plugin package",
+                format!(
+                    "its artifactType is {:?} and its config media type {}, expected {}",
+                    manifest.artifact_type,
+                    manifest.config.media_type,
+                    package::PACKAGE_ARTIFACT_TYPE
+                ),
+            ));
+        }
         Kind::Component => {
             let want = "wasm component artifact";
             if let Some(mt) = &manifest.media_type
@@ -560,8 +796,9 @@ fn check_artifact(
                 return Err(wrong(
                     want,
                     format!(
-                        "config media type is {}, expected {WASM_MANIFEST_CONFIG_MEDIA_TYPE}",
-                        manifest.config.media_type
+                        "config media type is {}, expected {WASM_MANIFEST_CONFIG_MEDIA_TYPE} (or a plugin package, {})",
+                        manifest.config.media_type,
+                        package::PACKAGE_CONFIG_MEDIA_TYPE
                     ),
                 ));
             }
@@ -606,16 +843,126 @@ fn check_artifact(
             (layer.clone(), bytecode_labels(config))
         }
     };
+    check_layer_size(reference, &layer)?;
+    Ok((layer, labels))
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn check_layer_size(reference: &str, layer: &OciDescriptor) -> Result<(), OciError> {
     if layer.size < 0 || layer.size as u64 > MAX_LAYER_BYTES {
-        return Err(wrong(
-            "plugin artifact",
-            format!(
+        return Err(OciError::WrongArtifact {
+            reference: reference.to_owned(),
+            want: "plugin artifact",
+            cause: format!(
                 "layer size {} is out of range 0..={MAX_LAYER_BYTES}",
                 layer.size
             ),
-        ));
+        });
     }
-    Ok((layer, labels))
+    Ok(())
+}
+
+/// The rest of a package's pull, once its manifest passed the trust
+/// policy: its config, then every layer, each verified; the record is
+/// written only when all are in place.
+#[allow(clippy::too_many_arguments)]
+async fn pull_package(
+    store: &Store,
+    reference: &str,
+    parsed: &Reference,
+    client: &WasmClient,
+    manifest: OciImageManifest,
+    manifest_digest: String,
+    config: &str,
+    signature: SignatureStatus,
+    opts: &RegistryOptions,
+) -> Result<Pulled, OciError> {
+    let wrong = |cause: String| OciError::WrongArtifact {
+        reference: reference.to_owned(),
+        want: "plugin package",
+        cause,
+    };
+    let pkg = conductor_api::package::PackageManifest::from_yaml(config, "its config")
+        .map_err(|e| wrong(e.to_string()))?;
+    if let Some(v) = &pkg.wit_version
+        && !wit::is_supported(v)
+    {
+        return Err(wrong(format!(
+            "its component targets {}@{v}; this host supports {}",
+            wit::PACKAGE,
+            wit::supported_ranges()
+        )));
+    }
+    let mut layers = Vec::new();
+    let mut from_cache = true;
+    for layer in &manifest.layers {
+        check_layer_size(reference, layer)?;
+        let title = layer
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(package::TITLE_ANNOTATION))
+            .cloned()
+            .ok_or_else(|| {
+                wrong(format!(
+                    "layer {} has no {} annotation",
+                    layer.digest,
+                    package::TITLE_ANNOTATION
+                ))
+            })?;
+        if store.verified_blob(&layer.digest).is_none() {
+            download(store, reference, client, parsed, layer, opts).await?;
+            from_cache = false;
+        }
+        layers.push(PackageLayer {
+            title,
+            media_type: layer.media_type.clone(),
+            digest: layer.digest.clone(),
+            size: layer.size as u64,
+        });
+    }
+    let find = |title: &str, media_type: &str| {
+        layers
+            .iter()
+            .find(|l| l.title == title && l.media_type == media_type)
+            .cloned()
+            .ok_or_else(|| {
+                wrong(format!(
+                    "its spec names {title:?} but it has no {media_type} layer titled so"
+                ))
+            })
+    };
+    let component = find(&pkg.spec.component, WASM_LAYER_MEDIA_TYPE)?;
+    if let Some(b) = &pkg.spec.bytecode {
+        find(&b.path, package::BPF_OBJECT_MEDIA_TYPE)?;
+    }
+    let blob = store
+        .verified_blob(&component.digest)
+        .ok_or_else(|| store.err("a downloaded blob vanished"))?;
+    check_component_header(&blob).map_err(|cause| wrong(cause))?;
+    let record = RefRecord {
+        reference: parsed.whole(),
+        kind: Kind::Package,
+        manifest_digest,
+        layer_digest: component.digest.clone(),
+        size: component.size,
+        annotations: manifest.annotations.clone().unwrap_or_default(),
+        labels: BTreeMap::new(),
+        pulled_at: now(),
+        layers,
+        package: Some(pkg),
+        signature: Some(signature),
+    };
+    store.write_record(&record)?;
+    Ok(Pulled {
+        path: blob,
+        record,
+        from_cache,
+    })
 }
 
 /// Stream a layer into a temp file, hashing as it goes; only a complete,
@@ -711,7 +1058,7 @@ fn materialize(
     blob: &Path,
 ) -> Result<PathBuf, OciError> {
     match record.kind {
-        Kind::Component => Ok(blob.to_owned()),
+        Kind::Component | Kind::Package => Ok(blob.to_owned()),
         Kind::Bytecode => {
             let hex = digest_hex(&record.layer_digest).unwrap_or("invalid");
             let dir = store.dir("bytecode")?;
@@ -971,13 +1318,45 @@ pub async fn resolve_spec(
             opts,
         )
         .await?;
-        tracing::info!(
-            plugin = %spec.name,
-            reference,
-            digest = %pulled.record.layer_digest,
-            from_cache = pulled.from_cache,
-            "component resolved"
-        );
+        if let Some(pkg) = &pulled.record.package {
+            // A package: its default spec with this spec's overrides, its
+            // files replaced by their cached blobs.
+            out = pkg.apply_overrides(spec);
+            if spec.bytecode.is_none()
+                && let Some(b) = &mut out.bytecode
+            {
+                let path = pulled.record.layer_path(store, &b.path).ok_or_else(|| {
+                    store.err(format!(
+                        "the object {} of {reference} is not cached",
+                        b.path
+                    ))
+                })?;
+                b.path = path.display().to_string();
+            }
+            out.validate().map_err(|e| OciError::Package {
+                what: reference.to_owned(),
+                cause: format!(
+                    "its spec with the overrides of plugin {:?} is invalid: {e}",
+                    spec.name
+                ),
+            })?;
+            tracing::info!(
+                plugin = %spec.name,
+                reference,
+                digest = %pulled.record.manifest_digest,
+                signature = %pulled.record.signature.as_ref().map_or_else(|| "not checked".into(), SignatureStatus::summary),
+                from_cache = pulled.from_cache,
+                "package resolved"
+            );
+        } else {
+            tracing::info!(
+                plugin = %spec.name,
+                reference,
+                digest = %pulled.record.layer_digest,
+                from_cache = pulled.from_cache,
+                "component resolved"
+            );
+        }
         out.component = pulled.path.display().to_string();
     }
     if let Some(bytecode) = &mut out.bytecode

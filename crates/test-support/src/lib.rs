@@ -166,6 +166,31 @@ impl Host {
         wrap: &dyn Fn(&mut Command),
     ) -> Self {
         let (child, log, dir, cache_dir) = spawn(spec, cache, args, envs, wrap);
+        Self::started(child, log, dir, cache_dir)
+    }
+
+    /// `conductor run oci://...` of a plugin package, with no spec file.
+    pub fn start_package(reference: &str, cache: Option<&Path>, args: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let cache_dir = cache.map_or_else(|| dir.path().join("cache"), Path::to_owned);
+        let (child, log) = spawn_logged(
+            Command::new(crate::conductor_bin())
+                .arg("run")
+                .arg(reference)
+                .args(["--metrics-addr", "127.0.0.1:0"])
+                .arg("--cache-dir")
+                .arg(&cache_dir)
+                .args(args),
+        );
+        Self::started(child, log, dir, cache_dir)
+    }
+
+    fn started(
+        child: Child,
+        log: Arc<Mutex<Vec<String>>>,
+        dir: tempfile::TempDir,
+        cache_dir: PathBuf,
+    ) -> Self {
         let mut host = Self {
             child,
             log,

@@ -16,6 +16,9 @@ pub struct CacheArgs {
     /// The cache directory [default: $XDG_CACHE_HOME/conductor or ~/.cache/conductor].
     #[arg(long, value_name = "DIR", env = "CONDUCTOR_CACHE_DIR", global = true)]
     pub cache_dir: Option<PathBuf>,
+    /// The daemon's socket, asked which cached packages its plugins use.
+    #[arg(long, value_name = "PATH", default_value = conductor_api::v1::DEFAULT_SOCKET, env = "CONDUCTOR_SOCKET", global = true)]
+    pub socket: PathBuf,
 }
 
 #[derive(Subcommand)]
@@ -25,8 +28,12 @@ pub enum CacheAction {
     /// Remove blobs no cached reference uses and leftovers of interrupted pulls.
     Prune {
         /// Remove every pulled artifact and every compiled component.
+        /// Refused while the daemon runs a plugin from a cached package.
         #[arg(long)]
         all: bool,
+        /// With --all: remove packages the daemon's plugins use too.
+        #[arg(long, requires = "all")]
+        force: bool,
     },
 }
 
@@ -34,10 +41,11 @@ pub fn run(args: CacheArgs) -> anyhow::Result<()> {
     cache(
         args.action,
         args.cache_dir.unwrap_or_else(default_cache_dir),
+        &args.socket,
     )
 }
 
-fn cache(action: CacheAction, cache_dir: PathBuf) -> anyhow::Result<()> {
+fn cache(action: CacheAction, cache_dir: PathBuf, socket: &std::path::Path) -> anyhow::Result<()> {
     let store = oci::Store::new(&cache_dir);
     match action {
         CacheAction::List => {
@@ -45,6 +53,7 @@ fn cache(action: CacheAction, cache_dir: PathBuf) -> anyhow::Result<()> {
                 let kind = match r.kind {
                     oci::Kind::Component => "component",
                     oci::Kind::Bytecode => "bytecode",
+                    oci::Kind::Package => "package",
                 };
                 println!(
                     "oci://{}\t{kind}\t{}\t{}",
@@ -52,7 +61,26 @@ fn cache(action: CacheAction, cache_dir: PathBuf) -> anyhow::Result<()> {
                 );
             }
         }
-        CacheAction::Prune { all } => {
+        CacheAction::Prune { all, force } => {
+            if all && !force {
+                let in_use: Vec<String> = super::packages::views(&cache_dir, socket)?
+                    .into_iter()
+                    .filter_map(|v| {
+                        let names = v.used_by.filter(|n| !n.is_empty())?;
+                        Some(format!(
+                            "oci://{} (used by {})",
+                            v.reference,
+                            names.join(", ")
+                        ))
+                    })
+                    .collect();
+                if !in_use.is_empty() {
+                    anyhow::bail!(
+                        "refusing to remove packages loaded plugins run from: {}; unload them first, or add --force",
+                        in_use.join("; ")
+                    );
+                }
+            }
             // Digests of the components still referenced, read before pruning.
             let keep: Vec<String> = if all {
                 Vec::new()
@@ -60,7 +88,13 @@ fn cache(action: CacheAction, cache_dir: PathBuf) -> anyhow::Result<()> {
                 store
                     .list()?
                     .into_iter()
-                    .filter_map(|r| r.layer_digest.strip_prefix("sha256:").map(str::to_owned))
+                    .flat_map(|r| {
+                        r.digests()
+                            .into_iter()
+                            .map(str::to_owned)
+                            .collect::<Vec<_>>()
+                    })
+                    .filter_map(|d| d.strip_prefix("sha256:").map(str::to_owned))
                     .collect()
             };
             let mut removed = store.prune(all)?;

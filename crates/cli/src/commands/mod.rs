@@ -4,10 +4,12 @@
 pub mod cache;
 pub mod features;
 pub mod node_api;
+pub mod packages;
 pub mod pull;
 pub mod push;
 pub mod run;
 pub mod serve;
+pub mod sign;
 
 /// Run `fut` on a single-threaded async runtime.
 fn block_on<T>(fut: impl Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {

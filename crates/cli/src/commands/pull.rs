@@ -33,7 +33,7 @@ pub fn run(args: PullArgs) -> anyhow::Result<()> {
         args.bytecode,
         args.output,
         args.cache_dir.unwrap_or_else(default_cache_dir),
-        args.registry.options(),
+        args.registry.options()?,
     )
 }
 

@@ -9,21 +9,30 @@ use conductor_oci::{self as oci, RegistryOptions};
 
 use crate::args::NodeArgs;
 
-/// Run the plugins of a spec file in the foreground until Ctrl-C.
+/// Run the plugins of a spec file, or a plugin package, in the foreground
+/// until Ctrl-C.
 ///
 /// The file holds one or more plugin specs (YAML documents separated by
-/// `---`); relative paths in it are resolved against its directory.
+/// `---`); relative paths in it are resolved against its directory. An
+/// `oci://` reference to a plugin package runs the package's default spec.
 #[derive(clap::Args)]
 pub struct RunArgs {
-    /// The plugin spec file.
+    /// The plugin spec file, or `oci://registry/repository:tag` of a plugin package.
     pub spec: PathBuf,
+    /// With a package reference: the plugin's name [default: the last
+    /// segment of the repository].
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
     #[command(flatten)]
     pub node: NodeArgs,
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let (config, registry) = args.node.config()?;
-    let specs = conductor_api::load_file(&args.spec)?;
+    let specs = match args.spec.to_str().and_then(conductor_api::oci_reference) {
+        Some(reference) => vec![package_spec(reference, args.name.as_deref())?],
+        None => conductor_api::load_file(&args.spec)?,
+    };
     let store = oci::Store::new(&config.cache_dir);
     let base_dir = match args.spec.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
@@ -41,6 +50,22 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         services.stopped().await;
         Ok(())
     })
+}
+
+/// The spec that runs package `reference` with its defaults.
+fn package_spec(reference: &str, name: Option<&str>) -> anyhow::Result<conductor_api::PluginSpec> {
+    let name = match name {
+        Some(n) => n.to_owned(),
+        None => {
+            let repo = reference.split(['@']).next().unwrap_or(reference);
+            let last = repo.rsplit('/').next().unwrap_or(repo);
+            let last = last.split(':').next().unwrap_or(last);
+            last.to_ascii_lowercase().replace(['_', '.'], "-")
+        }
+    };
+    let text = serde_json::json!({"name": name, "component": format!("oci://{reference}")});
+    conductor_api::PluginSpec::from_yaml(&text.to_string())
+        .with_context(|| format!("cannot run oci://{reference} (name it with --name if its repository name is not a valid plugin name)"))
 }
 
 /// Load every spec in order; the first failure stops the run.
