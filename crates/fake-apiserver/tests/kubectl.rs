@@ -352,7 +352,10 @@ fn kubectl_renders_and_applies_the_install_components() {
     );
 
     let applied = k.ok(&["apply", "-k", mine.path().to_str().unwrap()]);
-    assert!(applied.contains("daemonset.apps/conductor created"), "{applied}");
+    assert!(
+        applied.contains("daemonset.apps/conductor created"),
+        "{applied}"
+    );
     let stored: k8s_openapi::api::apps::v1::DaemonSet =
         api.get(Some("ebpfconductor-system"), "conductor").unwrap();
     let selector = stored

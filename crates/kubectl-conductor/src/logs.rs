@@ -264,9 +264,7 @@ fn parse_json(rest: &str, plugin: &str) -> Option<Line> {
     let names = |o: &serde_json::Value| o.get("plugin").and_then(|p| p.as_str()) == Some(plugin);
     let about = names(&v["fields"])
         || names(&v["span"])
-        || v["spans"]
-            .as_array()
-            .is_some_and(|s| s.iter().any(|x| names(x)));
+        || v["spans"].as_array().is_some_and(|s| s.iter().any(names));
     if !about {
         return None;
     }

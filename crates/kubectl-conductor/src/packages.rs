@@ -136,8 +136,9 @@ impl Cluster {
     }
 
     fn packages(&self) -> Vec<Package> {
-        let mut by_ref: BTreeMap<String, (BTreeSet<String>, BTreeSet<String>, BTreeSet<String>)> =
-            BTreeMap::new();
+        // reference → (plugins, digests, running nodes)
+        type Sets = (BTreeSet<String>, BTreeSet<String>, BTreeSet<String>);
+        let mut by_ref: BTreeMap<String, Sets> = BTreeMap::new();
         for p in &self.plugins {
             let e = by_ref.entry(p.spec.plugin.component.clone()).or_default();
             e.0.insert(name_of(p));
