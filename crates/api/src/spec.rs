@@ -340,7 +340,7 @@ pub struct Restart {
     #[cfg_attr(feature = "schema", schemars(range(min = 1, max = 3600)))]
     pub max_backoff_seconds: u32,
     /// Give up after this many faults in a row: the plugin is then
-    /// `Failed` (its programs detached) until it is loaded or updated again.
+    /// `Failed` (no new instance, its programs stay attached) until updated.
     /// Omitted: never give up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "schema", schemars(range(min = 1)))]
