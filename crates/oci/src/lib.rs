@@ -507,7 +507,11 @@ async fn pull_remote(
         ),
     };
     if kind == Kind::Component {
-        check_component_header(&blob).map_err(|cause| wrong("WebAssembly component", cause))?;
+        check_component_header(&blob).map_err(|cause| OciError::WrongArtifact {
+            reference: reference.to_owned(),
+            want: "WebAssembly component",
+            cause,
+        })?;
     }
     let record = RefRecord {
         reference: parsed.whole(),
