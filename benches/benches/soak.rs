@@ -344,10 +344,12 @@ fn main() -> Result<()> {
     }
 
     // Unload everything: nothing may stay behind.
+    // `Daemon::list` runs its own runtime: list before entering this one.
+    let names: Vec<String> = d.list().into_iter().map(|p| p.name).collect();
     block_on(async {
         let mut c = d.client().await;
-        for p in d.list() {
-            c.unload(v1::UnloadRequest { name: p.name }).await?;
+        for name in names {
+            c.unload(v1::UnloadRequest { name }).await?;
         }
         anyhow::Ok(())
     })?;
