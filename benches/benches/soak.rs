@@ -26,7 +26,6 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -120,7 +119,10 @@ fn block_on<T>(f: impl Future<Output = T>) -> T {
 /// exec-counter under `name`, with `generation` in its config so an update
 /// changes only the component's config (swapped in place, kernel side kept).
 fn spec(name: &str, generation: u64) -> String {
-    format!("{}config: {{ignore: \"gen{generation}\"}}\n", exec_counter_spec(name))
+    format!(
+        "{}config: {{ignore: \"gen{generation}\"}}\n",
+        exec_counter_spec(name)
+    )
 }
 
 fn running(d: &Daemon, prefix: &str) -> usize {
@@ -216,7 +218,10 @@ fn main() -> Result<()> {
     let until = Instant::now() + Duration::from_secs(120);
     while running(&d, "stable-") < stable {
         if Instant::now() > until {
-            bail!("not all {stable} stable plugins run; log:\n{}", d.log_text());
+            bail!(
+                "not all {stable} stable plugins run; log:\n{}",
+                d.log_text()
+            );
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -234,7 +239,10 @@ fn main() -> Result<()> {
         loaded.progs,
         loaded.maps
     );
-    println!("  {:>7} {:>9} {:>6} {:>8} {:>6} {:>6} {:>8} {:>9}", "t (s)", "RSS MiB", "fds", "threads", "progs", "maps", "cycles", "execs");
+    println!(
+        "  {:>7} {:>9} {:>6} {:>8} {:>6} {:>6} {:>8} {:>9}",
+        "t (s)", "RSS MiB", "fds", "threads", "progs", "maps", "cycles", "execs"
+    );
 
     let stop = AtomicBool::new(false);
     let execs = AtomicU64::new(0);
@@ -336,10 +344,12 @@ fn main() -> Result<()> {
     }
 
     // Unload everything: nothing may stay behind.
+    // `Daemon::list` runs its own runtime: list before entering this one.
+    let names: Vec<String> = d.list().into_iter().map(|p| p.name).collect();
     block_on(async {
         let mut c = d.client().await;
-        for p in d.list() {
-            c.unload(v1::UnloadRequest { name: p.name }).await?;
+        for name in names {
+            c.unload(v1::UnloadRequest { name }).await?;
         }
         anyhow::Ok(())
     })?;

@@ -34,7 +34,9 @@ static READ_DEADLINE_MS: AtomicU64 = AtomicU64::new(DEFAULT_READ_DEADLINE.as_mil
 /// Set how long a read of a user-named file may take.
 pub fn set_read_deadline(deadline: Duration) {
     READ_DEADLINE_MS.store(
-        u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX).max(1),
+        u64::try_from(deadline.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1),
         Ordering::Relaxed,
     );
 }
@@ -204,8 +206,7 @@ pub fn read_text(path: &Path, max: u64, setting: &'static str) -> Result<String,
         let (file, _) = open_regular(&path, max, setting)?;
         let mut bytes = Vec::new();
         read_until(&mut file.take(max), &mut bytes, until)?;
-        String::from_utf8(bytes)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e).into())
+        String::from_utf8(bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e).into())
     })
 }
 
@@ -294,7 +295,10 @@ mod tests {
         let err = with_deadline(move |_| Ok(std::fs::read(&blocked)?)).unwrap_err();
         set_read_deadline(DEFAULT_READ_DEADLINE);
         assert!(matches!(err, FileError::Deadline(_)), "{err}");
-        assert!(err.to_string().contains("--file-read-timeout-secs"), "{err}");
+        assert!(
+            err.to_string().contains("--file-read-timeout-secs"),
+            "{err}"
+        );
         // Unblock the abandoned reader (open for writing, then close).
         drop(std::fs::OpenOptions::new().write(true).open(&fifo).unwrap());
     }

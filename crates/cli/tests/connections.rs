@@ -40,8 +40,9 @@ fn read_until_closed(mut s: impl Read) -> Vec<u8> {
             Ok(0) => return got,
             Ok(n) => got.extend_from_slice(&buf[..n]),
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return got,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
-                || e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut => {}
             Err(e) => panic!("reading: {e}"),
         }
         assert!(
@@ -63,7 +64,9 @@ fn metrics_addr(d: &Daemon) -> String {
 
 /// The daemon's open descriptors.
 fn fds(pid: i32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count()
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
 }
 
 /// A peer that connects to the API socket and sends nothing, and one that
@@ -74,7 +77,9 @@ fn silent_and_half_open_api_connections_are_closed() {
     let daemon = Daemon::start_with(FLAGS);
     let before = fds(daemon.pid());
     let silent = UnixStream::connect(&daemon.socket).unwrap();
-    silent.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    silent
+        .set_read_timeout(Some(Duration::from_secs(1)))
+        .unwrap();
     let mut half = UnixStream::connect(&daemon.socket).unwrap();
     half.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
     half.write_all(b"PRI * HTTP/2.0\r\n").unwrap();
@@ -100,7 +105,9 @@ async fn a_quiet_watch_stays_connected() {
     let daemon = Daemon::start_with(FLAGS);
     let mut watcher = daemon.client().await;
     let mut stream = watcher
-        .watch(v1::WatchRequest { name: String::new() })
+        .watch(v1::WatchRequest {
+            name: String::new(),
+        })
         .await
         .unwrap()
         .into_inner();
@@ -134,7 +141,9 @@ fn slow_and_idle_metrics_connections_are_closed() {
     assert!(daemon.scrape().contains("conductor_"), "a scrape works");
 
     let silent = TcpStream::connect(&addr).unwrap();
-    silent.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    silent
+        .set_read_timeout(Some(Duration::from_secs(1)))
+        .unwrap();
     read_until_closed(&silent);
 
     // Slowloris: a header byte every 500 ms never lets the idle timeout
@@ -185,7 +194,12 @@ fn an_idle_timeout_below_the_ping_interval_is_refused() {
         std::process::Command::new(conductor_bin())
             .arg("serve")
             .args(["--socket", "/nonexistent/conductor.sock"])
-            .args(["--api-keepalive-secs", "30", "--api-idle-timeout-secs", "10"]),
+            .args([
+                "--api-keepalive-secs",
+                "30",
+                "--api-idle-timeout-secs",
+                "10",
+            ]),
     );
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);

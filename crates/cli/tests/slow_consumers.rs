@@ -64,7 +64,9 @@ async fn unread_watch_and_logs_streams_stay_bounded() {
         let mut n = 0usize;
         while let Ok(Some(e)) = fast.message().await {
             n += 1;
-            if e.status.is_some_and(|s| s.name == "marker" && s.phase == v1::Phase::Running as i32) {
+            if e.status
+                .is_some_and(|s| s.name == "marker" && s.phase == v1::Phase::Running as i32)
+            {
                 return n;
             }
         }

@@ -137,16 +137,18 @@ pub async fn serve(
         tokio::spawn(async move {
             let conn = http.serve_connection(io, service);
             let mut conn = std::pin::pin!(conn);
-            tokio::select! {
+            let closing = tokio::select! {
                 result = conn.as_mut() => {
                     if let Err(e) = result {
                         tracing::debug!("metrics connection closed: {e}");
                     }
+                    false
                 }
-                _ = closing_rx.wait_for(|c| *c) => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
-                }
+                _ = closing_rx.wait_for(|c| *c) => true,
+            };
+            if closing {
+                conn.as_mut().graceful_shutdown();
+                let _ = conn.await;
             }
         });
     }

@@ -476,7 +476,8 @@ mod tests {
                 (bytes(), bytes(), any::<u8>()).prop_map(|(k, v, m)| Call::Update(k, v, m)),
                 bytes().prop_map(Call::Delete),
                 (proptest::option::of(bytes()), any::<u32>()).prop_map(|(a, m)| Call::Keys(a, m)),
-                (proptest::option::of(bytes()), any::<u32>()).prop_map(|(a, m)| Call::Entries(a, m)),
+                (proptest::option::of(bytes()), any::<u32>())
+                    .prop_map(|(a, m)| Call::Entries(a, m)),
             ]
         }
 
