@@ -17,9 +17,11 @@ fn bpfman_spec(name: &str) -> String {
     spec.replacen("bytecode:\n", "bytecode:\n  loader: bpfman\n", 1)
 }
 
+/// The plugin's exec counter (its metrics are prefixed with its name).
 fn execs(name: &str, comm: &str) -> String {
+    let prefix = name.replace('-', "_");
     format!(
-        r#"exec_counter__execs_total{{plugin="{name}",comm="{comm}",namespace="",pod="",container=""}}"#
+        r#"{prefix}__execs_total{{plugin="{name}",comm="{comm}",namespace="",pod="",container=""}}"#
     )
 }
 
