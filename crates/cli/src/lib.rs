@@ -69,7 +69,8 @@ pub enum Command {
     Logs(node_api::LogsArgs),
     /// Print plugin state changes as they happen (the current state first).
     Watch(node_api::WatchArgs),
-    /// Push a plugin component to an OCI registry (CNCF wasm artifact format).
+    /// Push a plugin component to an OCI registry (CNCF wasm artifact
+    /// format), or with --package a whole plugin package.
     Push(commands::push::PushArgs),
     /// Pull a plugin component (or, with --bytecode, a bpfman bytecode image)
     /// into the local cache, re-resolving its tag.
