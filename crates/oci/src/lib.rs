@@ -916,7 +916,7 @@ async fn pull_package(
     let blob = store
         .verified_blob(&component.digest)
         .ok_or_else(|| store.err("a downloaded blob vanished"))?;
-    check_component_header(&blob).map_err(|cause| wrong(cause))?;
+    check_component_header(&blob).map_err(wrong)?;
     let record = RefRecord {
         reference: parsed.whole(),
         kind: Kind::Package,
