@@ -75,7 +75,8 @@ pub enum Command {
     /// Probe this machine's kernel: the attach features, program types,
     /// map types and helpers the host uses (needs root for most probes).
     Features(commands::features::FeaturesArgs),
-    /// Push a plugin component to an OCI registry (CNCF wasm artifact format).
+    /// Push a plugin component to an OCI registry (CNCF wasm artifact
+    /// format), or with --package a whole plugin package.
     Push(commands::push::PushArgs),
     /// Pull a plugin component (or, with --bytecode, a bpfman bytecode image)
     /// into the local cache, re-resolving its tag.

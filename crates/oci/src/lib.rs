@@ -33,11 +33,11 @@ use std::time::Duration;
 
 use conductor_api::{PluginSpec, PullPolicy, oci_reference};
 use futures_util::StreamExt;
+use oci_client::Client;
 use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::errors::OciDistributionError;
 use oci_client::manifest::{OciDescriptor, OciImageManifest};
 use oci_client::secrets::RegistryAuth;
-use oci_client::Client;
 use oci_wasm::{
     ToConfig, WASM_LAYER_MEDIA_TYPE, WASM_MANIFEST_CONFIG_MEDIA_TYPE, WASM_MANIFEST_MEDIA_TYPE,
     WasmClient, WasmConfig,
@@ -943,7 +943,7 @@ async fn pull_package(
     let blob = store
         .verified_blob(&component.digest)
         .ok_or_else(|| store.err("a downloaded blob vanished"))?;
-    check_component_header(&blob).map_err(|cause| wrong(cause))?;
+    check_component_header(&blob).map_err(wrong)?;
     let record = RefRecord {
         reference: parsed.whole(),
         kind: Kind::Package,

@@ -13,7 +13,7 @@ use crate::args::RegistryArgs;
 #[derive(clap::Args)]
 pub struct PushArgs {
     /// The component file (`.wasm`).
-    #[arg(index = 1, value_name = "FILE", required_unless_present = "package")]
+    #[arg(value_name = "FILE", required_unless_present = "package")]
     pub file: Option<PathBuf>,
     /// Where to push: `oci://registry/repository:tag` (`oci://` optional).
     #[arg(value_name = "REFERENCE")]
