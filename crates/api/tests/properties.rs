@@ -58,6 +58,7 @@ fn seed() -> v1::PluginSpec {
                 },
             ],
             global_data: HashMap::from([("target_tid".into(), 7)]),
+            loader: String::new(),
         }),
         maps: vec![v1::MapGrant {
             name: "events".into(),
@@ -75,8 +76,13 @@ fn seed() -> v1::PluginSpec {
             memory_mib: 32,
             call_timeout_ms: 1000,
             max_series_per_metric: 100,
+            cpu: Some(250),
         }),
         tick_interval_ms: Some(1000),
+        restart: Some(v1::Restart {
+            max_backoff_seconds: 30,
+            give_up_after: Some(5),
+        }),
     }
 }
 
@@ -243,6 +249,7 @@ proptest! {
             memory_mib: m,
             call_timeout_ms: c,
             max_series_per_metric: s,
+            cpu: None,
         });
         w.tick_interval_ms = tick;
         w.config = config;

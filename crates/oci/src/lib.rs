@@ -1555,6 +1555,7 @@ mod properties {
                         assert!(BYTECODE_LAYER_MEDIA_TYPES.contains(&layer.media_type.as_str()));
                         assert!(labels.keys().all(|k| k.starts_with("io.ebpf.")));
                     }
+                    Kind::Package => panic!("a package is never accepted as one layer"),
                 }
             }
             Err(e) => {

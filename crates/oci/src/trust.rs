@@ -440,7 +440,12 @@ mod tests {
         let err = verify_layers(&digest, &[layer(&p, &sig)], &[untrusted]).unwrap_err();
         assert!(err.contains("not by any trusted key"), "{err}");
         let other_digest = format!("sha256:{}", "b".repeat(64));
-        let err = verify_layers(&other_digest, &[layer(&p, &sig)], &[trusted.clone()]).unwrap_err();
+        let err = verify_layers(
+            &other_digest,
+            &[layer(&p, &sig)],
+            std::slice::from_ref(&trusted),
+        )
+        .unwrap_err();
         assert!(err.contains("another manifest"), "{err}");
         let mut tampered = p.clone();
         tampered.push(b' ');
