@@ -165,7 +165,8 @@ fn main() {
 fn run(task: Task) -> Result<()> {
     let ws = Workspace::locate()?;
     match task {
-        Task::Deps => deps(&ws),
+        // Everything, including what only the tests use (bpfman).
+        Task::Deps => deps(&ws).and_then(|()| install_bpfman(&ws)),
         Task::Build => build(&ws),
         Task::Lint => lint(&ws),
         Task::Test { cargo_args } => test(&ws, &cargo_args),
@@ -250,8 +251,7 @@ fn deps(ws: &Workspace) -> Result<()> {
         }
     }
     ensure_rust_target(ws)?;
-    install_clients(ws)?;
-    install_bpfman(ws)
+    install_clients(ws)
 }
 
 /// `cargo install bpfman` at [`BPFMAN_VERSION`] into
@@ -635,6 +635,8 @@ fn lint(ws: &Workspace) -> Result<()> {
 
 fn test(ws: &Workspace, cargo_args: &[OsString]) -> Result<()> {
     build(ws)?;
+    // Only the tests use bpfman; `demo` and `build` do not wait for it.
+    install_bpfman(ws)?;
     if !is_root() {
         eprintln!(
             "warning: not running as root: the tests that load BPF programs need root (CAP_BPF, CAP_PERFMON)"
