@@ -100,13 +100,18 @@ fn with_deadline<T: Send + 'static>(
     let deadline = read_deadline();
     let until = Instant::now() + deadline;
     let (tx, rx) = std::sync::mpsc::sync_channel(1);
-    std::thread::Builder::new()
+    let reader = std::thread::Builder::new()
         .name("file-read".into())
         .spawn(move || {
             let _ = tx.send(read(until));
         })?;
     match rx.recv_timeout(deadline) {
-        Ok(result) => result,
+        Ok(result) => {
+            // Done: wait for the thread to end, so that a caller about to
+            // drop capabilities (per thread) finds itself alone.
+            let _ = reader.join();
+            result
+        }
         Err(_) => Err(FileError::Deadline(deadline)),
     }
 }

@@ -109,9 +109,14 @@ pub fn drop_capabilities(keep: &Keep) -> Result<Option<Dropped>, PrivilegeError>
     let Keep::Only(keep) = keep else {
         return Ok(None);
     };
-    let threads = std::fs::read_dir("/proc/self/task").map_or(1, |d| d.count());
-    if threads > 1 {
-        return Err(PrivilegeError::Threads(threads));
+    // A thread that has just been joined may linger in /proc for a moment.
+    let threads = || std::fs::read_dir("/proc/self/task").map_or(1, |d| d.count());
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    while threads() > 1 && std::time::Instant::now() < until {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    if threads() > 1 {
+        return Err(PrivilegeError::Threads(threads()));
     }
     let permitted = caps::read(None, CapSet::Permitted).map_err(PrivilegeError::Drop)?;
     if permitted.is_empty() {
