@@ -40,7 +40,7 @@ fn bpfman_loads_the_plugins_programs_and_unloads_them_when_the_host_stops() {
     }
     let bpfman = Bpfman::start();
     let name = "bpfman-exec";
-    let host = Host::start_wrapped(&bpfman_spec(name), None, &[], &[], &|c| bpfman.enter(c));
+    let host = Host::start_wrapped(&bpfman_spec(name), None, &[], &[], &|c| keep_all(&bpfman, c));
 
     // bpfman owns the program: tagged with the plugin, listed under its
     // name as application, its maps pinned under its id.
@@ -92,7 +92,7 @@ fn programs_of_a_killed_host_are_unloaded_by_the_next_one() {
     let bpfman = Bpfman::start();
     let name = "bpfman-kill";
     let spec = bpfman_spec(name);
-    let host = Host::start_wrapped(&spec, None, &[], &[], &|c| bpfman.enter(c));
+    let host = Host::start_wrapped(&spec, None, &[], &[], &|c| keep_all(&bpfman, c));
     let first = bpfman.plugin_programs(name);
     assert_eq!(first.len(), 1);
     // Dropping the harness kills the host with SIGKILL: it cannot unload,
@@ -100,7 +100,7 @@ fn programs_of_a_killed_host_are_unloaded_by_the_next_one() {
     drop(host);
     assert_eq!(bpfman.plugin_programs(name), first);
 
-    let mut host = Host::start_wrapped(&spec, None, &[], &[], &|c| bpfman.enter(c));
+    let mut host = Host::start_wrapped(&spec, None, &[], &[], &|c| keep_all(&bpfman, c));
     assert!(
         host.wait_for_log("previous host left behind", Duration::from_secs(5))
             .is_some(),
@@ -132,7 +132,7 @@ fn a_failed_attach_leaves_nothing_in_bpfman() {
         "tracepoint: sched/sched_process_exec",
         "tracepoint: sched/conductor_no_such_tracepoint",
     );
-    let (status, log) = run_to_exit_wrapped(&spec, &|c| bpfman.enter(c));
+    let (status, log) = run_to_exit_wrapped(&spec, &|c| keep_all(&bpfman, c));
     assert!(!status.success(), "{log}");
     assert!(
         log.contains("bpfman failed") && log.contains("conductor_no_such_tracepoint"),
@@ -143,4 +143,11 @@ fn a_failed_attach_leaves_nothing_in_bpfman() {
         "{}",
         bpfman.cli(&["list", "programs"])
     );
+}
+
+/// bpfman runs as the host's child with the host's capabilities, so the
+/// host keeps all of them (see docs/src/bpfman.md).
+fn keep_all(bpfman: &Bpfman, c: &mut std::process::Command) {
+    bpfman.enter(c);
+    c.env("CONDUCTOR_KEEP_CAPABILITIES", "all");
 }

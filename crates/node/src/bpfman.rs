@@ -32,7 +32,9 @@ pub enum BpfmanError {
         "cannot run bpfman ({command}): {cause}; install bpfman 0.6 (`cargo install --locked bpfman --version 0.6.0`) or set {ENV_COMMAND} to its path"
     )]
     Spawn { command: String, cause: String },
-    #[error("bpfman failed: `bpfman {args}` exited with {status}: {stderr}")]
+    #[error(
+        "bpfman failed: `bpfman {args}` exited with {status}: {stderr} (bpfman runs with the host's capabilities: a host that uses `loader: bpfman` must keep what bpfman needs, e.g. `--keep-capabilities all`)"
+    )]
     Failed {
         args: String,
         status: String,
