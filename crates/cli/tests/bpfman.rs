@@ -40,7 +40,9 @@ fn bpfman_loads_the_plugins_programs_and_unloads_them_when_the_host_stops() {
     }
     let bpfman = Bpfman::start();
     let name = "bpfman-exec";
-    let host = Host::start_wrapped(&bpfman_spec(name), None, &[], &[], &|c| keep_all(&bpfman, c));
+    let host = Host::start_wrapped(&bpfman_spec(name), None, &[], &[], &|c| {
+        keep_all(&bpfman, c)
+    });
 
     // bpfman owns the program: tagged with the plugin, listed under its
     // name as application, its maps pinned under its id.
