@@ -31,6 +31,10 @@
 //! cold start (spec to first event handled, warm compile cache) and the
 //! resident memory of idle plugins.
 
+#[path = "common/threads.rs"]
+mod threads;
+use threads::{gettid, thread_cpu, wait_until};
+
 use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::os::fd::AsRawFd;
@@ -891,34 +895,6 @@ impl Trigger {
     fn exit(&self) {
         self.state.store(EXIT, Ordering::Release);
     }
-}
-
-fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> Result<()> {
-    let t0 = Instant::now();
-    while !done() {
-        if t0.elapsed() > limit {
-            bail!("gave up after {limit:?}");
-        }
-        std::thread::sleep(Duration::from_micros(100));
-    }
-    Ok(())
-}
-
-fn gettid() -> u32 {
-    // SAFETY: gettid has no arguments and cannot fail.
-    unsafe { libc::gettid() as u32 }
-}
-
-/// Time the thread `tid` of this process has spent on a CPU (schedstat).
-fn thread_cpu(tid: u32) -> Result<Duration> {
-    let path = format!("/proc/self/task/{tid}/schedstat");
-    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
-    let ns: u64 = text
-        .split_whitespace()
-        .next()
-        .and_then(|v| v.parse().ok())
-        .with_context(|| format!("unexpected {path}: {text:?}"))?;
-    Ok(Duration::from_nanos(ns))
 }
 
 /// The thread of this process named `name`.
