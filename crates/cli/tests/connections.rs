@@ -1,8 +1,11 @@
 //! Connections that hold a descriptor and do nothing are closed (issue 19,
 //! defect 8), on the API's Unix socket and on the metrics port, while live
-//! clients with nothing to say stay connected. Real peers: raw sockets that
-//! send nothing or half a request, and the generated gRPC client.
+//! clients with nothing to say stay connected; a stream its client stops
+//! reading costs the daemon a bounded backlog, not memory without end.
+//! Real peers: raw sockets that send nothing or half a request, and the
+//! generated gRPC client.
 
+use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
@@ -127,6 +130,195 @@ async fn a_quiet_watch_stays_connected() {
         Some("after-quiet"),
         "log:\n{}",
         daemon.log_text()
+    );
+}
+
+/// The tick number of a `chatty` log line, if it is one.
+fn chatty_tick(message: &str) -> Option<u64> {
+    let rest = message
+        .strip_prefix("chatty tick ")
+        .or_else(|| message.strip_prefix("chatty stdout tick "))?;
+    rest.split(' ').next()?.parse().ok()
+}
+
+/// A `Logs --follow` stream whose client stops reading while its plugin
+/// logs on: the daemon keeps at most its backlog for it (the HTTP/2 window,
+/// h2's send buffer and the socket buffers held about 2,000 of these lines
+/// here, the backlog 1,024 more), so when the client reads again it is told how many lines it
+/// missed and goes on with current lines, instead of the daemon having
+/// queued everything. Before the backlog was bounded this could not pass:
+/// the reader would get every line in order and no note.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_reader_that_stops_reading_is_told_what_it_missed() {
+    if !require_root() {
+        return;
+    }
+    let daemon = Daemon::start();
+    let mut c = daemon.client().await;
+    // ~650-byte lines: the log budget's rate in lines and in bytes meet
+    // there, so the reader's buffers fill with the fewest seconds of logging.
+    let spec = format!(
+        "name: chatty\ncomponent: {}\ntickIntervalMs: 10\nconfig:\n  lineBytes: \"650\"\n",
+        path_str(&artifact("testing_chatty.wasm"))
+    );
+    c.load(load_request(&spec)).await.unwrap();
+    let chatty_lines = |d: &Daemon| {
+        d.log_text()
+            .lines()
+            .filter(|l| l.contains("chatty tick") || l.contains("chatty stdout tick"))
+            .count()
+    };
+    let mut reader = daemon.client().await;
+    let mut stream = reader
+        .logs(v1::LogsRequest {
+            name: "chatty".into(),
+            follow: true,
+            tail: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    // Not reading while well over window + buffers + backlog are logged.
+    let start = chatty_lines(&daemon);
+    let until = Instant::now() + Duration::from_secs(180);
+    while chatty_lines(&daemon) < start + 6000 {
+        assert!(
+            Instant::now() < until,
+            "chatty logged only {} lines; log:\n{}",
+            chatty_lines(&daemon) - start,
+            daemon.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let logged = chatty_lines(&daemon) - start;
+    // Now read: the lines that were queued, then the note, then current ones.
+    let mut before = Vec::new();
+    let skipped = loop {
+        let line = tokio::time::timeout(LONG, stream.message())
+            .await
+            .expect("no line arrived")
+            .expect("the stream failed")
+            .expect("the stream ended");
+        if let Some(rest) = line
+            .message
+            .strip_suffix(" lines were skipped: this reader fell behind")
+        {
+            assert_eq!(line.level, "warn", "{line:?}");
+            break rest.parse::<u64>().expect("a count of skipped lines");
+        }
+        before.push(line.message);
+        assert!(
+            before.len() <= logged + 2000,
+            "read {} lines, more than were logged while the reader stalled, and no note",
+            before.len()
+        );
+    };
+    let last_before = before
+        .iter()
+        .filter_map(|m| chatty_tick(m))
+        .max()
+        .unwrap_or(0);
+    let after = loop {
+        let line = tokio::time::timeout(LONG, stream.message())
+            .await
+            .expect("no line arrived after the note")
+            .expect("the stream failed")
+            .expect("the stream ended");
+        if let Some(tick) = chatty_tick(&line.message) {
+            break tick;
+        }
+    };
+    println!(
+        "{logged} lines logged while unread; {} delivered before the note, {skipped} skipped",
+        before.len()
+    );
+    assert!(skipped > 0);
+    assert!(
+        before.len() < logged,
+        "all {logged} lines were queued for the reader"
+    );
+    assert!(
+        after > last_before,
+        "after the note the reader got tick {after}, not newer than {last_before}"
+    );
+    c.unload(v1::UnloadRequest {
+        name: "chatty".into(),
+    })
+    .await
+    .unwrap();
+}
+
+/// A `Watch` whose client stops reading while a plugin is updated over and
+/// over (each change carries the plugin's ~40 KB config, so the HTTP/2
+/// window and socket buffers hold few of them): the daemon keeps at most its
+/// 1,024-change backlog for the reader, and when it reads again it gets the
+/// changes that were queued, then the current state (it skips intermediate
+/// generations, never the last one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_that_stops_reading_skips_to_the_current_state() {
+    if !require_root() {
+        return;
+    }
+    const UPDATES: u64 = 1500;
+    let daemon = Daemon::start();
+    let mut c = daemon.client().await;
+    let big = "x".repeat(40_000);
+    c.load(load_request(&steady_spec("churned", &format!("0 {big}"))))
+        .await
+        .unwrap();
+    let mut reader = daemon.client().await;
+    let mut stream = reader
+        .watch(v1::WatchRequest {
+            name: "churned".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut last = 0;
+    for i in 1..=UPDATES {
+        let status = c
+            .update(v1::UpdateRequest {
+                spec: Some(wire_spec(&steady_spec("churned", &format!("{i} {big}")))),
+                annotations: HashMap::new(),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("update {i}: {e}; log:\n{}", daemon.log_text()))
+            .into_inner()
+            .status
+            .expect("a status");
+        last = status.generation;
+    }
+    // Read until the last generation arrives.
+    let mut generations = Vec::new();
+    loop {
+        let event = tokio::time::timeout(LONG, stream.message())
+            .await
+            .expect("the watch delivered nothing")
+            .expect("the watch failed")
+            .expect("the watch ended");
+        let status = event.status.expect("a status");
+        generations.push(status.generation);
+        if status.generation == last {
+            break;
+        }
+        assert!(
+            generations.len() as u64 <= 4 * UPDATES,
+            "{} events and generation {last} never came",
+            generations.len()
+        );
+    }
+    let gaps = generations.windows(2).filter(|w| w[1] > w[0] + 1).count();
+    println!(
+        "{UPDATES} updates while unread: {} events read, {gaps} skips, last generation {last}",
+        generations.len()
+    );
+    assert!(
+        gaps >= 1,
+        "the reader got every generation in order: nothing was bounded ({generations:?})"
+    );
+    assert!(
+        generations.windows(2).all(|w| w[1] >= w[0]),
+        "generations went backwards: {generations:?}"
     );
 }
 
