@@ -1406,4 +1406,188 @@ mod tests {
             "{text}"
         );
     }
+
+    /// What a guest can ask of the `metrics` interface, with names, help,
+    /// labels, values and buckets of its choosing.
+    #[derive(Debug, Clone)]
+    enum Call {
+        Counter(String, String, Vec<String>),
+        Gauge(String, String, Vec<String>),
+        Histogram(String, String, Vec<String>, Vec<f64>),
+        Add(usize, Vec<String>, u64),
+        Bind(usize, Vec<String>, u64),
+        Set(usize, Vec<String>, f64),
+        GaugeAdd(usize, Vec<String>, f64),
+        Observe(usize, Vec<String>, f64),
+    }
+
+    fn guest_calls() -> impl proptest::strategy::Strategy<Value = Vec<Call>> {
+        use proptest::prelude::*;
+        // Mostly valid names (so that series get made), some of any text.
+        let name = || prop_oneof![3 => "[a-z][a-z0-9_]{0,8}(_total)?", 1 => ".{0,12}"];
+        let labels = || prop::collection::vec(prop_oneof!["[a-c]", ".{0,6}"], 0..3);
+        let values =
+            || prop::collection::vec(prop_oneof!["[ab]", ".{0,8}", "[\"\\\\\n{}=,]{0,4}"], 0..3);
+        let float = || {
+            prop_oneof![
+                any::<f64>(),
+                Just(f64::NAN),
+                Just(f64::INFINITY),
+                Just(f64::NEG_INFINITY),
+                -10.0..10.0f64,
+            ]
+        };
+        let help = || prop_oneof!["[a-z ]{0,10}", ".{0,20}", "[\"\\\\\n#]{0,6}"];
+        let call = prop_oneof![
+            1 => (name(), help(), labels()).prop_map(|(n, h, l)| Call::Counter(n, h, l)),
+            1 => (name(), help(), labels()).prop_map(|(n, h, l)| Call::Gauge(n, h, l)),
+            1 => (name(), help(), labels(), prop::collection::vec(float(), 0..8))
+                .prop_map(|(n, h, l, b)| Call::Histogram(n, h, l, b)),
+            1 => (name(), help(), labels(), prop::collection::vec(0.0..100.0f64, 1..6)).prop_map(
+                |(n, h, l, mut b)| {
+                    b.sort_by(f64::total_cmp);
+                    b.dedup();
+                    Call::Histogram(n, h, l, b)
+                }
+            ),
+            4 => (any::<usize>(), values(), any::<u64>()).prop_map(|(i, v, d)| Call::Add(i, v, d)),
+            2 => (any::<usize>(), values(), any::<u64>()).prop_map(|(i, v, d)| Call::Bind(i, v, d)),
+            2 => (any::<usize>(), values(), float()).prop_map(|(i, v, x)| Call::Set(i, v, x)),
+            2 => (any::<usize>(), values(), float()).prop_map(|(i, v, x)| Call::GaugeAdd(i, v, x)),
+            3 => (any::<usize>(), values(), float()).prop_map(|(i, v, x)| Call::Observe(i, v, x)),
+        ];
+        prop::collection::vec(call, 1..40)
+    }
+
+    /// Issue 19, fuzzing of every WIT call: whatever names, help, labels,
+    /// values, deltas and buckets a guest passes to the `metrics` interface
+    /// (through the same backend the runtime calls), each call succeeds or
+    /// returns a typed error, no family holds more label sets than the
+    /// plugin's limit (and the limit is the only reason a new label set is
+    /// refused once the label count is right), and the page stays one that
+    /// `promtool check metrics` accepts.
+    #[test]
+    fn any_guest_metrics_calls_give_typed_errors_and_a_valid_page() {
+        use conductor_runtime::host::metrics::{
+            CounterSeries, GaugeSeries, HistogramSeries, MetricsBackend,
+        };
+        use proptest::prelude::*;
+        use std::collections::HashSet;
+        const LIMIT: u32 = 4;
+        enum Handle {
+            Counter(Arc<dyn CounterSeries>),
+            Gauge(Arc<dyn GaugeSeries>),
+            Histogram(Arc<dyn HistogramSeries>),
+        }
+        // Label sets accepted whose values need escaping on the page: the
+        // property is empty if none are.
+        let escaped = std::sync::atomic::AtomicUsize::new(0);
+        let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+            cases: 48,
+            ..ProptestConfig::default()
+        });
+        runner
+            .run(&guest_calls(), |calls| {
+                let metrics = Metrics::new();
+                let pm = metrics.add_plugin("fuzzed", LIMIT);
+                let backend: &dyn MetricsBackend = &*pm;
+                // Handles and, per handle, the label sets it accepted.
+                let mut handles: Vec<(Handle, String, HashSet<Vec<String>>)> = Vec::new();
+                for call in calls {
+                    let (i, values, outcome) = match call {
+                        Call::Counter(n, h, l) => {
+                            if let Ok(c) = backend.counter(&n, &h, l) {
+                                handles.push((Handle::Counter(c), n, HashSet::new()));
+                            }
+                            continue;
+                        }
+                        Call::Gauge(n, h, l) => {
+                            if let Ok(g) = backend.gauge(&n, &h, l) {
+                                handles.push((Handle::Gauge(g), n, HashSet::new()));
+                            }
+                            continue;
+                        }
+                        Call::Histogram(n, h, l, b) => {
+                            let valid = !b.is_empty()
+                                && b.iter().all(|x| x.is_finite())
+                                && b.windows(2).all(|w| w[0] < w[1]);
+                            match backend.histogram(&n, &h, l, b) {
+                                Ok(hist) => {
+                                    prop_assert!(valid, "invalid buckets were accepted");
+                                    handles.push((Handle::Histogram(hist), n, HashSet::new()));
+                                }
+                                Err(MetricError::InvalidBuckets(m)) => {
+                                    prop_assert!(!valid && m.contains("buckets"), "{m}")
+                                }
+                                Err(_) => {}
+                            }
+                            continue;
+                        }
+                        call if !handles.is_empty() => {
+                            let (i, v) = match &call {
+                                Call::Add(i, v, _)
+                                | Call::Bind(i, v, _)
+                                | Call::Set(i, v, _)
+                                | Call::GaugeAdd(i, v, _)
+                                | Call::Observe(i, v, _) => (i % handles.len(), v.clone()),
+                                _ => continue,
+                            };
+                            let outcome = match (&handles[i].0, call) {
+                                (Handle::Counter(c), Call::Bind(_, _, d)) => {
+                                    c.bind(v.clone()).map(|b| b.add(d))
+                                }
+                                (Handle::Counter(c), Call::Add(_, _, d)) => c.add(v.clone(), d),
+                                (Handle::Counter(c), _) => c.add(v.clone(), 1),
+                                (Handle::Gauge(g), Call::Set(_, _, x)) => g.set(v.clone(), x),
+                                (Handle::Gauge(g), Call::GaugeAdd(_, _, x)) => g.add(v.clone(), x),
+                                (Handle::Gauge(g), _) => g.add(v.clone(), 1.0),
+                                (
+                                    Handle::Histogram(h),
+                                    Call::Observe(_, _, x) | Call::Set(_, _, x),
+                                ) => h.observe(v.clone(), x),
+                                (Handle::Histogram(h), _) => h.observe(v.clone(), 1.0),
+                            };
+                            (i, v, outcome)
+                        }
+                        _ => continue,
+                    };
+                    let (_, name, seen) = &mut handles[i];
+                    match outcome {
+                        Ok(()) => {
+                            if values.iter().any(|v| v.contains(['"', '\\', '\n'])) {
+                                escaped.fetch_add(1, Ordering::Relaxed);
+                            }
+                            seen.insert(values);
+                        }
+                        Err(MetricError::CardinalityLimit(n)) => {
+                            prop_assert_eq!(n, LIMIT);
+                            prop_assert!(!seen.contains(&values), "a known label set was refused");
+                            prop_assert_eq!(
+                                seen.len() as u32,
+                                LIMIT,
+                                "refused below the limit ({})",
+                                name
+                            );
+                        }
+                        Err(MetricError::WrongLabelCount { expected, actual }) => {
+                            prop_assert_eq!(actual as usize, values.len());
+                            prop_assert_ne!(expected, actual);
+                        }
+                        Err(e) => prop_assert!(false, "unexpected error for {name}: {e}"),
+                    }
+                    prop_assert!(seen.len() as u32 <= LIMIT);
+                }
+                let page = metrics
+                    .encode()
+                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                let classic = openmetrics_to_prometheus_text(&page);
+                let (_, out) = conductor_test_support::promtool_check_metrics(&classic);
+                prop_assert!(
+                    !out.contains("error"),
+                    "promtool rejects the page: {out}\n{page}"
+                );
+                Ok(())
+            })
+            .unwrap();
+    }
 }

@@ -127,9 +127,43 @@ pub(crate) fn note_suppressed(plugin: &str, note: &str) {
     tracing::warn!(plugin, "{note}");
 }
 
-/// ` key="value"` for each field, quoted so that spaces cannot forge fields.
+/// ` key="value"` for each field, the value quoted (and a key that is not a
+/// plain word quoted too) so that spaces, `=` or quotes cannot forge fields.
 fn format_fields(fields: &[(String, String)]) -> String {
-    fields.iter().map(|(k, v)| format!(" {k}={v:?}")).collect()
+    fields
+        .iter()
+        .map(|(k, v)| {
+            let plain = !k.is_empty()
+                && k.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+            if plain {
+                format!(" {k}={v:?}")
+            } else {
+                format!(" {k:?}={v:?}")
+            }
+        })
+        .collect()
+}
+
+/// The message with control characters escaped (`\n`, `\u{1b}`, ...): a
+/// plugin's record is one line of the host's log, so a newline or a
+/// terminal escape in it cannot forge host log lines or repaint a terminal.
+fn one_line(message: &str) -> std::borrow::Cow<'_, str> {
+    if message.chars().any(char::is_control) {
+        message
+            .chars()
+            .map(|c| {
+                if c.is_control() {
+                    c.escape_default().to_string()
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect::<String>()
+            .into()
+    } else {
+        message.into()
+    }
 }
 
 impl log::Host for StoreData {
@@ -145,8 +179,12 @@ impl log::Host for StoreData {
             note_suppressed(&host.name, &note);
         }
         if admit {
-            host.log
-                .log(&host.name, level, &message, &format_fields(&fields));
+            host.log.log(
+                &host.name,
+                level,
+                &one_line(&message),
+                &format_fields(&fields),
+            );
         }
         Ok(())
     }
@@ -219,5 +257,63 @@ mod tests {
                 ("p1".into(), "Level::Info".into(), "plain".into()),
             ]
         );
+    }
+
+    /// Issue 19, fuzzing of every WIT call: whatever message and fields a
+    /// guest logs, its record is one line without control characters (no
+    /// forged host lines, no terminal escapes), one ` key=value` per field,
+    /// and a plain message is kept as it is.
+    #[test]
+    fn any_record_is_one_line_with_its_fields_unforgeable() {
+        use proptest::prelude::*;
+        let text = || prop_oneof![".{0,16}", "[a-z =\"\\\n\r\u{1b}\t]{0,12}", "\\PC{0,8}"];
+        let fields = prop::collection::vec((text(), text()), 0..4);
+        proptest!(ProptestConfig::with_cases(512), |(message in text(), fields in fields)| {
+            let sink = Arc::new(Recorded::default());
+            let mut store = test_store(test_host("fuzzed").with_log(sink.clone()));
+            log::Host::log(&mut store, Level::Info, message.clone(), fields.clone()).unwrap();
+            let records = sink.0.lock().unwrap();
+            prop_assert_eq!(records.len(), 1);
+            let line = &records[0].2;
+            prop_assert!(!line.chars().any(char::is_control), "{line:?}");
+            if !message.chars().any(char::is_control) {
+                prop_assert!(line.starts_with(&message));
+            }
+            // Each field is ` key=` then a quoted value; counting the
+            // quoted values' ends finds exactly one per field.
+            let rendered = format_fields(&fields);
+            prop_assert!(line.ends_with(&rendered));
+            let mut rest = rendered.as_str();
+            let mut n = 0;
+            while let Some(r) = rest.strip_prefix(' ') {
+                // The key: plain, or a quoted Debug string.
+                let after_key = if r.starts_with('"') { skip_quoted(r) } else { r.find('=').map(|i| &r[i..]) };
+                let Some(after_key) = after_key.and_then(|a| a.strip_prefix('=')) else {
+                    return Err(TestCaseError::fail(format!("no `=` after a key in {rendered:?}")));
+                };
+                let Some(after_value) = skip_quoted(after_key) else {
+                    return Err(TestCaseError::fail(format!("unquoted value in {rendered:?}")));
+                };
+                rest = after_value;
+                n += 1;
+            }
+            prop_assert!(rest.is_empty(), "left over {rest:?} in {rendered:?}");
+            prop_assert_eq!(n, fields.len());
+        });
+    }
+
+    /// What follows a Debug-quoted string at the start of `s`.
+    fn skip_quoted(s: &str) -> Option<&str> {
+        let mut chars = s.strip_prefix('"')?.char_indices();
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '\\' => {
+                    chars.next();
+                }
+                '"' => return Some(&s[i + 2..]),
+                _ => {}
+            }
+        }
+        None
     }
 }
