@@ -18,6 +18,7 @@ pub mod k8s;
 pub mod launch;
 pub mod logs;
 pub mod manager;
+pub mod memory;
 pub mod metrics;
 pub mod node;
 pub mod otlp;

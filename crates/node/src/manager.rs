@@ -516,6 +516,9 @@ impl<L: Launcher> Manager<L> {
         let info = entry.info();
         crate::logs::hub().unregister(name);
         let _ = self.shared.changes.send(Change::Removed(info.clone()));
+        drop(entry);
+        drop(plugins);
+        crate::memory::release_freed();
         Ok(info)
     }
 

@@ -80,6 +80,10 @@ impl Services {
 impl Node {
     pub fn new(config: NodeConfig) -> anyhow::Result<Self> {
         conductor_kernel::object::prepare_host();
+        // Before any thread starts: arenas are made per thread.
+        if let Some(arenas) = crate::memory::cap_malloc_arenas() {
+            tracing::debug!(arenas, "capped malloc arenas");
+        }
         // Before any thread starts: capabilities are per thread.
         if let Some(d) = crate::privileges::drop_capabilities(&config.keep_capabilities)? {
             tracing::info!(
