@@ -91,12 +91,18 @@ fn new_build_push_sign_and_run_from_the_registry_counts_real_execs() {
     assert!(out.status.success(), "build failed:\n{}", stderr(&out));
     let text = stdout(&out);
     assert!(
-        text.contains(&format!("WIT: conductor:plugin@{}", conductor_api::wit::CURRENT)),
+        text.contains(&format!(
+            "WIT: conductor:plugin@{}",
+            conductor_api::wit::CURRENT
+        )),
         "{text}"
     );
     let package = project.join("target/conductor");
     for f in ["package.yaml", "my_probe.wasm", "my_probe.bpf.o"] {
-        assert!(package.join(f).is_file(), "{f} is not in the package: {text}");
+        assert!(
+            package.join(f).is_file(),
+            "{f} is not in the package: {text}"
+        );
     }
 
     // The project's own test: the plugin on real events, from its directory.
@@ -117,7 +123,11 @@ fn new_build_push_sign_and_run_from_the_registry_counts_real_execs() {
         stdout(&out),
         stderr(&out)
     );
-    assert!(stdout(&out).contains("ok: my-probe counted 5 execs"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("ok: my-probe counted 5 execs"),
+        "{}",
+        stdout(&out)
+    );
 
     // Push, sign, run by reference with signatures required.
     let reg = Registry::start();
@@ -134,7 +144,11 @@ fn new_build_push_sign_and_run_from_the_registry_counts_real_execs() {
     let password = [("COSIGN_PASSWORD", "author-password")];
     let out = author(
         &project,
-        &["generate-key-pair", "--output-key-prefix", prefix.to_str().unwrap()],
+        &[
+            "generate-key-pair",
+            "--output-key-prefix",
+            prefix.to_str().unwrap(),
+        ],
         &password,
     );
     assert!(out.status.success(), "{}", stderr(&out));
@@ -179,12 +193,17 @@ fn build_refuses_programs_and_maps_the_object_lacks_and_says_how_to_get_clang() 
     let yaml = project.join("package.yaml");
     let original = std::fs::read_to_string(&yaml).unwrap();
 
-    std::fs::write(&yaml, original.replace("name: handle_exec", "name: handle_exek")).unwrap();
+    std::fs::write(
+        &yaml,
+        original.replace("name: handle_exec", "name: handle_exek"),
+    )
+    .unwrap();
     let out = build(&project, &[]);
     assert!(!out.status.success());
     let err = stderr(&out);
     assert!(
-        err.contains(r#"attaches program "handle_exek""#) && err.contains("its programs: handle_exec"),
+        err.contains(r#"attaches program "handle_exek""#)
+            && err.contains("its programs: handle_exec"),
         "{err}"
     );
 
@@ -216,6 +235,10 @@ fn new_refuses_bad_names_and_existing_directories() {
     assert!(stderr(&out).contains("already exists"), "{}", stderr(&out));
     let out = author(parent.path(), &["new", "Bad_Name"], &[]);
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("not a plugin name"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("not a plugin name"),
+        "{}",
+        stderr(&out)
+    );
     assert!(!parent.path().join("Bad_Name").exists());
 }

@@ -31,7 +31,12 @@ pub struct BuildArgs {
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
     /// The C compiler for the BPF programs (clang; it needs the `bpf` target).
-    #[arg(long, value_name = "PATH", default_value = "clang", env = "CONDUCTOR_CLANG")]
+    #[arg(
+        long,
+        value_name = "PATH",
+        default_value = "clang",
+        env = "CONDUCTOR_CLANG"
+    )]
     pub clang: PathBuf,
 }
 

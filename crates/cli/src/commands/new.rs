@@ -138,9 +138,9 @@ fn sdk_source(path: Option<&Path>, git: Option<&str>) -> anyhow::Result<Sdk> {
     }
     let path = match path {
         Some(p) => {
-            let p = p.canonicalize().with_context(|| {
-                format!("--sdk-path {}: no such directory", p.display())
-            })?;
+            let p = p
+                .canonicalize()
+                .with_context(|| format!("--sdk-path {}: no such directory", p.display()))?;
             if !is_sdk(&p) {
                 bail!(
                     "--sdk-path {}: not the conductor-sdk crate (give a checkout's crates/sdk)",
@@ -199,9 +199,9 @@ fn render(lang: Lang, name: &str, sdk: &Sdk) -> anyhow::Result<Vec<(PathBuf, Str
                 format!("template file {} is outside its folder", f.path().display())
             })?;
             let rel = PathBuf::from(rel.to_string_lossy().replace("__crate__", &krate));
-            let text = f.contents_utf8().with_context(|| {
-                format!("template file {} is not UTF-8", f.path().display())
-            })?;
+            let text = f
+                .contents_utf8()
+                .with_context(|| format!("template file {} is not UTF-8", f.path().display()))?;
             let executable = rel.extension().is_some_and(|e| e == "sh");
             out.push((rel, fill(text), executable));
         }
@@ -264,15 +264,26 @@ mod tests {
                 path.display()
             );
         }
-        let cargo = &files.iter().find(|f| f.0 == Path::new("Cargo.toml")).unwrap().1;
+        let cargo = &files
+            .iter()
+            .find(|f| f.0 == Path::new("Cargo.toml"))
+            .unwrap()
+            .1;
         assert!(cargo.contains("name = \"my-probe\""), "{cargo}");
-        assert!(cargo.contains("conductor-sdk = { path = \"/sdk\" }"), "{cargo}");
+        assert!(
+            cargo.contains("conductor-sdk = { path = \"/sdk\" }"),
+            "{cargo}"
+        );
         let script = files
             .iter()
             .find(|f| f.0 == Path::new("tests/run-on-events.sh"))
             .unwrap();
         assert!(script.2, "the test script is executable");
-        assert!(script.1.contains("my_probe__execs_total{plugin=\\\"my-probe\\\""));
+        assert!(
+            script
+                .1
+                .contains("my_probe__execs_total{plugin=\\\"my-probe\\\"")
+        );
     }
 
     #[test]
@@ -282,6 +293,9 @@ mod tests {
         let git = sdk_source(None, Some("https://example.com/x")).unwrap();
         assert_eq!(git.toml, "{ git = \"https://example.com/x\" }");
         let err = sdk_source(Some(Path::new("/")), None).unwrap_err();
-        assert!(err.to_string().contains("not the conductor-sdk crate"), "{err}");
+        assert!(
+            err.to_string().contains("not the conductor-sdk crate"),
+            "{err}"
+        );
     }
 }

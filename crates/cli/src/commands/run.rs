@@ -87,7 +87,8 @@ fn local_package_spec(
             conductor_api::package::PACKAGE_FILE
         )
     })?;
-    let manifest = conductor_api::package::PackageManifest::from_yaml(&text, &file.display().to_string())?;
+    let manifest =
+        conductor_api::package::PackageManifest::from_yaml(&text, &file.display().to_string())?;
     let mut user = manifest.spec.clone();
     if let Some(name) = name {
         user.name = name;
