@@ -121,6 +121,7 @@ fn check_name(name: &str) -> anyhow::Result<()> {
 }
 
 /// The SDK dependency written into the project's Cargo.toml.
+#[derive(Debug)]
 struct Sdk {
     /// A TOML inline table.
     toml: String,
