@@ -68,6 +68,9 @@ const APT_PACKAGES: &[(&str, Probe)] = &[
     // the daemon under a descriptor limit (`prlimit`).
     ("e2fsprogs", Probe::Command("chattr")),
     ("util-linux", Probe::Command("prlimit")),
+    // The test script `conductor new` writes (run by the author test)
+    // scrapes the plugin's /metrics with curl.
+    ("curl", Probe::Command("curl")),
 ];
 
 /// Where the stock-client tests keep their pinned client packages

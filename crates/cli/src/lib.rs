@@ -93,6 +93,13 @@ pub enum Command {
     Sign(commands::sign::SignArgs),
     /// Write a new cosign-format key pair for `conductor sign`.
     GenerateKeyPair(commands::sign::GenerateKeyPairArgs),
+    /// Write a new plugin project (BPF C, a component, package.yaml, a
+    /// README and a test on real events) into a new directory.
+    New(commands::new::NewArgs),
+    /// Build the plugin project here (BPF C with clang, the component with
+    /// cargo), check them against package.yaml and assemble the package
+    /// `conductor push --package` takes.
+    Build(commands::build::BuildArgs),
 }
 
 /// The `conductor` binary: parse the command line and run the subcommand.
@@ -109,6 +116,8 @@ pub fn main() -> ExitCode {
         Command::Watch(a) => return node_api::run(Request::Watch(a)),
         Command::Status(a) => return node_api::run(Request::Status(a)),
         Command::Features(a) => return commands::features::run(a),
+        Command::New(a) => return report(commands::new::run(a)),
+        Command::Build(a) => return report(commands::build::run(a)),
         Command::Run(a) => Local::Run(a),
         Command::Serve(a) => Local::Serve(a),
         Command::Push(a) => Local::Push(a),
@@ -135,6 +144,17 @@ pub fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The exit of an author's command (`new`, `build`): they print, not log.
+fn report(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }

@@ -1,8 +1,10 @@
 //! One module per subcommand (the node API's client commands share
 //! [`node_api`]: each is one request and a printout).
 
+pub mod build;
 pub mod cache;
 pub mod features;
+pub mod new;
 pub mod node_api;
 pub mod packages;
 pub mod pull;

@@ -17,10 +17,12 @@ use crate::args::NodeArgs;
 /// `oci://` reference to a plugin package runs the package's default spec.
 #[derive(clap::Args)]
 pub struct RunArgs {
-    /// The plugin spec file, or `oci://registry/repository:tag` of a plugin package.
+    /// The plugin spec file, `oci://registry/repository:tag` of a plugin
+    /// package, or a package directory (holding package.yaml, as
+    /// `conductor build` writes one).
     pub spec: PathBuf,
     /// With a package reference: the plugin's name [default: the last
-    /// segment of the repository].
+    /// segment of the repository; for a directory, the package's].
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
     #[command(flatten)]
@@ -29,12 +31,15 @@ pub struct RunArgs {
 
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let (config, registry) = args.node.config()?;
+    let package_dir = args.spec.is_dir().then(|| args.spec.clone());
     let specs = match args.spec.to_str().and_then(conductor_api::oci_reference) {
         Some(reference) => vec![package_spec(reference, args.name.as_deref())?],
+        None if package_dir.is_some() => vec![local_package_spec(&args.spec, args.name)?],
         None => conductor_api::load_file(&args.spec)?,
     };
     let store = oci::Store::new(&config.cache_dir);
     let base_dir = match args.spec.parent() {
+        _ if package_dir.is_some() => args.spec.clone(),
         Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
         _ => PathBuf::from("."),
     };
@@ -66,6 +71,29 @@ fn package_spec(reference: &str, name: Option<&str>) -> anyhow::Result<conductor
     let text = serde_json::json!({"name": name, "component": format!("oci://{reference}")});
     conductor_api::PluginSpec::from_yaml(&text.to_string())
         .with_context(|| format!("cannot run oci://{reference} (name it with --name if its repository name is not a valid plugin name)"))
+}
+
+/// The default spec of the package in `dir` (files relative to `dir`),
+/// with its documented config defaults.
+fn local_package_spec(
+    dir: &std::path::Path,
+    name: Option<String>,
+) -> anyhow::Result<conductor_api::PluginSpec> {
+    let file = dir.join(conductor_api::package::PACKAGE_FILE);
+    let text = std::fs::read_to_string(&file).with_context(|| {
+        format!(
+            "{} is a directory without {}: give a spec file, a package directory or an oci:// reference",
+            dir.display(),
+            conductor_api::package::PACKAGE_FILE
+        )
+    })?;
+    let manifest =
+        conductor_api::package::PackageManifest::from_yaml(&text, &file.display().to_string())?;
+    let mut user = manifest.spec.clone();
+    if let Some(name) = name {
+        user.name = name;
+    }
+    Ok(manifest.apply_overrides(&user))
 }
 
 /// Load every spec in order; the first failure stops the run.
