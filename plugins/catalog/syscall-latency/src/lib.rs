@@ -102,9 +102,12 @@ impl Plugin for SyscallLatency {
             ));
         }
         let calls = resolve(&wanted)?;
+        // Every entry is written: a restart with another allow-list (the
+        // BPF object and its maps outlive the instance) clears the old one.
         let allowed: TypedMap<u32, u32> = TypedMap::open("allowed")?;
-        for (_, nr) in &calls {
-            allowed.insert(nr, &1)?;
+        for nr in 0..MAX_SYSCALLS {
+            let on = calls.iter().any(|&(_, n)| n == nr);
+            allowed.insert(&nr, &u32::from(on))?;
         }
         let plugin = SyscallLatency {
             latency: Histogram::declare(
@@ -131,7 +134,7 @@ impl Plugin for SyscallLatency {
         for event in batch.decode::<SyscallEvent>() {
             let event = event?;
             let Some(name) = self.names.get(&event.nr) else {
-                // Marked in `allowed` by an earlier run of the plugin.
+                // Recorded before this instance rewrote `allowed`.
                 continue;
             };
             let [ns, pod, container] = self
