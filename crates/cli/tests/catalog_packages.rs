@@ -1,4 +1,5 @@
-//! Every catalog plugin is a package (`plugins/catalog/<name>/package.yaml`)
+//! Every catalog plugin is a package (`plugins/catalog/<name>/package.yaml`,
+//! and exec-counter's `plugins/exec-counter/package.yaml`)
 //! whose spec is the plugin's default spec, and one of them, packed with
 //! `conductor push --package` into a real registry (Debian's
 //! docker-registry on loopback), runs by reference with a config override
@@ -57,6 +58,21 @@ fn every_catalog_plugin_is_a_package_of_its_default_spec() {
         plugins += 1;
     }
     assert!(plugins >= 6, "{plugins} catalog plugins");
+}
+
+#[test]
+fn exec_counter_is_a_package_of_its_example_spec() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let text = std::fs::read_to_string(root.join("plugins/exec-counter/package.yaml")).unwrap();
+    let manifest = PackageManifest::from_yaml(&text, "exec-counter").unwrap();
+    let example = std::fs::read_to_string(root.join("examples/exec-counter.yaml")).unwrap();
+    let mut spec = PluginSpec::from_yaml(&example).unwrap();
+    // The same files, named relative to each file's own directory.
+    assert_eq!(spec.component, "../target/plugins/exec_counter.wasm");
+    spec.component = format!("../{}", spec.component);
+    let bytecode = spec.bytecode.as_mut().unwrap();
+    bytecode.path = format!("../{}", bytecode.path);
+    assert_eq!(manifest.spec, spec);
 }
 
 /// A copy of catalog plugin `name`'s package directory whose files point at
