@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # A first measurement of the catalog plugins' cost (issue 15), until the
-# catalog benchmark exists: runs pod-traffic, tcp, opensnoop and oomkill in
-# one `conductor run` with the kernel's BPF statistics on, offers a burst of
-# loopback load (200,000 UDP datagrams of 100 bytes, 2,000 TCP connections,
-# 100,000 opens of /etc/hostname) and prints the host's CPU time and RSS,
+# catalog benchmark exists: runs pod-traffic, tcp, opensnoop, oomkill, dns
+# and syscall-latency in one `conductor run` with the kernel's BPF
+# statistics on, offers a burst of loopback load (200,000 UDP datagrams of
+# 100 bytes, 2,000 TCP connections, 100,000 opens of /etc/hostname, 5,000
+# DNS queries to a resolver on 127.0.0.2:53; syscall-latency's default
+# allow-list times the reads, writes, sends, receives and closes among
+# them) and prints the host's CPU time and RSS,
 # each BPF program's runs and mean run time (from /proc/<pid>/fdinfo), the
 # host's per-plugin call times and the events each plugin received or lost.
 #
@@ -16,7 +19,7 @@ conductor=${1:-$root/target/debug/conductor}
 artifacts=${CONDUCTOR_ARTIFACTS:-$root/target/plugins}
 work=$(mktemp -d)
 trap 'rm -rf "$work"; sysctl -qw kernel.bpf_stats_enabled=0' EXIT
-for p in pod-traffic tcp opensnoop oomkill; do
+for p in pod-traffic tcp opensnoop oomkill dns syscall-latency; do
   sed "s|../../../target/plugins/|$artifacts/|" "$root/plugins/catalog/$p/$p.yaml"
   echo '---'
 done | sed '$d' > "$work/catalog.yaml"
@@ -48,12 +51,23 @@ for _ in range(2000):
     c = socket.create_connection(l.getsockname()); a, _ = l.accept(); c.close(); a.close()
 for _ in range(100000):
     os.close(os.open("/etc/hostname", os.O_RDONLY))
+import struct, threading
+srv = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); srv.bind(("127.0.0.2", 53))
+def serve():
+    while True:
+        q, peer = srv.recvfrom(512)
+        srv.sendto(q[:2] + b"\x81\x83" + q[4:], peer)
+threading.Thread(target=serve, daemon=True).start()
+c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); c.connect(("127.0.0.2", 53))
+for i in range(5000):
+    c.send(struct.pack(">HHHHHH", i, 0x0100, 1, 0, 0, 0) + b"\x07example\x03com\x00\x00\x01\x00\x01")
+    c.recv(512)
 PY
 sleep 1
 curl -s 127.0.0.1:19470/metrics > "$work/metrics"
 t1=$(date +%s.%N); c1=$(cpu)
 echo "host CPU: $(( (c1 - c0) * 10 )) ms over $(echo "$t1 - $t0" | bc) s; $(grep VmRSS /proc/$host/status)"
-echo "BPF programs (in load order: pod-traffic ingress, egress, drop; tcp state, retransmit; opensnoop enter, exit; oomkill):"
+echo "BPF programs (in load order: pod-traffic ingress, egress, drop; tcp state, retransmit; opensnoop enter, exit; oomkill; dns ingress, egress; syscall-latency enter, exit):"
 for fd in /proc/$host/fd/*; do
   info=/proc/$host/fdinfo/${fd##*/}
   grep -q '^prog_type' "$info" 2>/dev/null || continue

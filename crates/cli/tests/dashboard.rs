@@ -1,7 +1,8 @@
 //! The Grafana dashboards in deploy/grafana/ are valid JSON and every metric
 //! their queries name is one the host (or the exec-counter plugin) exports;
 //! each catalog dashboard (`catalog-<plugin>.json`) names only metrics its
-//! plugin (`plugins/catalog/<plugin>/`) declares.
+//! plugin (`plugins/catalog/<plugin>/`) declares; the node overview
+//! (`node-overview.json`) names only metrics of the host or of a plugin.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -54,6 +55,7 @@ fn host_sample_names() -> BTreeSet<String> {
     m.host.memory_bytes.get_or_create(&pl).set(1);
     m.host.up.get_or_create(&pl).set(1);
     m.host.series_dropped.get_or_create(&pl).inc();
+    m.host.cpu_seconds.get_or_create(&pl).inc_by(0.1);
     m.host.otlp_exports("ok").inc();
     m.encode()
         .unwrap()
@@ -298,4 +300,69 @@ fn declared_names(source: &str) -> BTreeSet<String> {
             Some(rest[..rest.find('"')?].to_owned())
         })
         .collect()
+}
+
+/// The declared metrics of the plugin whose metric prefix is `prefix`
+/// (`pod_traffic` for `plugins/catalog/pod-traffic`, `exec_counter` for
+/// `plugins/exec-counter`), or `None` if no plugin has that prefix.
+fn plugin_declares(prefix: &str) -> Option<BTreeSet<String>> {
+    let mut dirs = vec![root().join("plugins/exec-counter")];
+    for entry in std::fs::read_dir(root().join("plugins/catalog")).unwrap() {
+        dirs.push(entry.unwrap().path());
+    }
+    let dir = dirs.into_iter().find(|d| {
+        d.file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.replace('-', "_") == prefix)
+    })?;
+    let source = std::fs::read_to_string(dir.join("src/lib.rs")).unwrap();
+    Some(declared_names(&source))
+}
+
+#[test]
+fn node_overview_names_metrics_of_the_host_or_a_plugin() {
+    let path = root().join("deploy/grafana/node-overview.json");
+    let host = host_sample_names();
+    let exprs = dashboard_exprs(&path);
+    assert!(exprs.len() >= 15, "{exprs:?}");
+    let mut plugins = BTreeSet::new();
+    for expr in &exprs {
+        let names = metric_names(expr);
+        assert!(!names.is_empty(), "{expr:?} names no metric");
+        for name in names {
+            if host.contains(&name) {
+                continue;
+            }
+            let (prefix, metric) = name.split_once("__").unwrap_or_else(|| {
+                panic!("{name} in {expr:?} is neither a host metric ({host:?}) nor a plugin's")
+            });
+            let declared = plugin_declares(prefix)
+                .unwrap_or_else(|| panic!("{name} in {expr:?}: no plugin exports {prefix}__*"));
+            let known = std::iter::once(metric)
+                .chain(
+                    ["_total", "_bucket", "_sum", "_count"]
+                        .iter()
+                        .filter_map(|s| metric.strip_suffix(s)),
+                )
+                .any(|d| declared.contains(d));
+            assert!(
+                known,
+                "{name} in {expr:?} is not declared by the {prefix} plugin (it declares {declared:?})"
+            );
+            plugins.insert(prefix.to_owned());
+        }
+    }
+    // Over every catalog plugin and exec-counter.
+    for entry in std::fs::read_dir(root().join("plugins/catalog")).unwrap() {
+        let dir = entry
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .replace('-', "_");
+        assert!(
+            plugins.contains(&dir),
+            "the node overview shows nothing of {dir}"
+        );
+    }
+    assert!(plugins.contains("exec_counter"), "{plugins:?}");
 }
