@@ -343,7 +343,8 @@ impl Store {
                             .iter()
                             .filter(|r| &r.group == group && &r.version == version)
                             .map(|r| {
-                                let kind = json!({"group": r.group, "version": r.version, "kind": r.kind});
+                                let kind =
+                                    json!({"group": r.group, "version": r.version, "kind": r.kind});
                                 let mut d = json!({
                                     "resource": r.plural,
                                     "responseKind": kind,

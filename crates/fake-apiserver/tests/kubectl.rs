@@ -115,10 +115,18 @@ fn kubectl_applies_the_crds_and_prints_their_columns() {
         "{apis:?}"
     );
     assert!(
-        discovery.iter().all(|r| r.path == "/api" || r.path == "/apis"),
+        discovery
+            .iter()
+            .all(|r| r.path == "/api" || r.path == "/apis"),
         "legacy per-group-version discovery was needed: {discovery:?}"
     );
-    let wide = k.ok(&["api-resources", "--api-group", "ebpfconductor.io", "-o", "wide"]);
+    let wide = k.ok(&[
+        "api-resources",
+        "--api-group",
+        "ebpfconductor.io",
+        "-o",
+        "wide",
+    ]);
     let row: Vec<&str> = wide
         .lines()
         .find(|l| l.starts_with("ebpfplugins "))
@@ -128,7 +136,13 @@ fn kubectl_applies_the_crds_and_prints_their_columns() {
     // NAME SHORTNAMES APIVERSION NAMESPACED KIND VERBS CATEGORIES
     assert_eq!(
         row[..5],
-        ["ebpfplugins", "ebpfp", "ebpfconductor.io/v1alpha1", "false", "EbpfPlugin"],
+        [
+            "ebpfplugins",
+            "ebpfp",
+            "ebpfconductor.io/v1alpha1",
+            "false",
+            "EbpfPlugin"
+        ],
         "{wide}"
     );
 
@@ -500,7 +514,10 @@ fn kubectl_renders_the_bpfman_component() {
     // The node agent stays unprivileged and unchanged.
     let operator = container("operator");
     assert_eq!(operator["securityContext"]["runAsNonRoot"], true);
-    assert_eq!(operator["securityContext"]["capabilities"]["drop"][0], "ALL");
+    assert_eq!(
+        operator["securityContext"]["capabilities"]["drop"][0],
+        "ALL"
+    );
     assert!(!operator.to_string().contains("bpfman"));
 
     let applied = k.ok(&["apply", "-k", mine.path().to_str().unwrap()]);

@@ -263,7 +263,14 @@ pub async fn delete(client: kube::Client, args: DeleteArgs) -> anyhow::Result<()
         }
         Err(e) => return Err(e).with_context(|| format!("cannot read EbpfPlugin {name}")),
     };
-    delete_all(&plugins, vec![(name.clone(), component)], args.wait, args.timeout, args.output).await
+    delete_all(
+        &plugins,
+        vec![(name.clone(), component)],
+        args.wait,
+        args.timeout,
+        args.output,
+    )
+    .await
 }
 
 /// Delete these plugins (name, component), wait until they are gone if
@@ -388,7 +395,9 @@ pub async fn clear(client: kube::Client, args: ClearArgs) -> anyhow::Result<()> 
             names.join(", ")
         );
         let mut answer = String::new();
-        stdin.read_line(&mut answer).context("cannot read the answer")?;
+        stdin
+            .read_line(&mut answer)
+            .context("cannot read the answer")?;
         if !matches!(answer.trim(), "y" | "Y" | "yes") {
             return Err(Failure::new(Exit::Error, "not confirmed; nothing deleted").into());
         }

@@ -926,7 +926,11 @@ fn logs_tail_previous_and_yaml() {
     // --tail counts the plugin's lines, not the host's.
     let ran = k.conductor(&["logs", "steady", "--tail", "2", "-o", "json"]);
     assert_eq!(ran.code, Some(0), "{ran:?}");
-    assert_eq!(messages(&ran), ["steady line 4", "steady line 5"], "{ran:?}");
+    assert_eq!(
+        messages(&ran),
+        ["steady line 4", "steady line 5"],
+        "{ran:?}"
+    );
     let ran = k.conductor(&["logs", "steady", "--tail", "0", "-o", "json"]);
     assert_eq!(ran.code, Some(0), "{ran:?}");
     assert_eq!(ran.stdout, "", "{ran:?}");
@@ -970,7 +974,8 @@ fn logs_tail_previous_and_yaml() {
     assert!(
         api.requests()
             .iter()
-            .any(|r| r.path.ends_with("/pods/conductor-x7k2p/log") && r.query.contains("previous=true")),
+            .any(|r| r.path.ends_with("/pods/conductor-x7k2p/log")
+                && r.query.contains("previous=true")),
         "the previous instance's log was asked for"
     );
     let ran = k.conductor(&["logs", "steady", "--previous", "-f"]);
@@ -1093,7 +1098,10 @@ fn clear_and_output_for_scripts() {
         "-y",
     ]);
     assert_eq!(ran.code, Some(0), "{ran:?}");
-    assert_eq!(ran.stdout, "ebpfplugin.ebpfconductor.io/c deleted\n", "{ran:?}");
+    assert_eq!(
+        ran.stdout, "ebpfplugin.ebpfconductor.io/c deleted\n",
+        "{ran:?}"
+    );
     assert_eq!(names(), ["d", "e"]);
     let ran = k.conductor(&["clear", "-l", "team=nobody", "--yes"]);
     assert_eq!(ran.code, Some(0), "{ran:?}");
@@ -1139,7 +1147,10 @@ fn clear_and_output_for_scripts() {
     assert_eq!(json["action"], "created", "{ran:?}");
     assert_eq!(json["status"], "Timeout", "{ran:?}");
     assert!(
-        json["reason"].as_str().unwrap().contains("node-z: no state yet"),
+        json["reason"]
+            .as_str()
+            .unwrap()
+            .contains("node-z: no state yet"),
         "{ran:?}"
     );
     assert!(
@@ -1149,7 +1160,10 @@ fn clear_and_output_for_scripts() {
             .contains("rolled back: deleted EbpfPlugin probe"),
         "{ran:?}"
     );
-    assert!(json["specHash"].as_str().unwrap().starts_with("sha256:"), "{ran:?}");
+    assert!(
+        json["specHash"].as_str().unwrap().starts_with("sha256:"),
+        "{ran:?}"
+    );
 }
 
 const PACKAGE_YAML: &str = r#"
@@ -1194,7 +1208,12 @@ fn show_reads_the_package_and_the_signer_the_node_reports() {
     std::fs::write(dir.path().join("package.yaml"), PACKAGE_YAML).unwrap();
     let reference = format!("oci://{}/pkgs/exec-counter:1.0", reg.addr);
     let out = conductor(
-        &["push", "--package", dir.path().to_str().unwrap(), &reference],
+        &[
+            "push",
+            "--package",
+            dir.path().to_str().unwrap(),
+            &reference,
+        ],
         &[],
     );
     assert!(out.status.success(), "push: {}", stderr(&out));
@@ -1211,7 +1230,10 @@ fn show_reads_the_package_and_the_signer_the_node_reports() {
     assert!(out.status.success(), "keys: {}", stderr(&out));
     let key = prefix.with_extension("key");
     let public = prefix.with_extension("pub");
-    let out = conductor(&["sign", &reference, "--key", key.to_str().unwrap()], &password);
+    let out = conductor(
+        &["sign", &reference, "--key", key.to_str().unwrap()],
+        &password,
+    );
     assert!(out.status.success(), "sign: {}", stderr(&out));
 
     let api = FakeApiServer::start();
@@ -1248,8 +1270,13 @@ fn show_reads_the_package_and_the_signer_the_node_reports() {
     let ran = k.conductor(&["packages", "-o", "json"]);
     assert_eq!(ran.code, Some(0), "{ran:?}");
     let packages: serde_json::Value = serde_json::from_str(&ran.stdout).unwrap();
-    let signer = packages[0]["signer"].as_str().unwrap_or_else(|| panic!("{ran:?}"));
-    assert!(signer.starts_with("verified: alice.pub (sha256:"), "{ran:?}");
+    let signer = packages[0]["signer"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{ran:?}"));
+    assert!(
+        signer.starts_with("verified: alice.pub (sha256:"),
+        "{ran:?}"
+    );
 
     // show the plugin: its node state, the signer and the package content.
     let ran = k.conductor(&["show", "exec-counter"]);
@@ -1280,7 +1307,9 @@ fn show_reads_the_package_and_the_signer_the_node_reports() {
     assert_eq!(v["content"]["package"]["version"], "1.0.0");
     // The content read is the artifact the node runs: the digest the node
     // reports is the package's (its manifest's or its component layer's).
-    let running = v["digests"][0].as_str().unwrap_or_else(|| panic!("{ran:?}"));
+    let running = v["digests"][0]
+        .as_str()
+        .unwrap_or_else(|| panic!("{ran:?}"));
     let mut digests = vec![v["content"]["digest"].as_str().unwrap().to_owned()];
     digests.extend(
         v["content"]["layers"]
@@ -1289,7 +1318,10 @@ fn show_reads_the_package_and_the_signer_the_node_reports() {
             .iter()
             .filter_map(|l| l["digest"].as_str().map(str::to_owned)),
     );
-    assert!(digests.iter().any(|d| d == running), "{running} not in {digests:?}: {ran:?}");
+    assert!(
+        digests.iter().any(|d| d == running),
+        "{running} not in {digests:?}: {ran:?}"
+    );
     // Offline with an empty cache: the cluster's view, and why no content.
     let empty = tempfile::tempdir().unwrap();
     let ran = k.conductor(&[
