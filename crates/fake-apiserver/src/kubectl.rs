@@ -1,7 +1,13 @@
 //! What the real `kubectl` reads besides objects, served as the real API
-//! server serves it: legacy discovery (`/api`, `/apis`, each group
-//! version's `APIResourceList`; kubectl falls back to it when the answer is
-//! not the aggregated `apidiscovery.k8s.io` form), OpenAPI v3 (the index
+//! server serves it: aggregated discovery (kubectl 1.32 asks `/api` and
+//! `/apis` for `Accept: application/json;g=apidiscovery.k8s.io;v=v2;
+//! as=APIGroupDiscoveryList,...;v=v2beta1;...,application/json` first; the
+//! answer is the `apidiscovery.k8s.io/v2` `APIGroupDiscoveryList` with
+//! every group's versions and resources, in the content type asked for, so
+//! kubectl needs no request per group version), legacy discovery (`/api`,
+//! `/apis`, each group version's `APIResourceList`, for clients that ask
+//! for plain JSON, as kube-rs does, and for per-group-version lookups),
+//! OpenAPI v3 (the index
 //! and each group version's document, whose PATCH operations declare the
 //! `fieldValidation` parameter so that `kubectl apply` leaves validation to
 //! the server, and whose schemas are the CRDs' own), and `Table` responses
@@ -97,6 +103,27 @@ const BUILTIN: &[Builtin] = &[
 ];
 
 const CRDS: &str = "apis/apiextensions.k8s.io/v1/customresourcedefinitions";
+
+/// The content type of aggregated discovery, as the real server answers it.
+pub(super) const AGGREGATED_V2: &str =
+    "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
+
+/// Whether an `Accept` header asks for aggregated discovery v2 (any of its
+/// media ranges, parameters in any order). The real server prefers it
+/// whenever it is acceptable; v2beta1 alone (clients before 1.30) gets the
+/// legacy form here, where the real server would answer v2beta1.
+pub(super) fn wants_aggregated(accept: &str) -> bool {
+    accept.split(',').any(|range| {
+        let mut parts = range.split(';').map(str::trim);
+        let media = parts.next().unwrap_or_default();
+        let params: Vec<(&str, &str)> = parts.filter_map(|p| p.split_once('=')).collect();
+        let has = |k: &str, v: &str| params.iter().any(|(pk, pv)| *pk == k && *pv == v);
+        media == "application/json"
+            && has("g", "apidiscovery.k8s.io")
+            && has("v", "v2")
+            && has("as", "APIGroupDiscoveryList")
+    })
+}
 const VERBS: &[&str] = &[
     "create", "delete", "get", "list", "patch", "update", "watch",
 ];
@@ -282,6 +309,82 @@ impl Store {
             }
             _ => return None,
         })
+    }
+
+    /// `GET /api` or `/apis` as aggregated discovery
+    /// (`apidiscovery.k8s.io/v2`): the core group, or every named group
+    /// with its versions (preferred first) and each version's resources and
+    /// subresources. `None` for any other path.
+    pub(super) fn aggregated_discovery(&self, path: &str) -> Option<Value> {
+        let legacy = match path.trim_matches('/') {
+            "api" => true,
+            "apis" => false,
+            _ => return None,
+        };
+        let resources = self.resources();
+        // group → versions in first-seen order (the legacy `/apis` order).
+        let mut groups: Vec<(String, Vec<String>)> = Vec::new();
+        for r in resources.iter().filter(|r| r.group.is_empty() == legacy) {
+            match groups.iter_mut().find(|(g, _)| *g == r.group) {
+                Some((_, versions)) if !versions.contains(&r.version) => {
+                    versions.push(r.version.clone())
+                }
+                Some(_) => {}
+                None => groups.push((r.group.clone(), vec![r.version.clone()])),
+            }
+        }
+        let items: Vec<Value> = groups
+            .iter()
+            .map(|(group, versions)| {
+                let versions: Vec<Value> = versions
+                    .iter()
+                    .map(|version| {
+                        let list: Vec<Value> = resources
+                            .iter()
+                            .filter(|r| &r.group == group && &r.version == version)
+                            .map(|r| {
+                                let kind =
+                                    json!({"group": r.group, "version": r.version, "kind": r.kind});
+                                let mut d = json!({
+                                    "resource": r.plural,
+                                    "responseKind": kind,
+                                    "scope": if r.namespaced { "Namespaced" } else { "Cluster" },
+                                    "singularResource": r.singular,
+                                    "verbs": VERBS,
+                                });
+                                if !r.short_names.is_empty() {
+                                    d["shortNames"] = json!(r.short_names);
+                                }
+                                if !r.categories.is_empty() {
+                                    d["categories"] = json!(r.categories);
+                                }
+                                if r.status_subresource {
+                                    d["subresources"] = json!([{
+                                        "subresource": "status",
+                                        "responseKind": kind,
+                                        "verbs": ["get", "patch", "update"],
+                                    }]);
+                                }
+                                d
+                            })
+                            .collect();
+                        json!({"version": version, "resources": list, "freshness": "Current"})
+                    })
+                    .collect();
+                let metadata = if group.is_empty() {
+                    json!({"creationTimestamp": null})
+                } else {
+                    json!({"name": group, "creationTimestamp": null})
+                };
+                json!({"metadata": metadata, "versions": versions})
+            })
+            .collect();
+        Some(json!({
+            "kind": "APIGroupDiscoveryList",
+            "apiVersion": "apidiscovery.k8s.io/v2",
+            "metadata": {},
+            "items": items,
+        }))
     }
 
     /// Changes whenever a CRD does (the OpenAPI index's `hash`).
@@ -623,6 +726,22 @@ fn human_duration(d: jiff::SignedDuration) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn aggregated_discovery_is_recognised_in_any_parameter_order() {
+        use super::wants_aggregated;
+        assert!(wants_aggregated(
+            "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,application/json"
+        ));
+        assert!(wants_aggregated(
+            "application/json;as=APIGroupDiscoveryList;v=v2;g=apidiscovery.k8s.io"
+        ));
+        assert!(!wants_aggregated(
+            "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList"
+        ));
+        assert!(!wants_aggregated("application/json, */*"));
+        assert!(!wants_aggregated(""));
+    }
+
     use super::*;
 
     #[test]

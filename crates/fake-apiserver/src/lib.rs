@@ -24,9 +24,11 @@
 //!   changes;
 //! - errors as `Status` objects with the real reasons and codes;
 //! - what the real `kubectl` (1.32) reads besides objects ([`kubectl`]
-//!   module): legacy discovery (`/api`, `/apis`, each group version's
-//!   resources, including every stored CRD's, with short names and
-//!   categories), OpenAPI v3 (index and per-group-version documents with the
+//!   module): aggregated discovery (`apidiscovery.k8s.io/v2`
+//!   `APIGroupDiscoveryList` from `/api` and `/apis`, which kubectl asks for
+//!   first) and legacy discovery (`/api`, `/apis`, each group version's
+//!   resources), both including every stored CRD's resources with short
+//!   names and categories, OpenAPI v3 (index and per-group-version documents with the
 //!   CRDs' schemas and operations that accept `fieldValidation`), `Table`
 //!   responses with a CRD's printer columns, and `fieldValidation=Strict`
 //!   on creates and replaces of custom resources (unknown fields are
@@ -39,8 +41,8 @@
 //! real paths, verbs, content types, status codes and JSON shapes, so the
 //! real clients (kube-rs, kubectl) run unmodified against it. It is not a
 //! reimplementation of the API machinery behind that boundary: no
-//! aggregated discovery (kubectl falls back to the legacy form, as with
-//! older servers), no OpenAPI v2 and no schemas for built-in kinds, no
+//! `apidiscovery.k8s.io/v2beta1` (only v2, as servers since 1.30 prefer),
+//! no OpenAPI v2 and no schemas for built-in kinds, no
 //! validation of built-in kinds, no `deletecollection`, field managers and
 //! apply conflicts, admission, authorization of requests (every request is
 //! allowed; RBAC is only evaluated for access reviews), or
@@ -76,6 +78,8 @@ pub struct Request {
     pub method: String,
     pub path: String,
     pub query: String,
+    /// The `Accept` header (empty when none was sent).
+    pub accept: String,
 }
 
 impl Request {
@@ -314,6 +318,24 @@ impl FakeApiServer {
         );
     }
 
+    /// The log of the container's previous instance (the one before its
+    /// last restart), served for `pods/log?previous=true` as the kubelet
+    /// serves it: the whole file, and a follow ends at its end (that
+    /// container has terminated). Without one, `previous` gets the real
+    /// "previous terminated container ... not found".
+    pub fn set_previous_container_log(
+        &self,
+        namespace: &str,
+        pod: &str,
+        container: &str,
+        file: &Path,
+    ) {
+        self.shared.lock().previous_container_logs.insert(
+            (namespace.to_owned(), pod.to_owned(), container.to_owned()),
+            file.to_owned(),
+        );
+    }
+
     /// The requests received so far, oldest first.
     pub fn requests(&self) -> Vec<Request> {
         self.shared.lock().requests.clone()
@@ -399,6 +421,8 @@ struct Store {
     requests: Vec<Request>,
     /// (namespace, pod, container) → its CRI log file.
     container_logs: HashMap<Key, std::path::PathBuf>,
+    /// The same, of each container's previous instance.
+    previous_container_logs: HashMap<Key, std::path::PathBuf>,
 }
 
 struct ApiError {
@@ -1007,10 +1031,16 @@ impl Shared {
         let path = uri.path().to_owned();
         let query = uri.query().unwrap_or_default().to_owned();
         let mut store = self.lock();
+        let accept = headers
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
         store.requests.push(Request {
             method: method.to_string(),
             path: path.clone(),
             query: query.clone(),
+            accept: accept.clone(),
         });
         if store.unavailable {
             // Cut the connection instead of answering.
@@ -1042,6 +1072,17 @@ impl Shared {
                 .get(header::HOST)
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or_default();
+            if let Some(list) = kubectl::wants_aggregated(&accept)
+                .then(|| store.aggregated_discovery(&path))
+                .flatten()
+            {
+                return (
+                    StatusCode::OK,
+                    [(header::CONTENT_TYPE, kubectl::AGGREGATED_V2)],
+                    list.to_string(),
+                )
+                    .into_response();
+            }
             if let Some(answer) = store.discovery(&path, host) {
                 return match answer {
                     Ok(v) => json_response(200, &v),

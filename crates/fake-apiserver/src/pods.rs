@@ -10,7 +10,8 @@
 //!   (the role of the container runtime). Parameters: `container` (required
 //!   when the pod has several, with the real error message),
 //!   `timestamps`, `sinceTime`, `sinceSeconds`, `tailLines`, `limitBytes`,
-//!   `follow`; `previous` answers that there is no previous container. A
+//!   `follow`, `previous` (the previous instance's log when the test
+//!   registered one, else the real "not found" answer). A
 //!   follow streams new records as the file grows, until the client goes
 //!   away or the pod is deleted (the real kubelet ends it when the
 //!   container stops).
@@ -91,6 +92,11 @@ pub(super) async fn serve(
             method: method.to_string(),
             path: uri.path().to_owned(),
             query: uri.query().unwrap_or_default().to_owned(),
+            accept: headers
+                .get(header::ACCEPT)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned(),
         });
     }
     let query = uri.query().unwrap_or_default().to_owned();
@@ -256,21 +262,30 @@ async fn log(
             "container {container} is not valid for pod {name}"
         )));
     }
-    if q.previous {
-        return Err(bad(format!(
-            "previous terminated container \"{container}\" in pod \"{name}\" not found"
-        )));
-    }
-    let file = shared
-        .lock()
-        .container_logs
-        .get(&(namespace.to_owned(), name.to_owned(), container.clone()))
-        .cloned()
-        .ok_or_else(|| {
-            bad(format!(
-                "container \"{container}\" in pod \"{name}\" is waiting to start: ContainerCreating"
-            ))
-        })?;
+    let key = (namespace.to_owned(), name.to_owned(), container.clone());
+    let file = if q.previous {
+        shared
+            .lock()
+            .previous_container_logs
+            .get(&key)
+            .cloned()
+            .ok_or_else(|| {
+                bad(format!(
+                    "previous terminated container \"{container}\" in pod \"{name}\" not found"
+                ))
+            })?
+    } else {
+        shared
+            .lock()
+            .container_logs
+            .get(&key)
+            .cloned()
+            .ok_or_else(|| {
+                bad(format!(
+                    "container \"{container}\" in pod \"{name}\" is waiting to start: ContainerCreating"
+                ))
+            })?
+    };
     let text = tokio::fs::read(&file)
         .await
         .map_err(|e| ApiError::new(500, "InternalError", format!("{}: {e}", file.display())))?;
@@ -287,7 +302,8 @@ async fn log(
     }
     let mut budget = q.limit_bytes;
     let first = Bytes::from(take_budget(first, &mut budget));
-    if !q.follow {
+    // A terminated container's log has nothing more to follow.
+    if !q.follow || q.previous {
         return Ok(text_response(Body::from(first)));
     }
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(16);

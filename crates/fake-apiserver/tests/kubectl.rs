@@ -93,9 +93,58 @@ fn kubectl_applies_the_crds_and_prints_their_columns() {
     assert!(again.contains("unchanged"), "{again}");
 
     // The new resource is discovered, with its short name and category.
+    let before = api.requests().len();
     let resources = k.ok(&["api-resources", "--api-group", "ebpfconductor.io"]);
     assert!(resources.contains("ebpfplugins"), "{resources}");
     assert!(resources.contains("ebpfp"), "{resources}");
+    // ... through aggregated discovery, as from a real 1.32 server: kubectl
+    // asks `/api` and `/apis` for the v2 `APIGroupDiscoveryList` first, gets
+    // it, and needs no request per group version.
+    let discovery: Vec<_> = api.requests()[before..]
+        .iter()
+        .filter(|r| r.path.starts_with("/api"))
+        .cloned()
+        .collect();
+    let apis = discovery
+        .iter()
+        .find(|r| r.path == "/apis")
+        .unwrap_or_else(|| panic!("no GET /apis: {discovery:?}"));
+    assert!(
+        apis.accept
+            .contains("application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"),
+        "{apis:?}"
+    );
+    assert!(
+        discovery
+            .iter()
+            .all(|r| r.path == "/api" || r.path == "/apis"),
+        "legacy per-group-version discovery was needed: {discovery:?}"
+    );
+    let wide = k.ok(&[
+        "api-resources",
+        "--api-group",
+        "ebpfconductor.io",
+        "-o",
+        "wide",
+    ]);
+    let row: Vec<&str> = wide
+        .lines()
+        .find(|l| l.starts_with("ebpfplugins "))
+        .unwrap_or_else(|| panic!("{wide}"))
+        .split_whitespace()
+        .collect();
+    // NAME SHORTNAMES APIVERSION NAMESPACED KIND VERBS CATEGORIES
+    assert_eq!(
+        row[..5],
+        [
+            "ebpfplugins",
+            "ebpfp",
+            "ebpfconductor.io/v1alpha1",
+            "false",
+            "EbpfPlugin"
+        ],
+        "{wide}"
+    );
 
     // A plugin through kubectl, then `get` prints the CRD's columns.
     let plugin = k.dir.path().join("plugin.yaml");
@@ -367,4 +416,120 @@ fn kubectl_renders_and_applies_the_install_components() {
         .node_selector
         .unwrap();
     assert_eq!(selector["ebpfconductor.io/node"], "true");
+}
+
+/// The bpfman component (deploy/components/bpfman) rendered over the base
+/// by `kubectl kustomize`, together with the other components: the host
+/// container keeps every capability (bpfman runs as its child), is
+/// privileged for bpfman's bpffs under /run/bpfman (shared with the node
+/// both ways), and finds bpfman's binary; its other settings and the
+/// unprivileged node agent are untouched. Then applied with `apply -k`.
+#[test]
+fn kubectl_renders_the_bpfman_component() {
+    if !kubectl_present() {
+        return;
+    }
+    let api = FakeApiServer::start();
+    let k = Kubectl::new(&api);
+    let mine = tempfile::tempdir().unwrap();
+    let deploy = relative(mine.path(), &repo_file("deploy"));
+    let component = |c: &str| deploy.join("components").join(c).display().to_string();
+    std::fs::write(
+        mine.path().join("kustomization.yaml"),
+        format!(
+            "resources: [{}]\ncomponents: [{}, {}]\n",
+            deploy.display(),
+            component("bpfman"),
+            component("otlp"),
+        ),
+    )
+    .unwrap();
+    let rendered = k.ok(&["kustomize", mine.path().to_str().unwrap()]);
+    let ds: serde_json::Value = rendered
+        .split("\n---\n")
+        .map(|doc| serde_yaml_ng::from_str::<serde_json::Value>(doc).unwrap())
+        .find(|d| d["kind"] == "DaemonSet")
+        .expect("a DaemonSet");
+    let pod = &ds["spec"]["template"]["spec"];
+    let container = |name: &str| {
+        pod["containers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    let host = container("host");
+    let env = |name: &str| {
+        host["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == name)
+            .map(|e| e["value"].clone())
+    };
+    assert_eq!(env("CONDUCTOR_KEEP_CAPABILITIES"), Some("all".into()));
+    assert_eq!(
+        env("CONDUCTOR_BPFMAN"),
+        Some("/usr/local/bin/bpfman".into())
+    );
+    // Merged, not replaced: the base's and the other component's entries stay.
+    assert!(env("NODE_NAME").is_some() && env("CONDUCTOR_LOG_FORMAT").is_some());
+    assert!(env("OTEL_EXPORTER_OTLP_ENDPOINT").is_some());
+    let security = &host["securityContext"];
+    assert_eq!(security["privileged"], true);
+    let caps: Vec<&str> = security["capabilities"]["add"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c.as_str())
+        .collect();
+    for cap in ["BPF", "PERFMON", "NET_ADMIN", "SYS_ADMIN", "SYS_RESOURCE"] {
+        assert!(caps.contains(&cap), "{cap} missing in {caps:?}");
+    }
+    let mount = host["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "bpfman")
+        .expect("/run/bpfman mounted");
+    assert_eq!(mount["mountPath"], "/run/bpfman");
+    assert_eq!(mount["mountPropagation"], "Bidirectional");
+    // The base's mounts are still there.
+    assert!(
+        host["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["mountPath"] == "/sys/fs/bpf")
+    );
+    let volume = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "bpfman")
+        .expect("the bpfman volume");
+    assert_eq!(volume["hostPath"]["path"], "/run/bpfman");
+    // The node agent stays unprivileged and unchanged.
+    let operator = container("operator");
+    assert_eq!(operator["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(
+        operator["securityContext"]["capabilities"]["drop"][0],
+        "ALL"
+    );
+    assert!(!operator.to_string().contains("bpfman"));
+
+    let applied = k.ok(&["apply", "-k", mine.path().to_str().unwrap()]);
+    assert!(
+        applied.contains("daemonset.apps/conductor created"),
+        "{applied}"
+    );
+    let stored: k8s_openapi::api::apps::v1::DaemonSet =
+        api.get(Some("ebpfconductor-system"), "conductor").unwrap();
+    let stored = serde_json::to_value(stored).unwrap();
+    assert_eq!(
+        stored["spec"]["template"]["spec"]["containers"][0]["securityContext"]["privileged"],
+        true
+    );
 }

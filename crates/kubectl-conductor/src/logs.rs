@@ -8,8 +8,13 @@
 //! name in a `plugin` field. The container runtime keeps stderr; the API
 //! server serves it as the pod's `pods/log` subresource (through the
 //! kubelet). This command reads `pods/log` of the chosen nodes' host pods
-//! (`timestamps`, `sinceTime`/`sinceSeconds`, `follow`) and keeps the lines
-//! of the plugin. So it needs nothing new on the node (no port, no socket
+//! (`timestamps`, `sinceTime`/`sinceSeconds`, `follow`, `previous`) and
+//! keeps the lines of the plugin. `--tail N` counts the plugin's lines, not
+//! the host's: the API server's `tailLines` counts every line of the
+//! container (most are about other plugins), so the whole log is read and
+//! the last N lines of the plugin kept on each node; with `-f`, those are
+//! printed, then a follow starts at their time (`sinceTime`, whole seconds
+//! on the wire) and skips what was already printed. So it needs nothing new on the node (no port, no socket
 //! reachable from outside), works with the same RBAC as `kubectl logs`
 //! (`get` on `pods/log`), and sees what the cluster's log collectors see.
 //! The host's JSON log format (`CONDUCTOR_LOG_FORMAT=json`, as the
@@ -41,6 +46,8 @@ pub enum LogOutput {
     Text,
     /// One JSON object per line (node, pod, time, level, message, fields).
     Json,
+    /// One YAML document per line (`---` between), the same fields.
+    Yaml,
 }
 
 /// Print a plugin's log lines from the hosts on the chosen nodes.
@@ -59,6 +66,13 @@ pub struct LogsArgs {
     /// Only lines at or after this time (RFC 3339, e.g. 2026-11-30T08:00:00Z).
     #[arg(long)]
     pub since_time: Option<Timestamp>,
+    /// Only the last N lines of the plugin from each node (then new ones with -f).
+    #[arg(long, value_name = "N")]
+    pub tail: Option<usize>,
+    /// The lines of the previous host container on each node (the one
+    /// before its last restart), as `kubectl logs --previous`.
+    #[arg(short = 'p', long, conflicts_with = "follow")]
+    pub previous: bool,
     /// The namespace of the conductor pods (default: found in any namespace).
     #[arg(short = 'n', long)]
     pub namespace: Option<String>,
@@ -140,6 +154,7 @@ pub async fn logs(client: kube::Client, args: LogsArgs) -> anyhow::Result<()> {
         container: Some(HOST_CONTAINER.into()),
         follow: args.follow,
         timestamps: true,
+        previous: args.previous,
         since_seconds: args.since.map(|d| d.as_secs().max(1) as i64),
         since_time: args.since_time,
         ..Default::default()
@@ -150,35 +165,82 @@ pub async fn logs(client: kube::Client, args: LogsArgs) -> anyhow::Result<()> {
         let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
         let params = params.clone();
         let plugin = name.clone();
+        let tail = args.tail;
+        let output = args.output;
         tokio::spawn(async move {
+            let at = format!("pod {ns}/{pod} (node {node})");
+            let mut params = params;
+            // With -f and --tail: the last N lines first, then a follow
+            // from their time that skips what was printed.
+            let mut printed_until: Option<Timestamp> = None;
+            if let (Some(n), true) = (tail, params.follow) {
+                let once = LogParams {
+                    follow: false,
+                    ..params.clone()
+                };
+                let lines = match read_lines(&api, &pod, &once, &plugin, &node).await {
+                    Ok(l) => l,
+                    Err(e) => {
+                        let _ = tx
+                            .send(Err(anyhow::anyhow!("cannot read the log of {at}: {e}")))
+                            .await;
+                        return;
+                    }
+                };
+                let from = lines.len().saturating_sub(n);
+                for l in &lines[from..] {
+                    let _ = print(l, output);
+                }
+                if let Some(last) = lines.last().and_then(|l| l.time.parse::<Timestamp>().ok()) {
+                    printed_until = Some(last);
+                    // sinceTime has whole seconds on the wire: round down.
+                    params.since_seconds = None;
+                    params.since_time = Timestamp::from_second(last.as_second()).ok();
+                }
+            }
             let stream = match api.log_stream(&pod, &params).await {
                 Ok(s) => s,
                 Err(e) => {
                     let _ = tx
-                        .send(Err(anyhow::anyhow!(
-                            "cannot read the log of pod {ns}/{pod} (node {node}): {e}"
-                        )))
+                        .send(Err(anyhow::anyhow!("cannot read the log of {at}: {e}")))
                         .await;
                     return;
                 }
             };
             let mut lines = stream.lines().into_stream();
+            let mut kept: Vec<Line> = Vec::new();
             while let Some(line) = lines.next().await {
                 let line = match line {
                     Ok(l) => l,
                     Err(e) => {
                         let _ = tx
-                            .send(Err(anyhow::anyhow!(
-                                "the log of pod {ns}/{pod} (node {node}) broke off: {e}"
-                            )))
+                            .send(Err(anyhow::anyhow!("the log of {at} broke off: {e}")))
                             .await;
                         return;
                     }
                 };
-                if let Some(l) = parse(&line, &plugin, &node, &pod)
-                    && tx.send(Ok(l)).await.is_err()
+                let Some(l) = parse(&line, &plugin, &node, &pod) else {
+                    continue;
+                };
+                if let Some(until) = printed_until
+                    && l.time.parse::<Timestamp>().is_ok_and(|t| t <= until)
                 {
-                    return;
+                    continue;
+                }
+                if params.follow || tail.is_none() {
+                    if tx.send(Ok(l)).await.is_err() {
+                        return;
+                    }
+                } else {
+                    kept.push(l);
+                }
+            }
+            if let Some(n) = tail {
+                let from = kept.len().saturating_sub(n);
+                for l in kept.drain(from..) {
+                    if tx.send(Ok(l)).await.is_err() {
+                        return;
+                    }
                 }
             }
         });
@@ -211,11 +273,27 @@ pub async fn logs(client: kube::Client, args: LogsArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Every line of the plugin in one (non-follow) read of a host's log.
+async fn read_lines(
+    api: &Api<Pod>,
+    pod: &str,
+    params: &LogParams,
+    plugin: &str,
+    node: &str,
+) -> anyhow::Result<Vec<Line>> {
+    let text = api.logs(pod, params).await?;
+    Ok(text
+        .lines()
+        .filter_map(|l| parse(l, plugin, node, pod))
+        .collect())
+}
+
 fn print(line: &Line, output: LogOutput) -> anyhow::Result<()> {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
     let text = match output {
         LogOutput::Json => serde_json::to_string(line)?,
+        LogOutput::Yaml => format!("---\n{}", serde_yaml_ng::to_string(line)?.trim_end()),
         LogOutput::Text => {
             let mut s = format!(
                 "{} {} {:<5} {}",

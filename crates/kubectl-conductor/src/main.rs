@@ -5,7 +5,8 @@
 //!
 //! - [`run`]: create or update an `EbpfPlugin`, wait until it runs on the
 //!   chosen nodes, or roll back and say why.
-//! - [`list`]: every plugin with its per-node phase; `delete`.
+//! - [`list`]: every plugin with its per-node phase; `delete`; `clear` (the
+//!   plugins of some packages, of a label selector, or all of them).
 //! - [`logs`]: a plugin's log lines from the hosts (through `pods/log`).
 //! - [`top`]: the busiest pods for a plugin metric (through the pod proxy).
 //! - [`packages`]: the packages the cluster runs; `show` a plugin or package.
@@ -36,7 +37,7 @@ pub enum Exit {
     /// change was rolled back.
     Failed = 3,
     /// `run`: not running on every chosen node within `--timeout`; rolled
-    /// back. `delete`: still there after `--timeout`.
+    /// back. `delete`, `clear`: still there after `--timeout`.
     Timeout = 4,
 }
 
@@ -72,7 +73,7 @@ impl std::error::Error for Failure {}
     about = "Run, list, inspect and delete eBPFConductor plugins (EbpfPlugin resources) in a cluster.",
     after_help = "Exit codes: 0 done; 1 error (nothing changed); 2 bad command line; \
                   3 run failed on a node and was rolled back; \
-                  4 timed out (run: rolled back; delete: still there)."
+                  4 timed out (run: rolled back; delete, clear: still there)."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -88,6 +89,7 @@ enum Command {
     Packages(packages::PackagesArgs),
     Show(packages::ShowArgs),
     Delete(list::DeleteArgs),
+    Clear(list::ClearArgs),
 }
 
 /// `30s`, `2m`, `500ms` or plain seconds.
@@ -131,6 +133,7 @@ async fn main() -> ExitCode {
             Command::Packages(args) => packages::packages(client, args).await,
             Command::Show(args) => packages::show(client, args).await,
             Command::Delete(args) => list::delete(client, args).await,
+            Command::Clear(args) => list::clear(client, args).await,
         }
     }
     .await;

@@ -3,13 +3,14 @@
 //! `EbpfPlugin` specs and the `EbpfPluginNodeState`s the node agents write.
 //!
 //! A package is a plugin's component reference (`oci://…` or a path on the
-//! nodes). Its digest is what the nodes report running
-//! (`status.componentDigest`); a node state has no signer field yet, so the
-//! signer column says `-` until the nodes report one ([`Package::signer`] is
-//! where it goes). What is *inside* a package (its manifest, layers,
-//! signature) is read by `conductor show` on a node, not from the cluster;
-//! [`show`] is structured so that a package's content can be added as one
-//! more section when the cluster can serve it.
+//! nodes). Its digest and signer are what the nodes report for the spec
+//! they run (`status.componentDigest`, `status.signer`: the host's
+//! signature verification when it pulled the artifact). What is *inside*
+//! an `oci://` package (programs and attach points, maps, config keys with
+//! their docs, WIT version, source, files) is read by `show` from the
+//! registry into the local cache, exactly as `conductor show` reads it
+//! (`conductor_oci::package::show_text` / `show_json`), so the user needs
+//! pull access to the registry, not to a node.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -19,7 +20,7 @@ use conductor_operator::crd::{EbpfPlugin, EbpfPluginNodeState, NodePhase, spec_h
 use kube::api::{Api, ListParams};
 use serde::Serialize;
 
-use crate::list::{Output, align};
+use crate::list::{Output, align, emit};
 use crate::{Exit, Failure};
 
 /// List the packages the cluster's plugins reference.
@@ -30,12 +31,28 @@ pub struct PackagesArgs {
 }
 
 /// Show what the cluster knows about a plugin (by name) or a package (by
-/// reference, or the last part of one).
+/// reference, or the last part of one), and what an OCI package holds.
 #[derive(Args, Debug)]
 pub struct ShowArgs {
     pub name: String,
     #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
     pub output: Output,
+    /// Where packages read from the registry are cached (the format of
+    /// `conductor`'s cache) [default: $XDG_CACHE_HOME/conductor or ~/.cache/conductor].
+    #[arg(long, value_name = "DIR", env = "CONDUCTOR_CACHE_DIR")]
+    pub cache_dir: Option<std::path::PathBuf>,
+    /// A registry (`host:port`) that may be reached over plain HTTP;
+    /// repeatable. Loopback registries always may.
+    #[arg(
+        long = "insecure-registry",
+        value_name = "HOST:PORT",
+        env = "CONDUCTOR_INSECURE_REGISTRIES",
+        value_delimiter = ','
+    )]
+    pub insecure: Vec<String>,
+    /// Do not ask the registry: show a package's content only if it is cached.
+    #[arg(long)]
+    pub offline: bool,
 }
 
 /// One package as `-o json|yaml` prints it.
@@ -45,7 +62,8 @@ pub struct Package {
     pub reference: String,
     /// Digests the nodes run (several during a rollout of a moving tag).
     pub digests: Vec<String>,
-    /// Who signed it, as the nodes report it (none report it yet).
+    /// Who signed it, as the nodes running it report it (several during a
+    /// rollout, comma-separated); none for a file on the nodes.
     pub signer: Option<String>,
     pub plugins: Vec<String>,
     /// Nodes where a plugin of this package is running.
@@ -61,6 +79,7 @@ struct NodeView {
     /// Whether the node runs the plugin's current spec.
     current: bool,
     digest: Option<String>,
+    signer: Option<String>,
     restarts: u64,
     last_error: Option<String>,
 }
@@ -77,6 +96,8 @@ struct PluginView {
     spec: conductor_api::PluginSpec,
     node_selector: serde_json::Value,
     nodes: Vec<NodeView>,
+    #[serde(flatten)]
+    content: Content,
 }
 
 #[derive(Serialize, Debug)]
@@ -85,6 +106,105 @@ struct PackageView {
     #[serde(flatten)]
     package: Package,
     nodes: BTreeMap<String, Vec<NodeView>>,
+    #[serde(flatten)]
+    content: Content,
+}
+
+/// What an OCI package holds, as `conductor show -o json` prints it.
+#[derive(Serialize, Debug, Default)]
+#[serde(rename_all = "camelCase")]
+struct Content {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    content: Option<serde_json::Value>,
+    /// Why there is no content (a file on the nodes, a plain component
+    /// artifact, the registry unreachable, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    content_unavailable: Option<String>,
+    #[serde(skip)]
+    text: Option<String>,
+}
+
+/// Read an `oci://` reference's package from the cache, or the registry.
+async fn content(args: &ShowArgs, component: &str) -> Content {
+    let Some(reference) = conductor_api::oci_reference(component) else {
+        return Content {
+            content_unavailable: Some(
+                "a file on the nodes: its content is not readable from the cluster".into(),
+            ),
+            ..Default::default()
+        };
+    };
+    let cache = args.cache_dir.clone().unwrap_or_else(default_cache_dir);
+    let store = conductor_oci::Store::new(&cache);
+    let opts = conductor_oci::RegistryOptions {
+        insecure: args.insecure.clone(),
+        ..Default::default()
+    };
+    let record = match store.record(reference) {
+        Some(r) if r.kind == conductor_oci::Kind::Package => Ok(r),
+        _ => {
+            let policy = if args.offline {
+                conductor_api::PullPolicy::Never
+            } else {
+                conductor_api::PullPolicy::IfNotPresent
+            };
+            conductor_oci::pull(
+                &store,
+                reference,
+                conductor_oci::Kind::Component,
+                policy,
+                &opts,
+            )
+            .await
+            .map(|p| p.record)
+        }
+    };
+    match record {
+        Ok(r) => match (
+            conductor_oci::package::show_json(&r),
+            conductor_oci::package::show_text(&r),
+        ) {
+            (Some(json), Some(text)) => Content {
+                content: Some(json),
+                content_unavailable: None,
+                text: Some(text),
+            },
+            _ => Content {
+                content_unavailable: Some(
+                    "a plain component artifact, not a plugin package: no programs, maps or config keys to show".into(),
+                ),
+                ..Default::default()
+            },
+        },
+        Err(e) => Content {
+            content_unavailable: Some(format!("cannot read the package: {e}")),
+            ..Default::default()
+        },
+    }
+}
+
+/// `$XDG_CACHE_HOME/conductor`, else `~/.cache/conductor` (as `conductor`'s).
+fn default_cache_dir() -> std::path::PathBuf {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(|| std::path::PathBuf::from("/var/cache"))
+        .join("conductor")
+}
+
+impl Content {
+    /// The table's section: the package's content, or why there is none.
+    fn section(&self) -> String {
+        match (&self.text, &self.content_unavailable) {
+            (Some(t), _) => format!("\nPackage content:\n{}", indent(t)),
+            (None, Some(why)) => format!("\nPackage content: - ({why})\n"),
+            (None, None) => String::new(),
+        }
+    }
+}
+
+fn indent(text: &str) -> String {
+    text.lines().map(|l| format!("  {l}\n")).collect()
 }
 
 struct Cluster {
@@ -126,6 +246,7 @@ impl Cluster {
                     phase: st.phase.as_str().to_owned(),
                     current: st.spec_hash.as_deref() == Some(hash.as_str()),
                     digest: st.component_digest,
+                    signer: st.signer,
                     restarts: st.restarts,
                     last_error: st.last_error,
                 }
@@ -136,8 +257,13 @@ impl Cluster {
     }
 
     fn packages(&self) -> Vec<Package> {
-        // reference → (plugins, digests, running nodes)
-        type Sets = (BTreeSet<String>, BTreeSet<String>, BTreeSet<String>);
+        // reference → (plugins, digests, running nodes, signers)
+        type Sets = (
+            BTreeSet<String>,
+            BTreeSet<String>,
+            BTreeSet<String>,
+            BTreeSet<String>,
+        );
         let mut by_ref: BTreeMap<String, Sets> = BTreeMap::new();
         for p in &self.plugins {
             let e = by_ref.entry(p.spec.plugin.component.clone()).or_default();
@@ -145,6 +271,7 @@ impl Cluster {
             for n in self.nodes_of(p) {
                 if n.current {
                     e.1.extend(n.digest.clone());
+                    e.3.extend(n.signer.clone());
                 }
                 if n.phase == NodePhase::Running.as_str() {
                     e.2.insert(n.node);
@@ -153,28 +280,16 @@ impl Cluster {
         }
         by_ref
             .into_iter()
-            .map(|(reference, (plugins, digests, nodes))| Package {
+            .map(|(reference, (plugins, digests, nodes, signers))| Package {
                 reference,
                 digests: digests.into_iter().collect(),
-                signer: None,
+                signer: Some(signers.into_iter().collect::<Vec<_>>().join(", "))
+                    .filter(|s| !s.is_empty()),
                 plugins: plugins.into_iter().collect(),
                 running_nodes: nodes.len(),
             })
             .collect()
     }
-}
-
-fn emit<T: Serialize>(
-    output: Output,
-    value: &T,
-    table: impl FnOnce() -> String,
-) -> anyhow::Result<()> {
-    match output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(value)?),
-        Output::Yaml => print!("{}", serde_yaml_ng::to_string(value)?),
-        Output::Table => print!("{}", table()),
-    }
-    Ok(())
 }
 
 fn short(digest: &str) -> String {
@@ -255,13 +370,27 @@ pub async fn show(client: kube::Client, args: ShowArgs) -> anyhow::Result<()> {
             spec: p.spec.plugin.clone(),
             node_selector: serde_json::to_value(&p.spec.node_selector)?,
             nodes: cluster.nodes_of(p),
+            content: content(&args, &p.spec.plugin.component).await,
         };
         return emit(args.output, &view, || {
             let spec = serde_yaml_ng::to_string(&view.spec).unwrap_or_default();
             format!(
-                "Plugin:      {}\nPackage:     {}\nGeneration:  {}\nSpec hash:   {}\nStatus:      {}\nNodes:       {}\nSpec:\n{}\n{}",
+                "Plugin:      {}\nPackage:     {}\nSigner:      {}\nGeneration:  {}\nSpec hash:   {}\nStatus:      {}\nNodes:       {}\nSpec:\n{}\n{}",
                 view.name,
                 view.package,
+                {
+                    let signers: BTreeSet<&str> = view
+                        .nodes
+                        .iter()
+                        .filter(|n| n.current)
+                        .filter_map(|n| n.signer.as_deref())
+                        .collect();
+                    if signers.is_empty() {
+                        "-".to_owned()
+                    } else {
+                        signers.into_iter().collect::<Vec<_>>().join(", ")
+                    }
+                },
                 view.generation.map_or("-".into(), |g| g.to_string()),
                 view.spec_hash,
                 if view.summary.is_empty() {
@@ -279,7 +408,7 @@ pub async fn show(client: kube::Client, args: ShowArgs) -> anyhow::Result<()> {
                 },
                 spec.lines().map(|l| format!("  {l}\n")).collect::<String>(),
                 node_table(&view.nodes)
-            )
+            ) + &view.content.section()
         });
     }
     // Else a package: by its reference, or its last path segment.
@@ -307,10 +436,12 @@ pub async fn show(client: kube::Client, args: ShowArgs) -> anyhow::Result<()> {
         .filter(|p| p.spec.plugin.component == package.reference)
         .map(|p| (name_of(p), cluster.nodes_of(p)))
         .collect();
+    let content = content(&args, &package.reference).await;
     let view = PackageView {
         kind: "Package",
         package,
         nodes,
+        content,
     };
     emit(args.output, &view, || {
         let p = &view.package;
@@ -324,13 +455,14 @@ pub async fn show(client: kube::Client, args: ShowArgs) -> anyhow::Result<()> {
             },
             p.signer
                 .as_deref()
-                .unwrap_or("- (not reported by the nodes)"),
+                .unwrap_or("- (none reported by the nodes)"),
             p.plugins.join(", "),
             p.running_nodes
         );
         for (plugin, nodes) in &view.nodes {
             out.push_str(&format!("\nPlugin {plugin}:\n{}", node_table(nodes)));
         }
+        out.push_str(&view.content.section());
         out
     })
 }

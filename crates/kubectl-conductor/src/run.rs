@@ -20,7 +20,9 @@ use conductor_operator::crd::{
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use serde::Serialize;
 
+use crate::list::{Output, emit};
 use crate::{Exit, Failure, parse_duration};
 
 /// The node label `--node` selects on (set by the kubelet on every node).
@@ -62,6 +64,30 @@ pub struct RunArgs {
     /// How long to wait for every chosen node to run it before rolling back.
     #[arg(long, default_value = "2m", value_parser = parse_duration)]
     pub timeout: Duration,
+    /// Output format: a line for people, json or yaml for scripts (printed
+    /// on failure too, with the reason and what was rolled back).
+    #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+    pub output: Output,
+}
+
+/// What `run` did, as `-o json|yaml` prints it.
+#[derive(Serialize, Debug)]
+#[serde(rename_all = "camelCase")]
+struct RunResult {
+    name: String,
+    /// `created` or `configured`.
+    action: &'static str,
+    /// `Running`, `Failed` (exit 3) or `Timeout` (exit 4).
+    status: &'static str,
+    spec_hash: String,
+    /// The nodes running it (on success).
+    nodes: Vec<String>,
+    /// Why not (on failure).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+    /// What the rollback did (on failure).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rollback: Option<String>,
 }
 
 pub async fn run(client: kube::Client, args: RunArgs) -> anyhow::Result<()> {
@@ -124,18 +150,39 @@ pub async fn run(client: kube::Client, args: RunArgs) -> anyhow::Result<()> {
         args.timeout,
     )
     .await;
+    let mut result = RunResult {
+        name: name.clone(),
+        action: verb,
+        status: "Running",
+        spec_hash: hash.clone(),
+        nodes: Vec::new(),
+        reason: None,
+        rollback: None,
+    };
     let (code, reason) = match outcome {
         Ok(nodes) => {
-            println!(
-                "{name} is running on {} node(s): {}",
+            let line = format!(
+                "{name} is running on {} node(s): {}\n",
                 nodes.len(),
                 nodes.join(", ")
             );
-            return Ok(());
+            result.nodes = nodes;
+            return emit(args.output, &result, || line);
         }
         Err(f) => (f.code, f.message),
     };
     let rolled_back = roll_back(&plugins, &name, previous.as_ref(), &written).await;
+    result.status = if code == Exit::Timeout {
+        "Timeout"
+    } else {
+        "Failed"
+    };
+    result.reason = Some(reason.clone());
+    result.rollback = Some(rolled_back.clone());
+    // For scripts, the result on stdout; for people, the error on stderr only.
+    if !matches!(args.output, Output::Table) {
+        emit(args.output, &result, String::new)?;
+    }
     Err(Failure::new(code, format!("{reason}\n{rolled_back}")).into())
 }
 

@@ -857,3 +857,490 @@ fn logs_top_packages_and_show_on_a_real_host() {
     assert_eq!(ran.code, Some(1), "{ran:?}");
     assert!(ran.stderr.contains("no plugin or package nope"), "{ran:?}");
 }
+
+/// One host log line as `conductor serve` writes it with
+/// `CONDUCTOR_LOG_FORMAT=json` (tracing-subscriber's JSON), in a CRI log
+/// record as the container runtime stores it (`<time> stderr F <line>`).
+fn cri_record(time: &str, plugin: &str, message: &str) -> String {
+    let line = serde_json::json!({
+        "timestamp": time,
+        "level": "INFO",
+        "fields": {"message": message, "plugin": plugin, "stream": "log"},
+        "target": "plugin",
+    });
+    format!("{time} stderr F {line}\n")
+}
+
+/// `logs --tail`, `--previous` and `-o yaml` against the fake API server's
+/// `pods/log` (the kubelet's parameters: `tailLines`, `previous`,
+/// `sinceTime`, `follow`). The test plays the container runtime: it writes
+/// the host container's CRI log files (the current and the previous
+/// instance's) with host log lines of two plugins.
+#[test]
+fn logs_tail_previous_and_yaml() {
+    use std::io::{BufRead, Write};
+    if !kubectl_present() {
+        return;
+    }
+    let api = FakeApiServer::start();
+    let k = Kubectl::new(&api);
+    let plugin = serde_json::from_value(serde_json::json!({
+        "name": "steady", "component": "oci://registry.example/x/steady:1.0"
+    }))
+    .unwrap();
+    api.create(&EbpfPlugin::new(
+        "steady",
+        EbpfPluginSpec {
+            node_selector: Default::default(),
+            plugin,
+        },
+    ));
+    api.create(&host_pod("conductor-x7k2p", "node-a", 9464));
+    let current = k.dir.path().join("host.log");
+    let mut log = String::new();
+    for i in 1..=5 {
+        log.push_str(&cri_record(
+            &format!("2026-11-30T08:00:0{i}.000000001Z"),
+            "steady",
+            &format!("steady line {i}"),
+        ));
+        log.push_str(&cri_record(
+            &format!("2026-11-30T08:00:0{i}.500000000Z"),
+            "other",
+            &format!("other line {i}"),
+        ));
+    }
+    std::fs::write(&current, &log).unwrap();
+    api.set_container_log("ebpfconductor-system", "conductor-x7k2p", "host", &current);
+    let messages = |ran: &Ran| -> Vec<String> {
+        ran.stdout
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value =
+                    serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}\n{ran:?}"));
+                v["message"].as_str().unwrap().to_owned()
+            })
+            .collect()
+    };
+
+    // --tail counts the plugin's lines, not the host's.
+    let ran = k.conductor(&["logs", "steady", "--tail", "2", "-o", "json"]);
+    assert_eq!(ran.code, Some(0), "{ran:?}");
+    assert_eq!(
+        messages(&ran),
+        ["steady line 4", "steady line 5"],
+        "{ran:?}"
+    );
+    let ran = k.conductor(&["logs", "steady", "--tail", "0", "-o", "json"]);
+    assert_eq!(ran.code, Some(0), "{ran:?}");
+    assert_eq!(ran.stdout, "", "{ran:?}");
+
+    // -o yaml: one document per line.
+    let ran = k.conductor(&["logs", "steady", "--tail", "1", "-o", "yaml"]);
+    assert_eq!(ran.code, Some(0), "{ran:?}");
+    let docs: Vec<serde_yaml_ng::Value> = ran
+        .stdout
+        .split("---\n")
+        .filter(|d| !d.trim().is_empty())
+        .map(|d| serde_yaml_ng::from_str(d).unwrap())
+        .collect();
+    assert_eq!(docs.len(), 1, "{ran:?}");
+    assert_eq!(docs[0]["message"].as_str(), Some("steady line 5"));
+    assert_eq!(docs[0]["node"].as_str(), Some("node-a"));
+    assert_eq!(
+        docs[0]["time"].as_str(),
+        Some("2026-11-30T08:00:05.000000001Z")
+    );
+
+    // --previous: no previous instance yet (the real API server's answer) ...
+    let ran = k.conductor(&["logs", "steady", "--previous"]);
+    assert_eq!(ran.code, Some(1), "{ran:?}");
+    assert!(
+        ran.stderr.contains("previous terminated container") && ran.stderr.contains("not found"),
+        "{ran:?}"
+    );
+    // ... then the host container restarted: its earlier instance's lines.
+    let previous = k.dir.path().join("host.previous.log");
+    std::fs::write(
+        &previous,
+        cri_record("2026-11-30T07:00:00Z", "steady", "before the restart")
+            + &cri_record("2026-11-30T07:00:01Z", "other", "not this one"),
+    )
+    .unwrap();
+    api.set_previous_container_log("ebpfconductor-system", "conductor-x7k2p", "host", &previous);
+    let ran = k.conductor(&["logs", "steady", "-p", "-o", "json"]);
+    assert_eq!(ran.code, Some(0), "{ran:?}");
+    assert_eq!(messages(&ran), ["before the restart"], "{ran:?}");
+    assert!(
+        api.requests()
+            .iter()
+            .any(|r| r.path.ends_with("/pods/conductor-x7k2p/log")
+                && r.query.contains("previous=true")),
+        "the previous instance's log was asked for"
+    );
+    let ran = k.conductor(&["logs", "steady", "--previous", "-f"]);
+    assert_eq!(ran.code, Some(2), "{ran:?}");
+
+    // --tail with -f: the last line, then only new ones (nothing repeated).
+    let mut follow = k
+        .conductor_command(&["logs", "steady", "--tail", "1", "-f", "-o", "json"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = follow.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let next = || {
+        let line = rx
+            .recv_timeout(T)
+            .unwrap_or_else(|e| panic!("`logs -f` printed nothing: {e}"));
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        v["message"].as_str().unwrap().to_owned()
+    };
+    assert_eq!(next(), "steady line 5");
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&current)
+        .unwrap();
+    file.write_all(cri_record("2026-11-30T08:00:06Z", "other", "other line 6").as_bytes())
+        .unwrap();
+    file.write_all(cri_record("2026-11-30T08:00:07Z", "steady", "steady line 7").as_bytes())
+        .unwrap();
+    file.flush().unwrap();
+    assert_eq!(next(), "steady line 7");
+    let _ = follow.kill();
+    let _ = follow.wait();
+}
+
+/// `clear` (the design documents' command): the plugins of some packages,
+/// of a label selector, or all of them; refused without `--yes` when it
+/// cannot ask; `-o json|yaml`; exit 4 while a finalizer holds one. `delete
+/// -o json` and `run -o json` (a rolled-back run) for scripts too.
+#[test]
+fn clear_and_output_for_scripts() {
+    if !kubectl_present() {
+        return;
+    }
+    let api = FakeApiServer::start();
+    let k = Kubectl::new(&api);
+    let plugin = |name: &str, component: &str, team: &str, held: bool| {
+        let spec = serde_json::from_value(serde_json::json!({
+            "name": name, "component": component
+        }))
+        .unwrap();
+        let mut p = EbpfPlugin::new(
+            name,
+            EbpfPluginSpec {
+                node_selector: Default::default(),
+                plugin: spec,
+            },
+        );
+        p.metadata.labels = Some(BTreeMap::from([("team".to_string(), team.to_string())]));
+        if held {
+            p.metadata.finalizers = Some(vec![PLUGIN_FINALIZER.into()]);
+        }
+        api.create(&p);
+    };
+    plugin("a", "oci://registry.example/x/alpha:1.0", "red", false);
+    plugin("b", "oci://registry.example/x/alpha:1.0", "blue", false);
+    plugin("c", "oci://registry.example/x/beta:1.0", "blue", false);
+    plugin("d", "oci://registry.example/x/gamma:1.0", "green", true);
+    plugin("e", "oci://registry.example/x/delta:1.0", "green", false);
+    let names = || {
+        let mut n: Vec<String> = api
+            .list::<EbpfPlugin>()
+            .into_iter()
+            .filter_map(|p| p.metadata.name)
+            .collect();
+        n.sort();
+        n
+    };
+
+    // Nothing named: the command line is wrong.
+    let ran = k.conductor(&["clear"]);
+    assert_eq!(ran.code, Some(2), "{ran:?}");
+    // Not confirmed, and stdin is no terminal to ask: nothing is deleted.
+    let ran = k.conductor(&["clear", "alpha"]);
+    assert_eq!(ran.code, Some(1), "{ran:?}");
+    assert!(
+        ran.stderr
+            .contains("would delete 2 EbpfPlugin(s): a, b; confirm with --yes"),
+        "{ran:?}"
+    );
+    assert_eq!(names(), ["a", "b", "c", "d", "e"]);
+
+    // A package by its short name, confirmed, for scripts.
+    let ran = k.conductor(&["clear", "alpha", "--yes", "-o", "json"]);
+    assert_eq!(ran.code, Some(0), "{ran:?}");
+    let json: serde_json::Value = serde_json::from_str(&ran.stdout).unwrap();
+    assert_eq!(
+        json,
+        serde_json::json!([
+            {"name": "a", "status": "Deleted", "component": "oci://registry.example/x/alpha:1.0"},
+            {"name": "b", "status": "Deleted", "component": "oci://registry.example/x/alpha:1.0"},
+        ]),
+        "{ran:?}"
+    );
+    assert_eq!(names(), ["c", "d", "e"]);
+
+    // By label, for people; a full reference works too.
+    let ran = k.conductor(&[
+        "clear",
+        "oci://registry.example/x/beta:1.0",
+        "-l",
+        "team=blue",
+        "-y",
+    ]);
+    assert_eq!(ran.code, Some(0), "{ran:?}");
+    assert_eq!(
+        ran.stdout, "ebpfplugin.ebpfconductor.io/c deleted\n",
+        "{ran:?}"
+    );
+    assert_eq!(names(), ["d", "e"]);
+    let ran = k.conductor(&["clear", "-l", "team=nobody", "--yes"]);
+    assert_eq!(ran.code, Some(0), "{ran:?}");
+    assert!(ran.stderr.contains("no EbpfPlugin matches"), "{ran:?}");
+
+    // --all: e goes, d is held by the node agents' finalizer: exit 4.
+    let ran = k.conductor(&["clear", "--all", "--yes", "--timeout", "1s", "-o", "yaml"]);
+    assert_eq!(ran.code, Some(4), "{ran:?}");
+    let v: serde_yaml_ng::Value = serde_yaml_ng::from_str(&ran.stdout).unwrap();
+    assert_eq!(v[0]["name"].as_str(), Some("d"), "{ran:?}");
+    assert_eq!(v[0]["status"].as_str(), Some("Pending"), "{ran:?}");
+    assert_eq!(v[1]["name"].as_str(), Some("e"), "{ran:?}");
+    assert_eq!(v[1]["status"].as_str(), Some("Deleted"), "{ran:?}");
+    assert!(
+        ran.stderr.contains("EbpfPlugin d is still there after 1s"),
+        "{ran:?}"
+    );
+    assert_eq!(names(), ["d"]);
+
+    // delete -o json: what happened to it.
+    let ran = k.conductor(&["delete", "d", "--wait=false", "-o", "json"]);
+    assert_eq!(ran.code, Some(0), "{ran:?}");
+    let json: serde_json::Value = serde_json::from_str(&ran.stdout).unwrap();
+    assert_eq!(json[0]["name"], "d", "{ran:?}");
+    assert_eq!(json[0]["status"], "DeletionRequested", "{ran:?}");
+    let ran = k.conductor(&["delete", "nope", "-o", "json"]);
+    assert_eq!(ran.code, Some(1), "{ran:?}");
+
+    // run -o json: a run that cannot become ready reports its result on
+    // stdout, and the reason and the rollback, with exit 4.
+    api.create(&node("node-z"));
+    let ran = k.conductor(&[
+        "run",
+        "oci://registry.example/x/probe:1.0",
+        "--timeout",
+        "1s",
+        "-o",
+        "json",
+    ]);
+    assert_eq!(ran.code, Some(4), "{ran:?}");
+    let json: serde_json::Value = serde_json::from_str(&ran.stdout).unwrap();
+    assert_eq!(json["name"], "probe", "{ran:?}");
+    assert_eq!(json["action"], "created", "{ran:?}");
+    assert_eq!(json["status"], "Timeout", "{ran:?}");
+    assert!(
+        json["reason"]
+            .as_str()
+            .unwrap()
+            .contains("node-z: no state yet"),
+        "{ran:?}"
+    );
+    assert!(
+        json["rollback"]
+            .as_str()
+            .unwrap()
+            .contains("rolled back: deleted EbpfPlugin probe"),
+        "{ran:?}"
+    );
+    assert!(
+        json["specHash"].as_str().unwrap().starts_with("sha256:"),
+        "{ran:?}"
+    );
+}
+
+const PACKAGE_YAML: &str = r#"
+description: Counts exec() calls by command and workload.
+source: https://github.com/ebpfconductor/ebpfconductor
+license: Apache-2.0
+version: 1.0.0
+configKeys:
+  - name: ignore
+    description: Commands (comm) not counted, comma-separated.
+    default: ""
+spec:
+  name: exec-counter
+  component: exec_counter.wasm
+  bytecode:
+    path: exec_counter.bpf.o
+    programs:
+      - name: handle_exec
+        tracepoint: sched/sched_process_exec
+  maps:
+    - name: events
+      events: {maxBatch: 64}
+"#;
+
+/// `show` of a plugin that runs a signed OCI package: the package's
+/// content (programs, maps, config keys with docs, WIT version, source,
+/// files) read from the registry as `conductor show` reads it, and the
+/// signer the node reports (the host verified the signature when it
+/// pulled). Real registry (docker-registry on loopback), real signing
+/// keys, a real host that requires signatures, the real node agent.
+#[test]
+fn show_reads_the_package_and_the_signer_the_node_reports() {
+    use conductor_test_support::registry::{Registry, conductor, stderr};
+    if !kubectl_present() || !require_root() {
+        return;
+    }
+    let reg = Registry::start();
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["exec_counter.wasm", "exec_counter.bpf.o"] {
+        std::fs::copy(artifacts().join(f), dir.path().join(f)).unwrap();
+    }
+    std::fs::write(dir.path().join("package.yaml"), PACKAGE_YAML).unwrap();
+    let reference = format!("oci://{}/pkgs/exec-counter:1.0", reg.addr);
+    let out = conductor(
+        &[
+            "push",
+            "--package",
+            dir.path().to_str().unwrap(),
+            &reference,
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "push: {}", stderr(&out));
+    let prefix = dir.path().join("alice");
+    let password = [("COSIGN_PASSWORD", "test-password")];
+    let out = conductor(
+        &[
+            "generate-key-pair",
+            "--output-key-prefix",
+            prefix.to_str().unwrap(),
+        ],
+        &password,
+    );
+    assert!(out.status.success(), "keys: {}", stderr(&out));
+    let key = prefix.with_extension("key");
+    let public = prefix.with_extension("pub");
+    let out = conductor(
+        &["sign", &reference, "--key", key.to_str().unwrap()],
+        &password,
+    );
+    assert!(out.status.success(), "sign: {}", stderr(&out));
+
+    let api = FakeApiServer::start();
+    let k = Kubectl::new(&api);
+    api.create(&node("node-a"));
+    let d = Daemon::start_with(&[
+        "--signature-policy",
+        "required",
+        "--trusted-key",
+        public.to_str().unwrap(),
+    ]);
+    let ctl = Operator::spawn(&k.kubeconfig(), &["cluster"]);
+    let agent = Operator::spawn(
+        &k.kubeconfig(),
+        &[
+            "node",
+            "--node-name",
+            "node-a",
+            "--socket",
+            d.socket.to_str().unwrap(),
+            "--sweep-interval-secs",
+            "1",
+        ],
+    );
+    let ctx = || format!("{}\n{}\n{}", ctl.log_text(), agent.log_text(), d.log_text());
+    let ran = k.conductor(&["run", &reference, "--node", "node-a", "-o", "yaml"]);
+    assert_eq!(ran.code, Some(0), "{ran:?}\n{}", ctx());
+    let v: serde_yaml_ng::Value = serde_yaml_ng::from_str(&ran.stdout).unwrap();
+    assert_eq!(v["name"].as_str(), Some("exec-counter"), "{ran:?}");
+    assert_eq!(v["status"].as_str(), Some("Running"), "{ran:?}");
+    assert_eq!(v["nodes"][0].as_str(), Some("node-a"), "{ran:?}");
+
+    // packages: the signer the node reports.
+    let ran = k.conductor(&["packages", "-o", "json"]);
+    assert_eq!(ran.code, Some(0), "{ran:?}");
+    let packages: serde_json::Value = serde_json::from_str(&ran.stdout).unwrap();
+    let signer = packages[0]["signer"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{ran:?}"));
+    assert!(
+        signer.starts_with("verified: alice.pub (sha256:"),
+        "{ran:?}"
+    );
+
+    // show the plugin: its node state, the signer and the package content.
+    let ran = k.conductor(&["show", "exec-counter"]);
+    assert_eq!(ran.code, Some(0), "{ran:?}");
+    for want in [
+        "Plugin:      exec-counter",
+        &format!("Signer:      {signer}"),
+        "Package content:",
+        "  Source:      https://github.com/ebpfconductor/ebpfconductor",
+        &format!("  WIT version: {}", conductor_api::wit::CURRENT),
+        "    handle_exec\ttracepoint=sched/sched_process_exec",
+        "    events\tRead\tevents",
+        "    ignore\t(default \"\")\tCommands (comm) not counted, comma-separated.",
+        "    exec_counter.bpf.o\tapplication/vnd.ebpfconductor.bpf.object.v1",
+    ] {
+        assert!(ran.stdout.contains(want), "show lacks {want:?}: {ran:?}");
+    }
+    // The package by reference, for scripts: the same content as
+    // `conductor show -o json`, beside what the cluster knows.
+    let ran = k.conductor(&["show", &reference, "-o", "json"]);
+    assert_eq!(ran.code, Some(0), "{ran:?}");
+    let v: serde_json::Value = serde_json::from_str(&ran.stdout).unwrap();
+    assert_eq!(v["kind"], "Package", "{ran:?}");
+    assert_eq!(v["signer"], signer, "{ran:?}");
+    assert_eq!(v["runningNodes"], 1, "{ran:?}");
+    assert_eq!(v["content"]["package"]["spec"]["maps"][0]["name"], "events");
+    assert_eq!(v["content"]["package"]["configKeys"][0]["name"], "ignore");
+    assert_eq!(v["content"]["package"]["version"], "1.0.0");
+    // The content read is the artifact the node runs: the digest the node
+    // reports is the package's (its manifest's or its component layer's).
+    let running = v["digests"][0]
+        .as_str()
+        .unwrap_or_else(|| panic!("{ran:?}"));
+    let mut digests = vec![v["content"]["digest"].as_str().unwrap().to_owned()];
+    digests.extend(
+        v["content"]["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|l| l["digest"].as_str().map(str::to_owned)),
+    );
+    assert!(
+        digests.iter().any(|d| d == running),
+        "{running} not in {digests:?}: {ran:?}"
+    );
+    // Offline with an empty cache: the cluster's view, and why no content.
+    let empty = tempfile::tempdir().unwrap();
+    let ran = k.conductor(&[
+        "show",
+        &reference,
+        "--offline",
+        "--cache-dir",
+        empty.path().to_str().unwrap(),
+        "-o",
+        "json",
+    ]);
+    assert_eq!(ran.code, Some(0), "{ran:?}");
+    let v: serde_json::Value = serde_json::from_str(&ran.stdout).unwrap();
+    assert!(v["content"].is_null(), "{ran:?}");
+    assert!(
+        v["contentUnavailable"]
+            .as_str()
+            .unwrap()
+            .contains("not in the local cache"),
+        "{ran:?}"
+    );
+}

@@ -385,3 +385,111 @@ pub fn is_package(manifest: &OciImageManifest) -> bool {
     manifest.artifact_type.as_deref() == Some(PACKAGE_ARTIFACT_TYPE)
         || manifest.config.media_type == PACKAGE_CONFIG_MEDIA_TYPE
 }
+
+/// A package as `show` presents it, shared by `conductor show` (a node's
+/// cache) and `kubectl conductor show` (the same cache format on the
+/// user's machine): [`show_json`] for scripts, [`show_text`] for people.
+/// Both `None` when `record` is not a package (a plain component or a
+/// bytecode image).
+pub fn show_json(record: &crate::RefRecord) -> Option<serde_json::Value> {
+    let pkg = record.package.as_ref()?;
+    Some(serde_json::json!({
+        "reference": record.reference,
+        "digest": record.manifest_digest,
+        "signature": record.signature,
+        "layers": record.layers,
+        "package": pkg,
+    }))
+}
+
+/// What one package holds, for people: metadata, WIT version, signature,
+/// programs and attach points, maps, config keys with their docs, files.
+pub fn show_text(record: &crate::RefRecord) -> Option<String> {
+    use std::fmt::Write;
+    let pkg = record.package.as_ref()?;
+    let s = &pkg.spec;
+    let mut out = String::new();
+    // Writing to a String cannot fail.
+    let _ = writeln!(out, "Reference:   oci://{}", record.reference);
+    let _ = writeln!(out, "Digest:      {}", record.manifest_digest);
+    let _ = writeln!(out, "Name:        {}", s.name);
+    for (label, v) in [
+        ("Version", &pkg.version),
+        ("Description", &pkg.description),
+        ("Source", &pkg.source),
+        ("License", &pkg.license),
+        ("WIT version", &pkg.wit_version),
+    ] {
+        let _ = writeln!(
+            out,
+            "{:<13}{}",
+            format!("{label}:"),
+            v.as_deref().unwrap_or("-")
+        );
+    }
+    let _ = writeln!(
+        out,
+        "Signature:   {}",
+        record
+            .signature
+            .as_ref()
+            .map_or_else(|| "not checked".into(), crate::SignatureStatus::summary)
+    );
+    let _ = writeln!(out, "Programs:");
+    match &s.bytecode {
+        None => {
+            let _ = writeln!(out, "  (no BPF object)");
+        }
+        Some(b) if b.programs.is_empty() => {
+            let _ = writeln!(out, "  every program of {} where its section says", b.path);
+        }
+        Some(b) => {
+            for p in &b.programs {
+                let _ = writeln!(out, "  {}\t{}", p.name, attach_point(p));
+            }
+        }
+    }
+    let _ = writeln!(out, "Maps:");
+    for m in &s.maps {
+        let events = if m.events.is_some() { "\tevents" } else { "" };
+        let _ = writeln!(out, "  {}\t{:?}{events}", m.name, m.access);
+    }
+    let _ = writeln!(out, "Config keys:");
+    for k in &pkg.config_keys {
+        let _ = writeln!(
+            out,
+            "  {}\t(default {:?})\t{}",
+            k.name,
+            k.default.as_deref().unwrap_or(""),
+            k.description
+        );
+    }
+    let _ = writeln!(out, "Files:");
+    for l in &record.layers {
+        let _ = writeln!(
+            out,
+            "  {}\t{}\t{}\t{}",
+            l.title,
+            l.media_type,
+            l.size,
+            l.digest.get(..19).unwrap_or(&l.digest)
+        );
+    }
+    Some(out)
+}
+
+/// `tracepoint=sched/sched_process_exec`: where a program attaches.
+fn attach_point(p: &conductor_api::ProgramAttach) -> String {
+    let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(p) else {
+        return String::new();
+    };
+    fields
+        .iter()
+        .filter(|(k, _)| *k != "name")
+        .map(|(k, v)| match v {
+            serde_json::Value::String(s) => format!("{k}={s}"),
+            other => format!("{k}={other}"),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}

@@ -163,6 +163,10 @@ pub struct EbpfPluginNodeStateStatus {
     pub spec_hash: Option<String>,
     /// Digest of the running component (`sha256:<hex>`).
     pub component_digest: Option<String>,
+    /// Who signed the OCI artifact the host runs, as the host recorded it
+    /// when it pulled it (`verified: <signer>`, `unverified`, `not
+    /// checked`); absent for a component that is a file on the node.
+    pub signer: Option<String>,
     /// The host's update count of this plugin (1 after the first load).
     pub host_generation: Option<u64>,
     /// Restarts after faults since the host loaded it.

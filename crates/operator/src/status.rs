@@ -79,6 +79,7 @@ pub fn node_status(
         s.plugin_generation = ann(host_annotations::GENERATION).and_then(|g| g.parse().ok());
         s.spec_hash = ann(host_annotations::SPEC_HASH);
         s.component_digest = Some(h.component_digest.clone()).filter(|d| !d.is_empty());
+        s.signer = Some(h.signer.clone()).filter(|d| !d.is_empty());
         s.host_generation = Some(h.generation);
         s.restarts = h.restarts;
         s.last_error = Some(h.last_error.clone()).filter(|e| !e.is_empty());
@@ -449,6 +450,7 @@ mod tests {
             phase: Phase::Running as i32,
             restarts: 2,
             component_digest: "sha256:ab".into(),
+            signer: "verified: ci@example.org".into(),
             generation: 3,
             annotations: host_annotations_for("u", Some(7), "h")
                 .into_iter()
@@ -466,6 +468,7 @@ mod tests {
         assert_eq!(s.plugin_generation, Some(7));
         assert_eq!(s.restarts, 2);
         assert_eq!(s.host_generation, Some(3));
+        assert_eq!(s.signer.as_deref(), Some("verified: ci@example.org"));
         assert_eq!(s.conditions[0].status, "True");
 
         // An update the host refused: the old version runs, the error shows.

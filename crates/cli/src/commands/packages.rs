@@ -142,22 +142,6 @@ pub fn packages(args: PackagesArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `tracepoint=sched/sched_process_exec`: where a program attaches.
-fn attach_point(p: &conductor_api::ProgramAttach) -> String {
-    let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(p) else {
-        return String::new();
-    };
-    fields
-        .iter()
-        .filter(|(k, _)| *k != "name")
-        .map(|(k, v)| match v {
-            serde_json::Value::String(s) => format!("{k}={s}"),
-            other => format!("{k}={other}"),
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 fn short(digest: &str) -> &str {
     digest.get(..19).unwrap_or(digest)
 }
@@ -199,82 +183,16 @@ pub fn show(args: ShowArgs) -> anyhow::Result<()> {
             .record
         }
     };
-    let Some(pkg) = &record.package else {
+    let (Some(json), Some(text)) = (
+        oci::package::show_json(&record),
+        oci::package::show_text(&record),
+    ) else {
         anyhow::bail!("oci://{reference} is a component artifact, not a plugin package");
     };
     match args.output {
-        Output::Json | Output::Yaml => {
-            let v = serde_json::json!({
-                "reference": record.reference,
-                "digest": record.manifest_digest,
-                "signature": record.signature,
-                "layers": record.layers,
-                "package": pkg,
-            });
-            if args.output == Output::Json {
-                println!("{}", serde_json::to_string_pretty(&v)?);
-            } else {
-                print!("{}", serde_yaml_ng::to_string(&v)?);
-            }
-        }
-        Output::Table => {
-            let s = &pkg.spec;
-            println!("Reference:   oci://{}", record.reference);
-            println!("Digest:      {}", record.manifest_digest);
-            println!("Name:        {}", s.name);
-            for (label, v) in [
-                ("Version", &pkg.version),
-                ("Description", &pkg.description),
-                ("Source", &pkg.source),
-                ("License", &pkg.license),
-                ("WIT version", &pkg.wit_version),
-            ] {
-                println!("{:<13}{}", format!("{label}:"), v.as_deref().unwrap_or("-"));
-            }
-            println!(
-                "Signature:   {}",
-                record
-                    .signature
-                    .as_ref()
-                    .map_or_else(|| "not checked".into(), oci::SignatureStatus::summary)
-            );
-            println!("Programs:");
-            match &s.bytecode {
-                None => println!("  (no BPF object)"),
-                Some(b) if b.programs.is_empty() => {
-                    println!("  every program of {} where its section says", b.path)
-                }
-                Some(b) => {
-                    for p in &b.programs {
-                        println!("  {}\t{}", p.name, attach_point(p));
-                    }
-                }
-            }
-            println!("Maps:");
-            for m in &s.maps {
-                let events = if m.events.is_some() { "\tevents" } else { "" };
-                println!("  {}\t{:?}{events}", m.name, m.access);
-            }
-            println!("Config keys:");
-            for k in &pkg.config_keys {
-                println!(
-                    "  {}\t(default {:?})\t{}",
-                    k.name,
-                    k.default.as_deref().unwrap_or(""),
-                    k.description
-                );
-            }
-            println!("Files:");
-            for l in &record.layers {
-                println!(
-                    "  {}\t{}\t{}\t{}",
-                    l.title,
-                    l.media_type,
-                    l.size,
-                    short(&l.digest)
-                );
-            }
-        }
+        Output::Json => println!("{}", serde_json::to_string_pretty(&json)?),
+        Output::Yaml => print!("{}", serde_yaml_ng::to_string(&json)?),
+        Output::Table => print!("{text}"),
     }
     Ok(())
 }
