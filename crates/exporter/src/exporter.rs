@@ -300,6 +300,14 @@ pub struct ExporterSet {
 
 impl Collector for ExporterSet {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
+        self.encode_into(&mut encoder)
+    }
+}
+
+impl ExporterSet {
+    /// Write every family: the configs' metrics, read from their maps now,
+    /// and ebpf_exporter's `enabled_configs` and `decoder_errors_total`.
+    pub fn encode_into(&self, encoder: &mut DescriptorEncoder) -> Result<(), fmt::Error> {
         if self.exporters.is_empty() {
             return Ok(());
         }
@@ -337,7 +345,7 @@ impl Collector for ExporterSet {
             }
         }
         for f in &families {
-            encode_family(&mut encoder, f)?;
+            encode_family(encoder, f)?;
         }
         Ok(())
     }
