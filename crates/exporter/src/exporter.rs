@@ -187,6 +187,11 @@ impl Exporter {
         &self.config
     }
 
+    /// The map behind metric `name` (benchmarks fill it from user space).
+    pub fn map(&self, name: &str) -> Option<&KernelMap> {
+        self.metrics.iter().find(|m| m.name == name).map(|m| &m.map)
+    }
+
     /// Errors met while reading or decoding maps (`ebpf_exporter_decoder_errors_total`).
     pub fn decoder_errors(&self) -> u64 {
         self.decoder_errors.load(Ordering::Relaxed)
