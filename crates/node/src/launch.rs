@@ -85,6 +85,14 @@ impl PluginLauncher {
     pub fn set_workloads(&self, workloads: Arc<Workloads>) {
         *self.workloads.write().unwrap_or_else(|e| e.into_inner()) = workloads;
     }
+
+    /// The workload cache set last (for the host's built-ins).
+    pub fn workloads(&self) -> Arc<Workloads> {
+        self.workloads
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
 }
 
 impl Launcher for PluginLauncher {

@@ -236,6 +236,12 @@ impl Manager<PluginLauncher> {
         self.launcher.set_workloads(workloads);
     }
 
+    /// The node's workload cache (set by [`crate::Node::run`] before any
+    /// spec loads), for the host's built-ins such as the ebpf_exporter.
+    pub fn workloads(&self) -> Arc<Workloads> {
+        self.launcher.workloads()
+    }
+
     /// The caps on component and bytecode files of loads from now on.
     pub fn set_file_caps(&self, caps: FileCaps) {
         self.launcher.set_file_caps(caps);

@@ -417,6 +417,7 @@ pub struct Metrics {
     /// The host families as registered (see [`Metrics::host_descriptors`]).
     host_descriptors: Vec<Descriptor>,
     plugins: Arc<PluginSet>,
+    builtins: Arc<BuiltinSet>,
 }
 
 /// One of the host's metric families, as registered.
@@ -531,11 +532,14 @@ impl Metrics {
         let host_descriptors = registrar.descriptors;
         let plugins = Arc::new(PluginSet::default());
         registry.register_collector(Box::new(plugins.clone()));
+        let builtins = Arc::new(BuiltinSet::default());
+        registry.register_collector(Box::new(builtins.clone()));
         Self {
             registry,
             host,
             host_descriptors,
             plugins,
+            builtins,
         }
     }
 
@@ -573,6 +577,27 @@ impl Metrics {
             .unwrap_or_else(|e| e.into_inner())
             .remove(plugin);
         self.host.remove_plugin(plugin, sources);
+    }
+
+    /// Add (or replace) a built-in's collector, read at every scrape and
+    /// OTLP export like the plugins' metrics: the built-in ebpf_exporter
+    /// reads its maps there. It names its own families (no `plugin` label).
+    pub fn add_builtin(&self, name: &str, collector: Arc<BuiltinCollector>) {
+        self.builtins
+            .collectors
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_owned(), collector);
+    }
+
+    /// Forget built-in `name`; true if it was there.
+    pub fn remove_builtin(&self, name: &str) -> bool {
+        self.builtins
+            .collectors
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name)
+            .is_some()
     }
 
     /// Everything as data (the Prometheus protobuf model), for the OTLP
@@ -629,6 +654,41 @@ pub fn openmetrics_to_prometheus_text(openmetrics: &str) -> String {
         out.push('\n');
     }
     out
+}
+
+/// The host's built-in collectors, by name (see [`Metrics::add_builtin`]).
+#[derive(Default)]
+struct BuiltinSet {
+    collectors: RwLock<BTreeMap<String, Arc<BuiltinCollector>>>,
+}
+
+/// A built-in's families, written at each scrape into the shared encoder
+/// (a [`Collector`] takes its encoder by value, so several cannot share one).
+pub type BuiltinCollector = dyn Fn(&mut DescriptorEncoder) -> Result<(), fmt::Error> + Send + Sync;
+
+impl fmt::Debug for BuiltinSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<String> = self
+            .collectors
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        f.debug_struct("BuiltinSet")
+            .field("collectors", &names)
+            .finish()
+    }
+}
+
+impl Collector for BuiltinSet {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
+        let collectors = self.collectors.read().unwrap_or_else(|e| e.into_inner());
+        for c in collectors.values() {
+            c(&mut encoder)?;
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Default)]

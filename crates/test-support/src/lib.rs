@@ -185,6 +185,22 @@ impl Host {
         Self::started(child, log, dir, cache_dir)
     }
 
+    /// `conductor run` with `args` and no spec file (e.g. only
+    /// `--exporter-config DIR --names a,b`).
+    pub fn start_args(args: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let cache_dir = dir.path().join("cache");
+        let (child, log) = spawn_logged(
+            Command::new(crate::conductor_bin())
+                .arg("run")
+                .args(["--metrics-addr", "127.0.0.1:0"])
+                .arg("--cache-dir")
+                .arg(&cache_dir)
+                .args(args),
+        );
+        Self::started(child, log, dir, cache_dir)
+    }
+
     fn started(
         child: Child,
         log: Arc<Mutex<Vec<String>>>,

@@ -1,0 +1,268 @@
+//! The built-in ebpf_exporter on the real kernel: `conductor run
+//! --exporter-config DIR --names ...` with programs and YAML configs written
+//! in ebpf_exporter's style (`plugins/exporter-examples/`), counting exactly
+//! what a child process placed in its own cgroup does: syscalls by name
+//! (tp_btf), errors by errno, libc calls (uprobe) and write sizes
+//! (tracepoint, exp2 histogram with the sum convention); the same object
+//! with a `k8s_pod` decoder labelling a process in a pod; and malformed
+//! configurations refused with the field named.
+
+mod catalog;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use catalog::*;
+use conductor_test_support::*;
+use fake_apiserver::FakeApiServer;
+
+/// A config directory in ebpf_exporter's layout: `<name>.yaml` and
+/// `<name>.bpf.o` for each `(config name, example name)`.
+fn config_dir(configs: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../plugins/exporter-examples");
+    for (config, object) in configs {
+        std::fs::copy(
+            examples.join(format!("{config}.yaml")),
+            dir.path().join(format!("{config}.yaml")),
+        )
+        .unwrap_or_else(|e| panic!("{config}.yaml: {e}"));
+        std::fs::copy(
+            artifact(&format!("{object}.bpf.o")),
+            dir.path().join(format!("{config}.bpf.o")),
+        )
+        .unwrap_or_else(|e| panic!("{object}.bpf.o: {e}"));
+    }
+    dir
+}
+
+/// What the child does: `getppid()` `calls` times (libc, so the uprobe sees
+/// it too), `close(9999)` `bad_closes` times (EBADF), and writes of 1, 3 and
+/// 100 bytes to /dev/null. The interpreter's own start-up makes none of
+/// these (checked with strace: no getppid, no EBADF, no write).
+fn activity(calls: u32, bad_closes: u32) -> String {
+    format!(
+        "import os\n\
+         for _ in range({calls}): os.getppid()\n\
+         for _ in range({bad_closes}):\n    try: os.close(9999)\n    except OSError: pass\n\
+         fd = os.open('/dev/null', os.O_WRONLY)\n\
+         for n in (1, 3, 100): os.write(fd, b'x' * n)\n"
+    )
+}
+
+fn run_in(cgroup: &Path, script: &str) {
+    let procs = cgroup.join("cgroup.procs");
+    let mut cmd = Command::new(python());
+    cmd.args(["-c", script]);
+    use std::os::unix::process::CommandExt;
+    // SAFETY: only a write(2) of a constant between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || std::fs::write(&procs, b"0"));
+    }
+    let status = cmd.status().unwrap();
+    assert!(status.success(), "the child failed: {status}");
+}
+
+#[test]
+fn syscalls_errors_a_uprobe_and_a_histogram_count_exactly_what_a_process_did() {
+    if !require_root() {
+        return;
+    }
+    let dir = config_dir(&[
+        ("exporter_syscalls", "exporter_syscalls"),
+        ("exporter_write_sizes", "exporter_write_sizes"),
+        ("exporter_uprobe", "exporter_uprobe"),
+    ]);
+    let host = Host::start_args(&[
+        "--exporter-config",
+        dir.path().to_str().unwrap(),
+        "--names",
+        "exporter_syscalls,exporter_write_sizes,exporter_uprobe",
+        // System-wide uprobes need CAP_SYS_ADMIN on this kernel
+        // (perf_event_open answers EACCES with CAP_PERFMON alone).
+        "--keep-capabilities",
+        "bpf,perfmon,net_admin,sys_admin",
+    ]);
+    let cgroups = TestCgroups::new("exporter");
+    let cgroup = cgroups.mkdir("work");
+    run_in(&cgroup, &activity(37, 5));
+    let path = cgroup.display().to_string();
+
+    let calls =
+        format!(r#"ebpf_exporter_exporter_syscalls_total{{cgroup="{path}",syscall="getppid"}}"#);
+    host.wait_for_metric(&calls, Duration::from_secs(10), |v| v >= 37.0);
+    let text = host.scrape();
+    assert_eq!(value(&text, &calls), Some(37.0), "{calls}\n{text}");
+    let errors =
+        format!(r#"ebpf_exporter_exporter_syscall_errors_total{{cgroup="{path}",errno="EBADF"}}"#);
+    assert_eq!(value(&text, &errors), Some(5.0), "{errors}\n{text}");
+    let uprobe = format!(r#"ebpf_exporter_exporter_libc_getppid_calls_total{{cgroup="{path}"}}"#);
+    assert_eq!(value(&text, &uprobe), Some(37.0), "{uprobe}\n{text}");
+
+    // Writes of 1, 3 and 100 bytes: exp2 buckets le=1, 4 and 128, every
+    // bucket 0..=16 present, the sum from key 17.
+    let h = "ebpf_exporter_exporter_write_size_bytes";
+    let bucket = |le: &str| {
+        // The registry's encoder writes `le` first; label order carries no meaning.
+        value(
+            &text,
+            &format!(r#"{h}_bucket{{le="{le}",cgroup="{path}"}}"#),
+        )
+        .unwrap_or_else(|| panic!("no {h} bucket le={le}:\n{text}"))
+    };
+    assert_eq!(
+        ["1.0", "2.0", "4.0", "64.0", "128.0", "65536.0", "+Inf"].map(bucket),
+        [1.0, 1.0, 2.0, 2.0, 3.0, 3.0, 3.0]
+    );
+    let buckets = text
+        .lines()
+        .filter(|l| l.starts_with(&format!("{h}_bucket{{")) && l.contains(&path))
+        .count();
+    assert_eq!(buckets, 18, "17 buckets (0..=16) and +Inf:\n{text}");
+    assert_eq!(
+        value(&text, &format!(r#"{h}_count{{cgroup="{path}"}}"#)),
+        Some(3.0)
+    );
+    assert_eq!(
+        value(&text, &format!(r#"{h}_sum{{cgroup="{path}"}}"#)),
+        Some(104.0)
+    );
+
+    for config in [
+        "exporter_syscalls",
+        "exporter_write_sizes",
+        "exporter_uprobe",
+    ] {
+        let enabled = format!(r#"ebpf_exporter_enabled_configs{{name="{config}"}}"#);
+        assert_eq!(value(&text, &enabled), Some(1.0), "{enabled}\n{text}");
+        let errors = format!(r#"ebpf_exporter_decoder_errors_total{{config="{config}"}}"#);
+        assert_eq!(value(&text, &errors), Some(0.0), "{errors}\n{text}");
+    }
+
+    // The classic text format has ebpf_exporter's family names, and
+    // promtool accepts it.
+    let (_, classic) = host.scrape_classic();
+    assert!(
+        classic.contains("# TYPE ebpf_exporter_exporter_syscalls_total counter\n"),
+        "{classic}"
+    );
+    assert!(
+        classic.contains(&format!("# TYPE {h} histogram\n")),
+        "{classic}"
+    );
+    let (ok, out) = promtool_check_metrics(&classic);
+    assert!(ok, "promtool: {out}");
+    drop(host);
+    drop(cgroups);
+}
+
+#[test]
+fn a_k8s_pod_decoder_labels_the_syscalls_of_a_process_in_a_pod() {
+    if !require_root() {
+        return;
+    }
+    let cgroups = TestCgroups::new("exporter-pod");
+    let pod = TestPod::new(&cgroups, 16, "shop", "web-1", &[]);
+    let api = FakeApiServer::start();
+    api.create(&pod.pod);
+    let kube = tempfile::tempdir().unwrap();
+    let kubeconfig = kube.path().join("kubeconfig");
+    api.write_kubeconfig(&kubeconfig);
+    // The same object as exporter_syscalls, with k8s decoders in its YAML.
+    let dir = config_dir(&[("exporter_syscalls_pods", "exporter_syscalls")]);
+    let host = Host::start_args(&[
+        "--exporter-config",
+        dir.path().to_str().unwrap(),
+        "--names",
+        "exporter_syscalls_pods",
+        "--node-name",
+        NODE,
+        "--kubeconfig",
+        kubeconfig.to_str().unwrap(),
+        "--cgroup-root",
+        cgroups.root.to_str().unwrap(),
+    ]);
+    host.wait_for_metric("conductor_k8s_pods", Duration::from_secs(30), |v| v >= 1.0);
+    run_in(&pod.cgroup, &activity(23, 4));
+
+    let calls = r#"ebpf_exporter_exporter_syscalls_total{pod="web-1",syscall="getppid"}"#;
+    host.wait_for_metric(calls, Duration::from_secs(10), |v| v >= 23.0);
+    let text = host.scrape();
+    assert_eq!(value(&text, calls), Some(23.0), "{text}");
+    let errors = r#"ebpf_exporter_exporter_syscall_errors_total{namespace="shop",errno="EBADF"}"#;
+    assert_eq!(value(&text, errors), Some(4.0), "{text}");
+    drop(host);
+    drop(cgroups);
+}
+
+/// `conductor run --exporter-config` of a config that must be refused:
+/// the run fails and its error names `field`.
+fn refused(yaml: &str, object: Option<&str>, field: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("bad.yaml"), yaml).unwrap();
+    if let Some(object) = object {
+        std::fs::copy(
+            artifact(&format!("{object}.bpf.o")),
+            dir.path().join("bad.bpf.o"),
+        )
+        .unwrap();
+    }
+    let out = Command::new(conductor_bin())
+        .args(["run", "--metrics-addr", "127.0.0.1:0", "--exporter-config"])
+        .arg(dir.path())
+        .args(["--names", "bad", "--cache-dir"])
+        .arg(dir.path().join("cache"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a bad config ran:\n{stderr}");
+    assert!(
+        stderr.contains(field),
+        "the error does not name {field}:\n{stderr}"
+    );
+}
+
+fn example(name: &str) -> String {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../plugins/exporter-examples")
+        .join(format!("{name}.yaml"));
+    std::fs::read_to_string(path).unwrap()
+}
+
+#[test]
+fn malformed_configs_are_refused_with_the_field_named() {
+    let syscalls = example("exporter_syscalls");
+    // Caught before anything loads.
+    refused(
+        &syscalls.replace("- name: errno\n", "- name: errnum\n"),
+        None,
+        "metrics.counters[1].labels[1].decoders[1].name: unknown decoder \"errnum\"",
+    );
+    refused(
+        &example("exporter_write_sizes").replace("bucket_max: 16", "bucket_max: 0"),
+        None,
+        "metrics.histograms[0].bucket_max",
+    );
+    refused(
+        &example("exporter_write_sizes").replace("bucket_type: exp2", "bucket_type: log10"),
+        None,
+        "metrics.histograms[0].bucket_type",
+    );
+    if !require_root() {
+        return;
+    }
+    // Caught against the map once the object is loaded: the syscall label
+    // reads 4 of the key's 8 bytes.
+    let short = syscalls.replacen(
+        "        - name: syscall\n          size: 8",
+        "        - name: syscall\n          size: 4",
+        1,
+    );
+    assert_ne!(short, syscalls);
+    refused(
+        &short,
+        Some("exporter_syscalls"),
+        "metrics.counters[0].labels: map \"exporter_syscalls_total\": the labels cover 12 bytes (sizes + paddings), but the map's key is 16 bytes",
+    );
+}

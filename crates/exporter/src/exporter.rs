@@ -1,0 +1,391 @@
+//! A loaded configuration: its BPF object attached (programs from their
+//! section names), its maps open, and a [`prometheus_client`] collector that
+//! reads the maps at each scrape and writes ebpf_exporter's series.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use conductor_kernel::maps::KernelMap;
+use conductor_kernel::object::{self, LoadedObject};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::DescriptorEncoder;
+use prometheus_client::metrics::MetricType;
+
+use crate::collect::{self, KeyLayout, Row};
+use crate::config::{Config, ConfigError};
+use crate::decoder::Host;
+use crate::histogram::Buckets;
+
+/// ebpf_exporter's namespace: every metric is `ebpf_exporter_<name>`.
+pub const NAMESPACE: &str = "ebpf_exporter";
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("ebpf_exporter config {config:?}: {source}")]
+    Kernel {
+        config: String,
+        source: conductor_kernel::object::BpfError,
+    },
+    #[error(
+        "ebpf_exporter config {config:?}: kaddrs[{index}]: symbol {symbol:?} is not in /proc/kallsyms (or its addresses were not readable: the host needs CAP_SYSLOG when it starts)"
+    )]
+    Kaddr {
+        config: String,
+        index: usize,
+        symbol: String,
+    },
+    #[error("ebpf_exporter config {config:?}: {field}: map {map:?}: {problem}")]
+    Map {
+        config: String,
+        field: String,
+        map: String,
+        problem: String,
+    },
+}
+
+impl LoadError {
+    /// The YAML path of the offending field, when one is to blame.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            Self::Config(e) => e.field(),
+            Self::Map { field, .. } => Some(field),
+            Self::Kaddr { .. } => Some("kaddrs"),
+            Self::Kernel { .. } => None,
+        }
+    }
+}
+
+enum Kind {
+    Counter,
+    Histogram(crate::config::Histogram),
+}
+
+struct Metric {
+    /// The config's name for it (also the map's name).
+    name: String,
+    help: String,
+    kind: Kind,
+    layout: KeyLayout,
+    map: KernelMap,
+}
+
+/// One running configuration. Dropping it detaches its programs.
+pub struct Exporter {
+    config: String,
+    metrics: Vec<Metric>,
+    host: Arc<dyn Host>,
+    decoder_errors: AtomicU64,
+    // Last: the maps above are dropped before the object they came from.
+    _object: LoadedObject,
+}
+
+impl fmt::Debug for Exporter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Exporter")
+            .field("config", &self.config)
+            .field("metrics", &self.metrics.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Exporter {
+    /// Load `object` for `config`: `kaddr_<symbol>` globals set from
+    /// `kallsyms`, programs attached from their section names, each
+    /// metric's map opened and its key layout checked.
+    pub fn load(
+        config: &Config,
+        object: &Path,
+        host: Arc<dyn Host>,
+        kaddr: impl Fn(&str) -> Option<u64>,
+    ) -> Result<Self, LoadError> {
+        if config.tracing.is_some() {
+            tracing::warn!(config = %config.name, "tracing spans are not supported: ignored");
+        }
+        let mut globals = BTreeMap::new();
+        for (index, symbol) in config.kaddrs.iter().enumerate() {
+            let addr = kaddr(symbol).ok_or_else(|| LoadError::Kaddr {
+                config: config.name.clone(),
+                index,
+                symbol: symbol.clone(),
+            })?;
+            globals.insert(format!("kaddr_{symbol}"), addr);
+        }
+        let mut loaded = object::load_with_globals(object, &[], &globals).map_err(|source| {
+            LoadError::Kernel {
+                config: config.name.clone(),
+                source,
+            }
+        })?;
+        let mut metrics = Vec::new();
+        let counters = config.metrics.counters.iter().enumerate().map(|(i, c)| {
+            (
+                format!("metrics.counters[{i}]"),
+                c.name.clone(),
+                c.help.clone(),
+                &c.labels,
+                Kind::Counter,
+            )
+        });
+        let histograms = config.metrics.histograms.iter().enumerate().map(|(i, h)| {
+            (
+                format!("metrics.histograms[{i}]"),
+                h.name.clone(),
+                h.help.clone(),
+                &h.labels,
+                Kind::Histogram(h.clone()),
+            )
+        });
+        for (at, name, help, labels, kind) in counters.chain(histograms) {
+            let bad = |field: String, problem: String| LoadError::Map {
+                config: config.name.clone(),
+                field,
+                map: name.clone(),
+                problem,
+            };
+            let map = loaded
+                .open_map(&name)
+                .map_err(|e| bad(format!("{at}.name"), e.to_string()))?;
+            let meta = map.meta().clone();
+            if meta.value_size != 8 {
+                return Err(bad(
+                    format!("{at}.name"),
+                    format!(
+                        "values are {} bytes; ebpf_exporter metrics read u64 (8-byte) values",
+                        meta.value_size
+                    ),
+                ));
+            }
+            let layout = KeyLayout::new(labels, meta.kind.is_per_cpu())
+                .map_err(|p| bad(format!("{at}.labels"), p))?;
+            layout
+                .check_key_size(meta.key_size)
+                .map_err(|p| bad(format!("{at}.labels"), p))?;
+            metrics.push(Metric {
+                name,
+                help,
+                kind,
+                layout,
+                map,
+            });
+        }
+        tracing::info!(config = %config.name, metrics = metrics.len(), "ebpf_exporter config loaded");
+        Ok(Self {
+            config: config.name.clone(),
+            metrics,
+            host,
+            decoder_errors: AtomicU64::new(0),
+            _object: loaded,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.config
+    }
+
+    /// The map behind metric `name` (benchmarks fill it from user space).
+    pub fn map(&self, name: &str) -> Option<&KernelMap> {
+        self.metrics.iter().find(|m| m.name == name).map(|m| &m.map)
+    }
+
+    /// Errors met while reading or decoding maps (`ebpf_exporter_decoder_errors_total`).
+    pub fn decoder_errors(&self) -> u64 {
+        self.decoder_errors.load(Ordering::Relaxed)
+    }
+
+    fn fail(&self, metric: &str, e: impl fmt::Display) {
+        self.decoder_errors.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(config = %self.config, metric, "cannot read the map: {e}");
+    }
+
+    /// Every row of `map`: per-CPU values summed, or one row per CPU with
+    /// the CPU number appended to the key when split by CPU.
+    fn rows(map: &KernelMap, by_cpu: bool) -> Result<Vec<Row>, String> {
+        let meta = map.meta();
+        let stride = meta.value_stride as usize;
+        let mut rows = Vec::new();
+        let mut cursor: Option<Vec<u8>> = None;
+        // A key deleted under the cursor makes the kernel restart from the
+        // first key: bound the walk by the map's size.
+        let mut budget = meta.max_entries as usize + 1;
+        while let Some(key) = map.next_key(cursor.as_deref()).map_err(|e| e.to_string())? {
+            if budget == 0 {
+                break;
+            }
+            budget -= 1;
+            // Deleted between next_key and lookup: gone, not an error.
+            if let Some(value) = map.lookup(&key).map_err(|e| e.to_string())? {
+                let per_cpu = value
+                    .chunks(stride.max(1))
+                    .filter_map(|c| c.get(..8)?.try_into().ok())
+                    .map(u64::from_ne_bytes);
+                if by_cpu {
+                    for (cpu, v) in per_cpu.enumerate() {
+                        let mut k = key.clone();
+                        k.extend_from_slice(&(cpu as u16).to_ne_bytes());
+                        rows.push((k, v));
+                    }
+                } else {
+                    rows.push((key.clone(), per_cpu.fold(0u64, u64::wrapping_add)));
+                }
+            }
+            cursor = Some(key);
+        }
+        Ok(rows)
+    }
+
+    /// Read every metric's map now, as a scrape does.
+    pub fn collect(&self) -> Vec<Family> {
+        let mut out = Vec::with_capacity(self.metrics.len());
+        for m in &self.metrics {
+            let rows = match Self::rows(&m.map, m.layout.by_cpu) {
+                Ok(r) => r,
+                Err(e) => {
+                    self.fail(&m.name, e);
+                    continue;
+                }
+            };
+            let series = match &m.kind {
+                Kind::Counter => collect::counter_series(&m.layout, &rows, &*self.host)
+                    .map(|s| s.into_iter().map(|(l, v)| (l, Value::Counter(v))).collect()),
+                Kind::Histogram(h) => collect::histogram_series(h, &m.layout, &rows, &*self.host)
+                    .map(|s| {
+                        s.into_iter()
+                            .map(|(l, b)| (l, Value::Histogram(b)))
+                            .collect()
+                    }),
+            };
+            match series {
+                Ok(series) => {
+                    let mut names = m.layout.label_names();
+                    if matches!(m.kind, Kind::Histogram(_)) {
+                        names.pop();
+                    }
+                    out.push(Family {
+                        name: format!("{NAMESPACE}_{}", m.name),
+                        help: m.help.clone(),
+                        histogram: matches!(m.kind, Kind::Histogram(_)),
+                        label_names: names,
+                        series,
+                    })
+                }
+                Err(e) => self.fail(&m.name, e),
+            }
+        }
+        out
+    }
+}
+
+/// One metric family as read at a scrape.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Family {
+    /// The exposed name, `ebpf_exporter_<name>`.
+    pub name: String,
+    pub help: String,
+    pub histogram: bool,
+    pub label_names: Vec<String>,
+    pub series: Vec<(Vec<String>, Value)>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Counter(u64),
+    Histogram(Buckets),
+}
+
+/// All loaded configurations, as one collector for the node's registry.
+#[derive(Debug, Default)]
+pub struct ExporterSet {
+    pub exporters: Vec<Exporter>,
+}
+
+impl Collector for ExporterSet {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
+        self.encode_into(&mut encoder)
+    }
+}
+
+impl ExporterSet {
+    /// Write every family: the configs' metrics, read from their maps now,
+    /// and ebpf_exporter's `enabled_configs` and `decoder_errors_total`.
+    pub fn encode_into(&self, encoder: &mut DescriptorEncoder) -> Result<(), fmt::Error> {
+        if self.exporters.is_empty() {
+            return Ok(());
+        }
+        // ebpf_exporter's own series about its configs.
+        {
+            let mut m = encoder.encode_descriptor(
+                "ebpf_exporter_enabled_configs",
+                "The set of enabled configs",
+                None,
+                MetricType::Gauge,
+            )?;
+            for e in &self.exporters {
+                let labels = [("name", e.name())];
+                m.encode_family(&labels)?.encode_gauge(&1i64)?;
+            }
+        }
+        let mut families: Vec<Family> = Vec::new();
+        for e in &self.exporters {
+            families.extend(e.collect());
+        }
+        {
+            let mut m = encoder.encode_descriptor(
+                "ebpf_exporter_decoder_errors",
+                "How many times has decoders encountered errors",
+                None,
+                MetricType::Counter,
+            )?;
+            for e in &self.exporters {
+                let labels = [("config", e.name())];
+                m.encode_family(&labels)?
+                    .encode_counter::<prometheus_client::encoding::NoLabelSet, _, u64>(
+                        &e.decoder_errors(),
+                        None,
+                    )?;
+            }
+        }
+        for f in &families {
+            encode_family(encoder, f)?;
+        }
+        Ok(())
+    }
+}
+
+/// One family in the registry's encoding. A counter named `..._total` is a
+/// counter whose OpenMetrics family name drops the suffix (the samples keep
+/// it); any other counter name is exposed as a gauge, since an OpenMetrics
+/// counter's samples always end in `_total` and the name must not change.
+fn encode_family(encoder: &mut DescriptorEncoder, f: &Family) -> Result<(), fmt::Error> {
+    let (name, ty, counter) = if f.histogram {
+        (f.name.as_str(), MetricType::Histogram, false)
+    } else if let Some(base) = f.name.strip_suffix("_total") {
+        (base, MetricType::Counter, true)
+    } else {
+        (f.name.as_str(), MetricType::Gauge, false)
+    };
+    let mut m = encoder.encode_descriptor(name, &f.help, None, ty)?;
+    for (values, value) in &f.series {
+        let labels: Vec<(&str, &str)> = f
+            .label_names
+            .iter()
+            .map(String::as_str)
+            .zip(values.iter().map(String::as_str))
+            .collect();
+        let mut s = m.encode_family(&labels)?;
+        match value {
+            Value::Counter(v) if counter => {
+                s.encode_counter::<prometheus_client::encoding::NoLabelSet, _, u64>(v, None)?
+            }
+            Value::Counter(v) => s.encode_gauge(v)?,
+            Value::Histogram(b) => s.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+                b.sum, b.count, &b.buckets, None,
+            )?,
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,221 @@
+//! The decoders' [`Host`] on a real node: kernel symbols from a
+//! `/proc/kallsyms` snapshot, interface names from `/sys/class/net`, cgroup
+//! paths by walking the cgroup v2 tree, block devices from
+//! `/proc/partitions`, and pods from the node's workload cache (given as a
+//! lookup function, since that cache lives in `conductor-node`).
+
+use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::decoder::{Host, Workload};
+
+/// Kernel symbols sorted by address.
+#[derive(Debug, Default, Clone)]
+pub struct Kallsyms {
+    syms: Vec<(u64, String)>,
+}
+
+impl Kallsyms {
+    /// Read `/proc/kallsyms`. Without `CAP_SYSLOG` the kernel shows every
+    /// address as 0; read it before the host drops its capabilities.
+    pub fn read() -> std::io::Result<Self> {
+        Ok(Self::parse(&std::fs::read_to_string("/proc/kallsyms")?))
+    }
+
+    pub fn parse(text: &str) -> Self {
+        let mut syms: Vec<(u64, String)> = text
+            .lines()
+            .filter_map(|l| {
+                let mut parts = l.split_whitespace();
+                let addr = u64::from_str_radix(parts.next()?, 16).ok()?;
+                let _kind = parts.next()?;
+                Some((addr, parts.next()?.to_owned()))
+            })
+            .filter(|(a, _)| *a != 0)
+            .collect();
+        syms.sort_by_key(|(a, _)| *a);
+        Self { syms }
+    }
+
+    /// True when the addresses were readable (not all zero).
+    pub fn is_empty(&self) -> bool {
+        self.syms.is_empty()
+    }
+
+    /// The address of symbol `name` (the first, if several).
+    pub fn address(&self, name: &str) -> Option<u64> {
+        self.syms.iter().find(|(_, n)| n == name).map(|(a, _)| *a)
+    }
+
+    fn containing(&self, addr: u64) -> Option<&(u64, String)> {
+        let i = self.syms.partition_point(|(a, _)| *a <= addr);
+        i.checked_sub(1).map(|i| &self.syms[i])
+    }
+}
+
+/// Looks up the pod of a cgroup id (the node's workload cache).
+pub type WorkloadLookup = Arc<dyn Fn(u64) -> Option<Workload> + Send + Sync>;
+
+/// The [`Host`] of a real node.
+pub struct SystemHost {
+    kallsyms: Kallsyms,
+    cgroup_root: PathBuf,
+    cgroups: Mutex<CgroupPaths>,
+    workloads: Option<WorkloadLookup>,
+}
+
+#[derive(Default)]
+struct CgroupPaths {
+    by_id: HashMap<u64, String>,
+    scanned: Option<Instant>,
+}
+
+/// A miss rescans the cgroup tree at most this often.
+const RESCAN: Duration = Duration::from_secs(1);
+
+impl std::fmt::Debug for SystemHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SystemHost")
+            .field("kallsyms", &self.kallsyms.syms.len())
+            .field("cgroup_root", &self.cgroup_root)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SystemHost {
+    pub fn new(kallsyms: Kallsyms, workloads: Option<WorkloadLookup>) -> Self {
+        Self {
+            kallsyms,
+            cgroup_root: cgroup2_mount().unwrap_or_else(|| PathBuf::from("/sys/fs/cgroup")),
+            cgroups: Mutex::new(CgroupPaths::default()),
+            workloads,
+        }
+    }
+
+    pub fn kallsyms(&self) -> &Kallsyms {
+        &self.kallsyms
+    }
+}
+
+/// Where cgroup2 is mounted (`/sys/fs/cgroup`, or `/sys/fs/cgroup/unified`
+/// on hybrid systems), from `/proc/self/mountinfo`.
+fn cgroup2_mount() -> Option<PathBuf> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    text.lines().find_map(|l| {
+        let (left, right) = l.split_once(" - ")?;
+        (right.split_whitespace().next()? == "cgroup2")
+            .then(|| left.split_whitespace().nth(4).map(PathBuf::from))?
+    })
+}
+
+fn walk(dir: &Path, out: &mut HashMap<u64, String>) {
+    let Ok(meta) = std::fs::metadata(dir) else {
+        return;
+    };
+    out.insert(meta.ino(), dir.to_string_lossy().into_owned());
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            walk(&e.path(), out);
+        }
+    }
+}
+
+impl Host for SystemHost {
+    fn ksym(&self, addr: u64) -> Option<String> {
+        self.kallsyms
+            .containing(addr)
+            .filter(|(a, _)| *a == addr)
+            .map(|(_, n)| n.clone())
+    }
+
+    fn ksym_containing(&self, addr: u64) -> Option<String> {
+        self.kallsyms.containing(addr).map(|(_, n)| n.clone())
+    }
+
+    fn ifname(&self, index: u32) -> Option<String> {
+        std::fs::read_dir("/sys/class/net")
+            .ok()?
+            .flatten()
+            .find_map(|e| {
+                let idx = std::fs::read_to_string(e.path().join("ifindex")).ok()?;
+                (idx.trim().parse::<u32>().ok()? == index)
+                    .then(|| e.file_name().to_string_lossy().into_owned())
+            })
+    }
+
+    fn cgroup_path(&self, id: u64) -> Option<String> {
+        let mut c = self.cgroups.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(p) = c.by_id.get(&id) {
+            return Some(p.clone());
+        }
+        if c.scanned.is_some_and(|t| t.elapsed() < RESCAN) {
+            return None;
+        }
+        let mut fresh = HashMap::new();
+        walk(&self.cgroup_root, &mut fresh);
+        c.by_id = fresh;
+        c.scanned = Some(Instant::now());
+        c.by_id.get(&id).cloned()
+    }
+
+    fn block_device(&self, major: u32, minor: u32) -> Option<String> {
+        let text = std::fs::read_to_string("/proc/partitions").ok()?;
+        text.lines().find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() == 4 && f[0] == major.to_string() && f[1] == minor.to_string())
+                .then(|| f[3].to_owned())
+        })
+    }
+
+    fn workload(&self, id: u64) -> Option<Workload> {
+        self.workloads.as_ref().and_then(|w| w(id))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kallsyms_exact_and_containing() {
+        let k = Kallsyms::parse(
+            "ffffffff81000000 T startup_64\nffffffff81000100 t secondary\n0000000000000000 T hidden\n",
+        );
+        let host = SystemHost::new(k, None);
+        assert_eq!(host.ksym(0xffffffff81000100).as_deref(), Some("secondary"));
+        assert_eq!(host.ksym(0xffffffff81000104), None);
+        assert_eq!(
+            host.ksym_containing(0xffffffff81000104).as_deref(),
+            Some("secondary")
+        );
+        assert_eq!(host.ksym_containing(0x10), None);
+        assert_eq!(
+            host.kallsyms().address("startup_64"),
+            Some(0xffffffff81000000)
+        );
+    }
+
+    #[test]
+    fn loopback_is_found_by_index() {
+        // Every network namespace has `lo`, and it is index 1.
+        let host = SystemHost::new(Kallsyms::default(), None);
+        assert_eq!(host.ifname(1).as_deref(), Some("lo"));
+    }
+
+    #[test]
+    fn the_cgroup_root_resolves_by_inode() {
+        let host = SystemHost::new(Kallsyms::default(), None);
+        let root = cgroup2_mount().expect("cgroup2 is mounted");
+        let meta = std::fs::metadata(&root).unwrap();
+        assert_eq!(
+            host.cgroup_path(meta.ino()).as_deref(),
+            Some(root.to_str().unwrap())
+        );
+    }
+}
