@@ -113,6 +113,7 @@ pub mod log;
 pub mod maps;
 pub mod metrics;
 mod plugin;
+pub mod record;
 mod workload;
 
 /// The generated bindings of the newest WIT package, `wit/v0.2.1/` (older
@@ -156,7 +157,7 @@ pub mod k8s {
     //! ```
 
     pub use crate::bindings::conductor::plugin::k8s::*;
-    pub use crate::workload::WorkloadLabels;
+    pub use crate::workload::{Workload, WorkloadLabels};
 }
 
 pub use bytemuck;
@@ -164,17 +165,24 @@ pub use bytemuck::{Pod, Zeroable};
 pub use error::{Error, ErrorKind, Result, ResultExt};
 pub use events::{DecodeError, EventBatch};
 pub use maps::{Map, TypedMap, UpdateMode};
-pub use metrics::{Counter, CounterSeries, Gauge, Histogram, SeriesCache};
+pub use metrics::{
+    Counter, CounterFamily, CounterSeries, Gauge, Histogram, Label, LabelSet, SeriesCache,
+};
 #[doc(hidden)]
 pub use plugin::__private;
 pub use plugin::Plugin;
+pub use serde;
 
 /// Everything a typical plugin uses: `use conductor_sdk::prelude::*;`.
 pub mod prelude {
+    pub use crate::events::c_str;
+    pub use crate::k8s::Workload;
     pub use crate::maps::{Map, TypedMap, UpdateMode};
-    pub use crate::metrics::{Counter, CounterSeries, Gauge, Histogram, SeriesCache};
+    pub use crate::metrics::{
+        Counter, CounterFamily, CounterSeries, Gauge, Histogram, SeriesCache,
+    };
     pub use crate::{
         Error, EventBatch, Plugin, Pod, Result, ResultExt, Zeroable, config, debug, error, info,
-        trace, warn,
+        record, trace, warn,
     };
 }
