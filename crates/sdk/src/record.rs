@@ -148,7 +148,7 @@ const fn put_str(out: &mut [u8], at: usize, s: &str) -> usize {
 /// Declares an event record (or a map key or value) shared with the BPF
 /// program: the Rust struct is written once, mirroring the C struct, and the
 /// host checks it against the C struct's BTF when the plugin is loaded (see
-/// [the module's docs](crate::record)).
+/// [the module's docs](mod@crate::record)).
 ///
 /// The struct gets `#[repr(C)]`, `Clone`, `Copy`, `Debug`, `PartialEq` and
 /// the [`Pod`](crate::Pod) and [`Zeroable`](crate::Zeroable) impls, so
