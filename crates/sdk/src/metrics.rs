@@ -512,3 +512,20 @@ impl Histogram {
 fn desc<'a>(name: &'a str, help: &'a str, labels: &'a [&'a str]) -> raw::MetricDesc<'a> {
     raw::MetricDesc { name, help, labels }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values<K: LabelSet<N>, const N: usize>(key: &K) -> [String; N] {
+        key.label_values().map(Cow::into_owned)
+    }
+
+    #[test]
+    fn label_sets_give_one_value_per_declared_label() {
+        assert_eq!(values(b"bash\0\0\0\0"), ["bash"]);
+        assert_eq!(values(&"x".to_owned()), ["x"]);
+        assert_eq!(values(&(7u32, true)), ["7", "true"]);
+        assert_eq!(values(&(*b"sh\0\0", -1i64, 'c')), ["sh", "-1", "c"]);
+    }
+}
