@@ -66,8 +66,8 @@ pub enum LayoutError {
         rust_name: String,
         c_name: String,
         differences: String,
-        rust: RecordLayout,
-        c: RecordLayout,
+        rust: Box<RecordLayout>,
+        c: Box<RecordLayout>,
     },
 }
 
@@ -162,8 +162,8 @@ pub fn check(records: &[RecordLayout], btf: Option<&Btf>) -> Result<Vec<Checked>
                 rust_name: rust.name.clone(),
                 c_name: c.name.clone(),
                 differences: differences.join("; "),
-                rust: rust.clone(),
-                c,
+                rust: Box::new(rust.clone()),
+                c: Box::new(c),
             });
         }
         out.push(Checked::Matches {
@@ -516,7 +516,7 @@ mod tests {
         );
         let other = layout("Other", 4, &[("a", 0, 4)]);
         assert_eq!(
-            check(&[other.clone()], Some(&btf)).unwrap(),
+            check(std::slice::from_ref(&other), Some(&btf)).unwrap(),
             [Checked::NoBtf {
                 rust: "Other".into()
             }]
