@@ -67,7 +67,7 @@
  *   CONDUCTOR_RECORD(exec_event);
  *
  * It declares an unused pointer in the section .conductor.records, which
- * loaders ignore (no map is created). Without it the host warns that the
+ * the host's loader (aya) ignores: no map is created. Without it the host warns that the
  * record is not checked.
  */
 #ifndef __CONDUCTOR_H__
