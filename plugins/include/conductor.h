@@ -54,9 +54,28 @@
  * -----------------
  * Need no convention: the kernel itself reports lost samples to the reader
  * (PERF_RECORD_LOST), and the host counts those.
+ *
+ * Records
+ * -------
+ * The plugin declares each record it decodes with the SDK's record! macro,
+ * which writes the Rust layout into the component. When the plugin is
+ * loaded, the host compares it with the struct of the same name (the Rust
+ * name or its snake_case form: ExecEvent -> exec_event) in this object's
+ * BTF and refuses a mismatch, naming both layouts. clang puts a struct in
+ * the BTF only when a global refers to it, so name each record once:
+ *
+ *   CONDUCTOR_RECORD(exec_event);
+ *
+ * It declares an unused pointer in the section .conductor.records, which
+ * the host's loader (aya) ignores: no map is created. Without it the host warns that the
+ * record is not checked.
  */
 #ifndef __CONDUCTOR_H__
 #define __CONDUCTOR_H__
+
+#define CONDUCTOR_RECORD(name)                                                 \
+	const struct name *conductor_record__##name                            \
+		__attribute__((section(".conductor.records"), used))
 
 #define CONDUCTOR_RINGBUF(name, bytes)                                         \
 	struct {                                                               \

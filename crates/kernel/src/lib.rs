@@ -4,10 +4,12 @@
 //! object, verifies its programs and attaches them; [`maps`] opens the maps
 //! a plugin is granted; [`ringbuf`] reads a ring buffer in place, one
 //! consumer-position update per batch; [`events`] turns ring buffers and
-//! perf event arrays into batches for the plugin.
+//! perf event arrays into batches for the plugin. [`layout`] checks the
+//! plugin's event records against the object's BTF.
 
 pub mod events;
 pub mod features;
+pub mod layout;
 pub mod maps;
 pub mod object;
 pub mod ringbuf;

@@ -124,15 +124,9 @@ pub fn load_with_globals(
     load_capped(path, programs, globals, files::DEFAULT_MAX_BYTECODE_BYTES)
 }
 
-/// [`load_with_globals`] of an object file of at most `max_bytes` (a regular
-/// file with an ELF header, checked before the rest is read).
-pub fn load_capped(
-    path: &Path,
-    programs: &[ProgramAttach],
-    globals: &BTreeMap<String, u64>,
-    max_bytes: u64,
-) -> Result<LoadedObject, BpfError> {
-    let bytes = files::read_checked(path, max_bytes, "--max-bytecode-bytes", 4, |h| {
+/// The BPF object file at `path` (at most `max_bytes`, an ELF header).
+fn read_object(path: &Path, max_bytes: u64) -> Result<Vec<u8>, BpfError> {
+    files::read_checked(path, max_bytes, "--max-bytecode-bytes", 4, |h| {
         h == b"\x7fELF"
     })
     .map_err(|e| match e {
@@ -148,7 +142,42 @@ pub fn load_capped(
             path: path.to_owned(),
             source: std::io::Error::other(other.to_string()),
         },
-    })?;
+    })
+}
+
+/// Checks the component's event-record layouts against the structs of the
+/// same names in the BTF of the object at `path`, before anything is
+/// loaded (see [`crate::layout`]). A mismatch is an error naming both
+/// layouts; a record without a BTF struct is [`Checked::NoBtf`] for the
+/// caller to warn about.
+///
+/// [`Checked::NoBtf`]: crate::layout::Checked::NoBtf
+pub fn check_records(
+    path: &Path,
+    records: &[crate::layout::RecordLayout],
+    max_bytes: u64,
+) -> Result<Vec<crate::layout::Checked>, BpfError> {
+    if records.is_empty() {
+        return Ok(Vec::new());
+    }
+    let bytes = read_object(path, max_bytes)?;
+    let cause = |e: crate::layout::LayoutError| BpfError::Object {
+        path: path.to_owned(),
+        cause: e.to_string(),
+    };
+    let btf = crate::layout::Btf::parse_object(&bytes).map_err(cause)?;
+    crate::layout::check(records, btf.as_ref()).map_err(cause)
+}
+
+/// [`load_with_globals`] of an object file of at most `max_bytes` (a regular
+/// file with an ELF header, checked before the rest is read).
+pub fn load_capped(
+    path: &Path,
+    programs: &[ProgramAttach],
+    globals: &BTreeMap<String, u64>,
+    max_bytes: u64,
+) -> Result<LoadedObject, BpfError> {
+    let bytes = read_object(path, max_bytes)?;
     let values = global_values(path, &bytes, globals)?;
     let mut loader = EbpfLoader::new();
     for (name, value) in &values {

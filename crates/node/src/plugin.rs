@@ -27,6 +27,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 
 use conductor_kernel::events::EventSource;
+use conductor_kernel::layout::Checked;
 use conductor_kernel::object::{self as bpf, BpfError, LoadedObject};
 use conductor_runtime::{
     Call, EventBatch, Fault, Instance, PluginHost, Prepared, Runtime, RuntimeError,
@@ -177,6 +178,30 @@ impl Plugin {
             options.file_caps.component_bytes,
         )?;
         prepared.check_memory_limit(spec.limits.memory_mib)?;
+        // The records the component decodes against the object's C structs
+        // (BTF), before the kernel is touched.
+        if let Some(b) = spec
+            .bytecode
+            .as_ref()
+            .filter(|b| b.loader != Loader::Bpfman)
+        {
+            let checked = bpf::check_records(
+                Path::new(&b.path),
+                &prepared.records,
+                options.file_caps.bytecode_bytes,
+            )?;
+            for record in checked {
+                match record {
+                    Checked::NoBtf { rust } => tracing::warn!(
+                        plugin = %name,
+                        "event record {rust} is not checked: the BPF object has no BTF struct of that name; add CONDUCTOR_RECORD(<its C name>) from conductor.h to the BPF C"
+                    ),
+                    Checked::Matches { rust, c } => {
+                        tracing::debug!(plugin = %name, "event record {rust} matches struct {c}")
+                    }
+                }
+            }
+        }
 
         // `loader: bpfman`: bpfman loads and attaches the programs and the
         // maps are opened from its pins.

@@ -150,6 +150,9 @@ pub struct Prepared {
     /// Linear memory the component's core modules start with, together
     /// (what an instance needs before its first call).
     pub initial_memory_bytes: u64,
+    /// The event-record layouts the SDK's `record!` wrote into the
+    /// component, to check against the BPF object's BTF.
+    pub records: Vec<conductor_kernel::layout::RecordLayout>,
     path: PathBuf,
 }
 
@@ -183,6 +186,31 @@ fn initial_memory(bytes: &[u8]) -> u64 {
         }
     }
     total
+}
+
+/// The `conductor.records` custom sections of the component's core
+/// modules, decoded.
+fn record_layouts(
+    bytes: &[u8],
+    path: &Path,
+) -> Result<Vec<conductor_kernel::layout::RecordLayout>, RuntimeError> {
+    use conductor_kernel::layout::{SECTION, decode_section};
+    use wasmtime::wasmparser::{Parser, Payload};
+    let mut out = Vec::new();
+    for payload in Parser::new(0).parse_all(bytes) {
+        let Ok(Payload::CustomSection(section)) = payload else {
+            continue;
+        };
+        if section.name() == SECTION {
+            let layouts =
+                decode_section(section.data()).map_err(|e| RuntimeError::NotAComponent {
+                    path: path.to_owned(),
+                    cause: e.to_string(),
+                })?;
+            out.extend(layouts);
+        }
+    }
+    Ok(out)
 }
 
 impl Runtime {
@@ -272,6 +300,7 @@ impl Runtime {
         }
         let started = Instant::now();
         let initial_memory_bytes = initial_memory(&bytes);
+        let records = record_layouts(&bytes, path)?;
         let (component, digest, from_cache) =
             self.cache
                 .load(&self.engine, &bytes)
@@ -316,6 +345,7 @@ impl Runtime {
             digest,
             from_cache,
             initial_memory_bytes,
+            records,
             path: path.to_owned(),
         })
     }

@@ -165,6 +165,49 @@ impl EventBatch {
     }
 }
 
+impl EventBatch {
+    /// Every record as a `T` (typically declared with
+    /// [`record!`](crate::record!)), or the [`DecodeError`] of the first
+    /// record too short for it: [`decode`](Self::decode) with the lengths
+    /// checked once up front, so the loop has no error to handle.
+    ///
+    /// ```
+    /// conductor_sdk::record! {
+    ///     struct Event { pid: u32, uid: u32 }
+    /// }
+    /// use conductor_sdk::{EventBatch, bytemuck};
+    ///
+    /// let record = Event { pid: 42, uid: 1000 };
+    /// let batch = EventBatch::from_records("events", [bytemuck::bytes_of(&record)], 0);
+    /// for event in batch.records::<Event>()? {
+    ///     assert_eq!((event.pid, event.uid), (42, 1000));
+    /// }
+    /// let short = EventBatch::from_records("events", [[0u8; 4]], 0);
+    /// assert!(short.records::<Event>().is_err());
+    /// # Ok::<(), conductor_sdk::DecodeError>(())
+    /// ```
+    pub fn records<T: Pod>(&self) -> Result<impl ExactSizeIterator<Item = T> + '_, DecodeError> {
+        let size = size_of::<T>();
+        if let Some(index) = self.lengths.iter().position(|&len| (len as usize) < size) {
+            return Err(DecodeError {
+                source: self.source.clone(),
+                index,
+                type_name: std::any::type_name::<T>(),
+                expected: size,
+                actual: self.lengths[index] as usize,
+            });
+        }
+        // Every record is long enough: each read succeeds (the fallback
+        // only keeps this free of panics).
+        Ok(self.iter().map(move |record| {
+            record
+                .get(..size)
+                .and_then(|bytes| bytemuck::try_pod_read_unaligned(bytes).ok())
+                .unwrap_or_else(T::zeroed)
+        }))
+    }
+}
+
 impl<'a> IntoIterator for &'a EventBatch {
     type Item = &'a [u8];
     type IntoIter = Records<'a>;

@@ -10,62 +10,68 @@
 //!
 //! This crate wraps the generated bindings:
 //!
+//! - [`record!`](macro@record) declares an event record once, as a plain-old-data
+//!   `#[repr(C)]` struct whose layout the host checks against the C
+//!   struct's BTF when it loads the plugin ([`record`](mod@record)).
 //! - [`EventBatch`] iterates and decodes event records without copying the
-//!   batch.
-//! - [`Counter`], [`Gauge`] and [`Histogram`] record metrics the host exports.
+//!   batch ([`EventBatch::records`], [`EventBatch::decode`]).
+//! - [`Counter`], [`Gauge`] and [`Histogram`] record metrics the host
+//!   exports; [`CounterFamily`] keeps a counter's series by a typed key
+//!   that is its label set (checked against the declared label names at
+//!   compile time) and handles the cardinality limit.
 //! - [`Map`] and [`TypedMap`] read and write BPF maps, including per-CPU ones.
-//! - [`config`] reads the spec's `config` section; [`log`] and the
-//!   [`info!`]-style macros write to the host's log; [`k8s`] resolves cgroups,
-//!   PIDs and IPs to Kubernetes workloads.
+//! - [`config::load`] fills a `serde::Deserialize` struct from the spec's
+//!   `config` section; [`log`] and the [`info!`]-style macros write to the
+//!   host's log; [`k8s`] resolves cgroups, PIDs and IPs to Kubernetes
+//!   workloads, and [`k8s::Workload`] is a cgroup's namespace, pod and
+//!   container as label values, cached.
 //!
 //! # Example
 //!
-//! A plugin counting `exec` calls by command name. The kernel side submits a
-//! `struct exec_event` per exec into the ring buffer `events`; the Rust
-//! struct mirrors its C layout.
+//! A plugin counting `exec` calls by command name and workload (the whole
+//! of `plugins/exec-counter`). The kernel side submits a `struct
+//! exec_event` per exec into the ring buffer `events` and names it with
+//! `CONDUCTOR_RECORD(exec_event)`.
 //!
 //! ```rust,ignore
 //! use std::collections::HashSet;
 //!
-//! use conductor_sdk::events::c_str;
 //! use conductor_sdk::prelude::*;
 //!
-//! /// `struct exec_event` of the BPF program.
-//! #[repr(C)]
-//! #[derive(Clone, Copy, Pod, Zeroable)]
-//! #[bytemuck(crate = "conductor_sdk::bytemuck")]
-//! struct ExecEvent {
-//!     cgroup_id: u64,
-//!     pid: u32,
-//!     ppid: u32,
-//!     uid: u32,
-//!     _pad: u32,
-//!     comm: [u8; 16],
+//! record! {
+//!     struct ExecEvent { cgroup_id: u64, pid: u32, ppid: u32, uid: u32, _pad: u32, comm: [u8; 16] }
+//! }
+//!
+//! #[derive(serde::Deserialize)]
+//! struct Config {
+//!     #[serde(default)]
+//!     ignore: HashSet<String>,
 //! }
 //!
 //! struct ExecCounter {
-//!     execs: Counter,
+//!     ignore: HashSet<String>,
+//!     execs: CounterFamily<([u8; 16], Workload), 4>,
 //!     distinct: Gauge,
-//!     seen: HashSet<String>,
+//!     seen: HashSet<[u8; 16]>,
 //! }
 //!
 //! impl Plugin for ExecCounter {
 //!     fn init() -> Result<Self> {
-//!         info!("exec counter starting");
+//!         let Config { ignore } = config::load()?;
+//!         let labels = ["comm", "namespace", "pod", "container"];
 //!         Ok(ExecCounter {
-//!             execs: Counter::declare("execs", "Processes executed, by command.", &["comm"])?,
-//!             distinct: Gauge::declare("distinct_commands", "Distinct commands seen.", &[])?,
+//!             ignore,
+//!             execs: CounterFamily::declare("execs", "Processes executed.", labels)?,
+//!             distinct: Gauge::declare("distinct_commands", "Distinct commands.", &[])?,
 //!             seen: HashSet::new(),
 //!         })
 //!     }
 //!
 //!     fn on_events(&mut self, batch: &EventBatch) -> Result<()> {
-//!         for event in batch.decode::<ExecEvent>() {
-//!             let event = event?;
-//!             let comm = c_str(&event.comm);
-//!             self.execs.inc(&[&comm])?;
-//!             if !self.seen.contains(comm.as_ref()) {
-//!                 self.seen.insert(comm.into_owned());
+//!         for e in batch.records::<ExecEvent>()? {
+//!             if !self.ignore.contains(c_str(&e.comm).as_ref()) {
+//!                 self.execs.inc((e.comm, Workload::of_cgroup(e.cgroup_id)))?;
+//!                 self.seen.insert(e.comm);
 //!             }
 //!         }
 //!         self.distinct.set(&[], self.seen.len() as f64)
@@ -79,13 +85,20 @@
 //!
 //! Event records and map keys/values are read as [`Pod`] types: `#[repr(C)]`
 //! structs without padding (add explicit `_pad` fields where the C compiler
-//! would pad), integers and arrays of them. The `Pod` and `Zeroable` derives
-//! come with the prelude; since they refer to the `bytemuck` crate by name,
-//! either add `#[bytemuck(crate = "conductor_sdk::bytemuck")]` to each
-//! struct, as above, or depend on it directly:
+//! would pad), integers and arrays of them. Declare structs with
+//! [`record!`], which also lets the host check them against the BPF
+//! object. Hand-written structs work too, with the `Pod` and `Zeroable`
+//! derives from the prelude; since those refer to the `bytemuck` crate by
+//! name, add `#[bytemuck(crate = "conductor_sdk::bytemuck")]` to each
+//! struct or depend on `bytemuck` directly.
+//!
+//! # Typed config
+//!
+//! [`config::load`] needs `serde` with its `derive` feature in the
+//! plugin's `Cargo.toml`:
 //!
 //! ```toml
-//! bytemuck = { version = "1", features = ["derive"] }
+//! serde = { version = "1", features = ["derive"] }
 //! ```
 //!
 //! # Errors
@@ -113,6 +126,7 @@ pub mod log;
 pub mod maps;
 pub mod metrics;
 mod plugin;
+pub mod record;
 mod workload;
 
 /// The generated bindings of the newest WIT package, `wit/v0.2.1/` (older
@@ -156,7 +170,7 @@ pub mod k8s {
     //! ```
 
     pub use crate::bindings::conductor::plugin::k8s::*;
-    pub use crate::workload::WorkloadLabels;
+    pub use crate::workload::{Workload, WorkloadLabels};
 }
 
 pub use bytemuck;
@@ -164,17 +178,24 @@ pub use bytemuck::{Pod, Zeroable};
 pub use error::{Error, ErrorKind, Result, ResultExt};
 pub use events::{DecodeError, EventBatch};
 pub use maps::{Map, TypedMap, UpdateMode};
-pub use metrics::{Counter, CounterSeries, Gauge, Histogram, SeriesCache};
+pub use metrics::{
+    Counter, CounterFamily, CounterSeries, Gauge, Histogram, Label, LabelSet, SeriesCache,
+};
 #[doc(hidden)]
 pub use plugin::__private;
 pub use plugin::Plugin;
+pub use serde;
 
 /// Everything a typical plugin uses: `use conductor_sdk::prelude::*;`.
 pub mod prelude {
+    pub use crate::events::c_str;
+    pub use crate::k8s::Workload;
     pub use crate::maps::{Map, TypedMap, UpdateMode};
-    pub use crate::metrics::{Counter, CounterSeries, Gauge, Histogram, SeriesCache};
+    pub use crate::metrics::{
+        Counter, CounterFamily, CounterSeries, Gauge, Histogram, SeriesCache,
+    };
     pub use crate::{
         Error, EventBatch, Plugin, Pod, Result, ResultExt, Zeroable, config, debug, error, info,
-        trace, warn,
+        record, trace, warn,
     };
 }

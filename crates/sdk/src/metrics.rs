@@ -34,6 +34,7 @@
 //!
 //! Series bound this way need a host of `conductor:plugin@0.2.1` or later.
 
+use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -41,6 +42,7 @@ use std::rc::Rc;
 
 use crate::bindings::conductor::plugin::metrics as raw;
 use crate::error::{Result, ResultExt};
+use crate::workload::Workload;
 
 pub use raw::{MetricError, WrongLabelCount};
 
@@ -192,13 +194,24 @@ impl<K: Eq + Hash> SeriesCache<K> {
         V: IntoIterator,
         V::Item: AsRef<str>,
     {
+        self.add_by(key, delta, |counter, _| {
+            let values: Vec<V::Item> = labels().into_iter().collect();
+            let refs: Vec<&str> = values.iter().map(AsRef::as_ref).collect();
+            counter.series(&refs)
+        })
+    }
+
+    /// [`add`](Self::add) with the series bound by `bind` on a miss.
+    fn add_by<B>(&mut self, key: K, delta: u64, bind: B) -> Result<()>
+    where
+        B: FnOnce(&Counter, &K) -> Result<CounterSeries>,
+    {
         if let Some(series) = self.series.get(&key) {
             series.add(delta);
             return Ok(());
         }
-        let values: Vec<V::Item> = labels().into_iter().collect();
-        let refs: Vec<&str> = values.iter().map(AsRef::as_ref).collect();
-        match self.counter.series(&refs) {
+        let series = bind(&self.counter, &key);
+        match series {
             Ok(series) => {
                 series.add(delta);
                 self.series.insert(key, series);
@@ -244,6 +257,193 @@ impl<K: Eq + Hash> SeriesCache<K> {
     /// The counter.
     pub fn counter(&self) -> &Counter {
         &self.counter
+    }
+}
+
+/// A counter whose series are kept by a typed key that is also its label
+/// set: each key type gives `N` label values ([`LabelSet`]), declared with
+/// `N` label names, so a key that does not match the declared labels is a
+/// compile error rather than a runtime one.
+///
+/// Counting is one hash lookup in the plugin's memory (see
+/// [`SeriesCache`]); a key's label values are built only the first time it
+/// is seen. The cardinality limit is handled: samples of new keys are
+/// dropped (the host counts them in
+/// `conductor_plugin_series_dropped_total`), one warning is logged, and the
+/// known keys go on counting.
+///
+/// ```no_run
+/// use conductor_sdk::k8s::Workload;
+/// use conductor_sdk::metrics::CounterFamily;
+///
+/// # fn main() -> conductor_sdk::Result<()> {
+/// // A command name (a C string field) and a workload: 1 + 3 labels.
+/// let mut execs: CounterFamily<([u8; 16], Workload), 4> = CounterFamily::declare(
+///     "execs",
+///     "Processes executed.",
+///     ["comm", "namespace", "pod", "container"],
+/// )?;
+/// # let (comm, cgroup_id) = (*b"bash\0\0\0\0\0\0\0\0\0\0\0\0", 1);
+/// execs.inc((comm, Workload::of_cgroup(cgroup_id)))?;
+/// # Ok(()) }
+/// ```
+///
+/// Three label names for that key do not compile:
+///
+/// ```compile_fail
+/// # use conductor_sdk::{k8s::Workload, metrics::CounterFamily};
+/// let execs: CounterFamily<([u8; 16], Workload), 3> =
+///     CounterFamily::declare("execs", "", ["namespace", "pod", "container"]).unwrap();
+/// ```
+#[derive(Debug)]
+pub struct CounterFamily<K, const N: usize> {
+    cache: SeriesCache<K>,
+}
+
+impl<K: LabelSet<N>, const N: usize> CounterFamily<K, N> {
+    /// Declares the counter with these `labels` (see [`Counter::declare`]).
+    pub fn declare(name: &str, help: &str, labels: [&str; N]) -> Result<Self> {
+        Ok(CounterFamily {
+            cache: SeriesCache::new(Counter::declare(name, help, &labels)?),
+        })
+    }
+
+    /// Adds `delta` to the series of `key`.
+    pub fn add(&mut self, key: K, delta: u64) -> Result<()> {
+        self.cache.add_by(key, delta, |counter, key| {
+            let values = key.label_values();
+            counter.series(&values.each_ref().map(|v| v.as_ref()))
+        })
+    }
+
+    /// Adds one to the series of `key`.
+    pub fn inc(&mut self, key: K) -> Result<()> {
+        self.add(key, 1)
+    }
+
+    /// How many keys have a bound series.
+    pub fn len(&self) -> usize {
+        self.cache.len()
+    }
+
+    /// True if no key has a bound series yet.
+    pub fn is_empty(&self) -> bool {
+        self.cache.is_empty()
+    }
+
+    /// The counter.
+    pub fn counter(&self) -> &Counter {
+        self.cache.counter()
+    }
+}
+
+/// One label value: strings as they are, integers and `bool` in decimal
+/// and `true`/`false`, byte arrays as C strings (up to the first NUL,
+/// invalid UTF-8 replaced, see [`c_str`](crate::events::c_str)).
+pub trait Label {
+    /// The value.
+    fn label(&self) -> Cow<'_, str>;
+}
+
+/// A key of `N` label values, in the order the metric declares its labels:
+/// a [`Label`] (1), a [`Workload`] (3: namespace, pod, container), and
+/// tuples of them: `(A, B)`, `(A, B, C)`, `(A, Workload)`,
+/// `(A, B, Workload)`, where `A`, `B`, `C` are [`Label`]s.
+pub trait LabelSet<const N: usize>: Eq + Hash {
+    /// The label values.
+    fn label_values(&self) -> [Cow<'_, str>; N];
+}
+
+impl Label for str {
+    fn label(&self) -> Cow<'_, str> {
+        Cow::Borrowed(self)
+    }
+}
+
+impl Label for String {
+    fn label(&self) -> Cow<'_, str> {
+        Cow::Borrowed(self)
+    }
+}
+
+impl Label for Box<str> {
+    fn label(&self) -> Cow<'_, str> {
+        Cow::Borrowed(self)
+    }
+}
+
+impl<T: Label + ?Sized> Label for &T {
+    fn label(&self) -> Cow<'_, str> {
+        (**self).label()
+    }
+}
+
+impl<const M: usize> Label for [u8; M] {
+    fn label(&self) -> Cow<'_, str> {
+        crate::events::c_str(self)
+    }
+}
+
+macro_rules! display_labels {
+    ($($t:ty),*) => {$(
+        impl Label for $t {
+            fn label(&self) -> Cow<'_, str> {
+                Cow::Owned(self.to_string())
+            }
+        }
+    )*};
+}
+
+display_labels!(
+    u8, u16, u32, u64, u128, usize, i8, i16, i32, i64, i128, isize, bool, char
+);
+
+impl<A: Label + Eq + Hash> LabelSet<1> for A {
+    fn label_values(&self) -> [Cow<'_, str>; 1] {
+        [self.label()]
+    }
+}
+
+impl LabelSet<3> for Workload {
+    fn label_values(&self) -> [Cow<'_, str>; 3] {
+        self.labels().map(Cow::Borrowed)
+    }
+}
+
+impl<A: Label + Eq + Hash, B: Label + Eq + Hash> LabelSet<2> for (A, B) {
+    fn label_values(&self) -> [Cow<'_, str>; 2] {
+        [self.0.label(), self.1.label()]
+    }
+}
+
+impl<A, B, C> LabelSet<3> for (A, B, C)
+where
+    A: Label + Eq + Hash,
+    B: Label + Eq + Hash,
+    C: Label + Eq + Hash,
+{
+    fn label_values(&self) -> [Cow<'_, str>; 3] {
+        [self.0.label(), self.1.label(), self.2.label()]
+    }
+}
+
+impl<A: Label + Eq + Hash> LabelSet<4> for (A, Workload) {
+    fn label_values(&self) -> [Cow<'_, str>; 4] {
+        let [ns, pod, container] = self.1.labels();
+        [self.0.label(), ns.into(), pod.into(), container.into()]
+    }
+}
+
+impl<A: Label + Eq + Hash, B: Label + Eq + Hash> LabelSet<5> for (A, B, Workload) {
+    fn label_values(&self) -> [Cow<'_, str>; 5] {
+        let [ns, pod, container] = self.2.labels();
+        [
+            self.0.label(),
+            self.1.label(),
+            ns.into(),
+            pod.into(),
+            container.into(),
+        ]
     }
 }
 
@@ -311,4 +511,21 @@ impl Histogram {
 
 fn desc<'a>(name: &'a str, help: &'a str, labels: &'a [&'a str]) -> raw::MetricDesc<'a> {
     raw::MetricDesc { name, help, labels }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values<K: LabelSet<N>, const N: usize>(key: &K) -> [String; N] {
+        key.label_values().map(Cow::into_owned)
+    }
+
+    #[test]
+    fn label_sets_give_one_value_per_declared_label() {
+        assert_eq!(values(b"bash\0\0\0\0"), ["bash"]);
+        assert_eq!(values(&"x".to_owned()), ["x"]);
+        assert_eq!(values(&(7u32, true)), ["7", "true"]);
+        assert_eq!(values(&(*b"sh\0\0", -1i64, 'c')), ["sh", "-1", "c"]);
+    }
 }

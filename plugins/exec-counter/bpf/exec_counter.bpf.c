@@ -13,7 +13,8 @@
 
 /*
  * The record, 40 bytes, native byte order. Its layout is an ABI shared with
- * the plugin (plugins/exec-counter/src): change both together.
+ * the plugin (plugins/exec-counter/src): change both together (the host
+ * refuses to load them if they disagree).
  */
 struct exec_event {
 	__u64 cgroup_id; /* cgroup v2 id of the task */
@@ -25,6 +26,9 @@ struct exec_event {
 };
 
 _Static_assert(sizeof(struct exec_event) == 40, "struct exec_event is an ABI: 40 bytes");
+
+/* Into the BTF, where the host checks the plugin's ExecEvent against it. */
+CONDUCTOR_RECORD(exec_event);
 
 CONDUCTOR_RINGBUF(events, 256 * 1024);
 

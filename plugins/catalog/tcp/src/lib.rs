@@ -66,20 +66,9 @@ struct Tcp {
 
 /// namespace, pod and container label values for a cgroup.
 fn workload_labels(cgroup_id: u64) -> [String; 3] {
-    match k8s::by_cgroup_id(cgroup_id) {
-        k8s::Identity::Workload(w) => [
-            w.pod.namespace,
-            w.pod.name,
-            w.container.map(|c| c.name).unwrap_or_default(),
-        ],
-        k8s::Identity::Host => Default::default(),
-        k8s::Identity::Unknown => {
-            let short = k8s::cgroup_container_id(cgroup_id)
-                .map(|id| id.chars().take(12).collect())
-                .unwrap_or_default();
-            [String::new(), String::new(), short]
-        }
-    }
+    // Resolved through the SDK's per-call cache: one host call per cgroup
+    // per call into the plugin.
+    Workload::of_cgroup(cgroup_id).labels().map(String::from)
 }
 
 /// peer_namespace and peer_pod label values for a peer address.
