@@ -49,7 +49,11 @@ pub struct RunArgs {
 
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let (config, registry) = args.node.config()?;
-    let package_dir = args.spec.as_deref().filter(|s| s.is_dir()).map(PathBuf::from);
+    let package_dir = args
+        .spec
+        .as_deref()
+        .filter(|s| s.is_dir())
+        .map(PathBuf::from);
     let specs = match args.spec.as_deref() {
         None => Vec::new(),
         Some(spec) => match spec.to_str().and_then(conductor_api::oci_reference) {
