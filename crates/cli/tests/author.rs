@@ -222,9 +222,29 @@ fn build_refuses_programs_and_maps_the_object_lacks_and_says_how_to_get_clang() 
     // Nothing half-built was left as a package.
     assert!(!project.join("target/conductor/package.yaml").exists());
 
-    // The C and the spec agree again: it builds.
+    // The C and the spec agree again: it builds, its record checked.
     let out = build(&project, &[]);
     assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("has no BTF"), "{}", stderr(&out));
+
+    // A Rust record that disagrees with the C struct is refused with both
+    // layouts named (pid widened to 8 bytes over C's pid + _pad).
+    let lib = project.join("src/lib.rs");
+    let source = std::fs::read_to_string(&lib).unwrap();
+    let widened = source.replace("pid: u32, _pad: u32,", "pid: u64,");
+    assert_ne!(
+        widened, source,
+        "the template's record changed: update this test"
+    );
+    std::fs::write(&lib, widened).unwrap();
+    let out = build(&project, &[]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("do not match the C structs") && err.contains("Event") && err.contains("pid"),
+        "{err}"
+    );
+    std::fs::write(&lib, source).unwrap();
 }
 
 #[test]

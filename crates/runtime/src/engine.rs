@@ -189,8 +189,9 @@ fn initial_memory(bytes: &[u8]) -> u64 {
 }
 
 /// The `conductor.records` custom sections of the component's core
-/// modules, decoded.
-fn record_layouts(
+/// modules (what the SDK's `record!` wrote), decoded; `path` names the
+/// component in errors.
+pub fn record_layouts(
     bytes: &[u8],
     path: &Path,
 ) -> Result<Vec<conductor_kernel::layout::RecordLayout>, RuntimeError> {

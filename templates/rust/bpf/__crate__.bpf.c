@@ -25,6 +25,9 @@ struct event {
 };
 
 _Static_assert(sizeof(struct event) == 32, "struct event is an ABI: 32 bytes");
+/* Puts struct event into the object's BTF, where `conductor build` and the
+ * host compare it with the component's `record!`. */
+CONDUCTOR_RECORD(event);
 
 CONDUCTOR_RINGBUF(events, 256 * 1024);
 

@@ -7,21 +7,14 @@
 
 use std::collections::HashSet;
 
-use conductor_sdk::events::c_str;
 use conductor_sdk::prelude::*;
 
-/// `struct event` of the BPF program: change both together.
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-#[bytemuck(crate = "conductor_sdk::bytemuck")]
-struct Event {
-    cgroup_id: u64,
-    pid: u32,
-    _pad: u32,
-    comm: [u8; 16],
+record! {
+    /// `struct event` of the BPF program. `conductor build` and the host
+    /// check the two layouts against each other (the C one from the
+    /// object's BTF): change both together.
+    struct Event { cgroup_id: u64, pid: u32, _pad: u32, comm: [u8; 16] }
 }
-
-const _: () = assert!(size_of::<Event>() == 32, "struct event is 32 bytes");
 
 struct Execs {
     execs: Counter,
@@ -40,8 +33,7 @@ impl Plugin for Execs {
 
     // One call per batch of events, never one per event.
     fn on_events(&mut self, batch: &EventBatch) -> Result<()> {
-        for event in batch.decode::<Event>() {
-            let event = event?;
+        for event in batch.records::<Event>()? {
             let comm = c_str(&event.comm);
             if !self.ignore.contains(comm.as_ref()) {
                 self.execs.inc(&[&comm])?;

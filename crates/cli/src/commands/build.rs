@@ -5,8 +5,9 @@
 //!    `bpf/include/`) into `target/bpf/<name>.bpf.o`;
 //! 2. the component with `cargo build --release --target wasm32-wasip2`;
 //! 3. checks: the programs and maps `package.yaml` names exist in the
-//!    object, the component implements a `conductor:plugin` version this
-//!    host links;
+//!    object, the component's event records (`record!`) have the layouts of
+//!    the C structs in the object's BTF, the component implements a
+//!    `conductor:plugin` version this host links;
 //! 4. the package directory (default `target/conductor/`): `package.yaml`
 //!    and the files it names, which `conductor push --package` takes.
 
@@ -84,7 +85,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
     let component = build_component(dir)?;
     let component_name = plain_file_name(&spec.component, "spec.component")?;
 
-    // 4. The package directory: package.yaml and the files it names.
+    // 3. The package directory: package.yaml and the files it names.
     if out.join(PACKAGE_FILE).is_file() {
         std::fs::remove_dir_all(&out)
             .with_context(|| format!("cannot clear the old package in {}", out.display()))?;
@@ -109,7 +110,13 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
         copy(&dir.join(d), &out.join(d))?;
     }
 
-    // 3. The component against the host (the same checks `push` makes).
+    // 4. The component's event records (`record!`) against the C structs
+    // in the object's BTF: the same check the host makes at load.
+    if let Some((_, object)) = &bytecode {
+        check_record_layouts(&component, object)?;
+    }
+
+    // 5. The component against the host (the same checks `push` makes).
     let package = oci::Assembled::from_dir(&out)?;
     let wit = package.manifest.wit_version.clone().unwrap_or_default();
     if !conductor_api::wit::is_supported(&wit) {
@@ -241,6 +248,33 @@ fn bpf_target_arch() -> anyhow::Result<&'static str> {
 }
 
 /// The programs and maps the spec names exist in the object.
+/// Refuse a component whose event records disagree with the BPF object's
+/// C structs (both layouts named); warn about records the object has no
+/// BTF for.
+fn check_record_layouts(component: &Path, object: &Path) -> anyhow::Result<()> {
+    use conductor_kernel::layout::Checked;
+    let wasm =
+        std::fs::read(component).with_context(|| format!("cannot read {}", component.display()))?;
+    let records = conductor_runtime::engine::record_layouts(&wasm, component)?;
+    let checked = conductor_kernel::object::check_records(object, &records, u64::MAX)
+        .with_context(|| {
+            format!(
+                "the event records of {} do not match the C structs of {}: change the `record!` or the C struct so that they agree",
+                component.display(),
+                object.display()
+            )
+        })?;
+    for c in checked {
+        if let Checked::NoBtf { rust } = c {
+            eprintln!(
+                "warning: {} has no BTF for record {rust}: add `CONDUCTOR_RECORD(<struct>);` to the BPF C so that its layout is checked",
+                object.display()
+            );
+        }
+    }
+    Ok(())
+}
+
 fn check_object(object: &Path, spec: &conductor_api::PluginSpec) -> anyhow::Result<()> {
     let bytes =
         std::fs::read(object).with_context(|| format!("cannot read {}", object.display()))?;
