@@ -197,6 +197,10 @@ impl Runtime {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .map_err(|e| RuntimeError::Engine(e.to_string()))?;
+        // What JavaScript components import by default; every outgoing
+        // request is denied (host/http.rs, docs/src/languages.md).
+        wasmtime_wasi_http::p2::add_only_http_to_linker_sync(&mut linker)
+            .map_err(|e| RuntimeError::Engine(e.to_string()))?;
         // Every supported version side by side: their names differ in the
         // version, and each component links against the one it imports.
         bindings::Plugin::add_to_linker::<_, wasmtime::component::HasSelf<StoreData>>(
@@ -335,6 +339,8 @@ impl Runtime {
             StoreData {
                 wasi,
                 table: ResourceTable::new(),
+                http: wasmtime_wasi_http::WasiHttpCtx::new(),
+                http_hooks: crate::host::http::DenyOutgoing,
                 limiter: MemoryLimiter::new(memory_limit),
                 host,
             },
