@@ -12,16 +12,22 @@ import conductor_plugin as cp
 EVENT = cp.Record("<I16s", ("pid", "comm"))
 
 
+# componentize-py makes a new WitWorld for every call into the component:
+# keep state at module level, set up by init.
+events = None
+
+
 class WitWorld(wit_world.WitWorld):
     def init(self) -> None:
-        self.events = cp.SeriesCache(cp.counter("events", "Events seen, by command name.", ["comm"]))
+        global events
+        events = cp.SeriesCache(cp.counter("events", "Events seen, by command name.", ["comm"]))
         cp.info("started")
 
     def on_events(self, batch) -> None:
         try:
             for _pid, raw in EVENT.decode(batch):
                 comm = cp.c_str(raw)
-                self.events.add(comm, lambda: [comm])
+                events.add(comm, lambda: [comm])
         except ValueError as e:
             raise Err(str(e))
 

@@ -7,7 +7,7 @@
 //! numbers, instead of a plugin that restarts for ever.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use conductor_api::v1;
@@ -34,12 +34,41 @@ fn execs(plugin: &str, comm: &str) -> String {
     )
 }
 
-/// One compile cache for this file's tests, so each component is compiled
-/// once per run rather than once per test.
+/// One compile cache for this file's tests, filled before any host starts:
+/// the first compile of a 12–18 MB component takes seconds (tens on a busy
+/// machine), longer than the harness waits for a host to start. Compiled
+/// here with the host's own runtime (same engine configuration, so the
+/// host loads these files), once per test binary.
 fn shared_cache() -> PathBuf {
-    let dir = artifacts().join("polyglot-test-cache");
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    static WARM: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    WARM.get_or_init(|| {
+        let dir = artifacts().join("polyglot-test-cache");
+        std::fs::create_dir_all(&dir).unwrap();
+        let runtime = conductor_runtime::Runtime::new(Some(dir.clone())).unwrap();
+        for component in [
+            "exec_counter.wasm",
+            "exec_counter_js.wasm",
+            "exec_counter_py.wasm",
+        ] {
+            runtime
+                .prepare(&artifact(component))
+                .unwrap_or_else(|e| panic!("{component}: {e}"));
+        }
+        dir
+    })
+    .clone()
+}
+
+/// Copy the shared cache into `dir` (a daemon's own cache directory).
+fn seed_cache(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    let from = shared_cache();
+    for entry in std::fs::read_dir(&from).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_file() {
+            std::fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
+        }
+    }
 }
 
 /// `conductor run` of `component`'s exec-counter: N execs of a binary of
@@ -54,12 +83,18 @@ fn counts_exactly_through_run(name: &str, component: &str, prefix: &str) {
     let text = host.scrape();
     let plugin = name.replace('-', "_");
     assert!(
-        value(&text, &format!(r#"{plugin}__distinct_commands{{plugin="{name}"}}"#))
-            .is_some_and(|v| v >= 1.0),
+        value(
+            &text,
+            &format!(r#"{plugin}__distinct_commands{{plugin="{name}"}}"#)
+        )
+        .is_some_and(|v| v >= 1.0),
         "{text}"
     );
     assert_eq!(
-        value(&text, &format!(r#"{plugin}__events_lost_total{{plugin="{name}"}}"#)),
+        value(
+            &text,
+            &format!(r#"{plugin}__events_lost_total{{plugin="{name}"}}"#)
+        ),
         Some(0.0),
         "{text}"
     );
@@ -69,7 +104,8 @@ fn counts_exactly_through_run(name: &str, component: &str, prefix: &str) {
     );
     // The plugin's own log line, through the log interface.
     assert!(
-        host.log_text().contains("counting execs, ignoring 0 command name(s)"),
+        host.log_text()
+            .contains("counting execs, ignoring 0 command name(s)"),
         "{}",
         host.log_text()
     );
@@ -101,6 +137,7 @@ async fn three_languages_count_the_same_execs_through_the_daemon() {
         return;
     }
     let daemon = Daemon::start();
+    tokio::task::block_in_place(|| seed_cache(&daemon.dir.path().join("cache")));
     let mut c = daemon.client().await;
     let ignored = UniqueBinary::new("cndtrig");
     let plugins = [
@@ -178,6 +215,7 @@ async fn a_memory_limit_below_what_the_component_needs_is_refused_naming_both() 
     }
 
     let daemon = Daemon::start();
+    tokio::task::block_in_place(|| seed_cache(&daemon.dir.path().join("cache")));
     let mut c = daemon.client().await;
     let mut tight = wire_spec(&spec("tight-py", "exec_counter_py.wasm"));
     tight.limits.as_mut().unwrap().memory_mib = 4;

@@ -21,8 +21,8 @@ EXECS_HELP = (
 )
 
 
-class WitWorld(wit_world.WitWorld):
-    def init(self) -> None:
+class ExecCounter:
+    def __init__(self) -> None:
         self.ignore = set(cp.config_list("ignore"))
         self.execs = cp.SeriesCache(
             cp.counter("execs", EXECS_HELP, ["comm", "namespace", "pod", "container"])
@@ -41,19 +41,31 @@ class WitWorld(wit_world.WitWorld):
             self.lost.add([], batch.lost)
         self.workloads.clear()
         before = len(self.seen)
-        try:
-            for cgroup_id, _pid, _ppid, _uid, _pad, raw in EXEC_EVENT.decode(batch):
-                comm = cp.c_str(raw)
-                if comm in self.ignore:
-                    continue
-                self.execs.add(
-                    (comm, cgroup_id), lambda: [comm, *self.workloads.labels(cgroup_id)]
-                )
-                self.seen.add(comm)
-        except ValueError as e:
-            raise Err(str(e))
+        for cgroup_id, _pid, _ppid, _uid, _pad, raw in EXEC_EVENT.decode(batch):
+            comm = cp.c_str(raw)
+            if comm in self.ignore:
+                continue
+            self.execs.add((comm, cgroup_id), lambda: [comm, *self.workloads.labels(cgroup_id)])
+            self.seen.add(comm)
         if len(self.seen) != before:
             self.distinct.set([], float(len(self.seen)))
+
+
+# componentize-py makes a new WitWorld for every call into the component:
+# state lives at module level, set up by init.
+plugin = None
+
+
+class WitWorld(wit_world.WitWorld):
+    def init(self) -> None:
+        global plugin
+        plugin = ExecCounter()
+
+    def on_events(self, batch) -> None:
+        try:
+            plugin.on_events(batch)
+        except ValueError as e:
+            raise Err(str(e))
 
     def tick(self) -> None:
         pass

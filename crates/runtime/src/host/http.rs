@@ -41,3 +41,42 @@ impl WasiHttpView for StoreData {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::BodyExt;
+
+    use super::*;
+
+    /// The hook the linked `outgoing-handler` calls for every request
+    /// answers `HTTP-request-denied` and sends nothing: the request's
+    /// address is a listener of this test's that must see no connection.
+    #[test]
+    fn every_outgoing_request_is_denied() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        let body = http_body_util::Empty::new()
+            .map_err(|never: std::convert::Infallible| match never {})
+            .boxed_unsync();
+        let request = http::Request::get(url).body(body).unwrap();
+        let response =
+            DenyOutgoing.send_request(request, None, Box::new(std::future::ready(Ok(()))));
+        let outcome = ready_now(Box::into_pin(response));
+        assert!(
+            matches!(outcome, Err(Error::HttpRequestDenied)),
+            "{:?}",
+            outcome.err()
+        );
+        assert!(listener.accept().is_err(), "the host connected");
+    }
+
+    /// Poll a future that is ready at once (no executor needed).
+    fn ready_now<F: Future + ?Sized>(mut f: std::pin::Pin<Box<F>>) -> F::Output {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match f.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(v) => v,
+            std::task::Poll::Pending => panic!("the denial is not immediate"),
+        }
+    }
+}
