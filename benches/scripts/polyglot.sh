@@ -22,9 +22,10 @@ PID=
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
-start() { # component cache-dir -> sets PID, prints seconds to "running"
-  sed -e "s#../target/plugins/exec_counter.wasm#$ART/$1#" \
-      -e "s#../target/plugins/#$ART/#" examples/exec-counter.yaml > "$TMP/spec.yaml"
+start() { # component cache-dir -> sets PID and ELAPSED (seconds to "running")
+  sed -e "s#\.\./target/plugins/exec_counter\.wasm#$ART/$1#" \
+      -e "s#\.\./target/plugins/exec_counter\.bpf\.o#$ART/exec_counter.bpf.o#" \
+      examples/exec-counter.yaml > "$TMP/spec.yaml"
   : > "$TMP/log"
   t0=$(date +%s.%N)
   "$CONDUCTOR" run "$TMP/spec.yaml" --metrics-addr 127.0.0.1:0 --cache-dir "$2" > "$TMP/log" 2>&1 &
@@ -34,7 +35,7 @@ start() { # component cache-dir -> sets PID, prints seconds to "running"
     sleep 0.05
   done
   t1=$(date +%s.%N)
-  awk "BEGIN {print $t1 - $t0}"
+  ELAPSED=$(awk "BEGIN {print $t1 - $t0}")
 }
 
 stop() { kill -INT $PID; wait $PID 2>/dev/null || true; PID=; }
@@ -44,8 +45,8 @@ printf '%-12s %9s %12s %12s %10s %14s\n' plugin "size MB" "cold start s" "warm s
 for c in exec_counter.wasm exec_counter_js.wasm exec_counter_py.wasm; do
   size=$(stat -c %s "$ART/$c")
   cache="$TMP/cache-$c"
-  cold=$(start "$c" "$cache"); stop
-  warm=$(start "$c" "$cache")
+  start "$c" "$cache"; cold=$ELAPSED; stop
+  start "$c" "$cache"; warm=$ELAPSED
   sleep 1
   rss=$(awk '/VmRSS/ {print $2}' "/proc/$PID/status")
   before=$(cpu_ticks $PID)

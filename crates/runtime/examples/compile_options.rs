@@ -28,10 +28,10 @@ fn best_of_three(f: impl Fn() -> Duration) -> Duration {
     (0..3).map(|_| f()).min().unwrap_or_default()
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> wasmtime::Result<()> {
     let path = std::env::args()
         .nth(1)
-        .ok_or_else(|| anyhow::anyhow!("usage: compile_options <component.wasm>"))?;
+        .ok_or_else(|| wasmtime::format_err!("usage: compile_options <component.wasm>"))?;
     let bytes = std::fs::read(&path)?;
     println!(
         "{path}: {:.1} MB, {} cores",
