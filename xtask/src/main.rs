@@ -81,6 +81,16 @@ const CLIENTS_DIR: &str = "crates/cli/tests/clients";
 /// from crates.io into target/tools/bpfman-<version> once per machine.
 const BPFMAN_VERSION: &str = "0.6.0";
 
+/// The JavaScript and Python component toolchains, pinned (componentize-js
+/// and preview2-shim in package.json/package-lock.json, componentize-py in
+/// requirements.txt) and installed into target/tools/{node,python}.
+const JS_PLUGINS_DIR: &str = "plugins/js";
+const PYTHON_PLUGINS_DIR: &str = "plugins/python";
+
+/// The WIT package JavaScript and Python plugins are built against (the
+/// current version: crates/sdk/wit/v<wit::CURRENT>).
+const PLUGIN_WIT: &str = "crates/sdk/wit/v0.2.1";
+
 /// The rustup target the plugins are compiled for.
 const WASM_TARGET: &str = "wasm32-wasip2";
 
@@ -254,7 +264,48 @@ fn deps(ws: &Workspace) -> Result<()> {
         }
     }
     ensure_rust_target(ws)?;
-    install_clients(ws)
+    install_clients(ws)?;
+    install_component_toolchains(ws)
+}
+
+/// componentize-js (npm, into target/tools/node) and componentize-py (PyPI,
+/// a venv in target/tools/python), at the versions pinned in plugins/js and
+/// plugins/python. Reinstalled only when a pin changes, like the clients.
+fn install_component_toolchains(ws: &Workspace) -> Result<()> {
+    let tools = ws.target.join("tools");
+    let js = ws.root.join(JS_PLUGINS_DIR);
+    let node = tools.join("node");
+    let mut pins = read(&js.join("package.json"))?;
+    pins.extend(read(&js.join("package-lock.json"))?);
+    if !installed(&node, &pins) {
+        fresh_dir(&node)?;
+        for file in ["package.json", "package-lock.json"] {
+            fs::copy(js.join(file), node.join(file))
+                .with_context(|| format!("cannot copy {file} to {}", node.display()))?;
+        }
+        Cmd::new("npm")
+            .dir(&node)
+            .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+            .run()?;
+        mark_installed(&node, &pins)?;
+    }
+
+    let requirements = ws.root.join(PYTHON_PLUGINS_DIR).join("requirements.txt");
+    let python = tools.join("python");
+    let pins = read(&requirements)?;
+    if !installed(&python, &pins) {
+        fresh_dir(&python)?;
+        Cmd::new("python3")
+            .args(["-m", "venv"])
+            .arg(&python)
+            .run()?;
+        Cmd::new(python.join("bin").join("pip"))
+            .args(["install", "--quiet", "--no-input", "-r"])
+            .arg(&requirements)
+            .run()?;
+        mark_installed(&python, &pins)?;
+    }
+    Ok(())
 }
 
 /// `cargo install bpfman` at [`BPFMAN_VERSION`] into
@@ -538,17 +589,113 @@ fn build(ws: &Workspace) -> Result<()> {
         );
     }
 
+    let (polyglot_built, polyglot_fresh) = build_polyglot_plugins(ws)?;
+
     eprintln!(
-        "built {} BPF object{} ({} up to date) and copied {} wasm component{} to {} in {:.1}s",
+        "built {} BPF object{} ({} up to date), copied {} wasm component{} and built {} JavaScript/Python component{} ({} up to date) to {} in {:.1}s",
         bpf_built,
         plural(bpf_built),
         bpf_fresh,
         wasm,
         plural(wasm),
+        polyglot_built,
+        plural(polyglot_built),
+        polyglot_fresh,
         ws.show(&artifacts),
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// Every plugin folder of plugins/js (with a `plugin.js`) and plugins/python
+/// (with an `app.py`), built with the toolchain's defaults against
+/// [`PLUGIN_WIT`] into target/plugins/<folder>_{js,py}.wasm (dashes become
+/// underscores). A component is rebuilt only when a source file, the WIT,
+/// an SDK file or the toolchain pin is newer than it: the builders are not
+/// reproducible, so a needless rebuild would also miss the compile cache.
+/// Returns (built, up to date).
+fn build_polyglot_plugins(ws: &Workspace) -> Result<(usize, usize)> {
+    let tools = ws.target.join("tools");
+    let wit = ws.root.join(PLUGIN_WIT);
+    let shared = [
+        newest_mtime(&wit, |p| has_ext(p, "wit"))?,
+        newest_mtime_under(&ws.root.join("sdk").join("js"))?,
+        newest_mtime_under(&ws.root.join("sdk").join("python"))?,
+    ];
+    let (mut built, mut fresh) = (0, 0);
+    for (lang, dir, entry, suffix) in [
+        ("js", JS_PLUGINS_DIR, "plugin.js", "js"),
+        ("python", PYTHON_PLUGINS_DIR, "app.py", "py"),
+    ] {
+        let dir = ws.root.join(dir);
+        let mark = tools
+            .join(if lang == "js" { "node" } else { "python" })
+            .join(INSTALLED_MARK);
+        let mut plugins: Vec<PathBuf> = read_dir(&dir)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.join(entry).is_file())
+            .collect();
+        plugins.sort();
+        for plugin in plugins {
+            let name = plugin
+                .file_name()
+                .and_then(OsStr::to_str)
+                .with_context(|| format!("{}: unexpected folder name", plugin.display()))?
+                .replace('-', "_");
+            let out = ws.artifacts().join(format!("{name}_{suffix}.wasm"));
+            let inputs = [newest_mtime_under(&plugin)?, Some(mtime(&mark)?)];
+            let newest_input = shared.iter().chain(&inputs).flatten().max().copied();
+            if let (Ok(out_time), Some(input_time)) = (mtime(&out), newest_input)
+                && out_time > input_time
+            {
+                fresh += 1;
+                continue;
+            }
+            let cmd = if lang == "js" {
+                Cmd::new(tools.join("node/node_modules/.bin/componentize-js"))
+                    .dir(&ws.root)
+                    .arg(ws.show(&plugin.join(entry)).as_ref())
+                    .arg("--wit")
+                    .arg(PLUGIN_WIT)
+                    .args(["--world-name", "plugin", "-o"])
+                    .arg(ws.show(&out).as_ref())
+            } else {
+                Cmd::new(tools.join("python/bin/componentize-py"))
+                    .dir(&ws.root)
+                    .args(["-d", PLUGIN_WIT, "-w", "plugin", "componentize", "-p"])
+                    .arg(ws.show(&plugin).as_ref())
+                    .args(["-p", "sdk/python/src", "app", "-o"])
+                    .arg(ws.show(&out).as_ref())
+            };
+            cmd.run()?;
+            built += 1;
+        }
+    }
+    Ok((built, fresh))
+}
+
+/// The newest modification time of any file below `dir` (recursive,
+/// skipping node_modules, __pycache__ and dot folders), if any.
+fn newest_mtime_under(dir: &Path) -> Result<Option<SystemTime>> {
+    if !dir.is_dir() {
+        return Ok(None);
+    }
+    let mut newest = None;
+    for entry in read_dir(dir)? {
+        let entry = entry?;
+        let path = entry.path();
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if entry.file_type()?.is_dir() {
+            if name == "node_modules" || name == "__pycache__" || name.starts_with('.') {
+                continue;
+            }
+            newest = newest.max(newest_mtime_under(&path)?);
+        } else {
+            newest = newest.max(Some(mtime(&path)?));
+        }
+    }
+    Ok(newest)
 }
 
 /// Every `*.bpf.c` in a directory named `bpf` below `dir`.

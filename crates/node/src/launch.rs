@@ -105,11 +105,12 @@ impl Launcher for PluginLauncher {
     }
 
     fn prepare(&self, spec: &PluginSpec) -> Result<Prepared, RuntimeError> {
-        let prepared = self
-            .runtime
-            .prepare_capped(Path::new(&spec.component), self.file_caps().component_bytes)?;
-        prepared.check_memory_limit(spec.limits.memory_mib)?;
-        Ok(prepared)
+        // The memory limit is checked before the compile.
+        self.runtime.prepare_limited(
+            Path::new(&spec.component),
+            self.file_caps().component_bytes,
+            Some(spec.limits.memory_mib),
+        )
     }
 
     fn start(

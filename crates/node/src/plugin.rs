@@ -173,11 +173,12 @@ impl Plugin {
 
         // The component first: a bad component must fail before the kernel
         // is touched.
-        let prepared = runtime.prepare_capped(
+        // The memory limit is checked before the compile.
+        let prepared = runtime.prepare_limited(
             Path::new(&spec.component),
             options.file_caps.component_bytes,
+            Some(spec.limits.memory_mib),
         )?;
-        prepared.check_memory_limit(spec.limits.memory_mib)?;
         // The records the component decodes against the object's C structs
         // (BTF), before the kernel is touched.
         if let Some(b) = spec

@@ -226,6 +226,10 @@ impl Runtime {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .map_err(|e| RuntimeError::Engine(e.to_string()))?;
+        // What JavaScript components import by default; every outgoing
+        // request is denied (host/http.rs, docs/src/languages.md).
+        wasmtime_wasi_http::p2::add_only_http_to_linker_sync(&mut linker)
+            .map_err(|e| RuntimeError::Engine(e.to_string()))?;
         // Every supported version side by side: their names differ in the
         // version, and each component links against the one it imports.
         bindings::Plugin::add_to_linker::<_, wasmtime::component::HasSelf<StoreData>>(
@@ -271,6 +275,19 @@ impl Runtime {
     /// [`Runtime::prepare`] of a component file of at most `max_bytes`
     /// (a regular file; its header is checked before the rest is read).
     pub fn prepare_capped(&self, path: &Path, max_bytes: u64) -> Result<Prepared, RuntimeError> {
+        self.prepare_limited(path, max_bytes, None)
+    }
+
+    /// [`Runtime::prepare_capped`] of a component that must start within
+    /// `memory_mib` MiB of linear memory: a component that needs more is
+    /// refused before it is compiled (a first compile of a JavaScript or
+    /// Python component takes seconds), naming both numbers.
+    pub fn prepare_limited(
+        &self,
+        path: &Path,
+        max_bytes: u64,
+        memory_mib: Option<u32>,
+    ) -> Result<Prepared, RuntimeError> {
         let bytes = files::read_checked(path, max_bytes, "--max-component-bytes", 4, |h| {
             h == b"\0asm"
         })
@@ -301,6 +318,15 @@ impl Runtime {
         }
         let started = Instant::now();
         let initial_memory_bytes = initial_memory(&bytes);
+        if let Some(limit_mib) = memory_mib
+            && initial_memory_bytes > (u64::from(limit_mib) << 20)
+        {
+            return Err(RuntimeError::MemoryLimit {
+                path: path.to_owned(),
+                initial: initial_memory_bytes,
+                limit_mib,
+            });
+        }
         let records = record_layouts(&bytes, path)?;
         let (component, digest, from_cache) =
             self.cache
@@ -366,6 +392,8 @@ impl Runtime {
             StoreData {
                 wasi,
                 table: ResourceTable::new(),
+                http: wasmtime_wasi_http::WasiHttpCtx::new(),
+                http_hooks: crate::host::http::DenyOutgoing,
                 limiter: MemoryLimiter::new(memory_limit),
                 host,
             },

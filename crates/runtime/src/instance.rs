@@ -17,6 +17,9 @@ use crate::host::events::{EventBatch, OnEvents};
 pub struct StoreData {
     pub(crate) wasi: WasiCtx,
     pub(crate) table: ResourceTable,
+    /// `wasi:http`, linked so default JS builds load; requests are denied.
+    pub(crate) http: wasmtime_wasi_http::WasiHttpCtx,
+    pub(crate) http_hooks: crate::host::http::DenyOutgoing,
     pub(crate) limiter: MemoryLimiter,
     pub(crate) host: Arc<PluginHost>,
 }

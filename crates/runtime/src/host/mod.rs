@@ -10,6 +10,7 @@
 
 pub mod config;
 pub mod events;
+pub(crate) mod http;
 pub mod k8s;
 pub mod log;
 pub mod maps;
@@ -100,6 +101,8 @@ pub(crate) fn test_store(host: PluginHost) -> crate::StoreData {
     crate::StoreData {
         wasi: wasmtime_wasi::WasiCtx::builder().build(),
         table: wasmtime::component::ResourceTable::new(),
+        http: wasmtime_wasi_http::WasiHttpCtx::new(),
+        http_hooks: http::DenyOutgoing,
         limiter: crate::instance::MemoryLimiter::new(1 << 20),
         host: Arc::new(host),
     }
