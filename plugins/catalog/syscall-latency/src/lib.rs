@@ -18,7 +18,6 @@ mod table;
 
 use std::collections::HashMap;
 
-use conductor_sdk::k8s;
 use conductor_sdk::metrics::MetricError;
 use conductor_sdk::prelude::*;
 
@@ -46,22 +45,10 @@ fn buckets() -> Vec<f64> {
     (0..21).map(|i| 1e-6 * f64::from(1u32 << i)).collect()
 }
 
-/// namespace, pod and container label values for a cgroup.
+/// namespace, pod and container label values for a cgroup (through the
+/// SDK's per-call cache).
 fn workload_labels(cgroup_id: u64) -> [String; 3] {
-    match k8s::by_cgroup_id(cgroup_id) {
-        k8s::Identity::Workload(w) => [
-            w.pod.namespace,
-            w.pod.name,
-            w.container.map(|c| c.name).unwrap_or_default(),
-        ],
-        k8s::Identity::Host => Default::default(),
-        k8s::Identity::Unknown => {
-            let short = k8s::cgroup_container_id(cgroup_id)
-                .map(|id| id.chars().take(12).collect())
-                .unwrap_or_default();
-            [String::new(), String::new(), short]
-        }
-    }
+    Workload::of_cgroup(cgroup_id).labels().map(String::from)
 }
 
 /// The numbers of the allow-list's names, or an error naming the unknown.
