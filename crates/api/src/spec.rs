@@ -36,7 +36,7 @@ pub struct PluginSpec {
     /// `oci://registry/repository:tag` (or `@sha256:<digest>`) of a
     /// component artifact or of a plugin package. A package brings its
     /// default spec: this spec's `config` is merged over it key by key,
-    /// its `bytecode`, `maps` and `tickIntervalMs` replace the package's
+    /// its `bytecode`, `maps`, `tickIntervalMs` and `readOnlyPaths` replace the package's
     /// when set, and each limit replaces the package's when it differs from
     /// the built-in default.
     #[cfg_attr(feature = "schema", schemars(length(min = 1)))]
@@ -70,6 +70,45 @@ pub struct PluginSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "schema", schemars(range(min = 10)))]
     pub tick_interval_ms: Option<u64>,
+    /// Directories of the node the plugin may read (never write), e.g.
+    /// `/sys/fs/cgroup` or `/proc`: each is a WASI preopened directory, and
+    /// nothing else of the node's filesystem is reachable (`..`, absolute
+    /// paths and symlinks that lead out of a granted directory are refused).
+    /// Omitted: no files at all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(
+            length(max = 16),
+            extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["path"])
+        )
+    )]
+    pub read_only_paths: Vec<ReadOnlyPath>,
+}
+
+/// A directory of the node granted to a plugin for reading.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ReadOnlyPath {
+    /// An absolute directory on the node (in the host's own mount
+    /// namespace: mount the node's directory into the host's container).
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = r"^/")))]
+    pub path: String,
+    /// Where the plugin sees it (an absolute path). Omitted: at `path`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = r"^/")))]
+    pub guest_path: Option<String>,
+}
+
+impl ReadOnlyPath {
+    /// Most directories one plugin may be granted.
+    pub const MAX: usize = 16;
+
+    /// The path the plugin opens the directory at.
+    pub fn guest_path(&self) -> &str {
+        self.guest_path.as_deref().unwrap_or(&self.path)
+    }
 }
 
 /// When a registry is asked for an OCI reference.
@@ -622,6 +661,7 @@ impl PluginSpec {
 
         self.validate_drop_counters(&mut err);
         self.validate_global_data(&mut err);
+        self.validate_read_only_paths(&mut err);
 
         for key in self.config.keys() {
             if key.is_empty() {
@@ -689,6 +729,42 @@ impl PluginSpec {
                 plugin: self.name.clone(),
                 errors,
             })
+        }
+    }
+
+    /// Granted directories are absolute, plain (no `.`/`..`, so what is
+    /// granted is what the path says) and seen by the plugin at distinct
+    /// places.
+    fn validate_read_only_paths(&self, err: &mut dyn FnMut(String, String)) {
+        if self.read_only_paths.len() > ReadOnlyPath::MAX {
+            err(
+                "readOnlyPaths".into(),
+                format!(
+                    "{} directories granted; at most {} (grant a common parent instead)",
+                    self.read_only_paths.len(),
+                    ReadOnlyPath::MAX
+                ),
+            );
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, p) in self.read_only_paths.iter().enumerate() {
+            if let Err(m) = check_plain_absolute(&p.path) {
+                err(format!("readOnlyPaths[{i}].path"), m);
+            }
+            if let Some(g) = &p.guest_path
+                && let Err(m) = check_plain_absolute(g)
+            {
+                err(format!("readOnlyPaths[{i}].guestPath"), m);
+            }
+            if !seen.insert(p.guest_path()) {
+                err(
+                    format!("readOnlyPaths[{i}]"),
+                    format!(
+                        "{:?} is granted twice: give each directory its own guestPath",
+                        p.guest_path()
+                    ),
+                );
+            }
         }
     }
 
@@ -889,6 +965,27 @@ fn parse_document<'de>(
             message: e.into_inner().to_string(),
         }
     })
+}
+
+/// An absolute path without `.` or `..` components or empty segments.
+fn check_plain_absolute(path: &str) -> Result<(), String> {
+    if !path.starts_with('/') {
+        return Err(format!("{path:?} is not an absolute path"));
+    }
+    if path.contains('\0') {
+        return Err(format!("{path:?} contains a NUL byte"));
+    }
+    let trimmed = path.trim_end_matches('/');
+    if !trimmed.is_empty()
+        && trimmed[1..]
+            .split('/')
+            .any(|c| c.is_empty() || c == "." || c == "..")
+    {
+        return Err(format!(
+            "{path:?} has an empty, `.` or `..` component: name the directory plainly"
+        ));
+    }
+    Ok(())
 }
 
 /// A DNS-1035 label (as a Kubernetes Service name): a DNS-1123 label that

@@ -149,6 +149,14 @@ impl From<&spec::PluginSpec> for PluginSpec {
                 max_backoff_seconds: s.restart.max_backoff_seconds,
                 give_up_after: s.restart.give_up_after,
             }),
+            read_only_paths: s
+                .read_only_paths
+                .iter()
+                .map(|p| ReadOnlyPath {
+                    path: p.path.clone(),
+                    guest_path: p.guest_path.clone(),
+                })
+                .collect(),
         }
     }
 }
@@ -283,6 +291,14 @@ impl TryFrom<PluginSpec> for spec::PluginSpec {
                     give_up_after: r.give_up_after,
                 },
             },
+            read_only_paths: w
+                .read_only_paths
+                .into_iter()
+                .map(|p| spec::ReadOnlyPath {
+                    path: p.path,
+                    guest_path: p.guest_path,
+                })
+                .collect(),
         };
         if !errors.is_empty() {
             // Report the wire problems together with the spec's own.

@@ -30,7 +30,7 @@ use conductor_kernel::events::EventSource;
 use conductor_kernel::layout::Checked;
 use conductor_kernel::object::{self as bpf, BpfError, LoadedObject};
 use conductor_runtime::{
-    Call, EventBatch, Fault, Instance, PluginHost, Prepared, Runtime, RuntimeError,
+    Call, EventBatch, Fault, Instance, PluginHost, Prepared, ReadOnlyDir, Runtime, RuntimeError,
 };
 
 use crate::cpu::CpuAccount;
@@ -67,6 +67,12 @@ pub enum LoadError {
     Map {
         plugin: String,
         map: String,
+        cause: String,
+    },
+    #[error("plugin {plugin:?}: readOnlyPaths[{index}]: {cause}")]
+    ReadOnlyPath {
+        plugin: String,
+        index: usize,
         cause: String,
     },
     #[error("plugin {plugin:?}: cannot start: {cause}")]
@@ -170,6 +176,7 @@ impl Plugin {
         let mut resolved = spec.clone();
         resolved.resolve_paths(base_dir);
         let spec = &resolved;
+        let read_only_dirs = read_only_dirs(spec)?;
 
         // The component first: a bad component must fail before the kernel
         // is touched.
@@ -240,7 +247,8 @@ impl Plugin {
             .unwrap_or_else(Workloads::disabled);
         let host = Arc::new(
             PluginHost::new(&name, spec.config.clone(), granted, plugin_metrics.clone())
-                .with_workloads(workloads),
+                .with_workloads(workloads)
+                .with_read_only_dirs(read_only_dirs),
         );
 
         // From here on a failure must also forget the plugin's metrics.
@@ -989,4 +997,38 @@ impl Worker {
             notify();
         }
     }
+}
+
+/// The directories `spec` grants, checked to be directories the host can
+/// open now (a later failure, e.g. the directory was removed, faults the
+/// instance that needs it and is retried as any fault).
+fn read_only_dirs(spec: &PluginSpec) -> Result<Vec<ReadOnlyDir>, LoadError> {
+    let mut dirs = Vec::with_capacity(spec.read_only_paths.len());
+    for (index, p) in spec.read_only_paths.iter().enumerate() {
+        let err = |cause: String| LoadError::ReadOnlyPath {
+            plugin: spec.name.clone(),
+            index,
+            cause,
+        };
+        match std::fs::metadata(&p.path) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(err(format!(
+                    "{} is not a directory: grant the directory that holds it",
+                    p.path
+                )));
+            }
+            Err(e) => {
+                return Err(err(format!(
+                    "cannot open {}: {e} (in a container, mount the node's directory into the host's)",
+                    p.path
+                )));
+            }
+        }
+        dirs.push(ReadOnlyDir {
+            host: p.path.clone().into(),
+            guest: p.guest_path().to_owned(),
+        });
+    }
+    Ok(dirs)
 }

@@ -19,7 +19,9 @@ use crate::cache;
 use crate::compat::v0_1;
 use crate::host::PluginHost;
 use crate::host::events::EventBatch;
-use crate::instance::{Fault, Instance, MemoryLimiter, StoreData, classify, deadline_ticks};
+use crate::instance::{
+    Fault, FaultKind, Instance, MemoryLimiter, StoreData, classify, deadline_ticks,
+};
 use crate::stdio;
 
 /// How often the epoch advances; call deadlines are counted in these ticks.
@@ -386,7 +388,12 @@ impl Runtime {
         memory_limit: usize,
         timeout: Duration,
     ) -> Result<Instance, Fault> {
-        let wasi = stdio::wasi_ctx(host.name(), host.log_budget());
+        let wasi = stdio::wasi_ctx(host.name(), host.log_budget(), host.read_only_dirs()).map_err(
+            |message| Fault {
+                kind: FaultKind::Error,
+                message,
+            },
+        )?;
         let mut store = Store::new(
             &self.engine,
             StoreData {

@@ -24,7 +24,7 @@ mod stdio;
 
 pub use engine::{Prepared, Runtime, RuntimeError};
 pub use host::events::EventBatch;
-pub use host::{GrantedMap, PluginHost};
+pub use host::{GrantedMap, PluginHost, ReadOnlyDir};
 pub use instance::{Call, Fault, FaultKind, Instance, StoreData};
 
 /// Generated bindings of the WIT world `plugin` of the current version,

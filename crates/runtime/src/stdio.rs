@@ -1,26 +1,45 @@
-//! The WASI context of a plugin: no files, sockets, environment or
-//! arguments; stdout and stderr become log lines tagged with the plugin.
+//! The WASI context of a plugin: no sockets, environment or arguments, no
+//! files but the directories its spec grants for reading; stdout and
+//! stderr become log lines tagged with the plugin.
 
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
+use crate::host::ReadOnlyDir;
 use crate::host::log::{LogBudget, note_suppressed};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError, StreamResult};
-use wasmtime_wasi::{WasiCtx, WasiCtxBuilder};
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder};
 
 /// Longest line kept before it is flushed to the log unterminated.
 const MAX_LINE: usize = 8 * 1024;
 
-pub fn wasi_ctx(plugin: &str, budget: &Arc<LogBudget>) -> WasiCtx {
+/// The plugin's WASI context; fails if a granted directory cannot be
+/// opened (e.g. removed since the spec was accepted).
+pub fn wasi_ctx(
+    plugin: &str,
+    budget: &Arc<LogBudget>,
+    dirs: &[ReadOnlyDir],
+) -> Result<WasiCtx, String> {
     let mut b = WasiCtxBuilder::new();
-    // Sockets and name lookups are denied by default; say nothing else is
-    // granted either: no preopened directories, no env, no args.
-    b.stdout(LogStream::new(plugin, "stdout", budget.clone()))
-        .stderr(LogStream::new(plugin, "stderr", budget.clone()))
-        .allow_blocking_current_thread(true);
-    b.build()
+    // Sockets and name lookups are denied by default; no env, no args.
+    // Blocking file reads run on the plugin's own thread (it has one).
+    b.allow_blocking_current_thread(true)
+        .stdout(LogStream::new(plugin, "stdout", budget.clone()))
+        .stderr(LogStream::new(plugin, "stderr", budget.clone()));
+    for d in dirs {
+        // Read-only: no create, write, rename or delete, and cap-std keeps
+        // every lookup (`..`, absolute symlinks) inside the directory.
+        b.preopened_dir(&d.host, &d.guest, FsPerms::ReadOnly)
+            .map_err(|e| {
+                format!(
+                    "cannot open the granted directory {} (readOnlyPaths): {e:#}",
+                    d.host.display()
+                )
+            })?;
+    }
+    Ok(b.build())
 }
 
 /// A WASI output stream that turns each line into a log record.

@@ -30,6 +30,16 @@ pub struct PluginHost {
     workloads: Arc<dyn k8s::WorkloadsBackend>,
     log: Arc<dyn log::LogBackend>,
     log_budget: Arc<log::LogBudget>,
+    read_only_dirs: Vec<ReadOnlyDir>,
+}
+
+/// A node directory the plugin may read, preopened in its WASI context.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadOnlyDir {
+    /// The directory on the node.
+    pub host: std::path::PathBuf,
+    /// Where the plugin sees it.
+    pub guest: String,
 }
 
 impl PluginHost {
@@ -51,7 +61,19 @@ impl PluginHost {
             workloads: Arc::new(k8s::NoWorkloads),
             log: Arc::new(log::TracingLog),
             log_budget: Arc::default(),
+            read_only_dirs: Vec::new(),
         }
+    }
+
+    /// Let the plugin read `dirs` (and nothing else of the filesystem).
+    pub fn with_read_only_dirs(mut self, dirs: Vec<ReadOnlyDir>) -> Self {
+        self.read_only_dirs = dirs;
+        self
+    }
+
+    /// The directories the plugin may read.
+    pub fn read_only_dirs(&self) -> &[ReadOnlyDir] {
+        &self.read_only_dirs
     }
 
     /// Answer the plugin's `k8s` lookups from `workloads`.
@@ -87,6 +109,7 @@ impl PluginHost {
             workloads: self.workloads.clone(),
             log: self.log.clone(),
             log_budget: self.log_budget.clone(),
+            read_only_dirs: self.read_only_dirs.clone(),
         }
     }
 }
