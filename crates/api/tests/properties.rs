@@ -83,6 +83,10 @@ fn seed() -> v1::PluginSpec {
             max_backoff_seconds: 30,
             give_up_after: Some(5),
         }),
+        read_only_paths: vec![v1::ReadOnlyPath {
+            path: "/sys/fs/cgroup".into(),
+            guest_path: Some("/cgroup".into()),
+        }],
     }
 }
 

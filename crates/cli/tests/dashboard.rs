@@ -112,6 +112,13 @@ fn metric_names(expr: &str) -> Vec<String> {
             }
         } else if c == ')' {
             parens_after_by = false;
+        } else if c.is_ascii_digit() || c == '.' {
+            // A number, with its exponent (`1e6`) or hex digits: not a name.
+            while i + 1 < chars.len()
+                && (chars[i + 1].is_ascii_alphanumeric() || chars[i + 1] == '.')
+            {
+                i += 1;
+            }
         } else if c.is_ascii_alphabetic() || c == '_' {
             let start = i;
             while i + 1 < chars.len()

@@ -20,7 +20,11 @@ fn paths(key: &str) -> Vec<String> {
 
 impl Plugin for FsProbe {
     fn init() -> Result<Self> {
-        let read = Gauge::declare("read_bytes", "Bytes read from the path, -1 if refused.", &["path"])?;
+        let read = Gauge::declare(
+            "read_bytes",
+            "Bytes read from the path, -1 if refused.",
+            &["path"],
+        )?;
         for p in paths("read") {
             let v = match std::fs::read(&p) {
                 Ok(bytes) => bytes.len() as f64,
@@ -31,7 +35,11 @@ impl Plugin for FsProbe {
             };
             read.set(&[&p], v)?;
         }
-        let list = Gauge::declare("list_entries", "Entries listed in the directory, -1 if refused.", &["path"])?;
+        let list = Gauge::declare(
+            "list_entries",
+            "Entries listed in the directory, -1 if refused.",
+            &["path"],
+        )?;
         for p in paths("list") {
             let v = match std::fs::read_dir(&p) {
                 Ok(entries) => entries.count() as f64,
