@@ -98,8 +98,8 @@ impl PackageManifest {
 
     /// The spec a user's `spec` (whose `component` names this package)
     /// runs: the package's default spec with the user's overrides. The
-    /// user's name and pull policy always apply; `bytecode`, `maps` and
-    /// `tickIntervalMs` replace the package's when set; `config` is merged
+    /// user's name and pull policy always apply; `bytecode`, `maps`,
+    /// `tickIntervalMs` and `bpfmanProgram` replace the package's when set; `config` is merged
     /// key by key (documented defaults, then the package's spec, then the
     /// user's); a limit replaces the package's when it differs from the
     /// built-in default. `component` and `bytecode.path` stay as the
@@ -116,6 +116,9 @@ impl PackageManifest {
         }
         if user.tick_interval_ms.is_some() {
             out.tick_interval_ms = user.tick_interval_ms;
+        }
+        if user.bpfman_program.is_some() {
+            out.bpfman_program = user.bpfman_program.clone();
         }
         let mut config: BTreeMap<String, String> = self
             .config_keys

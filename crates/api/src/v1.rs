@@ -149,6 +149,10 @@ impl From<&spec::PluginSpec> for PluginSpec {
                 max_backoff_seconds: s.restart.max_backoff_seconds,
                 give_up_after: s.restart.give_up_after,
             }),
+            bpfman_program: s.bpfman_program.as_ref().map(|b| BpfmanProgram {
+                application: b.application.clone(),
+                program: b.program.clone(),
+            }),
         }
     }
 }
@@ -283,6 +287,10 @@ impl TryFrom<PluginSpec> for spec::PluginSpec {
                     give_up_after: r.give_up_after,
                 },
             },
+            bpfman_program: w.bpfman_program.map(|b| spec::BpfmanProgram {
+                application: b.application,
+                program: b.program,
+            }),
         };
         if !errors.is_empty() {
             // Report the wire problems together with the spec's own.
