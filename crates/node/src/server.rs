@@ -60,7 +60,8 @@ impl Default for HttpTimeouts {
 }
 
 /// Serve `/metrics`, `/healthz` and `/readyz` (200 once `ready` is set and
-/// no plugin is `Failed`, `Restarting` or `CrashLoopBackOff`, 503
+/// no plugin is `Failed`, `Restarting`, `CrashLoopBackOff` or `Pending`
+/// (e.g. waiting for its bpfman program to come back), 503
 /// otherwise, naming them) until
 /// `shutdown` resolves.
 pub async fn serve(
@@ -88,7 +89,10 @@ pub async fn serve(
                     .filter(|p| {
                         matches!(
                             p.phase,
-                            Phase::Failed | Phase::Restarting | Phase::CrashLoopBackOff
+                            Phase::Failed
+                                | Phase::Restarting
+                                | Phase::CrashLoopBackOff
+                                | Phase::Pending
                         )
                     })
                     .map(|p| {
