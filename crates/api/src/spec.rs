@@ -18,6 +18,13 @@ use crate::files;
 /// One plugin: a wasm component plus the kernel-side object it consumes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(
+    feature = "schema",
+    schemars(extend("x-kubernetes-validations" = [{
+        "rule": "!(has(self.bpfmanProgram) && has(self.bytecode))",
+        "message": "set at most one of bytecode (the plugin's own programs) and bpfmanProgram (maps of a program someone else loaded through bpfman)"
+    }]))
+)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PluginSpec {
     /// Unique name on the node; a DNS-1035 label (lowercase letters, digits

@@ -553,9 +553,7 @@ fn kubectl_renders_the_unprivileged_bpfman_component() {
         format!(
             "resources: [{}]\ncomponents: [{}]\n",
             deploy.display(),
-            deploy
-                .join("components/bpfman-unprivileged")
-                .display()
+            deploy.join("components/bpfman-unprivileged").display()
         ),
     )
     .unwrap();
@@ -578,7 +576,14 @@ fn kubectl_renders_the_unprivileged_bpfman_component() {
         .iter()
         .filter_map(|c| c.as_str())
         .collect();
-    for cap in ["BPF", "PERFMON", "NET_ADMIN", "CHOWN", "SYS_ADMIN", "SYS_RESOURCE"] {
+    for cap in [
+        "BPF",
+        "PERFMON",
+        "NET_ADMIN",
+        "CHOWN",
+        "SYS_ADMIN",
+        "SYS_RESOURCE",
+    ] {
         assert!(caps.contains(&cap), "{cap} missing in {caps:?}");
     }
     let env = |name: &str| {
