@@ -61,7 +61,8 @@ impl Default for HttpTimeouts {
 
 /// Serve `/metrics`, `/healthz` and `/readyz` (200 once `ready` is set and
 /// no plugin is `Failed`, `Restarting`, `CrashLoopBackOff` or `Pending`
-/// (e.g. waiting for its bpfman program to come back), 503
+/// with an error (waiting for its bpfman program to come back; not one
+/// merely waiting for its turn), 503
 /// otherwise, naming them) until
 /// `shutdown` resolves.
 pub async fn serve(
@@ -89,11 +90,8 @@ pub async fn serve(
                     .filter(|p| {
                         matches!(
                             p.phase,
-                            Phase::Failed
-                                | Phase::Restarting
-                                | Phase::CrashLoopBackOff
-                                | Phase::Pending
-                        )
+                            Phase::Failed | Phase::Restarting | Phase::CrashLoopBackOff
+                        ) || (p.phase == Phase::Pending && p.last_error.is_some())
                     })
                     .map(|p| {
                         format!(
