@@ -17,6 +17,7 @@ pub use attach::{
 };
 pub use phase::Phase;
 pub use spec::{
-    Access, AttachPoint, BPFMAN_ATTACH_KINDS, Bytecode, EventSource, FieldError, Limits, Loader,
-    MapGrant, PluginSpec, ProgramAttach, PullPolicy, Restart, SpecError, load_file, oci_reference,
+    Access, AttachPoint, BPFMAN_ATTACH_KINDS, BpfmanProgram, Bytecode, EventSource, FieldError,
+    Limits, Loader, MapGrant, PluginSpec, ProgramAttach, PullPolicy, Restart, SpecError, load_file,
+    oci_reference,
 };

@@ -99,7 +99,8 @@ impl PackageManifest {
     /// The spec a user's `spec` (whose `component` names this package)
     /// runs: the package's default spec with the user's overrides. The
     /// user's name and pull policy always apply; `bytecode`, `maps`,
-    /// `tickIntervalMs` and `readOnlyPaths` replace the package's when set; `config` is merged
+    /// `tickIntervalMs`, `readOnlyPaths` and `bpfmanProgram` replace the
+    /// package's when set; `config` is merged
     /// key by key (documented defaults, then the package's spec, then the
     /// user's); a limit replaces the package's when it differs from the
     /// built-in default. `component` and `bytecode.path` stay as the
@@ -119,6 +120,9 @@ impl PackageManifest {
         }
         if !user.read_only_paths.is_empty() {
             out.read_only_paths = user.read_only_paths.clone();
+        }
+        if user.bpfman_program.is_some() {
+            out.bpfman_program = user.bpfman_program.clone();
         }
         let mut config: BTreeMap<String, String> = self
             .config_keys

@@ -10,7 +10,8 @@ use crate::v1;
 )]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum Phase {
-    /// Accepted, waiting for its turn.
+    /// Accepted, waiting for its turn; or loaded, waiting for the bpfman
+    /// program its maps come from (`bpfmanProgram`) to be loaded again.
     #[default]
     Pending,
     /// Fetching its component or bytecode from a registry.

@@ -18,6 +18,13 @@ use crate::files;
 /// One plugin: a wasm component plus the kernel-side object it consumes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(
+    feature = "schema",
+    schemars(extend("x-kubernetes-validations" = [{
+        "rule": "!(has(self.bpfmanProgram) && has(self.bytecode))",
+        "message": "set at most one of bytecode (the plugin's own programs) and bpfmanProgram (maps of a program someone else loaded through bpfman)"
+    }]))
+)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PluginSpec {
     /// Unique name on the node; a DNS-1035 label (lowercase letters, digits
@@ -84,6 +91,16 @@ pub struct PluginSpec {
         )
     )]
     pub read_only_paths: Vec<ReadOnlyPath>,
+    /// Open the maps of a program someone else loaded through bpfman,
+    /// found by its bpfman application (and function) name rather than by
+    /// a pin path: every map grant without `pin` is opened from that
+    /// program's pins (`/run/bpfman/fs/maps/<program id>/<map>`). The host
+    /// watches the program: while it is gone the plugin is `Pending` (not
+    /// ready), and when bpfman loads it again (a new id) the maps and event
+    /// sources are re-opened under the running instance, whose state is
+    /// kept. Not together with `bytecode`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bpfman_program: Option<BpfmanProgram>,
 }
 
 /// A directory of the node granted to a plugin for reading.
@@ -109,6 +126,22 @@ impl ReadOnlyPath {
     pub fn guest_path(&self) -> &str {
         self.guest_path.as_deref().unwrap_or(&self.path)
     }
+}
+
+/// A program loaded through bpfman by someone else, by name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BpfmanProgram {
+    /// The bpfman application it was loaded under (`bpfman load ...
+    /// --application <name>`; `bpfman list programs --application`).
+    #[cfg_attr(feature = "schema", schemars(length(min = 1)))]
+    pub application: String,
+    /// The program's function name, when the application has several (the
+    /// maps of the first one listed otherwise); the kernel keeps its first
+    /// 15 characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub program: Option<String>,
 }
 
 /// When a registry is asked for an OCI reference.
@@ -544,6 +577,20 @@ impl PluginSpec {
             );
         }
 
+        if let Some(b) = &self.bpfman_program {
+            if self.bytecode.is_some() {
+                err(
+                    "bpfmanProgram".into(),
+                    "names maps of a program someone else loaded; remove it or bytecode".into(),
+                );
+            }
+            if b.application.trim().is_empty() {
+                err(
+                    "bpfmanProgram.application".into(),
+                    "must name the bpfman application the program was loaded under".into(),
+                );
+            }
+        }
         if let Some(bytecode) = &self.bytecode {
             match (&bytecode.image, bytecode.path.trim().is_empty()) {
                 (None, true) => err(
@@ -622,9 +669,9 @@ impl PluginSpec {
                     format!("{at}.pin"),
                     format!("{pin:?} must be an absolute path on bpffs (e.g. /sys/fs/bpf/...)"),
                 ),
-                None if self.bytecode.is_none() => err(
+                None if self.bytecode.is_none() && self.bpfman_program.is_none() => err(
                     format!("{at}.pin"),
-                    "the spec has no bytecode, so the map must be opened from a pin path".into(),
+                    "the spec has no bytecode, so the map must be opened from a pin path (or name its bpfman program under bpfmanProgram)".into(),
                 ),
                 _ => {}
             }
@@ -1345,5 +1392,32 @@ maps:
             ["maps[0].events.dropCounter", "maps[1].events.dropCounter"]
         );
         assert!(errors[0].message.contains("not granted"), "{errors:?}");
+    }
+
+    #[test]
+    fn a_bpfman_program_by_name_stands_for_the_pins_but_not_beside_bytecode() {
+        let spec = PluginSpec::from_yaml(
+            "name: p\ncomponent: p.wasm\nbpfmanProgram: {application: app, program: handle_exec}\nmaps: [{name: events, events: {}}]\n",
+        )
+        .unwrap();
+        let b = spec.bpfman_program.as_ref().unwrap();
+        assert_eq!(
+            (b.application.as_str(), b.program.as_deref()),
+            ("app", Some("handle_exec"))
+        );
+        let wire = crate::v1::PluginSpec::from(&spec);
+        assert_eq!(PluginSpec::try_from(wire).unwrap(), spec);
+
+        let Err(SpecError::Invalid { errors, .. }) = PluginSpec::from_yaml(
+            "name: p\ncomponent: p.wasm\nbpfmanProgram: {application: ''}\nbytecode: {path: p.o, programs: []}\n",
+        ) else {
+            panic!("expected an invalid spec");
+        };
+        let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            ["bpfmanProgram", "bpfmanProgram.application"],
+            "{errors:?}"
+        );
     }
 }

@@ -157,6 +157,10 @@ impl From<&spec::PluginSpec> for PluginSpec {
                     guest_path: p.guest_path.clone(),
                 })
                 .collect(),
+            bpfman_program: s.bpfman_program.as_ref().map(|b| BpfmanProgram {
+                application: b.application.clone(),
+                program: b.program.clone(),
+            }),
         }
     }
 }
@@ -299,6 +303,10 @@ impl TryFrom<PluginSpec> for spec::PluginSpec {
                     guest_path: p.guest_path,
                 })
                 .collect(),
+            bpfman_program: w.bpfman_program.map(|b| spec::BpfmanProgram {
+                application: b.application,
+                program: b.program,
+            }),
         };
         if !errors.is_empty() {
             // Report the wire problems together with the spec's own.

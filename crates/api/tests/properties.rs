@@ -87,6 +87,7 @@ fn seed() -> v1::PluginSpec {
             path: "/sys/fs/cgroup".into(),
             guest_path: Some("/cgroup".into()),
         }],
+        bpfman_program: None,
     }
 }
 

@@ -153,3 +153,122 @@ fn keep_all(bpfman: &Bpfman, c: &mut std::process::Command) {
     bpfman.enter(c);
     c.env("CONDUCTOR_KEEP_CAPABILITIES", "all");
 }
+
+/// Load the exec-counter's object through bpfman as someone else would,
+/// under application `app`, attached to exec; its program id.
+fn load_elsewhere(bpfman: &Bpfman, app: &str) -> u32 {
+    let obj = path_str(&artifact("exec_counter.bpf.o"));
+    bpfman.cli(&[
+        "load",
+        "file",
+        "--path",
+        &obj,
+        "--programs",
+        "tracepoint:handle_exec",
+        "--application",
+        app,
+    ]);
+    let ids = bpfman.program_ids(&["--application", app]);
+    assert_eq!(ids.len(), 1, "{}", bpfman.cli(&["list", "programs"]));
+    let id = ids[0].to_string();
+    bpfman.cli(&[
+        "attach",
+        &id,
+        "tracepoint",
+        "--tracepoint",
+        "sched/sched_process_exec",
+    ]);
+    ids[0]
+}
+
+#[test]
+fn maps_of_a_bpfman_program_named_by_application_follow_it_across_reloads() {
+    if !require_root() {
+        return;
+    }
+    let bpfman = Bpfman::start();
+    let app = "exec-app";
+    let first = load_elsewhere(&bpfman, app);
+    let name = "bpfman-byname";
+    let spec = format!(
+        r#"
+name: {name}
+component: {}
+bpfmanProgram: {{application: {app}, program: handle_exec}}
+maps:
+  - name: events
+    events: {{maxBatch: 64}}
+"#,
+        path_str(&artifact("exec_counter.wasm")),
+    );
+    // The host loads nothing; to find the program it runs `bpfman list` and
+    // `bpfman get`, which walk the kernel's programs by id: that needs
+    // CAP_SYS_ADMIN besides the default capabilities (docs/src/bpfman.md).
+    let mut host = Host::start_wrapped(&spec, None, &[], &[], &|c| {
+        bpfman.enter(c);
+        c.env(
+            "CONDUCTOR_KEEP_CAPABILITIES",
+            "bpf,perfmon,net_admin,sys_admin",
+        );
+    });
+    let up = format!(r#"conductor_plugin_maps_source_up{{plugin="{name}"}}"#);
+    let readyz = format!("http://{}/readyz", host.target());
+    assert_eq!(value(&host.scrape(), &up), Some(1.0));
+    let log = host.log_text();
+    assert!(
+        log.contains(&format!("/run/bpfman/fs/maps/{first}")),
+        "{log}"
+    );
+    assert!(!log.contains("has no `events_lost` map"), "{log}");
+
+    let bin = UniqueBinary::new("cndtbpfn");
+    count_exactly(&host, name, &bin, 30, 30);
+
+    // The owner unloads it: the plugin says so and is not ready.
+    bpfman.cli(&["unload", &first.to_string()]);
+    let got = host.wait_for_metric(&up, Duration::from_secs(15), |v| v == 0.0);
+    assert_eq!(got, 0.0);
+    assert!(
+        host.wait_for_log("went away", Duration::from_secs(5))
+            .is_some(),
+        "{}",
+        host.log_text()
+    );
+    let (code, body) = http_get(&readyz).unwrap();
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains(name) && body.contains("went away"), "{body}");
+
+    // Loaded again (a new id): the same instance counts on, its count kept.
+    let second = load_elsewhere(&bpfman, app);
+    assert_ne!(second, first);
+    let got = host.wait_for_metric(&up, Duration::from_secs(15), |v| v == 1.0);
+    assert_eq!(got, 1.0);
+    assert!(
+        host.wait_for_log("is back", Duration::from_secs(5))
+            .is_some(),
+        "{}",
+        host.log_text()
+    );
+    count_exactly(&host, name, &bin, 20, 50);
+    let (code, body) = http_get(&readyz).unwrap();
+    assert_eq!(code, 200, "{body}");
+    let text = host.scrape();
+    assert_eq!(
+        value(
+            &text,
+            &format!(r#"conductor_plugin_restarts_total{{plugin="{name}"}}"#)
+        ),
+        Some(0.0),
+        "{text}"
+    );
+    let log = host.log_text();
+    assert_eq!(
+        log.matches("plugin running").count(),
+        1,
+        "the instance is not re-created: {log}"
+    );
+
+    assert!(host.stop().success());
+    // The host unloads nothing it did not load.
+    assert_eq!(bpfman.program_ids(&["--application", app]), [second]);
+}

@@ -533,3 +533,88 @@ fn kubectl_renders_the_bpfman_component() {
         true
     );
 }
+
+/// The unprivileged bpfman component (deploy/components/bpfman-unprivileged)
+/// rendered over the base by `kubectl kustomize`: the host container stays
+/// unprivileged, gets the capabilities `bpfmanProgram` lookups need and the
+/// node's /run/bpfman with HostToContainer propagation (allowed without
+/// privilege), and keeps the base's settings. Then applied with `apply -k`.
+#[test]
+fn kubectl_renders_the_unprivileged_bpfman_component() {
+    if !kubectl_present() {
+        return;
+    }
+    let api = FakeApiServer::start();
+    let k = Kubectl::new(&api);
+    let mine = tempfile::tempdir().unwrap();
+    let deploy = relative(mine.path(), &repo_file("deploy"));
+    std::fs::write(
+        mine.path().join("kustomization.yaml"),
+        format!(
+            "resources: [{}]\ncomponents: [{}]\n",
+            deploy.display(),
+            deploy.join("components/bpfman-unprivileged").display()
+        ),
+    )
+    .unwrap();
+    let rendered = k.ok(&["kustomize", mine.path().to_str().unwrap()]);
+    let ds: serde_json::Value = rendered
+        .split("\n---\n")
+        .map(|doc| serde_yaml_ng::from_str::<serde_json::Value>(doc).unwrap())
+        .find(|d| d["kind"] == "DaemonSet")
+        .expect("a DaemonSet");
+    let pod = &ds["spec"]["template"]["spec"];
+    let containers = pod["containers"].as_array().unwrap();
+    let host = containers.iter().find(|c| c["name"] == "host").unwrap();
+    let security = &host["securityContext"];
+    assert_eq!(security["privileged"], false, "{security}");
+    assert_eq!(security["allowPrivilegeEscalation"], false);
+    assert_eq!(security["capabilities"]["drop"][0], "ALL");
+    let caps: Vec<&str> = security["capabilities"]["add"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c.as_str())
+        .collect();
+    for cap in [
+        "BPF",
+        "PERFMON",
+        "NET_ADMIN",
+        "CHOWN",
+        "SYS_ADMIN",
+        "SYS_RESOURCE",
+    ] {
+        assert!(caps.contains(&cap), "{cap} missing in {caps:?}");
+    }
+    let env = |name: &str| {
+        host["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == name)
+            .map(|e| e["value"].clone())
+    };
+    assert_eq!(
+        env("CONDUCTOR_KEEP_CAPABILITIES"),
+        Some("bpf,perfmon,net_admin,sys_admin,sys_resource".into())
+    );
+    assert!(env("NODE_NAME").is_some() && env("CONDUCTOR_LOG_FORMAT").is_some());
+    let mounts = host["volumeMounts"].as_array().unwrap();
+    let mount = mounts
+        .iter()
+        .find(|m| m["name"] == "bpfman")
+        .expect("/run/bpfman mounted");
+    assert_eq!(mount["mountPath"], "/run/bpfman");
+    assert_eq!(mount["mountPropagation"], "HostToContainer");
+    assert!(mount["readOnly"].is_null(), "pins are opened read-write");
+    assert!(mounts.iter().any(|m| m["mountPath"] == "/sys/fs/bpf"));
+    // Nothing in the pod is privileged.
+    assert!(!rendered.contains("privileged: true"), "{rendered}");
+    assert!(!rendered.contains("Bidirectional"), "{rendered}");
+
+    let applied = k.ok(&["apply", "-k", mine.path().to_str().unwrap()]);
+    assert!(
+        applied.contains("daemonset.apps/conductor created"),
+        "{applied}"
+    );
+}

@@ -17,7 +17,7 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use conductor_api::{AttachPoint, Bytecode, MapGrant, PluginSpec};
+use conductor_api::{AttachPoint, BpfmanProgram, Bytecode, MapGrant, PluginSpec};
 
 /// The environment variable naming the `bpfman` command (default: `bpfman`
 /// on `PATH`).
@@ -167,6 +167,27 @@ impl Bpfman {
                 args: args.join(" "),
                 cause: "no `Map Pin Path:` line".into(),
             })
+    }
+
+    /// The program `selector` names (the first of its application whose
+    /// function matches, or the first listed when it names no function),
+    /// with the directory bpfman pinned its maps in; `None` while bpfman
+    /// has no such program.
+    pub fn find(&self, selector: &BpfmanProgram) -> Result<Option<Found>, BpfmanError> {
+        let listed = self.list_application(&selector.application)?;
+        let hit = listed.iter().find(|l| {
+            selector
+                .program
+                .as_deref()
+                .is_none_or(|p| kernel_name_matches(&l.function, p))
+        });
+        let Some(hit) = hit else {
+            return Ok(None);
+        };
+        Ok(Some(Found {
+            id: hit.id,
+            maps: self.map_pin_path(hit.id)?,
+        }))
     }
 
     /// Unload every program tagged with plugin `plugin`'s name: what a
@@ -400,6 +421,29 @@ fn strip_ansi(s: &str) -> String {
     out
 }
 
+/// A program bpfman manages, found by name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    pub id: u32,
+    /// Where bpfman pinned its maps (`/run/bpfman/fs/maps/<id>`).
+    pub maps: PathBuf,
+}
+
+/// `spec` with every map grant that has no pin pointed at the pin of the
+/// map of that name in `maps` (a bpfman map directory), and without
+/// bytecode and `bpfmanProgram` (what they named is resolved).
+pub fn pinned_spec(spec: &PluginSpec, maps: &Path) -> PluginSpec {
+    let mut pinned = spec.clone();
+    pinned.bytecode = None;
+    pinned.bpfman_program = None;
+    for MapGrant { name, pin, .. } in &mut pinned.maps {
+        if pin.is_none() {
+            *pin = Some(maps.join(&*name).display().to_string());
+        }
+    }
+    pinned
+}
+
 /// A plugin's programs, loaded and attached by bpfman; dropping it asks
 /// bpfman to unload them.
 #[derive(Debug)]
@@ -424,14 +468,7 @@ impl Loaded {
     /// `spec` with every map grant that has no pin pointed at bpfman's pin
     /// of the map of that name, and without bytecode (bpfman holds it).
     pub fn pinned_spec(&self, spec: &PluginSpec) -> PluginSpec {
-        let mut pinned = spec.clone();
-        pinned.bytecode = None;
-        for MapGrant { name, pin, .. } in &mut pinned.maps {
-            if pin.is_none() {
-                *pin = Some(self.maps.join(&*name).display().to_string());
-            }
-        }
-        pinned
+        pinned_spec(spec, &self.maps)
     }
 }
 

@@ -13,6 +13,7 @@
 pub mod bpfman;
 pub mod cpu;
 pub mod features;
+mod follow;
 pub mod idle;
 pub mod k8s;
 pub mod launch;

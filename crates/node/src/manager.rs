@@ -530,7 +530,8 @@ impl<L: Launcher> Manager<L> {
 
     /// Replace plugin `spec.name` by a new version: `resolved` is `spec`
     /// with OCI references resolved; `annotations` replace the old ones
-    /// unless empty. If the kernel side (bytecode, its file's content, maps)
+    /// unless empty. If the kernel side (bytecode, its file's content, maps,
+    /// bpfmanProgram)
     /// and `limits.maxSeriesPerMetric` are unchanged, the kernel side stays
     /// attached and the new component takes over between two batches
     /// ([`RunningPlugin::swap`]): no event is lost and a failing new version
@@ -642,6 +643,7 @@ impl<L: Launcher> Manager<L> {
         let same_kernel_side = old_resolved.as_ref().is_some_and(|old| {
             old.bytecode == resolved.bytecode
                 && old.maps == resolved.maps
+                && old.bpfman_program == resolved.bpfman_program
                 && old.limits.max_series_per_metric == resolved.limits.max_series_per_metric
                 && old_digest == new_digest
         });

@@ -86,6 +86,9 @@ pub struct HostMetrics {
     pub restarts: Family<PluginLabel, Counter>,
     pub memory_bytes: Family<PluginLabel, Gauge>,
     pub up: Family<PluginLabel, Gauge>,
+    /// Plugins whose maps come from a bpfman program named in
+    /// `bpfmanProgram`: 1 while it is loaded, 0 while it is gone.
+    pub maps_source_up: Family<PluginLabel, Gauge>,
     pub series_dropped: Family<PluginLabel, Counter>,
     pub log_suppressed: Family<PluginLabel, Counter>,
     pub cpu_seconds: Family<PluginLabel, Counter<f64, AtomicU64>>,
@@ -133,6 +136,7 @@ impl HostMetrics {
             restarts: Family::default(),
             memory_bytes: Family::default(),
             up: Family::default(),
+            maps_source_up: Family::default(),
             series_dropped: Family::default(),
             log_suppressed: Family::default(),
             cpu_seconds: Family::default(),
@@ -182,6 +186,11 @@ impl HostMetrics {
             "conductor_plugin_up",
             "1 while the plugin's instance is running, 0 while it waits to restart",
             self.up.clone(),
+        );
+        r.register(
+            "conductor_plugin_maps_source_up",
+            "1 while the bpfman program a plugin's maps come from (bpfmanProgram) is loaded, 0 while it is gone (the plugin waits for it)",
+            self.maps_source_up.clone(),
         );
         r.register(
             "conductor_plugin_series_dropped",
@@ -301,6 +310,14 @@ impl HostMetrics {
         }
     }
 
+    /// `conductor_plugin_maps_source_up` of `plugin` (created for plugins
+    /// with `bpfmanProgram` only).
+    pub fn maps_source_up(&self, plugin: &str) -> Gauge {
+        self.maps_source_up.get_or_create_owned(&PluginLabel {
+            plugin: plugin.to_owned(),
+        })
+    }
+
     /// The fault counter of `plugin` for `kind` (created on first fault).
     pub fn fault(&self, plugin: &str, kind: &'static str) -> Counter {
         self.faults.get_or_create_owned(&FaultLabels {
@@ -317,6 +334,7 @@ impl HostMetrics {
         self.restarts.remove(&sets.plugin);
         self.memory_bytes.remove(&sets.plugin);
         self.up.remove(&sets.plugin);
+        self.maps_source_up.remove(&sets.plugin);
         self.series_dropped.remove(&sets.plugin);
         self.log_suppressed.remove(&sets.plugin);
         self.cpu_seconds.remove(&sets.plugin);

@@ -233,11 +233,21 @@ impl Plugin {
         let Wiring {
             granted,
             mut kernel,
-        } = match &bpfman {
-            Some(loaded) => wiring::wire(&loaded.pinned_spec(spec), None)?,
-            None => wiring::wire(spec, object)?,
+        } = match (&bpfman, &spec.bpfman_program) {
+            (Some(loaded), _) => wiring::wire(&loaded.pinned_spec(spec), None)?,
+            // Maps of a program someone else loaded through bpfman, by
+            // name: the plugin's thread follows it (see `crate::follow`).
+            (None, Some(selector)) => {
+                let (follow, mut wiring) = crate::follow::Follow::start(spec, selector)?;
+                wiring.kernel.follow = Some(follow);
+                wiring
+            }
+            (None, None) => wiring::wire(spec, object)?,
         };
         kernel.bpfman = bpfman;
+        if let Some(follow) = kernel.follow.as_mut() {
+            follow.set_gauge(metrics.host.maps_source_up(&name));
+        }
         let sources: Vec<String> = kernel.sources.iter().map(|s| s.name().to_owned()).collect();
 
         let plugin_metrics = metrics.add_plugin(&name, spec.limits.max_series_per_metric);
@@ -464,6 +474,9 @@ struct Worker {
     _object: Option<LoadedObject>,
     /// The same for programs bpfman loaded: unloads them when dropped.
     _bpfman: Option<crate::bpfman::Loaded>,
+    /// The bpfman program the maps come from (`bpfmanProgram`), checked
+    /// on each housekeeping round.
+    follow: Option<crate::follow::Follow>,
 }
 
 impl Worker {
@@ -480,6 +493,7 @@ impl Worker {
             sources,
             object,
             bpfman,
+            follow,
         } = kernel;
         let name = spec.name.clone();
         let poll = Poll::new()?;
@@ -580,6 +594,7 @@ impl Worker {
             first_start: None,
             _object: object,
             _bpfman: bpfman,
+            follow,
         })
     }
 
@@ -802,6 +817,9 @@ impl Worker {
     }
 
     fn housekeeping(&mut self) {
+        if let Some(change) = self.follow.as_mut().map(|f| f.check()) {
+            self.follow_change(change);
+        }
         for s in &mut self.sources {
             let lost = s.source.take_kernel_lost();
             if lost > 0 {
@@ -816,6 +834,53 @@ impl Worker {
         self.log_suppressed
             .inc_by(suppressed.saturating_sub(self.log_suppressed_seen));
         self.log_suppressed_seen = suppressed;
+    }
+
+    /// The bpfman program the maps come from went away or came back.
+    fn follow_change(&mut self, change: crate::follow::Change) {
+        use crate::follow::Change;
+        match change {
+            Change::Same => {}
+            Change::Gone(message) => {
+                // Deliver what the orphaned rings still hold, then stop
+                // polling them until the program is back.
+                for i in 0..self.sources.len() {
+                    self.drain(i);
+                }
+                for s in &self.sources {
+                    for fd in s.source.fds() {
+                        let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+                    }
+                }
+                tracing::warn!(plugin = %self.name, "{message}");
+                self.set_phase(Phase::Pending, Some(message));
+            }
+            Change::Back { wiring, message } => {
+                let mut fresh = wiring.kernel.sources;
+                for (i, s) in self.sources.iter_mut().enumerate() {
+                    let Some(at) = fresh.iter().position(|f| f.name() == s.name) else {
+                        continue;
+                    };
+                    let source = fresh.swap_remove(at);
+                    for fd in source.fds() {
+                        if let Err(e) = self.poll.registry().register(
+                            &mut SourceFd(&fd),
+                            Token(i),
+                            Interest::READABLE,
+                        ) {
+                            tracing::error!(plugin = %self.name, source = %s.name, "cannot poll the re-opened event source: {e}");
+                        }
+                    }
+                    // The old ring (and its descriptor) goes here.
+                    s.source = source;
+                    s.pending = true;
+                }
+                tracing::info!(plugin = %self.name, "{message}");
+                if self.instance.is_some() {
+                    self.set_phase(Phase::Running, None);
+                }
+            }
+        }
     }
 
     fn start_instance(&mut self, first: bool) {
@@ -845,7 +910,10 @@ impl Worker {
                 "plugin running"
             );
             self.up.set(1);
-            self.set_phase(Phase::Running, None);
+            // Waiting for its bpfman program: running, but not ready.
+            if !self.follow.as_ref().is_some_and(|f| f.is_down()) {
+                self.set_phase(Phase::Running, None);
+            }
         }
     }
 

@@ -60,7 +60,9 @@ impl Default for HttpTimeouts {
 }
 
 /// Serve `/metrics`, `/healthz` and `/readyz` (200 once `ready` is set and
-/// no plugin is `Failed`, `Restarting` or `CrashLoopBackOff`, 503
+/// no plugin is `Failed`, `Restarting`, `CrashLoopBackOff` or `Pending`
+/// with an error (waiting for its bpfman program to come back; not one
+/// merely waiting for its turn), 503
 /// otherwise, naming them) until
 /// `shutdown` resolves.
 pub async fn serve(
@@ -89,7 +91,7 @@ pub async fn serve(
                         matches!(
                             p.phase,
                             Phase::Failed | Phase::Restarting | Phase::CrashLoopBackOff
-                        )
+                        ) || (p.phase == Phase::Pending && p.last_error.is_some())
                     })
                     .map(|p| {
                         format!(

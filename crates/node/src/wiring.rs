@@ -31,6 +31,9 @@ pub(crate) struct KernelSide {
     /// The programs bpfman loaded for the plugin (`loader: bpfman`);
     /// dropping it unloads them through bpfman.
     pub bpfman: Option<crate::bpfman::Loaded>,
+    /// The bpfman program named by `bpfmanProgram`, watched by the
+    /// plugin's thread (see [`crate::follow`]).
+    pub follow: Option<crate::follow::Follow>,
 }
 
 /// Open every map `spec` grants, from `object` or from its pin. Nothing is
@@ -97,6 +100,7 @@ pub(crate) fn wire(
             sources,
             object,
             bpfman: None,
+            follow: None,
         },
     })
 }

@@ -300,6 +300,29 @@ fn an_update_of_the_kernel_side_replaces_the_plugin() {
 }
 
 #[test]
+fn naming_another_bpfman_program_replaces_the_plugin() {
+    let (m, journal) = manager();
+    let mut old = spec("a", "one");
+    old.bpfman_program = Some(conductor_api::BpfmanProgram {
+        application: "app-1".into(),
+        program: None,
+    });
+    m.load(&old, Path::new("/")).unwrap();
+    journal.take();
+    let mut new = old.clone();
+    new.bpfman_program = Some(conductor_api::BpfmanProgram {
+        application: "app-2".into(),
+        program: None,
+    });
+    let (_, kind) = m.update(&new, &new, BTreeMap::new()).unwrap();
+    assert_eq!(kind, UpdateKind::Replaced);
+    assert_eq!(
+        journal.take(),
+        ["stop a #1", "start a /plugins/one.wasm #2"]
+    );
+}
+
+#[test]
 fn a_component_that_does_not_compile_is_refused_before_anything_stops() {
     let (m, journal) = manager();
     m.load(&spec("a", "one"), Path::new("/")).unwrap();
