@@ -18,5 +18,6 @@ pub use attach::{
 pub use phase::Phase;
 pub use spec::{
     Access, AttachPoint, BPFMAN_ATTACH_KINDS, Bytecode, EventSource, FieldError, Limits, Loader,
-    MapGrant, PluginSpec, ProgramAttach, PullPolicy, Restart, SpecError, load_file, oci_reference,
+    MapGrant, MapRef, PluginSpec, ProgramAttach, PullPolicy, Restart, SpecError, load_file,
+    oci_reference,
 };

@@ -125,6 +125,11 @@ impl From<&spec::PluginSpec> for PluginSpec {
                     name: m.name.clone(),
                     access: Access::from(m.access) as i32,
                     pin: m.pin.clone(),
+                    from: m.from.as_ref().map(|r| MapRef {
+                        plugin: r.plugin.clone(),
+                        map: r.map.clone(),
+                    }),
+                    expose: m.expose,
                     events: m.events.as_ref().map(|e| EventSource {
                         max_batch: e.max_batch,
                         perf_pages: e.perf_pages,
@@ -230,6 +235,11 @@ impl TryFrom<PluginSpec> for spec::PluginSpec {
                 name: m.name,
                 access,
                 pin: m.pin,
+                from: m.from.map(|r| spec::MapRef {
+                    plugin: r.plugin,
+                    map: r.map,
+                }),
+                expose: m.expose,
                 events: m.events.map(|e| spec::EventSource {
                     max_batch: or_default(e.max_batch, defaults.max_batch),
                     perf_pages: or_default(e.perf_pages, defaults.perf_pages),
@@ -577,6 +587,7 @@ restart: { maxBackoffSeconds: 5, giveUpAfter: 4 }
                 access: 9,
                 pin: Some("/sys/fs/bpf/m".into()),
                 events: None,
+                ..Default::default()
             }],
             ..Default::default()
         };

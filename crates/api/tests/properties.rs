@@ -70,6 +70,7 @@ fn seed() -> v1::PluginSpec {
                 max_latency_ms: Some(5),
                 drop_counter: None,
             }),
+            ..Default::default()
         }],
         config: HashMap::from([("greeting".into(), "hi".into())]),
         limits: Some(v1::Limits {

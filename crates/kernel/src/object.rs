@@ -97,6 +97,8 @@ pub enum BpfError {
 pub struct LoadedObject {
     path: PathBuf,
     ebpf: Ebpf,
+    /// Pins of the maps the plugin exposes; removed with the object.
+    exposed: Vec<crate::shared::Exposed>,
 }
 
 impl std::fmt::Debug for LoadedObject {
@@ -209,6 +211,7 @@ pub fn load_capped(
     Ok(LoadedObject {
         path: path.to_owned(),
         ebpf,
+        exposed: Vec::new(),
     })
 }
 
@@ -247,6 +250,11 @@ impl LoadedObject {
                 })
             })
             .transpose()
+    }
+
+    /// Keep an exposed map's pin for as long as the object is loaded.
+    pub fn keep_exposed(&mut self, pin: crate::shared::Exposed) {
+        self.exposed.push(pin);
     }
 
     fn map_names(&self) -> String {
