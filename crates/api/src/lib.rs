@@ -17,7 +17,7 @@ pub use attach::{
 };
 pub use phase::Phase;
 pub use spec::{
-    Access, AttachPoint, BPFMAN_ATTACH_KINDS, Bytecode, EventSource, FieldError, Limits, Loader,
-    MapGrant, MapRef, PluginSpec, ProgramAttach, PullPolicy, Restart, SpecError, load_file,
-    oci_reference,
+    Access, AttachPoint, BPFMAN_ATTACH_KINDS, Bytecode, EventSource, FieldError, GlobalValue,
+    Limits, Loader, MapGrant, MapRef, PluginSpec, ProgramAttach, PullPolicy, Restart, SpecError,
+    load_file, oci_reference,
 };

@@ -141,11 +141,18 @@ pub struct Bytecode {
     pub programs: Vec<ProgramAttach>,
     /// Values for the object's global variables (`const volatile` ones in
     /// `.rodata`, or `.data`/`.bss`), set before the programs are verified,
-    /// so one object serves many configurations. Each is an integer written
-    /// in the variable's own size (1, 2, 4 or 8 bytes, native byte order);
-    /// a name the object lacks or a value that does not fit is refused.
+    /// so one object serves many configurations. Each value is checked
+    /// against the variable's BTF type: an integer (signed or unsigned,
+    /// range-checked) for an integer or enum, `true`/`false` for a `bool`,
+    /// a string for a `char` array (NUL-padded, with room for the NUL),
+    /// a list of integers for an integer array (the rest zeroed). An
+    /// object without BTF takes plain integers, sized from its symbol table.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub global_data: BTreeMap<String, u64>,
+    #[cfg_attr(
+        feature = "schema",
+        schemars(extend("additionalProperties" = {"x-kubernetes-preserve-unknown-fields": true}))
+    )]
+    pub global_data: BTreeMap<String, GlobalValue>,
     /// Who loads and attaches the programs: the host itself (`host`, the
     /// default) or the node's bpfman (`bpfman`), which then owns them: the
     /// host asks bpfman to load and attach them, tagged with the plugin's
@@ -153,6 +160,40 @@ pub struct Bytecode {
     /// when the plugin stops.
     #[serde(default, skip_serializing_if = "Loader::is_host")]
     pub loader: Loader,
+}
+
+/// One `bytecode.globalData` value, typed by its YAML form.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(untagged)]
+pub enum GlobalValue {
+    /// A non-negative integer.
+    Unsigned(u64),
+    /// A negative integer.
+    Signed(i64),
+    Bool(bool),
+    /// Text for a `char` array.
+    Text(String),
+    /// Integers for an integer array.
+    List(Vec<i64>),
+}
+
+impl From<u64> for GlobalValue {
+    fn from(v: u64) -> Self {
+        GlobalValue::Unsigned(v)
+    }
+}
+
+impl fmt::Display for GlobalValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            GlobalValue::Unsigned(v) => write!(f, "{v}"),
+            GlobalValue::Signed(v) => write!(f, "{v}"),
+            GlobalValue::Bool(v) => write!(f, "{v}"),
+            GlobalValue::Text(v) => write!(f, "{v:?}"),
+            GlobalValue::List(v) => write!(f, "{v:?}"),
+        }
+    }
 }
 
 /// Who owns a plugin's BPF programs in the kernel.
@@ -1389,5 +1430,23 @@ maps:
             "{errors:?}"
         );
         assert!(errors[5].message.contains("loader: host"), "{errors:?}");
+    }
+
+    #[test]
+    fn global_data_values_are_typed_by_their_yaml_form() {
+        let spec = PluginSpec::from_yaml(
+            "name: p\ncomponent: p.wasm\nbytecode:\n  path: p.o\n  globalData: {port: 8080, delta: -3, on: true, comm: cat, digits: '123', ports: [80, 443]}\n",
+        )
+        .unwrap();
+        let g = &spec.bytecode.as_ref().unwrap().global_data;
+        assert_eq!(g["port"], GlobalValue::Unsigned(8080));
+        assert_eq!(g["delta"], GlobalValue::Signed(-3));
+        assert_eq!(g["on"], GlobalValue::Bool(true));
+        assert_eq!(g["comm"], GlobalValue::Text("cat".into()));
+        assert_eq!(g["digits"], GlobalValue::Text("123".into()));
+        assert_eq!(g["ports"], GlobalValue::List(vec![80, 443]));
+        assert_eq!(yaml_roundtrip(&spec), spec);
+        let wire = crate::v1::PluginSpec::from(&spec);
+        assert_eq!(PluginSpec::try_from(wire).unwrap(), spec);
     }
 }

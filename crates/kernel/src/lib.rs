@@ -10,6 +10,7 @@
 
 pub mod events;
 pub mod features;
+pub mod globals;
 pub mod layout;
 pub mod maps;
 pub mod object;
