@@ -18,6 +18,6 @@ pub use attach::{
 pub use phase::Phase;
 pub use spec::{
     Access, AttachPoint, BPFMAN_ATTACH_KINDS, BpfmanProgram, Bytecode, EventSource, FieldError,
-    Limits, Loader, MapGrant, PluginSpec, ProgramAttach, PullPolicy, Restart, SpecError, load_file,
-    oci_reference,
+    GlobalValue, Limits, Loader, MapGrant, MapRef, PluginSpec, ProgramAttach, PullPolicy, Restart,
+    SpecError, load_file, oci_reference,
 };

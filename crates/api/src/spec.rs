@@ -213,11 +213,18 @@ pub struct Bytecode {
     pub programs: Vec<ProgramAttach>,
     /// Values for the object's global variables (`const volatile` ones in
     /// `.rodata`, or `.data`/`.bss`), set before the programs are verified,
-    /// so one object serves many configurations. Each is an integer written
-    /// in the variable's own size (1, 2, 4 or 8 bytes, native byte order);
-    /// a name the object lacks or a value that does not fit is refused.
+    /// so one object serves many configurations. Each value is checked
+    /// against the variable's BTF type: an integer (signed or unsigned,
+    /// range-checked) for an integer or enum, `true`/`false` for a `bool`,
+    /// a string for a `char` array (NUL-padded, with room for the NUL),
+    /// a list of integers for an integer array (the rest zeroed). An
+    /// object without BTF takes plain integers, sized from its symbol table.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub global_data: BTreeMap<String, u64>,
+    #[cfg_attr(
+        feature = "schema",
+        schemars(extend("additionalProperties" = {"x-kubernetes-preserve-unknown-fields": true}))
+    )]
+    pub global_data: BTreeMap<String, GlobalValue>,
     /// Who loads and attaches the programs: the host itself (`host`, the
     /// default) or the node's bpfman (`bpfman`), which then owns them: the
     /// host asks bpfman to load and attach them, tagged with the plugin's
@@ -225,6 +232,40 @@ pub struct Bytecode {
     /// when the plugin stops.
     #[serde(default, skip_serializing_if = "Loader::is_host")]
     pub loader: Loader,
+}
+
+/// One `bytecode.globalData` value, typed by its YAML form.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(untagged)]
+pub enum GlobalValue {
+    /// A non-negative integer.
+    Unsigned(u64),
+    /// A negative integer.
+    Signed(i64),
+    Bool(bool),
+    /// Text for a `char` array.
+    Text(String),
+    /// Integers for an integer array.
+    List(Vec<i64>),
+}
+
+impl From<u64> for GlobalValue {
+    fn from(v: u64) -> Self {
+        GlobalValue::Unsigned(v)
+    }
+}
+
+impl fmt::Display for GlobalValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            GlobalValue::Unsigned(v) => write!(f, "{v}"),
+            GlobalValue::Signed(v) => write!(f, "{v}"),
+            GlobalValue::Bool(v) => write!(f, "{v}"),
+            GlobalValue::Text(v) => write!(f, "{v:?}"),
+            GlobalValue::List(v) => write!(f, "{v:?}"),
+        }
+    }
 }
 
 /// Who owns a plugin's BPF programs in the kernel.
@@ -269,6 +310,19 @@ pub enum Access {
 /// A map the plugin may open by `name`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(
+    feature = "schema",
+    schemars(extend("x-kubernetes-validations" = [
+        {
+            "rule": "!(has(self.pin) && has(self.from))",
+            "message": "set only one of pin and from"
+        },
+        {
+            "rule": "!(has(self.expose) && self.expose && (has(self.pin) || has(self.from)))",
+            "message": "only a map of the plugin's own object can be exposed, not one opened by pin or from"
+        }
+    ]))
+)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MapGrant {
     /// The map's name in the bytecode object, or the name the plugin opens a
@@ -282,10 +336,41 @@ pub struct MapGrant {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "schema", schemars(regex(pattern = r"^/")))]
     pub pin: Option<String>,
+    /// Open the map another plugin on this node exposes (`expose: true`
+    /// on its grant) instead of one of this plugin's object; `access` still
+    /// decides what this plugin may do with it. The owner must be loaded
+    /// first. Exclusive with `pin` and `expose`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<MapRef>,
+    /// Let other plugins open this map of the plugin's own object by
+    /// reference (`from: {plugin, map}`): the host pins it at
+    /// `/sys/fs/bpf/conductor/shared/<plugin>/<map>` while the plugin is
+    /// loaded and removes the pin when it unloads.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub expose: bool,
     /// Deliver this ring buffer or perf event array to the plugin's
     /// `on-events` export.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub events: Option<EventSource>,
+}
+
+/// A map another plugin exposes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MapRef {
+    /// The owning plugin's name.
+    #[cfg_attr(
+        feature = "schema",
+        schemars(
+            length(min = 1, max = 63),
+            regex(pattern = r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+        )
+    )]
+    pub plugin: String,
+    /// The map's name in the owner's spec (its grant with `expose: true`).
+    #[cfg_attr(feature = "schema", schemars(length(min = 1)))]
+    pub map: String,
 }
 
 /// How events of one source are batched.
@@ -669,7 +754,7 @@ impl PluginSpec {
                     format!("{at}.pin"),
                     format!("{pin:?} must be an absolute path on bpffs (e.g. /sys/fs/bpf/...)"),
                 ),
-                None if self.bytecode.is_none() && self.bpfman_program.is_none() => err(
+                None if self.bytecode.is_none() && self.bpfman_program.is_none() && m.from.is_none() => err(
                     format!("{at}.pin"),
                     "the spec has no bytecode, so the map must be opened from a pin path (or name its bpfman program under bpfmanProgram)".into(),
                 ),
@@ -709,6 +794,7 @@ impl PluginSpec {
         self.validate_drop_counters(&mut err);
         self.validate_global_data(&mut err);
         self.validate_read_only_paths(&mut err);
+        self.validate_shared_maps(&mut err);
 
         for key in self.config.keys() {
             if key.is_empty() {
@@ -826,6 +912,48 @@ impl PluginSpec {
                     format!("bytecode.globalData.{name}"),
                     format!("{name:?} is not a C variable name"),
                 );
+            }
+        }
+    }
+
+    /// `from` names another plugin's map and stands alone; `expose` is
+    /// for maps of the plugin's own, host-loaded object.
+    fn validate_shared_maps(&self, err: &mut dyn FnMut(String, String)) {
+        for (i, m) in self.maps.iter().enumerate() {
+            let at = format!("maps[{i}]");
+            if let Some(r) = &m.from {
+                if let Err(e) = check_dns_label(&r.plugin) {
+                    err(format!("{at}.from.plugin"), e);
+                } else if r.plugin == self.name {
+                    err(
+                        format!("{at}.from.plugin"),
+                        "names this plugin itself: grant the map of its own object without `from`"
+                            .into(),
+                    );
+                }
+                if r.map.is_empty() {
+                    err(format!("{at}.from.map"), "must not be empty".into());
+                }
+                if m.pin.is_some() {
+                    err(format!("{at}.from"), "set only one of pin and from".into());
+                }
+            }
+            if m.expose {
+                if m.pin.is_some() || m.from.is_some() {
+                    err(
+                        format!("{at}.expose"),
+                        "only a map of the plugin's own object can be exposed, not one opened by pin or from".into(),
+                    );
+                } else if self
+                    .bytecode
+                    .as_ref()
+                    .is_none_or(|b| b.loader != Loader::Host)
+                {
+                    err(
+                        format!("{at}.expose"),
+                        "needs bytecode loaded by the host (`loader: host`); a map pinned by another loader can be granted by its pin instead".into(),
+                    );
+                }
             }
         }
     }
@@ -1419,5 +1547,77 @@ maps:
             ["bpfmanProgram", "bpfmanProgram.application"],
             "{errors:?}"
         );
+    }
+
+    #[test]
+    fn shared_maps_are_exposed_by_their_owner_and_opened_by_reference() {
+        let text = r#"
+name: reader
+component: r.wasm
+maps:
+  - {name: flows, from: {plugin: owner, map: by_pod}}
+"#;
+        let spec = PluginSpec::from_yaml(text).unwrap();
+        let r = spec.maps[0].from.as_ref().unwrap();
+        assert_eq!((r.plugin.as_str(), r.map.as_str()), ("owner", "by_pod"));
+        assert_eq!(yaml_roundtrip(&spec), spec);
+        let owner = PluginSpec::from_yaml(
+            "name: owner\ncomponent: o.wasm\nbytecode: {path: o.o}\nmaps: [{name: by_pod, expose: true}]\n",
+        )
+        .unwrap();
+        assert!(owner.maps[0].expose);
+        assert_eq!(yaml_roundtrip(&owner), owner);
+        // Not exposing is not written out.
+        assert!(!serde_yaml_ng::to_string(&spec).unwrap().contains("expose"));
+
+        let text = r#"
+name: p
+component: p.wasm
+bytecode: {path: p.o, loader: bpfman, programs: [{name: x, tracepoint: a/b}]}
+maps:
+  - {name: a, from: {plugin: Bad_Name, map: ""}, pin: /sys/fs/bpf/a}
+  - {name: b, from: {plugin: p, map: m}}
+  - {name: c, expose: true, pin: /sys/fs/bpf/c}
+  - {name: d, expose: true}
+"#;
+        let Err(SpecError::Invalid { errors, .. }) = PluginSpec::from_yaml(text) else {
+            panic!("expected validation errors");
+        };
+        let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "maps[0].from.plugin",
+                "maps[0].from.map",
+                "maps[0].from",
+                "maps[1].from.plugin",
+                "maps[2].expose",
+                "maps[3].expose"
+            ],
+            "{errors:?}"
+        );
+        assert!(
+            errors[3].message.contains("this plugin itself"),
+            "{errors:?}"
+        );
+        assert!(errors[5].message.contains("loader: host"), "{errors:?}");
+    }
+
+    #[test]
+    fn global_data_values_are_typed_by_their_yaml_form() {
+        let spec = PluginSpec::from_yaml(
+            "name: p\ncomponent: p.wasm\nbytecode:\n  path: p.o\n  globalData: {port: 8080, delta: -3, on: true, comm: cat, digits: '123', ports: [80, 443]}\n",
+        )
+        .unwrap();
+        let g = &spec.bytecode.as_ref().unwrap().global_data;
+        assert_eq!(g["port"], GlobalValue::Unsigned(8080));
+        assert_eq!(g["delta"], GlobalValue::Signed(-3));
+        assert_eq!(g["on"], GlobalValue::Bool(true));
+        assert_eq!(g["comm"], GlobalValue::Text("cat".into()));
+        assert_eq!(g["digits"], GlobalValue::Text("123".into()));
+        assert_eq!(g["ports"], GlobalValue::List(vec![80, 443]));
+        assert_eq!(yaml_roundtrip(&spec), spec);
+        let wire = crate::v1::PluginSpec::from(&spec);
+        assert_eq!(PluginSpec::try_from(wire).unwrap(), spec);
     }
 }

@@ -112,7 +112,31 @@ impl From<&spec::PluginSpec> for PluginSpec {
                 path: b.path.clone(),
                 image: b.image.clone(),
                 programs: b.programs.iter().map(ProgramAttach::from).collect(),
-                global_data: b.global_data.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+                global_data: b
+                    .global_data
+                    .iter()
+                    .filter_map(|(k, v)| match v {
+                        spec::GlobalValue::Unsigned(v) => Some((k.clone(), *v)),
+                        _ => None,
+                    })
+                    .collect(),
+                typed_global_data: b
+                    .global_data
+                    .iter()
+                    .filter_map(|(k, v)| {
+                        use global_value::Value;
+                        let value = match v {
+                            spec::GlobalValue::Unsigned(_) => return None,
+                            spec::GlobalValue::Signed(v) => Value::Signed(*v),
+                            spec::GlobalValue::Bool(v) => Value::Flag(*v),
+                            spec::GlobalValue::Text(v) => Value::Text(v.clone()),
+                            spec::GlobalValue::List(v) => {
+                                Value::List(IntList { values: v.clone() })
+                            }
+                        };
+                        Some((k.clone(), GlobalValue { value: Some(value) }))
+                    })
+                    .collect(),
                 loader: match b.loader {
                     spec::Loader::Host => String::new(),
                     spec::Loader::Bpfman => "bpfman".into(),
@@ -125,6 +149,11 @@ impl From<&spec::PluginSpec> for PluginSpec {
                     name: m.name.clone(),
                     access: Access::from(m.access) as i32,
                     pin: m.pin.clone(),
+                    from: m.from.as_ref().map(|r| MapRef {
+                        plugin: r.plugin.clone(),
+                        map: r.map.clone(),
+                    }),
+                    expose: m.expose,
                     events: m.events.as_ref().map(|e| EventSource {
                         max_batch: e.max_batch,
                         perf_pages: e.perf_pages,
@@ -242,6 +271,11 @@ impl TryFrom<PluginSpec> for spec::PluginSpec {
                 name: m.name,
                 access,
                 pin: m.pin,
+                from: m.from.map(|r| spec::MapRef {
+                    plugin: r.plugin,
+                    map: r.map,
+                }),
+                expose: m.expose,
                 events: m.events.map(|e| spec::EventSource {
                     max_batch: or_default(e.max_batch, defaults.max_batch),
                     perf_pages: or_default(e.perf_pages, defaults.perf_pages),
@@ -278,7 +312,31 @@ impl TryFrom<PluginSpec> for spec::PluginSpec {
                         attach_from_wire(p, &format!("bytecode.programs[{i}]"), &mut errors)
                     })
                     .collect(),
-                global_data: b.global_data.into_iter().collect(),
+                global_data: b
+                    .global_data
+                    .into_iter()
+                    .map(|(k, v)| (k, spec::GlobalValue::Unsigned(v)))
+                    .chain(b.typed_global_data.into_iter().filter_map(|(k, v)| {
+                        use global_value::Value;
+                        let value = match v.value {
+                            Some(Value::Signed(v)) if v >= 0 => {
+                                spec::GlobalValue::Unsigned(v as u64)
+                            }
+                            Some(Value::Signed(v)) => spec::GlobalValue::Signed(v),
+                            Some(Value::Flag(v)) => spec::GlobalValue::Bool(v),
+                            Some(Value::Text(v)) => spec::GlobalValue::Text(v),
+                            Some(Value::List(l)) => spec::GlobalValue::List(l.values),
+                            None => {
+                                errors.push(FieldError {
+                                    field: format!("bytecode.globalData.{k}"),
+                                    message: "has no value".into(),
+                                });
+                                return None;
+                            }
+                        };
+                        Some((k, value))
+                    }))
+                    .collect(),
                 loader,
             }),
             maps,
@@ -601,6 +659,7 @@ restart: { maxBackoffSeconds: 5, giveUpAfter: 4 }
                 access: 9,
                 pin: Some("/sys/fs/bpf/m".into()),
                 events: None,
+                ..Default::default()
             }],
             ..Default::default()
         };

@@ -58,6 +58,20 @@ fn seed() -> v1::PluginSpec {
                 },
             ],
             global_data: HashMap::from([("target_tid".into(), 7)]),
+            typed_global_data: HashMap::from([
+                (
+                    "comm".into(),
+                    v1::GlobalValue {
+                        value: Some(v1::global_value::Value::Text("cat".into())),
+                    },
+                ),
+                (
+                    "offset".into(),
+                    v1::GlobalValue {
+                        value: Some(v1::global_value::Value::Signed(-3)),
+                    },
+                ),
+            ]),
             loader: String::new(),
         }),
         maps: vec![v1::MapGrant {
@@ -70,6 +84,7 @@ fn seed() -> v1::PluginSpec {
                 max_latency_ms: Some(5),
                 drop_counter: None,
             }),
+            ..Default::default()
         }],
         config: HashMap::from([("greeting".into(), "hi".into())]),
         limits: Some(v1::Limits {

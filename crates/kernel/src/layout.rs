@@ -211,6 +211,45 @@ fn snake_case(name: &str) -> String {
     out
 }
 
+/// An integer type of a global variable, as BTF describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IntType {
+    /// The C name (its typedef if it has one, e.g. `__u32`).
+    pub name: String,
+    pub size: u32,
+    pub signed: bool,
+    /// `char`, `signed char` or `unsigned char`.
+    pub char: bool,
+}
+
+/// What a global variable's value may be set from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ValueType {
+    Int(IntType),
+    Bool {
+        name: String,
+    },
+    Array {
+        element: IntType,
+        count: u32,
+    },
+    /// Anything else (structs, pointers, floats, nested arrays).
+    Other {
+        name: String,
+    },
+}
+
+impl ValueType {
+    /// The type as C would spell it, e.g. `__u32` or `char[16]`.
+    pub fn name(&self) -> String {
+        match self {
+            ValueType::Int(i) => i.name.clone(),
+            ValueType::Bool { name } | ValueType::Other { name } => name.clone(),
+            ValueType::Array { element, count } => format!("{}[{count}]", element.name),
+        }
+    }
+}
+
 /// The struct layouts of a BPF object's `.BTF` section.
 #[derive(Debug, Clone)]
 pub struct Btf {
@@ -221,8 +260,31 @@ pub struct Btf {
 
 #[derive(Debug, Clone)]
 enum Type {
-    /// INT, ENUM, ENUM64, FLOAT, DATASEC: the size in bytes.
+    /// FLOAT, DATASEC: the size in bytes.
     Sized(u32),
+    /// INT: its name, size in bytes and encoding (`BTF_INT_SIGNED` 1,
+    /// `BTF_INT_CHAR` 2, `BTF_INT_BOOL` 4).
+    Int {
+        name: u32,
+        size: u32,
+        encoding: u32,
+    },
+    /// ENUM, ENUM64: signed if the kind flag says so.
+    Enum {
+        name: u32,
+        size: u32,
+        signed: bool,
+    },
+    /// TYPEDEF: a name for another type.
+    Typedef {
+        name: u32,
+        ty: u32,
+    },
+    /// VAR: a global variable and its type.
+    Var {
+        name: u32,
+        ty: u32,
+    },
     Pointer,
     Array {
         element: u32,
@@ -300,8 +362,13 @@ impl Btf {
             let kflag = info >> 31 == 1;
             let ty = match kind {
                 1 => {
+                    let encoding = (word(at)? >> 24) & 0xf;
                     at += 4;
-                    Type::Sized(size_or_type)
+                    Type::Int {
+                        name,
+                        size: size_or_type,
+                        encoding,
+                    }
                 }
                 2 => Type::Pointer,
                 3 => {
@@ -331,15 +398,30 @@ impl Btf {
                 }
                 6 => {
                     at += vlen * 8;
-                    Type::Sized(size_or_type)
+                    Type::Enum {
+                        name,
+                        size: size_or_type,
+                        signed: kflag,
+                    }
                 }
                 7 | 12 => Type::Other,
-                8..=11 | 18 => Type::Alias(size_or_type),
+                8 => Type::Typedef {
+                    name,
+                    ty: size_or_type,
+                },
+                9..=11 | 18 => Type::Alias(size_or_type),
                 13 => {
                     at += vlen * 8;
                     Type::Other
                 }
-                14 | 17 => {
+                14 => {
+                    at += 4;
+                    Type::Var {
+                        name,
+                        ty: size_or_type,
+                    }
+                }
+                17 => {
                     at += 4;
                     Type::Other
                 }
@@ -350,7 +432,11 @@ impl Btf {
                 16 => Type::Sized(size_or_type),
                 19 => {
                     at += vlen * 12;
-                    Type::Sized(size_or_type)
+                    Type::Enum {
+                        name,
+                        size: size_or_type,
+                        signed: kflag,
+                    }
                 }
                 other => return Err(LayoutError::Btf(format!("unknown BTF kind {other}"))),
             };
@@ -372,12 +458,90 @@ impl Btf {
             return None;
         }
         match self.types.get(id.checked_sub(1)? as usize)? {
-            Type::Sized(size) | Type::Composite { size, .. } => Some(*size),
+            Type::Sized(size)
+            | Type::Composite { size, .. }
+            | Type::Int { size, .. }
+            | Type::Enum { size, .. } => Some(*size),
             // BPF is a 64-bit target.
             Type::Pointer => Some(8),
             Type::Array { element, count } => self.size(*element, depth + 1)?.checked_mul(*count),
-            Type::Alias(ty) => self.size(*ty, depth + 1),
-            Type::Other => None,
+            Type::Alias(ty) | Type::Typedef { ty, .. } => self.size(*ty, depth + 1),
+            Type::Other | Type::Var { .. } => None,
+        }
+    }
+
+    /// The type of global variable `name`, if the BTF describes one.
+    pub fn variable(&self, name: &str) -> Option<ValueType> {
+        let ty = self.types.iter().find_map(|t| match t {
+            Type::Var { name: n, ty } if self.string(*n) == name => Some(*ty),
+            _ => None,
+        })?;
+        Some(self.value_type(ty, None, 0))
+    }
+
+    /// What a value of type `id` may be set from; `shown` is the name the
+    /// C source gave it (its outermost typedef).
+    fn value_type(&self, id: u32, shown: Option<String>, depth: u32) -> ValueType {
+        let t = id
+            .checked_sub(1)
+            .and_then(|i| self.types.get(i as usize))
+            .filter(|_| depth <= 32);
+        let named = |own: &str| shown.clone().unwrap_or_else(|| own.to_owned());
+        match t {
+            Some(Type::Int {
+                name,
+                size,
+                encoding,
+            }) => {
+                let c_name = named(self.string(*name));
+                if encoding & 4 != 0 {
+                    ValueType::Bool { name: c_name }
+                } else {
+                    ValueType::Int(IntType {
+                        name: c_name,
+                        size: *size,
+                        signed: encoding & 1 != 0,
+                        char: encoding & 2 != 0,
+                    })
+                }
+            }
+            Some(Type::Enum { name, size, signed }) => ValueType::Int(IntType {
+                name: named(&format!("enum {}", self.string(*name))),
+                size: *size,
+                signed: *signed,
+                char: false,
+            }),
+            Some(Type::Typedef { name, ty }) => {
+                let shown = shown.or_else(|| Some(self.string(*name).to_owned()));
+                self.value_type(*ty, shown, depth + 1)
+            }
+            Some(Type::Alias(ty)) => self.value_type(*ty, shown, depth + 1),
+            Some(Type::Array { element, count }) => {
+                match self.value_type(*element, None, depth + 1) {
+                    ValueType::Int(element) => ValueType::Array {
+                        element,
+                        count: *count,
+                    },
+                    other => ValueType::Other {
+                        name: format!("{}[{count}]", other.name()),
+                    },
+                }
+            }
+            Some(Type::Composite {
+                name, is_struct, ..
+            }) => ValueType::Other {
+                name: named(&format!(
+                    "{} {}",
+                    if *is_struct { "struct" } else { "union" },
+                    self.string(*name)
+                )),
+            },
+            Some(Type::Pointer) => ValueType::Other {
+                name: named("pointer"),
+            },
+            _ => ValueType::Other {
+                name: named("an unsupported type"),
+            },
         }
     }
 

@@ -5,12 +5,15 @@
 //! a plugin is granted; [`ringbuf`] reads a ring buffer in place, one
 //! consumer-position update per batch; [`events`] turns ring buffers and
 //! perf event arrays into batches for the plugin. [`layout`] checks the
-//! plugin's event records against the object's BTF.
+//! plugin's event records against the object's BTF. [`shared`] pins the
+//! maps one plugin exposes to others.
 
 pub mod events;
 pub mod features;
+pub mod globals;
 pub mod layout;
 pub mod maps;
 pub mod object;
 pub mod ringbuf;
 pub mod sections;
+pub mod shared;

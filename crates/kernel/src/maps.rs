@@ -143,6 +143,11 @@ impl KernelMap {
         &self.meta
     }
 
+    /// Pin the map on bpffs at `path` (see [`crate::shared`]).
+    pub fn pin(&self, path: &Path) -> io::Result<()> {
+        self.data.pin(path).map_err(io::Error::other)
+    }
+
     /// A second handle on the same kernel map (a duplicated descriptor).
     pub fn try_clone_data(&self) -> io::Result<MapData> {
         let fd = self.data.fd().as_fd().try_clone_to_owned()?;

@@ -22,7 +22,9 @@ use aya::{Btf, Ebpf, EbpfLoader};
 use crate::features::{self, Feature};
 use crate::maps::KernelMap;
 use conductor_api::files;
-use conductor_api::{AttachPoint, Direction, HardwareEvent, ProgramAttach, SoftwareEvent, XdpMode};
+use conductor_api::{
+    AttachPoint, Direction, GlobalValue, HardwareEvent, ProgramAttach, SoftwareEvent, XdpMode,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BpfError {
@@ -97,6 +99,8 @@ pub enum BpfError {
 pub struct LoadedObject {
     path: PathBuf,
     ebpf: Ebpf,
+    /// Pins of the maps the plugin exposes; removed with the object.
+    exposed: Vec<crate::shared::Exposed>,
 }
 
 impl std::fmt::Debug for LoadedObject {
@@ -121,7 +125,11 @@ pub fn load_with_globals(
     programs: &[ProgramAttach],
     globals: &BTreeMap<String, u64>,
 ) -> Result<LoadedObject, BpfError> {
-    load_capped(path, programs, globals, files::DEFAULT_MAX_BYTECODE_BYTES)
+    let typed = globals
+        .iter()
+        .map(|(k, v)| (k.clone(), GlobalValue::Unsigned(*v)))
+        .collect();
+    load_capped(path, programs, &typed, files::DEFAULT_MAX_BYTECODE_BYTES)
 }
 
 /// The BPF object file at `path` (at most `max_bytes`, an ELF header).
@@ -174,7 +182,7 @@ pub fn check_records(
 pub fn load_capped(
     path: &Path,
     programs: &[ProgramAttach],
-    globals: &BTreeMap<String, u64>,
+    globals: &BTreeMap<String, GlobalValue>,
     max_bytes: u64,
 ) -> Result<LoadedObject, BpfError> {
     let bytes = read_object(path, max_bytes)?;
@@ -209,6 +217,7 @@ pub fn load_capped(
     Ok(LoadedObject {
         path: path.to_owned(),
         ebpf,
+        exposed: Vec::new(),
     })
 }
 
@@ -247,6 +256,11 @@ impl LoadedObject {
                 })
             })
             .transpose()
+    }
+
+    /// Keep an exposed map's pin for as long as the object is loaded.
+    pub fn keep_exposed(&mut self, pin: crate::shared::Exposed) {
+        self.exposed.push(pin);
     }
 
     fn map_names(&self) -> String {
@@ -767,12 +781,13 @@ fn hardware_event(e: HardwareEvent) -> aya::programs::perf_event::HardwareEvent 
     }
 }
 
-/// Each global's value in its variable's size, checked against the
-/// object's symbol table (size and section).
+/// Each global's value as its variable's bytes: checked against the
+/// variable's BTF type when the object has BTF (see [`crate::globals`]),
+/// else as an integer against the symbol table (size and section).
 fn global_values(
     path: &Path,
     bytes: &[u8],
-    globals: &BTreeMap<String, u64>,
+    globals: &BTreeMap<String, GlobalValue>,
 ) -> Result<Vec<(String, Vec<u8>)>, BpfError> {
     use object::{Object, ObjectSection, ObjectSymbol, SymbolKind};
     if globals.is_empty() {
@@ -801,8 +816,15 @@ fn global_values(
             variables.insert(name.to_owned(), sym.size());
         }
     }
+    let btf = crate::layout::Btf::parse_object(bytes).map_err(|e| err(e.to_string()))?;
     let mut values = Vec::new();
-    for (name, &value) in globals {
+    for (name, value) in globals {
+        let typed = btf.as_ref().and_then(|b| b.variable(name));
+        if let (Some(ty), true) = (typed, variables.contains_key(name)) {
+            let own = crate::globals::encode(name, &ty, value).map_err(err)?;
+            values.push((name.clone(), own));
+            continue;
+        }
         let Some(&size) = variables.get(name) else {
             let known: Vec<_> = variables.keys().map(String::as_str).collect();
             return Err(err(format!(
@@ -812,6 +834,11 @@ fn global_values(
                 } else {
                     known.join(", ")
                 }
+            )));
+        };
+        let GlobalValue::Unsigned(value) = *value else {
+            return Err(err(format!(
+                "globalData.{name}: {value} needs the variable's BTF type, and the object has none for it: build it with -g, or give a non-negative integer"
             )));
         };
         if !matches!(size, 1 | 2 | 4 | 8) {

@@ -32,6 +32,7 @@ const PERF: u32 = 9;
 const CGROUP_SOCK: u32 = 12;
 const CGROUP_CONNECT: u32 = 13;
 const WEIGHTED: u32 = 14;
+const BY_COMM: u32 = 15;
 
 /// The programs of a spec whose `programs:` list is `programs` (YAML flow
 /// items, one per line), validated as `conductor run` validates them.
@@ -628,7 +629,7 @@ fn global_data_from_the_spec_changes_what_the_program_counts() {
         (std::collections::BTreeMap::new(), 1),
         (b.global_data.clone(), 5),
     ] {
-        let mut obj = object::load_with_globals(&object, &b.programs, &globals)
+        let mut obj = object::load_capped(&object, &b.programs, &globals, u64::MAX)
             .unwrap_or_else(|e| panic!("{e}"));
         let counts = obj.open_map("counts").unwrap();
         let bytes = obj.open_map("bytes").unwrap();
@@ -649,11 +650,17 @@ fn global_data_from_the_spec_changes_what_the_program_counts() {
     }
     // Checked against the object: size and name.
     for (name, value, expected) in [
-        ("small", 300, "300 does not fit the variable's 1 byte"),
+        (
+            "small",
+            300,
+            "300 cannot be set in a `__u8`: out of range 0..=255",
+        ),
         ("nope", 1, "no global variable \"nope\"; it has: "),
     ] {
-        let globals = [(name.to_owned(), value)].into_iter().collect();
-        let msg = object::load_with_globals(&object, &b.programs, &globals)
+        let globals = [(name.to_owned(), conductor_api::GlobalValue::Unsigned(value))]
+            .into_iter()
+            .collect();
+        let msg = object::load_capped(&object, &b.programs, &globals, u64::MAX)
             .unwrap_err()
             .to_string();
         assert!(
@@ -661,4 +668,77 @@ fn global_data_from_the_spec_changes_what_the_program_counts() {
             "{msg}"
         );
     }
+}
+
+/// `target_comm` is a `const volatile char[16]`: a string from the spec
+/// makes `on_comm` count the syscalls of the thread of that name, and only
+/// those; the default (empty) counts none.
+#[test]
+fn typed_global_data_from_the_spec_filters_by_comm() {
+    if !require_root() {
+        return;
+    }
+    let object = artifact("test_attach.bpf.o");
+    let comm = format!("cndg{}", std::process::id() % 100_000);
+    let text = format!(
+        "name: g\ncomponent: /unused.wasm\nbytecode:\n  path: {}\n  globalData: {{target_comm: {comm}}}\n  programs:\n    - {{name: on_comm, rawTracepoint: sys_enter}}\n",
+        object.display()
+    );
+    let spec = PluginSpec::from_yaml(&text).unwrap();
+    let b = spec.bytecode.unwrap();
+    let run_named = |name: &str| {
+        std::thread::Builder::new()
+            .name(name.to_owned())
+            .spawn(|| {
+                for _ in 0..40 {
+                    // SAFETY: no memory arguments.
+                    unsafe { libc::getpgid(0) };
+                }
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+    };
+    let empty = std::collections::BTreeMap::new();
+    for (globals, want) in [(&b.global_data, 40), (&empty, 0)] {
+        let mut obj = object::load_capped(&object, &b.programs, globals, u64::MAX)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let counts = obj.open_map("counts").unwrap();
+        let bytes = obj.open_map("bytes").unwrap();
+        let mut l = Loaded {
+            obj,
+            counts,
+            bytes,
+            cfg: None,
+        };
+        l.configure(0, libc::SYS_getpgid as u32, 0);
+        run_named(&comm);
+        // Another name is not counted.
+        run_named("cndg-other");
+        l.configure(0, 0, 0);
+        assert_eq!(l.count(BY_COMM), want, "globals {globals:?}");
+    }
+    // Checked against the BTF type: the error names the variable, its
+    // type and the value.
+    let long: std::collections::BTreeMap<_, _> = [(
+        "target_comm".to_owned(),
+        conductor_api::GlobalValue::Text("a-name-of-sixteen".into()),
+    )]
+    .into();
+    let msg = object::load_capped(&object, &b.programs, &long, u64::MAX)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("globalData.target_comm: \"a-name-of-sixteen\" cannot be set in a `char[16]`: 17 bytes do not fit"),
+        "{msg}"
+    );
+    let wrong: std::collections::BTreeMap<_, _> =
+        [("weight".to_owned(), conductor_api::GlobalValue::Bool(true))].into();
+    let msg = object::load_capped(&object, &b.programs, &wrong, u64::MAX)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("cannot be set in a `__u32`: give an integer"),
+        "{msg}"
+    );
 }

@@ -1,6 +1,7 @@
 //! From a spec to the kernel side a plugin is granted: each `maps` entry
-//! opened (from the plugin's own object or from a pin), the event sources
-//! among them, and their kernel-drop counters.
+//! opened (from the plugin's own object, from a pin, or from another
+//! plugin that exposes it, see [`conductor_kernel::shared`]), the event
+//! sources among them, and their kernel-drop counters.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -51,6 +52,10 @@ pub(crate) fn wire(
     let mut opened = Vec::with_capacity(spec.maps.len());
     for grant in &spec.maps {
         let map = match (&grant.pin, object.as_mut()) {
+            _ if let Some(r) = &grant.from => {
+                conductor_kernel::shared::open(&r.plugin, &r.map, &grant.name)
+                    .map_err(|e| map_err(&grant.name, e.to_string()))?
+            }
             (Some(pin), _) => KernelMap::from_pin(&grant.name, pin.as_ref()).map_err(|e| {
                 LoadError::Bpf(BpfError::Pin {
                     map: grant.name.clone(),
@@ -58,7 +63,16 @@ pub(crate) fn wire(
                     cause: e.to_string(),
                 })
             })?,
-            (None, Some(obj)) => obj.open_map(&grant.name)?,
+            (None, Some(obj)) => {
+                let map = obj.open_map(&grant.name)?;
+                if grant.expose {
+                    let pin = conductor_kernel::shared::expose(&spec.name, &grant.name, &map)
+                        .map_err(|e| map_err(&grant.name, e.to_string()))?;
+                    tracing::info!(plugin = %spec.name, map = %grant.name, pin = %pin.path().display(), "map exposed to other plugins");
+                    obj.keep_exposed(pin);
+                }
+                map
+            }
             // `validate` requires a pin when there is no bytecode.
             (None, None) => return Err(map_err(&grant.name, "no bytecode and no pin".into())),
         };

@@ -34,7 +34,8 @@ struct {
 
 enum slot {
 	TP_BTF, UPROBE_BIN, UPROBE_LIBC, URETPROBE_BIN, XDP, TC, TCX, CGROUP_SKB,
-	LSM, PERF, KPROBE, FENTRY, CGROUP_SOCK, CGROUP_CONNECT, WEIGHTED, SLOTS
+	LSM, PERF, KPROBE, FENTRY, CGROUP_SOCK, CGROUP_CONNECT, WEIGHTED, BY_COMM,
+	SLOTS
 };
 
 struct {
@@ -98,6 +99,29 @@ int on_weighted(struct bpf_raw_tracepoint_args *ctx)
 
 	if (c && my_thread() && ctx->args[1] == c->nr)
 		add(WEIGHTED, weight + small);
+	return 0;
+}
+
+/* Typed global data: counts syscall `nr` of any thread named target_comm. */
+const volatile char target_comm[16] = "";
+
+SEC("raw_tp/sys_enter")
+int on_comm(struct bpf_raw_tracepoint_args *ctx)
+{
+	struct cfg *c = config();
+	char comm[16];
+
+	if (!c || ctx->args[1] != c->nr || !target_comm[0])
+		return 0;
+	if (bpf_get_current_comm(comm, sizeof(comm)))
+		return 0;
+	for (int i = 0; i < 16; i++) {
+		if (comm[i] != target_comm[i])
+			return 0;
+		if (!comm[i])
+			break;
+	}
+	add(BY_COMM, 0);
 	return 0;
 }
 
