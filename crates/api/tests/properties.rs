@@ -83,6 +83,7 @@ fn seed() -> v1::PluginSpec {
             max_backoff_seconds: 30,
             give_up_after: Some(5),
         }),
+        exporter: None,
     }
 }
 

@@ -13,75 +13,7 @@ use regex::bytes::Regex;
 use crate::config::DecoderConfig;
 use crate::tables;
 
-/// The decoders this host knows (`decoders[].name`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DecoderKind {
-    Cgroup,
-    Dname,
-    Errno,
-    Hex,
-    Ifname,
-    InetIp,
-    Kstack,
-    Ksym,
-    Majorminor,
-    Regexp,
-    StaticMap,
-    String,
-    Syscall,
-    Uint,
-    K8sNamespace,
-    K8sPod,
-    K8sContainer,
-    K8sWorkload,
-}
-
-impl DecoderKind {
-    pub const NAMES: &[&str] = &[
-        "cgroup",
-        "dname",
-        "errno",
-        "hex",
-        "ifname",
-        "inet_ip",
-        "k8s_container",
-        "k8s_namespace",
-        "k8s_pod",
-        "k8s_workload",
-        "kstack",
-        "ksym",
-        "majorminor",
-        "regexp",
-        "static_map",
-        "string",
-        "syscall",
-        "uint",
-    ];
-
-    pub fn parse(name: &str) -> Option<Self> {
-        Some(match name {
-            "cgroup" => Self::Cgroup,
-            "dname" => Self::Dname,
-            "errno" => Self::Errno,
-            "hex" => Self::Hex,
-            "ifname" => Self::Ifname,
-            "inet_ip" => Self::InetIp,
-            "kstack" => Self::Kstack,
-            "ksym" => Self::Ksym,
-            "majorminor" => Self::Majorminor,
-            "regexp" => Self::Regexp,
-            "static_map" => Self::StaticMap,
-            "string" => Self::String,
-            "syscall" => Self::Syscall,
-            "uint" => Self::Uint,
-            "k8s_namespace" => Self::K8sNamespace,
-            "k8s_pod" => Self::K8sPod,
-            "k8s_container" => Self::K8sContainer,
-            "k8s_workload" => Self::K8sWorkload,
-            _ => return None,
-        })
-    }
-}
+pub use conductor_api::exporter::DecoderKind;
 
 /// Which pod a cgroup belongs to, for the `k8s_*` decoders.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -25,6 +25,19 @@ impl Kallsyms {
         Ok(Self::parse(&std::fs::read_to_string("/proc/kallsyms")?))
     }
 
+    /// Read `/proc/kallsyms` through `file`, opened earlier: the kernel
+    /// decides whether to show addresses from the credentials of the
+    /// opener, so a file opened before the host dropped `CAP_SYSLOG`
+    /// still shows them.
+    pub fn read_from(file: &std::fs::File) -> std::io::Result<Self> {
+        use std::io::{Read, Seek};
+        let mut file = file;
+        file.rewind()?;
+        let mut text = String::new();
+        file.read_to_string(&mut text)?;
+        Ok(Self::parse(&text))
+    }
+
     pub fn parse(text: &str) -> Self {
         let mut syms: Vec<(u64, String)> = text
             .lines()
@@ -61,7 +74,7 @@ pub type WorkloadLookup = Arc<dyn Fn(u64) -> Option<Workload> + Send + Sync>;
 
 /// The [`Host`] of a real node.
 pub struct SystemHost {
-    kallsyms: Kallsyms,
+    kallsyms: Arc<Kallsyms>,
     cgroup_root: PathBuf,
     cgroups: Mutex<CgroupPaths>,
     workloads: Option<WorkloadLookup>,
@@ -86,9 +99,10 @@ impl std::fmt::Debug for SystemHost {
 }
 
 impl SystemHost {
-    pub fn new(kallsyms: Kallsyms, workloads: Option<WorkloadLookup>) -> Self {
+    /// `kallsyms`: a snapshot, or one shared by several hosts.
+    pub fn new(kallsyms: impl Into<Arc<Kallsyms>>, workloads: Option<WorkloadLookup>) -> Self {
         Self {
-            kallsyms,
+            kallsyms: kallsyms.into(),
             cgroup_root: cgroup2_mount().unwrap_or_else(|| PathBuf::from("/sys/fs/cgroup")),
             cgroups: Mutex::new(CgroupPaths::default()),
             workloads,

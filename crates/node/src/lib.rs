@@ -12,6 +12,7 @@
 
 pub mod bpfman;
 pub mod cpu;
+pub mod exporter;
 pub mod features;
 pub mod idle;
 pub mod k8s;
