@@ -413,3 +413,65 @@ fn a_bad_exporter_spec_is_refused_at_submit_with_the_field_named() {
         "{stderr}"
     );
 }
+
+#[test]
+fn an_exporter_package_runs_by_reference_from_a_registry() {
+    if !require_root() {
+        return;
+    }
+    use conductor_test_support::registry::{Registry, conductor};
+    let reg = Registry::start();
+    // A package directory: the object beside a package.yaml whose spec
+    // carries the config.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        artifact("exporter_syscalls.bpf.o"),
+        dir.path().join("exporter_syscalls.bpf.o"),
+    )
+    .unwrap();
+    let package = serde_json::json!({
+        "description": "Syscalls by cgroup, as ebpf_exporter counts them.",
+        "version": "1.0.0",
+        "spec": {
+            "name": "syscalls",
+            "exporter": {"config": example("exporter_syscalls"), "configName": "exporter_syscalls"},
+            "bytecode": {"path": "exporter_syscalls.bpf.o"},
+        },
+    });
+    std::fs::write(dir.path().join("package.yaml"), package.to_string()).unwrap();
+    let reference = format!("oci://{}/exporters/syscalls:1.0", reg.addr);
+    let out = conductor(
+        &[
+            "push",
+            "--package",
+            dir.path().to_str().unwrap(),
+            &reference,
+        ],
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "push failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let mut host = Host::start_package(&reference, None, &[]);
+    host.wait_for_log("package resolved", Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("not resolved:\n{}", host.log_text()));
+    let cgroups = TestCgroups::new("exporter-package");
+    let cgroup = cgroups.mkdir("work");
+    run_in(&cgroup, &activity(19, 2));
+    let path = cgroup.display().to_string();
+    let calls =
+        format!(r#"ebpf_exporter_exporter_syscalls_total{{cgroup="{path}",syscall="getppid"}}"#);
+    host.wait_for_metric(&calls, Duration::from_secs(10), |v| v >= 19.0);
+    let text = host.scrape();
+    assert_eq!(value(&text, &calls), Some(19.0), "{calls}\n{text}");
+    let errors =
+        format!(r#"ebpf_exporter_exporter_syscall_errors_total{{cgroup="{path}",errno="EBADF"}}"#);
+    assert_eq!(value(&text, &errors), Some(2.0), "{errors}\n{text}");
+    let enabled = r#"ebpf_exporter_enabled_configs{name="exporter_syscalls"}"#;
+    assert_eq!(value(&text, enabled), Some(1.0), "{text}");
+    assert!(host.stop().success());
+    drop(cgroups);
+}
