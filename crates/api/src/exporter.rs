@@ -511,6 +511,9 @@ pub enum DecoderKind {
     K8sPod,
     K8sContainer,
     K8sWorkload,
+    /// New: a pid (after `uint`) → the id of its cgroup (v2), for the
+    /// `k8s_*` and `cgroup` decoders after it.
+    PidCgroupId,
 }
 
 impl DecoderKind {
@@ -528,6 +531,7 @@ impl DecoderKind {
         "kstack",
         "ksym",
         "majorminor",
+        "pid_cgroup_id",
         "regexp",
         "static_map",
         "string",
@@ -555,6 +559,7 @@ impl DecoderKind {
             "k8s_pod" => Self::K8sPod,
             "k8s_container" => Self::K8sContainer,
             "k8s_workload" => Self::K8sWorkload,
+            "pid_cgroup_id" => Self::PidCgroupId,
             _ => return None,
         })
     }

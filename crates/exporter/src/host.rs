@@ -141,6 +141,14 @@ fn walk(dir: &Path, out: &mut HashMap<u64, String>) {
 }
 
 impl Host for SystemHost {
+    fn pid_cgroup_id(&self, pid: u32) -> Option<u64> {
+        // cgroup v2's line is `0::<path below the cgroup2 mount>`.
+        let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+        let path = text.lines().find_map(|l| l.strip_prefix("0::"))?;
+        let dir = self.cgroup_root.join(path.trim_start_matches('/'));
+        std::fs::metadata(dir).ok().map(|m| m.ino())
+    }
+
     fn ksym(&self, addr: u64) -> Option<String> {
         self.kallsyms
             .containing(addr)
@@ -195,6 +203,23 @@ impl Host for SystemHost {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The real node's answer for this test's own process: the inode of the
+    /// cgroup directory `/proc/self/cgroup` names, and that path back.
+    #[test]
+    fn a_pid_decodes_to_its_cgroup_and_back() {
+        let host = SystemHost::new(Kallsyms::default(), None);
+        let id = host
+            .pid_cgroup_id(std::process::id())
+            .expect("this process's cgroup v2 id");
+        let text = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+        let path = text.lines().find_map(|l| l.strip_prefix("0::")).unwrap();
+        let dir = host.cgroup_root.join(path.trim_start_matches('/'));
+        assert_eq!(id, std::fs::metadata(&dir).unwrap().ino());
+        // As paths: the root cgroup's directory is the mount itself.
+        assert_eq!(host.cgroup_path(id).map(PathBuf::from), Some(dir));
+        assert_eq!(host.pid_cgroup_id(u32::MAX), None);
+    }
 
     #[test]
     fn kallsyms_exact_and_containing() {
