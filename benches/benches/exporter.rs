@@ -73,17 +73,15 @@ fn main() {
             .collect::<Vec<u8>>();
         map.update(&key, &i.to_ne_bytes(), 0).expect("fill the map");
     }
-    let set = Arc::new(ExporterSet {
-        exporters: vec![exporter],
-    });
-    let series: usize = set.exporters[0]
+    let set = Arc::new(ExporterSet::new(vec![Arc::new(exporter)]));
+    let series: usize = set.exporters()[0]
         .collect()
         .iter()
         .map(|f| f.series.len())
         .sum();
 
     let collect = median(|| {
-        std::hint::black_box(set.exporters[0].collect());
+        std::hint::black_box(set.exporters()[0].collect());
     });
     let metrics = Metrics::new();
     let without = median(|| {

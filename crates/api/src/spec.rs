@@ -23,6 +23,9 @@ use crate::files;
     schemars(extend("x-kubernetes-validations" = [{
         "rule": "!(has(self.bpfmanProgram) && has(self.bytecode))",
         "message": "set at most one of bytecode (the plugin's own programs) and bpfmanProgram (maps of a program someone else loaded through bpfman)"
+    }, {
+        "rule": "(has(self.component) && self.component != '') != has(self.exporter)",
+        "message": "set exactly one of component (a wasm component) and exporter (the built-in ebpf_exporter)"
     }]))
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -46,7 +49,8 @@ pub struct PluginSpec {
     /// its `bytecode`, `maps`, `tickIntervalMs` and `readOnlyPaths` replace the package's
     /// when set, and each limit replaces the package's when it differs from
     /// the built-in default.
-    #[cfg_attr(feature = "schema", schemars(length(min = 1)))]
+    /// Empty (omitted) exactly when `exporter` is set.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub component: String,
     /// When OCI references of this spec are pulled from their registry (as
     /// in Kubernetes). Omitted: `Always` for a `:latest` or untagged
@@ -101,6 +105,11 @@ pub struct PluginSpec {
     /// kept. Not together with `bytecode`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bpfman_program: Option<BpfmanProgram>,
+    /// Instead of a component: the host's built-in ebpf_exporter, reading
+    /// the maps of `bytecode`'s object as a cloudflare/ebpf_exporter
+    /// configuration says (see "Coming from ebpf_exporter" in the manual).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exporter: Option<ExporterSpec>,
 }
 
 /// A directory of the node granted to a plugin for reading.
@@ -142,6 +151,39 @@ pub struct BpfmanProgram {
     /// 15 characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub program: Option<String>,
+}
+
+/// The built-in ebpf_exporter's part of a spec: one ebpf_exporter
+/// configuration, run over `bytecode`'s object (its programs attach from
+/// their section names).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExporterSpec {
+    /// The configuration's YAML text, unchanged (ebpf_exporter's v2
+    /// format: `metrics.counters`, `metrics.histograms`, `kaddrs`, ...).
+    #[cfg_attr(feature = "schema", schemars(length(min = 1)))]
+    pub config: String,
+    /// The configuration's name, as ebpf_exporter's `--config.names` gives
+    /// it (the `name` label of `ebpf_exporter_enabled_configs`). Omitted:
+    /// the plugin's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_name: Option<String>,
+}
+
+impl ExporterSpec {
+    /// The configuration's name for plugin `plugin`.
+    pub fn name<'a>(&'a self, plugin: &'a str) -> &'a str {
+        self.config_name.as_deref().unwrap_or(plugin)
+    }
+
+    /// Parse and check the configuration (as every entry point does).
+    pub fn parse(
+        &self,
+        plugin: &str,
+    ) -> Result<crate::exporter::Config, crate::exporter::ConfigError> {
+        crate::exporter::Config::parse(self.name(plugin), &self.config)
+    }
 }
 
 /// When a registry is asked for an OCI reference.
@@ -576,7 +618,7 @@ impl PluginSpec {
     /// pins. The one place that decides which fields are paths.
     pub fn local_paths(&self) -> Vec<(String, &str)> {
         let mut paths = Vec::new();
-        if oci_reference(&self.component).is_none() {
+        if !self.component.is_empty() && oci_reference(&self.component).is_none() {
             paths.push(("component".to_owned(), self.component.as_str()));
         }
         if let Some(b) = &self.bytecode
@@ -643,10 +685,12 @@ impl PluginSpec {
         if let Err(m) = check_dns_label(&self.name) {
             err("name".into(), m);
         }
-        if self.component.trim().is_empty() {
+        if let Some(exporter) = &self.exporter {
+            self.validate_exporter(exporter, &mut err);
+        } else if self.component.trim().is_empty() {
             err(
                 "component".into(),
-                "must name a wasm component file or an oci:// reference".into(),
+                "must name a wasm component file or an oci:// reference (or set exporter instead, for the built-in ebpf_exporter)".into(),
             );
         } else if let Some(r) = oci_reference(&self.component) {
             if let Err(m) = check_oci_reference(r) {
@@ -902,6 +946,76 @@ impl PluginSpec {
     }
 
     /// Global variable names are C identifiers.
+    /// A built-in ebpf_exporter spec: a config that parses and checks, an
+    /// object to read, and nothing that only a component uses.
+    fn validate_exporter(&self, exporter: &ExporterSpec, err: &mut dyn FnMut(String, String)) {
+        if !self.component.is_empty() {
+            err(
+                "component".into(),
+                "set either component (a wasm plugin) or exporter (the built-in ebpf_exporter), not both".into(),
+            );
+        }
+        if let Some(n) = &exporter.config_name
+            && (n.is_empty() || n.contains(['/', '\0']))
+        {
+            err(
+                "exporter.configName".into(),
+                format!("{n:?} is not a config name: non-empty, without '/'"),
+            );
+        }
+        if let Err(e) = exporter.parse(&self.name) {
+            let field = match e.field() {
+                Some(f) if f != "(top)" => format!("exporter.config.{f}"),
+                _ => "exporter.config".to_owned(),
+            };
+            err(
+                field,
+                match e {
+                    crate::exporter::ConfigError::Parse { problem, .. }
+                    | crate::exporter::ConfigError::Invalid { problem, .. } => problem,
+                    other => other.to_string(),
+                },
+            );
+        }
+        match &self.bytecode {
+            None => err(
+                "bytecode".into(),
+                "the exporter reads the maps of a BPF object: set bytecode.path or bytecode.image"
+                    .into(),
+            ),
+            Some(b) => {
+                if b.loader != Loader::Host {
+                    err(
+                        "bytecode.loader".into(),
+                        "the exporter loads its object itself: use `loader: host`".into(),
+                    );
+                }
+                if !b.programs.is_empty() {
+                    err(
+                        "bytecode.programs".into(),
+                        "the exporter attaches every program from its section name, as ebpf_exporter does: leave programs empty".into(),
+                    );
+                }
+            }
+        }
+        let unused = [
+            ("maps", !self.maps.is_empty()),
+            ("config", !self.config.is_empty()),
+            ("tickIntervalMs", self.tick_interval_ms.is_some()),
+            ("readOnlyPaths", !self.read_only_paths.is_empty()),
+            ("bpfmanProgram", self.bpfman_program.is_some()),
+        ];
+        for (field, set) in unused {
+            if set {
+                err(
+                    field.into(),
+                    "only a wasm component uses it; the exporter's settings are in exporter.config"
+                        .into(),
+                );
+            }
+        }
+    }
+
     fn validate_global_data(&self, err: &mut dyn FnMut(String, String)) {
         let Some(b) = &self.bytecode else { return };
         for name in b.global_data.keys() {
@@ -1281,7 +1395,58 @@ tickIntervalMs: 1000
     #[test]
     fn missing_required_field_is_reported() {
         let err = PluginSpec::from_yaml("name: x\n").unwrap_err().to_string();
-        assert!(err.contains("missing field `component`"), "{err}");
+        assert!(
+            err.contains("component: must name a wasm component file or an oci:// reference"),
+            "{err}"
+        );
+    }
+
+    const EXPORTER_CONFIG: &str = "metrics:\n  counters:\n    - name: calls_total\n      help: Calls\n      labels:\n        - name: syscall\n          size: 8\n          decoders:\n            - name: uint\n            - name: syscall\n";
+
+    fn exporter_yaml(config: &str) -> String {
+        format!(
+            "name: calls\nexporter:\n  configName: calls_config\n  config: {}\nbytecode:\n  path: /o/calls.bpf.o\n",
+            serde_json::to_string(config).unwrap()
+        )
+    }
+
+    #[test]
+    fn an_exporter_spec_needs_no_component_and_keeps_its_config() {
+        let spec = PluginSpec::from_yaml(&exporter_yaml(EXPORTER_CONFIG)).unwrap();
+        let exporter = spec.exporter.as_ref().unwrap();
+        assert_eq!(exporter.name(&spec.name), "calls_config");
+        let config = exporter.parse(&spec.name).unwrap();
+        assert_eq!(config.metrics.counters[0].name, "calls_total");
+        // Round trip through YAML: the component stays absent.
+        let text = serde_yaml_ng::to_string(&spec).unwrap();
+        assert!(!text.contains("component"), "{text}");
+        assert_eq!(PluginSpec::from_yaml(&text).unwrap(), spec);
+    }
+
+    #[test]
+    fn an_exporter_spec_names_each_problem() {
+        let bad = EXPORTER_CONFIG.replace("name: syscall\n", "name: sycsall\n");
+        let err = PluginSpec::from_yaml(&exporter_yaml(&bad))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(
+                "exporter.config.metrics.counters[0].labels[0].decoders[1].name: unknown decoder \"sycsall\""
+            ),
+            "{err}"
+        );
+        let text = exporter_yaml(EXPORTER_CONFIG).replace(
+            "bytecode:\n  path: /o/calls.bpf.o\n",
+            "component: /c.wasm\ntickIntervalMs: 100\n",
+        );
+        let err = PluginSpec::from_yaml(&text).unwrap_err().to_string();
+        for field in [
+            "component: set either",
+            "bytecode: the exporter reads",
+            "tickIntervalMs: only a wasm",
+        ] {
+            assert!(err.contains(field), "{field}: {err}");
+        }
     }
 
     #[test]

@@ -174,6 +174,10 @@ impl From<&spec::PluginSpec> for PluginSpec {
                 cpu: s.limits.cpu,
             }),
             tick_interval_ms: s.tick_interval_ms,
+            exporter: s.exporter.as_ref().map(|e| Exporter {
+                config: e.config.clone(),
+                config_name: e.config_name.clone(),
+            }),
             restart: Some(Restart {
                 max_backoff_seconds: s.restart.max_backoff_seconds,
                 give_up_after: s.restart.give_up_after,
@@ -343,6 +347,10 @@ impl TryFrom<PluginSpec> for spec::PluginSpec {
             config: w.config.into_iter().collect::<BTreeMap<_, _>>(),
             limits,
             tick_interval_ms: w.tick_interval_ms,
+            exporter: w.exporter.map(|e| spec::ExporterSpec {
+                config: e.config,
+                config_name: e.config_name,
+            }),
             restart: match w.restart {
                 None => spec::Restart::default(),
                 Some(r) => spec::Restart {

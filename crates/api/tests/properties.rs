@@ -103,6 +103,7 @@ fn seed() -> v1::PluginSpec {
             guest_path: Some("/cgroup".into()),
         }],
         bpfman_program: None,
+        exporter: None,
     }
 }
 

@@ -14,6 +14,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use catalog::*;
+use conductor_test_support::daemon::{Daemon, phase};
 use conductor_test_support::*;
 use fake_apiserver::FakeApiServer;
 
@@ -265,4 +266,212 @@ fn malformed_configs_are_refused_with_the_field_named() {
         Some("exporter_syscalls"),
         "metrics.counters[0].labels: map \"exporter_syscalls_total\": the labels cover 12 bytes (sizes + paddings), but the map's key is 16 bytes",
     );
+}
+
+/// A spec running ebpf_exporter config `config` (YAML text) over `object`
+/// as the built-in exporter (JSON, which is YAML).
+fn exporter_spec(name: &str, config_name: &str, config: &str, object: &Path) -> String {
+    serde_json::json!({
+        "name": name,
+        "exporter": {"config": config, "configName": config_name},
+        "bytecode": {"path": object},
+    })
+    .to_string()
+}
+
+#[test]
+fn the_daemon_runs_an_exporter_spec_loaded_through_the_api() {
+    if !require_root() {
+        return;
+    }
+    let daemon = Daemon::start();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("syscalls.yaml");
+    let spec = exporter_spec(
+        "syscalls",
+        "exporter_syscalls",
+        &example("exporter_syscalls"),
+        &artifact("exporter_syscalls.bpf.o"),
+    );
+    std::fs::write(&file, spec).unwrap();
+    let out = daemon.cli(&["load", file.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "load failed: {}\nlog:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        daemon.log_text()
+    );
+    let status = daemon.get("syscalls").expect("listed");
+    assert_eq!(phase(&status), conductor_api::v1::Phase::Running);
+    assert!(
+        status
+            .spec
+            .as_ref()
+            .and_then(|s| s.exporter.as_ref())
+            .is_some(),
+        "the listed spec carries its exporter: {status:?}"
+    );
+
+    let cgroups = TestCgroups::new("exporter-daemon");
+    let cgroup = cgroups.mkdir("work");
+    run_in(&cgroup, &activity(29, 3));
+    let path = cgroup.display().to_string();
+    let calls =
+        format!(r#"ebpf_exporter_exporter_syscalls_total{{cgroup="{path}",syscall="getppid"}}"#);
+    daemon.wait_for_metric(&calls, Duration::from_secs(10), |v| v >= 29.0);
+    let text = daemon.scrape();
+    assert_eq!(value(&text, &calls), Some(29.0), "{calls}\n{text}");
+    let errors =
+        format!(r#"ebpf_exporter_exporter_syscall_errors_total{{cgroup="{path}",errno="EBADF"}}"#);
+    assert_eq!(value(&text, &errors), Some(3.0), "{errors}\n{text}");
+    let enabled = r#"ebpf_exporter_enabled_configs{name="exporter_syscalls"}"#;
+    assert_eq!(value(&text, enabled), Some(1.0), "{text}");
+
+    // Unloaded: no longer scraped, and its programs are detached.
+    let out = daemon.cli(&["unload", "syscalls"]);
+    assert!(
+        out.status.success(),
+        "unload failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = daemon.scrape();
+    assert_eq!(value(&text, enabled), None, "{text}");
+    assert!(
+        !text.contains("ebpf_exporter_exporter_syscalls_total"),
+        "{text}"
+    );
+    drop(daemon);
+    drop(cgroups);
+}
+
+#[test]
+fn a_bad_exporter_spec_is_refused_at_submit_with_the_field_named() {
+    if !require_root() {
+        return;
+    }
+    let daemon = Daemon::start();
+    let object = artifact("exporter_syscalls.bpf.o");
+    let bad = example("exporter_syscalls").replace("- name: errno\n", "- name: errnum\n");
+    let field = "exporter.config.metrics.counters[1].labels[1].decoders[1].name";
+
+    // Straight to the API (no client-side check): the daemon refuses it.
+    let wire = conductor_api::v1::PluginSpec {
+        name: "bad".into(),
+        bytecode: Some(conductor_api::v1::Bytecode {
+            path: path_str(&object),
+            ..Default::default()
+        }),
+        exporter: Some(conductor_api::v1::Exporter {
+            config: bad.clone(),
+            config_name: None,
+        }),
+        ..Default::default()
+    };
+    let status = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            daemon
+                .client()
+                .await
+                .load(conductor_api::v1::LoadRequest {
+                    spec: Some(wire),
+                    annotations: Default::default(),
+                })
+                .await
+        })
+        .expect_err("a bad config was accepted");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert!(
+        status.message().contains(field) && status.message().contains("unknown decoder \"errnum\""),
+        "{}",
+        status.message()
+    );
+    assert!(daemon.get("bad").is_none(), "a refused spec is listed");
+
+    // Through the CLI: the same message.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.yaml");
+    std::fs::write(&file, exporter_spec("bad", "bad", &bad, &object)).unwrap();
+    let out = daemon.cli(&["load", file.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a bad config loaded");
+    assert!(stderr.contains(field), "{stderr}");
+    // A component and an exporter together: refused, both named.
+    let both = exporter_spec("both", "x", &example("exporter_syscalls"), &object).replacen(
+        '{',
+        "{\"component\":\"/x.wasm\",",
+        1,
+    );
+    std::fs::write(&file, both).unwrap();
+    let out = daemon.cli(&["load", file.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a spec with both loaded");
+    assert!(
+        stderr.contains("component: set either component"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn an_exporter_package_runs_by_reference_from_a_registry() {
+    if !require_root() {
+        return;
+    }
+    use conductor_test_support::registry::{Registry, conductor};
+    let reg = Registry::start();
+    // A package directory: the object beside a package.yaml whose spec
+    // carries the config.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        artifact("exporter_syscalls.bpf.o"),
+        dir.path().join("exporter_syscalls.bpf.o"),
+    )
+    .unwrap();
+    let package = serde_json::json!({
+        "description": "Syscalls by cgroup, as ebpf_exporter counts them.",
+        "version": "1.0.0",
+        "spec": {
+            "name": "syscalls",
+            "exporter": {"config": example("exporter_syscalls"), "configName": "exporter_syscalls"},
+            "bytecode": {"path": "exporter_syscalls.bpf.o"},
+        },
+    });
+    std::fs::write(dir.path().join("package.yaml"), package.to_string()).unwrap();
+    let reference = format!("oci://{}/exporters/syscalls:1.0", reg.addr);
+    let out = conductor(
+        &[
+            "push",
+            "--package",
+            dir.path().to_str().unwrap(),
+            &reference,
+        ],
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "push failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let mut host = Host::start_package(&reference, None, &[]);
+    host.wait_for_log("package resolved", Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("not resolved:\n{}", host.log_text()));
+    let cgroups = TestCgroups::new("exporter-package");
+    let cgroup = cgroups.mkdir("work");
+    run_in(&cgroup, &activity(19, 2));
+    let path = cgroup.display().to_string();
+    let calls =
+        format!(r#"ebpf_exporter_exporter_syscalls_total{{cgroup="{path}",syscall="getppid"}}"#);
+    host.wait_for_metric(&calls, Duration::from_secs(10), |v| v >= 19.0);
+    let text = host.scrape();
+    assert_eq!(value(&text, &calls), Some(19.0), "{calls}\n{text}");
+    let errors =
+        format!(r#"ebpf_exporter_exporter_syscall_errors_total{{cgroup="{path}",errno="EBADF"}}"#);
+    assert_eq!(value(&text, &errors), Some(2.0), "{errors}\n{text}");
+    let enabled = r#"ebpf_exporter_enabled_configs{name="exporter_syscalls"}"#;
+    assert_eq!(value(&text, enabled), Some(1.0), "{text}");
+    assert!(host.stop().success());
+    drop(cgroups);
 }

@@ -13,75 +13,7 @@ use regex::bytes::Regex;
 use crate::config::DecoderConfig;
 use crate::tables;
 
-/// The decoders this host knows (`decoders[].name`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DecoderKind {
-    Cgroup,
-    Dname,
-    Errno,
-    Hex,
-    Ifname,
-    InetIp,
-    Kstack,
-    Ksym,
-    Majorminor,
-    Regexp,
-    StaticMap,
-    String,
-    Syscall,
-    Uint,
-    K8sNamespace,
-    K8sPod,
-    K8sContainer,
-    K8sWorkload,
-}
-
-impl DecoderKind {
-    pub const NAMES: &[&str] = &[
-        "cgroup",
-        "dname",
-        "errno",
-        "hex",
-        "ifname",
-        "inet_ip",
-        "k8s_container",
-        "k8s_namespace",
-        "k8s_pod",
-        "k8s_workload",
-        "kstack",
-        "ksym",
-        "majorminor",
-        "regexp",
-        "static_map",
-        "string",
-        "syscall",
-        "uint",
-    ];
-
-    pub fn parse(name: &str) -> Option<Self> {
-        Some(match name {
-            "cgroup" => Self::Cgroup,
-            "dname" => Self::Dname,
-            "errno" => Self::Errno,
-            "hex" => Self::Hex,
-            "ifname" => Self::Ifname,
-            "inet_ip" => Self::InetIp,
-            "kstack" => Self::Kstack,
-            "ksym" => Self::Ksym,
-            "majorminor" => Self::Majorminor,
-            "regexp" => Self::Regexp,
-            "static_map" => Self::StaticMap,
-            "string" => Self::String,
-            "syscall" => Self::Syscall,
-            "uint" => Self::Uint,
-            "k8s_namespace" => Self::K8sNamespace,
-            "k8s_pod" => Self::K8sPod,
-            "k8s_container" => Self::K8sContainer,
-            "k8s_workload" => Self::K8sWorkload,
-            _ => return None,
-        })
-    }
-}
+pub use conductor_api::exporter::DecoderKind;
 
 /// Which pod a cgroup belongs to, for the `k8s_*` decoders.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -110,6 +42,10 @@ pub trait Host: Send + Sync {
     fn block_device(&self, major: u32, minor: u32) -> Option<String>;
     /// The pod of cgroup `id`, or `None` when it is not a pod's.
     fn workload(&self, id: u64) -> Option<Workload>;
+    /// The id of process `pid`'s cgroup (v2), or `None` when it is gone.
+    fn pid_cgroup_id(&self, _pid: u32) -> Option<u64> {
+        None
+    }
 }
 
 /// Why a chain produced no value.
@@ -352,6 +288,18 @@ fn decode_one(
                 }
             }
         }
+        DecoderKind::PidCgroupId => {
+            let pid = text_uint("pid_cgroup_id", input)?;
+            // A pid's cgroup changes (moves, pid reuse): never cached. An
+            // exited process decodes to cgroup id 0, which no cgroup has.
+            *cacheable = false;
+            u32::try_from(pid)
+                .ok()
+                .and_then(|p| host.pid_cgroup_id(p))
+                .unwrap_or(0)
+                .to_string()
+                .into_bytes()
+        }
         // Built as their own steps.
         DecoderKind::StaticMap | DecoderKind::Regexp => input.to_vec(),
     })
@@ -465,6 +413,9 @@ pub(crate) mod tests {
                 container: "nginx".into(),
                 workload: "web".into(),
             })
+        }
+        fn pid_cgroup_id(&self, pid: u32) -> Option<u64> {
+            (pid == 1234).then_some(7)
         }
     }
 
@@ -633,6 +584,27 @@ pub(crate) mod tests {
         assert_eq!(d.value, b"system.slice");
         assert_eq!(c.decode(b"/other/y", &FixedHost).unwrap().value, b"/other");
         assert_eq!(c.decode(b"/nope", &FixedHost), Err(DecodeError::Skip));
+    }
+
+    #[test]
+    fn k8s_decoders_label_the_pod_of_a_pid() {
+        let pid = 1234u32.to_ne_bytes();
+        assert_eq!(run(&["uint", "pid_cgroup_id"], &pid), "7");
+        assert_eq!(run(&["uint", "pid_cgroup_id", "k8s_pod"], &pid), "web-1");
+        assert_eq!(
+            run(&["uint", "pid_cgroup_id", "k8s_namespace"], &pid),
+            "shop"
+        );
+        // A pid that is gone: cgroup id 0, no pod, and never cached.
+        let gone = 99u32.to_ne_bytes();
+        let d = chain(&["uint", "pid_cgroup_id", "k8s_pod"])
+            .decode(&gone, &FixedHost)
+            .unwrap();
+        assert_eq!((d.value.as_slice(), d.cacheable), (&b""[..], false));
+        assert_eq!(
+            run(&["uint", "pid_cgroup_id", "cgroup"], &gone),
+            "unknown_cgroup_id:0"
+        );
     }
 
     #[test]

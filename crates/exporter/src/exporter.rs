@@ -2,11 +2,12 @@
 //! section names), its maps open, and a [`prometheus_client`] collector that
 //! reads the maps at each scrape and writes ebpf_exporter's series.
 
+use conductor_api::GlobalValue;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 
 use conductor_kernel::maps::KernelMap;
 use conductor_kernel::object::{self, LoadedObject};
@@ -103,24 +104,38 @@ impl Exporter {
         host: Arc<dyn Host>,
         kaddr: impl Fn(&str) -> Option<u64>,
     ) -> Result<Self, LoadError> {
+        Self::load_with_globals(config, object, host, kaddr, &BTreeMap::new())
+    }
+
+    /// [`Exporter::load`], with values for more of the object's globals
+    /// (a spec's `bytecode.globalData`); `kaddrs` take precedence.
+    pub fn load_with_globals(
+        config: &Config,
+        object: &Path,
+        host: Arc<dyn Host>,
+        kaddr: impl Fn(&str) -> Option<u64>,
+        global_data: &BTreeMap<String, GlobalValue>,
+    ) -> Result<Self, LoadError> {
         if config.tracing.is_some() {
             tracing::warn!(config = %config.name, "tracing spans are not supported: ignored");
         }
-        let mut globals = BTreeMap::new();
+        let mut globals = global_data.clone();
         for (index, symbol) in config.kaddrs.iter().enumerate() {
             let addr = kaddr(symbol).ok_or_else(|| LoadError::Kaddr {
                 config: config.name.clone(),
                 index,
                 symbol: symbol.clone(),
             })?;
-            globals.insert(format!("kaddr_{symbol}"), addr);
+            globals.insert(format!("kaddr_{symbol}"), GlobalValue::Unsigned(addr));
         }
-        let mut loaded = object::load_with_globals(object, &[], &globals).map_err(|source| {
-            LoadError::Kernel {
-                config: config.name.clone(),
-                source,
-            }
-        })?;
+        let max_bytes = conductor_api::files::DEFAULT_MAX_BYTECODE_BYTES;
+        let mut loaded =
+            object::load_capped(object, &[], &globals, max_bytes).map_err(|source| {
+                LoadError::Kernel {
+                    config: config.name.clone(),
+                    source,
+                }
+            })?;
         let mut metrics = Vec::new();
         let counters = config.metrics.counters.iter().enumerate().map(|(i, c)| {
             (
@@ -297,10 +312,12 @@ pub enum Value {
     Histogram(Buckets),
 }
 
-/// All loaded configurations, as one collector for the node's registry.
+/// All loaded configurations, as one collector for the node's registry
+/// (one, so `ebpf_exporter_enabled_configs` and the decoder errors are one
+/// family each, whichever entry point added the configs).
 #[derive(Debug, Default)]
 pub struct ExporterSet {
-    pub exporters: Vec<Exporter>,
+    exporters: RwLock<Vec<Arc<Exporter>>>,
 }
 
 impl Collector for ExporterSet {
@@ -310,10 +327,43 @@ impl Collector for ExporterSet {
 }
 
 impl ExporterSet {
+    pub fn new(exporters: Vec<Arc<Exporter>>) -> Self {
+        Self {
+            exporters: RwLock::new(exporters),
+        }
+    }
+
+    /// Scrape `exporter` from now on.
+    pub fn add(&self, exporter: Arc<Exporter>) {
+        self.write().push(exporter);
+    }
+
+    /// Stop scraping `exporter` (the same one [`ExporterSet::add`] took);
+    /// true if it was there.
+    pub fn remove(&self, exporter: &Arc<Exporter>) -> bool {
+        let mut all = self.write();
+        let before = all.len();
+        all.retain(|e| !Arc::ptr_eq(e, exporter));
+        all.len() != before
+    }
+
+    /// The configurations scraped now.
+    pub fn exporters(&self) -> Vec<Arc<Exporter>> {
+        self.exporters
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Vec<Arc<Exporter>>> {
+        self.exporters.write().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Write every family: the configs' metrics, read from their maps now,
     /// and ebpf_exporter's `enabled_configs` and `decoder_errors_total`.
     pub fn encode_into(&self, encoder: &mut DescriptorEncoder) -> Result<(), fmt::Error> {
-        if self.exporters.is_empty() {
+        let exporters = self.exporters();
+        if exporters.is_empty() {
             return Ok(());
         }
         // ebpf_exporter's own series about its configs.
@@ -324,13 +374,13 @@ impl ExporterSet {
                 None,
                 MetricType::Gauge,
             )?;
-            for e in &self.exporters {
+            for e in &exporters {
                 let labels = [("name", e.name())];
                 m.encode_family(&labels)?.encode_gauge(&1i64)?;
             }
         }
         let mut families: Vec<Family> = Vec::new();
-        for e in &self.exporters {
+        for e in &exporters {
             families.extend(e.collect());
         }
         {
@@ -340,7 +390,7 @@ impl ExporterSet {
                 None,
                 MetricType::Counter,
             )?;
-            for e in &self.exporters {
+            for e in &exporters {
                 let labels = [("config", e.name())];
                 m.encode_family(&labels)?
                     .encode_counter::<prometheus_client::encoding::NoLabelSet, _, u64>(

@@ -25,6 +25,19 @@ impl Kallsyms {
         Ok(Self::parse(&std::fs::read_to_string("/proc/kallsyms")?))
     }
 
+    /// Read `/proc/kallsyms` through `file`, opened earlier: the kernel
+    /// decides whether to show addresses from the credentials of the
+    /// opener, so a file opened before the host dropped `CAP_SYSLOG`
+    /// still shows them.
+    pub fn read_from(file: &std::fs::File) -> std::io::Result<Self> {
+        use std::io::{Read, Seek};
+        let mut file = file;
+        file.rewind()?;
+        let mut text = String::new();
+        file.read_to_string(&mut text)?;
+        Ok(Self::parse(&text))
+    }
+
     pub fn parse(text: &str) -> Self {
         let mut syms: Vec<(u64, String)> = text
             .lines()
@@ -61,7 +74,7 @@ pub type WorkloadLookup = Arc<dyn Fn(u64) -> Option<Workload> + Send + Sync>;
 
 /// The [`Host`] of a real node.
 pub struct SystemHost {
-    kallsyms: Kallsyms,
+    kallsyms: Arc<Kallsyms>,
     cgroup_root: PathBuf,
     cgroups: Mutex<CgroupPaths>,
     workloads: Option<WorkloadLookup>,
@@ -86,9 +99,10 @@ impl std::fmt::Debug for SystemHost {
 }
 
 impl SystemHost {
-    pub fn new(kallsyms: Kallsyms, workloads: Option<WorkloadLookup>) -> Self {
+    /// `kallsyms`: a snapshot, or one shared by several hosts.
+    pub fn new(kallsyms: impl Into<Arc<Kallsyms>>, workloads: Option<WorkloadLookup>) -> Self {
         Self {
-            kallsyms,
+            kallsyms: kallsyms.into(),
             cgroup_root: cgroup2_mount().unwrap_or_else(|| PathBuf::from("/sys/fs/cgroup")),
             cgroups: Mutex::new(CgroupPaths::default()),
             workloads,
@@ -127,6 +141,14 @@ fn walk(dir: &Path, out: &mut HashMap<u64, String>) {
 }
 
 impl Host for SystemHost {
+    fn pid_cgroup_id(&self, pid: u32) -> Option<u64> {
+        // cgroup v2's line is `0::<path below the cgroup2 mount>`.
+        let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+        let path = text.lines().find_map(|l| l.strip_prefix("0::"))?;
+        let dir = self.cgroup_root.join(path.trim_start_matches('/'));
+        std::fs::metadata(dir).ok().map(|m| m.ino())
+    }
+
     fn ksym(&self, addr: u64) -> Option<String> {
         self.kallsyms
             .containing(addr)
@@ -181,6 +203,23 @@ impl Host for SystemHost {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The real node's answer for this test's own process: the inode of the
+    /// cgroup directory `/proc/self/cgroup` names, and that path back.
+    #[test]
+    fn a_pid_decodes_to_its_cgroup_and_back() {
+        let host = SystemHost::new(Kallsyms::default(), None);
+        let id = host
+            .pid_cgroup_id(std::process::id())
+            .expect("this process's cgroup v2 id");
+        let text = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+        let path = text.lines().find_map(|l| l.strip_prefix("0::")).unwrap();
+        let dir = host.cgroup_root.join(path.trim_start_matches('/'));
+        assert_eq!(id, std::fs::metadata(&dir).unwrap().ino());
+        // As paths: the root cgroup's directory is the mount itself.
+        assert_eq!(host.cgroup_path(id).map(PathBuf::from), Some(dir));
+        assert_eq!(host.pid_cgroup_id(u32::MAX), None);
+    }
 
     #[test]
     fn kallsyms_exact_and_containing() {

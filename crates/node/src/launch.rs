@@ -11,6 +11,7 @@ use conductor_api::files::FileCaps;
 use conductor_runtime::{Prepared, Runtime, RuntimeError};
 use crossbeam_channel::Receiver;
 
+use crate::exporter::{Builtin, ExporterPlugin};
 use crate::k8s::Workloads;
 use crate::metrics::Metrics;
 use crate::plugin::{LoadError, Plugin, StartOptions, Status};
@@ -56,6 +57,8 @@ pub trait RunningPlugin: Send + Sync + 'static {
 pub struct PluginLauncher {
     runtime: Arc<Runtime>,
     metrics: Arc<Metrics>,
+    /// Specs with `exporter` run here instead of in a wasm worker.
+    exporters: Arc<Builtin>,
     /// What the plugins' `k8s` lookups answer from (`unknown` for
     /// everything until set).
     workloads: RwLock<Arc<Workloads>>,
@@ -66,6 +69,7 @@ impl PluginLauncher {
     pub fn new(runtime: Arc<Runtime>, metrics: Arc<Metrics>) -> Self {
         Self {
             runtime,
+            exporters: Arc::new(Builtin::new(&metrics)),
             metrics,
             workloads: RwLock::new(Workloads::disabled()),
             file_caps: RwLock::new(FileCaps::default()),
@@ -74,6 +78,11 @@ impl PluginLauncher {
 
     pub fn runtime(&self) -> &Arc<Runtime> {
         &self.runtime
+    }
+
+    /// The node's built-in ebpf_exporter configurations.
+    pub fn exporters(&self) -> &Arc<Builtin> {
+        &self.exporters
     }
 
     /// The caps on component and bytecode files from now on.
@@ -95,22 +104,35 @@ impl PluginLauncher {
     }
 }
 
+/// A plugin of the real launcher: a wasm component on its worker thread, or
+/// a configuration of the built-in ebpf_exporter (a spec with `exporter`).
+pub enum NodePlugin {
+    Wasm(Plugin),
+    Exporter(ExporterPlugin),
+}
+
 impl Launcher for PluginLauncher {
-    type Plugin = Plugin;
-    type Prepared = Prepared;
+    type Plugin = NodePlugin;
+    /// `None` for an exporter spec (nothing to compile).
+    type Prepared = Option<Prepared>;
     type PrepareError = RuntimeError;
 
     fn file_caps(&self) -> FileCaps {
         *self.file_caps.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn prepare(&self, spec: &PluginSpec) -> Result<Prepared, RuntimeError> {
+    fn prepare(&self, spec: &PluginSpec) -> Result<Option<Prepared>, RuntimeError> {
+        if spec.exporter.is_some() {
+            return Ok(None);
+        }
         // The memory limit is checked before the compile.
-        self.runtime.prepare_limited(
-            Path::new(&spec.component),
-            self.file_caps().component_bytes,
-            Some(spec.limits.memory_mib),
-        )
+        self.runtime
+            .prepare_limited(
+                Path::new(&spec.component),
+                self.file_caps().component_bytes,
+                Some(spec.limits.memory_mib),
+            )
+            .map(Some)
     }
 
     fn start(
@@ -118,7 +140,13 @@ impl Launcher for PluginLauncher {
         spec: &PluginSpec,
         base_dir: &Path,
         mut options: StartOptions,
-    ) -> Result<Plugin, LoadError> {
+    ) -> Result<NodePlugin, LoadError> {
+        if spec.exporter.is_some() {
+            return self
+                .exporters
+                .start(spec, base_dir, self.workloads())
+                .map(NodePlugin::Exporter);
+        }
         if options.workloads.is_none() {
             options.workloads = Some(
                 self.workloads
@@ -129,25 +157,49 @@ impl Launcher for PluginLauncher {
         }
         options.file_caps = self.file_caps();
         Plugin::start_with(&self.runtime, &self.metrics, spec, base_dir, options)
+            .map(NodePlugin::Wasm)
     }
 }
 
-impl RunningPlugin for Plugin {
-    type Prepared = Prepared;
+impl RunningPlugin for NodePlugin {
+    type Prepared = Option<Prepared>;
 
     fn name(&self) -> &str {
-        Plugin::name(self)
+        match self {
+            Self::Wasm(p) => p.name(),
+            Self::Exporter(e) => e.name(),
+        }
     }
     fn status(&self) -> Status {
-        Plugin::status(self)
+        match self {
+            Self::Wasm(p) => p.status(),
+            Self::Exporter(e) => e.status(),
+        }
     }
-    fn swap(&self, spec: &PluginSpec, prepared: Prepared) -> Result<(), String> {
-        Plugin::swap(self, spec, prepared)
+    /// An exporter's configuration is part of its kernel side (the manager
+    /// replaces it when `exporter` changes): nothing to swap.
+    fn swap(&self, spec: &PluginSpec, prepared: Option<Prepared>) -> Result<(), String> {
+        match (self, prepared) {
+            (Self::Wasm(p), Some(prepared)) => p.swap(spec, prepared),
+            (Self::Exporter(_), None) => Ok(()),
+            _ => Err("cannot turn a wasm plugin into an exporter or back in place".into()),
+        }
     }
     fn request_collect(&self) -> Receiver<()> {
-        Plugin::request_collect(self)
+        match self {
+            Self::Wasm(p) => p.request_collect(),
+            // Its maps are read by the scrape itself.
+            Self::Exporter(_) => {
+                let (tx, rx) = crossbeam_channel::bounded(1);
+                let _ = tx.send(());
+                rx
+            }
+        }
     }
     fn stop(&self) {
-        Plugin::stop(self)
+        match self {
+            Self::Wasm(p) => p.stop(),
+            Self::Exporter(e) => e.stop(),
+        }
     }
 }

@@ -12,6 +12,7 @@
 
 pub mod bpfman;
 pub mod cpu;
+pub mod exporter;
 pub mod features;
 mod follow;
 pub mod idle;

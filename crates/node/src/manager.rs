@@ -242,6 +242,11 @@ impl Manager<PluginLauncher> {
         self.launcher.workloads()
     }
 
+    /// The node's built-in ebpf_exporter configurations (one set scraped).
+    pub fn exporters(&self) -> &Arc<crate::exporter::Builtin> {
+        self.launcher.exporters()
+    }
+
     /// The caps on component and bytecode files of loads from now on.
     pub fn set_file_caps(&self, caps: FileCaps) {
         self.launcher.set_file_caps(caps);
@@ -642,6 +647,7 @@ impl<L: Launcher> Manager<L> {
             .map_err(|e| refused(e.to_string()))?;
         let same_kernel_side = old_resolved.as_ref().is_some_and(|old| {
             old.bytecode == resolved.bytecode
+                && old.exporter == resolved.exporter
                 && old.maps == resolved.maps
                 && old.bpfman_program == resolved.bpfman_program
                 && old.limits.max_series_per_metric == resolved.limits.max_series_per_metric

@@ -84,6 +84,9 @@ impl Node {
         if let Some(arenas) = crate::memory::cap_malloc_arenas() {
             tracing::debug!(arenas, "capped malloc arenas");
         }
+        // The kernel shows kallsyms addresses by the opener's credentials:
+        // open it before CAP_SYSLOG goes, for the built-in ebpf_exporter.
+        let kallsyms = std::fs::File::open("/proc/kallsyms").ok();
         // Before any thread starts: capabilities are per thread.
         if let Some(d) = crate::privileges::drop_capabilities(&config.keep_capabilities)? {
             tracing::info!(
@@ -97,6 +100,9 @@ impl Node {
         let metrics = Arc::new(Metrics::new());
         let manager = Arc::new(Manager::new(runtime, metrics));
         manager.set_file_caps(config.file_caps);
+        if let Some(file) = kallsyms {
+            manager.exporters().set_kallsyms_file(file);
+        }
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()

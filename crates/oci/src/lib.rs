@@ -936,14 +936,23 @@ async fn pull_package(
                 ))
             })
     };
-    let component = find(&pkg.spec.component, WASM_LAYER_MEDIA_TYPE)?;
-    if let Some(b) = &pkg.spec.bytecode {
-        find(&b.path, package::BPF_OBJECT_MEDIA_TYPE)?;
-    }
+    // The layer that runs: the component, or for an ebpf_exporter package
+    // (no component) its object.
+    let object = match &pkg.spec.bytecode {
+        Some(b) => Some(find(&b.path, package::BPF_OBJECT_MEDIA_TYPE)?),
+        None => None,
+    };
+    let component = match (&pkg.spec.exporter, object) {
+        (Some(_), Some(object)) => object,
+        (Some(_), None) => return Err(wrong("its exporter spec has no bytecode".into())),
+        (None, _) => find(&pkg.spec.component, WASM_LAYER_MEDIA_TYPE)?,
+    };
     let blob = store
         .verified_blob(&component.digest)
         .ok_or_else(|| store.err("a downloaded blob vanished"))?;
-    check_component_header(&blob).map_err(wrong)?;
+    if pkg.spec.exporter.is_none() {
+        check_component_header(&blob).map_err(wrong)?;
+    }
     let record = RefRecord {
         reference: parsed.whole(),
         kind: Kind::Package,
@@ -1357,7 +1366,11 @@ pub async fn resolve_spec(
                 "component resolved"
             );
         }
-        out.component = pulled.path.display().to_string();
+        // An ebpf_exporter package runs no component.
+        out.component = match &out.exporter {
+            Some(_) => String::new(),
+            None => pulled.path.display().to_string(),
+        };
     }
     if let Some(bytecode) = &mut out.bytecode
         && let Some(image) = bytecode.image.as_deref().and_then(oci_reference)

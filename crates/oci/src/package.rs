@@ -89,12 +89,20 @@ impl Assembled {
             *rel = title;
             Ok(())
         };
-        add(&mut manifest.spec.component, WASM_LAYER_MEDIA_TYPE)?;
+        // An ebpf_exporter package: its configuration is in the spec, its
+        // object the only file that runs (no component, no WIT world).
+        let exporter = manifest.spec.exporter.is_some();
+        if !exporter {
+            add(&mut manifest.spec.component, WASM_LAYER_MEDIA_TYPE)?;
+        }
         if let Some(b) = &mut manifest.spec.bytecode {
             add(&mut b.path, BPF_OBJECT_MEDIA_TYPE)?;
         }
         for d in &mut manifest.dashboards {
             add(d, DASHBOARD_MEDIA_TYPE)?;
+        }
+        if exporter {
+            return Self::exporter(manifest, files);
         }
         let component = &files[0].2;
         if !wasmparser::Parser::is_component(component) {
@@ -149,6 +157,50 @@ impl Assembled {
             (
                 crate::WORLD_ANNOTATION,
                 Some(format!("{}/plugin@{wit}", conductor_api::wit::PACKAGE)),
+            ),
+        ] {
+            if let Some(v) = value {
+                annotations.insert(key.to_owned(), v);
+            }
+        }
+        Ok(Self {
+            manifest,
+            files,
+            annotations,
+        })
+    }
+
+    /// An ebpf_exporter package (`spec.exporter`, the object first).
+    fn exporter(
+        manifest: PackageManifest,
+        files: Vec<(String, &'static str, Vec<u8>)>,
+    ) -> Result<Self, OciError> {
+        // `PackageManifest::from_yaml` checked the spec: an exporter has
+        // bytecode, so its object is the first file.
+        let what = PACKAGE_FILE;
+        if let Some(b) = &manifest.spec.bytecode
+            && !files
+                .first()
+                .is_some_and(|(_, _, o)| o.starts_with(b"\x7fELF"))
+        {
+            return Err(bad(what, format!("{} is not an ELF object", b.path)));
+        }
+        let mut annotations = BTreeMap::new();
+        for (key, value) in [
+            (TITLE_ANNOTATION, Some(manifest.spec.name.clone())),
+            ("org.opencontainers.image.version", manifest.version.clone()),
+            ("org.opencontainers.image.source", manifest.source.clone()),
+            (
+                "org.opencontainers.image.description",
+                manifest.description.clone(),
+            ),
+            (
+                "org.opencontainers.image.licenses",
+                manifest.license.clone(),
+            ),
+            (
+                "org.opencontainers.image.created",
+                Some(chrono::Utc::now().to_rfc3339()),
             ),
         ] {
             if let Some(v) = value {

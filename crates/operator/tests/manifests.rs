@@ -236,6 +236,21 @@ fn the_crd_schema_accepts_the_examples() {
 }
 
 #[test]
+fn the_crd_schema_accepts_an_exporter_instead_of_a_component() {
+    let (_, mut v) = examples().into_iter().next().unwrap();
+    let plugin = v["spec"]["plugin"].as_object_mut().unwrap();
+    plugin.remove("component");
+    plugin.remove("maps");
+    plugin.insert(
+        "exporter".into(),
+        json!({"config": "metrics:\n  counters: []\n", "configName": "x"}),
+    );
+    plugin.insert("bytecode".into(), json!({"path": "/o/x.bpf.o"}));
+    let errors = api_server_errors(&v);
+    assert!(errors.is_empty(), "{errors:?}");
+}
+
+#[test]
 fn the_crd_schema_rejects_bad_resources() {
     let (_, good) = examples().into_iter().next().unwrap();
     type Change = Box<dyn Fn(&mut Value)>;
@@ -264,6 +279,13 @@ fn the_crd_schema_rejects_bad_resources() {
                 )
             }),
             "component",
+        ),
+        (
+            "component and exporter",
+            Box::new(|v| {
+                v["spec"]["plugin"]["exporter"] = json!({"config": "metrics: {}"});
+            }),
+            "exactly one of component (a wasm component) and exporter",
         ),
         (
             "memory out of range",

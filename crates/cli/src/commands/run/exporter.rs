@@ -5,14 +5,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
-use conductor_exporter::{
-    Config, Exporter, ExporterSet, Kallsyms, SystemHost, Workload, WorkloadLookup,
-};
-use conductor_node::k8s::Identity;
+use conductor_exporter::{Config, Exporter, ExporterSet, Kallsyms, SystemHost};
 use conductor_node::manager::Manager;
-
-/// The built-in's name in the node's registry.
-const BUILTIN: &str = "ebpf_exporter";
 
 /// Configs read and checked, kernel symbols read: what can be done before
 /// the node drops its capabilities.
@@ -41,27 +35,12 @@ impl Prepared {
         })
     }
 
-    /// Load every config (all or none) and add them to the node's registry.
+    /// Load every config (all or none) and scrape them with the node's
+    /// other ebpf_exporter configurations.
     pub fn start(self, manager: &Manager) -> anyhow::Result<Running> {
-        let workloads = manager.workloads();
-        let lookup: WorkloadLookup = Arc::new(move |id| match workloads.by_cgroup_id(id) {
-            Identity::Workload { pod, container } => Some(Workload {
-                namespace: pod.namespace.clone(),
-                pod: pod.name.clone(),
-                container: container
-                    .and_then(|i| pod.containers.get(i))
-                    .map(|c| c.name.clone())
-                    .unwrap_or_default(),
-                workload: pod
-                    .owner
-                    .as_ref()
-                    .map(|(_, name)| name.clone())
-                    .unwrap_or_else(|| pod.name.clone()),
-            }),
-            Identity::Host | Identity::Unknown => None,
-        });
+        let lookup = conductor_node::exporter::workload_lookup(manager.workloads());
         let host = Arc::new(SystemHost::new(self.kallsyms, Some(lookup)));
-        let mut set = ExporterSet::default();
+        let mut loaded = Vec::new();
         for config in &self.configs {
             let object = conductor_exporter::object_path(&self.dir, &config.name);
             let host = host.clone();
@@ -69,26 +48,28 @@ impl Prepared {
                 host.kallsyms().address(s)
             })
             .with_context(|| format!("cannot run ebpf_exporter config {:?}", config.name))?;
-            set.exporters.push(exporter);
+            loaded.push(Arc::new(exporter));
         }
-        let set = Arc::new(set);
-        let encoder = set.clone();
-        manager
-            .metrics()
-            .add_builtin(BUILTIN, Arc::new(move |e| encoder.encode_into(e)));
+        let set = manager.exporters().set().clone();
+        for e in &loaded {
+            set.add(e.clone());
+        }
         tracing::info!(configs = ?self.configs.iter().map(|c| &c.name).collect::<Vec<_>>(), "ebpf_exporter configs running");
-        Ok(Running { _set: set })
+        Ok(Running { set, loaded })
     }
 }
 
 /// The running configs; [`Running::stop`] detaches them.
 pub struct Running {
-    _set: Arc<ExporterSet>,
+    set: Arc<ExporterSet>,
+    loaded: Vec<Arc<Exporter>>,
 }
 
 impl Running {
-    pub fn stop(self, manager: &Manager) {
-        // The registry's reference goes first, then ours: the programs detach.
-        manager.metrics().remove_builtin(BUILTIN);
+    pub fn stop(self, _manager: &Manager) {
+        // The set's references go first, then ours: the programs detach.
+        for e in &self.loaded {
+            self.set.remove(e);
+        }
     }
 }
