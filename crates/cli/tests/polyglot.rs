@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use conductor_api::v1;
 use conductor_test_support::daemon::*;
+use conductor_test_support::registry::{stderr, stdout};
 use conductor_test_support::*;
 use tonic::Code;
 
@@ -261,4 +262,123 @@ async fn a_memory_limit_below_what_the_component_needs_is_refused_naming_both() 
         .status
         .unwrap();
     assert_eq!(phase(&status), v1::Phase::Running, "{status:?}");
+}
+
+/// An author's workflow in JavaScript or Python: `conductor new --lang`
+/// outside the repository, `conductor build` with the toolchain `cargo
+/// xtask deps` pinned (the BPF object with clang, the component with
+/// componentize-js / componentize-py against the project's own `wit/`),
+/// then `conductor run` of the package it wrote, counting the execs this
+/// test causes exactly.
+fn new_build_and_run_counts_real_execs(lang: &str, env: (&str, &str), prefix: &str) {
+    let parent = tempfile::tempdir().unwrap();
+    let name = format!("my-{lang}-probe");
+    let krate = name.replace('-', "_");
+    let tool = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../target/tools")
+        .join(env.1);
+    assert!(
+        tool.is_file(),
+        "{} is missing: run `cargo xtask deps`",
+        tool.display()
+    );
+    let conductor = |dir: &Path, args: &[&str], with_tool: bool| {
+        let mut cmd = std::process::Command::new(conductor_bin());
+        cmd.current_dir(dir)
+            .args(args)
+            .stdin(std::process::Stdio::null());
+        if with_tool {
+            cmd.env(env.0, &tool);
+        } else {
+            cmd.env_remove(env.0);
+        }
+        cmd.output().unwrap()
+    };
+    let out = conductor(parent.path(), &["new", "--lang", lang, &name], false);
+    assert!(out.status.success(), "new failed: {}", stderr(&out));
+    let project = parent.path().join(&name);
+
+    // Without the toolchain: refused, saying how to install it.
+    let out = conductor(&project, &["build"], false);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("is not installed") && err.contains("cargo xtask deps"),
+        "{err}"
+    );
+
+    let out = conductor(&project, &["build"], true);
+    assert!(out.status.success(), "build failed:\n{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains(&format!(
+            "WIT: conductor:plugin@{}",
+            conductor_api::wit::CURRENT
+        )),
+        "{text}"
+    );
+    let package = project.join("target/conductor");
+    for f in [
+        "package.yaml",
+        &format!("{krate}.wasm"),
+        &format!("{krate}.bpf.o"),
+    ] {
+        assert!(
+            package.join(f).is_file(),
+            "{f} is not in the package: {text}"
+        );
+    }
+
+    // The fresh component's first compile (seconds) is done before the
+    // host starts, with the host's own runtime, so the host's start wait
+    // covers loading rather than compiling.
+    let cache = parent.path().join("cache");
+    conductor_runtime::Runtime::new(Some(cache.clone()))
+        .unwrap()
+        .prepare(&package.join(format!("{krate}.wasm")))
+        .unwrap();
+    let host = Host::start_package(&path_str(&package), Some(&cache), &[]);
+    let bin = UniqueBinary::new(prefix);
+    const N: usize = 9;
+    bin.run(N);
+    let series = format!(
+        r#"{krate}__execs_total{{plugin="{name}",comm="{}"}}"#,
+        bin.comm
+    );
+    let count = host.wait_for_metric(&series, LONG, |v| v >= N as f64);
+    assert_eq!(count, N as f64, "{}", host.scrape());
+    assert!(
+        host.log_text()
+            .contains("counting execs, ignoring 0 command name(s)"),
+        "{}",
+        host.log_text()
+    );
+    assert!(host.stop().success());
+}
+
+#[test]
+fn javascript_new_build_and_run_counts_real_execs() {
+    if !require_root() {
+        return;
+    }
+    new_build_and_run_counts_real_execs(
+        "js",
+        (
+            "CONDUCTOR_COMPONENTIZE_JS",
+            "node/node_modules/.bin/componentize-js",
+        ),
+        "cndtrnj",
+    );
+}
+
+#[test]
+fn python_new_build_and_run_counts_real_execs() {
+    if !require_root() {
+        return;
+    }
+    new_build_and_run_counts_real_execs(
+        "python",
+        ("CONDUCTOR_COMPONENTIZE_PY", "python/bin/componentize-py"),
+        "cndtrnp",
+    );
 }
