@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use conductor_api::v1;
 use conductor_test_support::daemon::*;
-use conductor_test_support::registry::{stderr, stdout};
+use conductor_test_support::registry::{Registry, conductor, stderr, stdout};
 use conductor_test_support::*;
 use tonic::Code;
 
@@ -380,5 +380,196 @@ fn python_new_build_and_run_counts_real_execs() {
         "python",
         ("CONDUCTOR_COMPONENTIZE_PY", "python/bin/componentize-py"),
         "cndtrnp",
+    );
+}
+
+/// The JavaScript or Python exec-counter as a package
+/// (`plugins/<lang>/exec-counter/package.yaml`), pushed with `conductor
+/// push --package` to a real registry on loopback and run by reference
+/// with its default spec: it counts the execs this test causes exactly.
+fn package_runs_by_reference(lang: &str, name: &str, prefix: &str) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let text = std::fs::read_to_string(
+        root.join("plugins")
+            .join(lang)
+            .join("exec-counter/package.yaml"),
+    )
+    .unwrap();
+    let text = text.replace(
+        "../../../target/plugins/",
+        &format!("{}/", artifacts().display()),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("package.yaml"), text).unwrap();
+    let reg = Registry::start();
+    let reference = format!("oci://{}/catalog/{name}:0.1.0", reg.addr);
+    let out = conductor(
+        &[
+            "push",
+            "--package",
+            dir.path().to_str().unwrap(),
+            &reference,
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "push failed: {}", stderr(&out));
+    assert!(stdout(&out).contains("digest sha256:"), "{}", stdout(&out));
+
+    let host = Host::start_package(&reference, Some(&shared_cache()), &[]);
+    let bin = UniqueBinary::new(prefix);
+    const N: usize = 11;
+    bin.run(N);
+    let count = host.wait_for_metric(&execs(name, &bin.comm), LONG, |v| v >= N as f64);
+    assert_eq!(count, N as f64, "{}", host.scrape());
+    assert!(host.stop().success());
+}
+
+#[test]
+fn javascript_exec_counter_package_runs_by_reference() {
+    if !require_root() {
+        return;
+    }
+    package_runs_by_reference("js", "exec-counter-js", "cndtrpj");
+}
+
+#[test]
+fn python_exec_counter_package_runs_by_reference() {
+    if !require_root() {
+        return;
+    }
+    package_runs_by_reference("python", "exec-counter-py", "cndtrpp");
+}
+
+/// A JavaScript exec counter written against `conductor:plugin@0.2.0` (the
+/// previous WIT: no series handles), on the BPF object of `conductor new`.
+const JS_V0_2_0: &str = r#"
+import { Counter } from 'conductor:plugin/metrics@0.2.0';
+import { log } from 'conductor:plugin/log@0.2.0';
+let execs;
+export function init() {
+  execs = Counter.declare({ name: 'execs', help: 'Execs by command (0.2.0).', labels: ['comm'] });
+  log('info', 'counting execs, ignoring 0 command name(s)', []);
+}
+export function onEvents(batch) {
+  for (let i = 0; i < batch.offsets.length; i++) {
+    const at = batch.offsets[i] + 16;
+    const raw = batch.data.subarray(at, at + 16);
+    const end = raw.indexOf(0);
+    const comm = String.fromCharCode(...raw.subarray(0, end < 0 ? 16 : end));
+    execs.add([comm], 1n);
+  }
+}
+export function tick() {}
+export function collect() {}
+"#;
+
+/// The same in Python.
+const PYTHON_V0_2_0: &str = r#"
+import wit_world
+from wit_world.imports import log, metrics
+
+execs = None
+
+class WitWorld(wit_world.WitWorld):
+    def init(self) -> None:
+        global execs
+        execs = metrics.Counter.declare(metrics.MetricDesc("execs", "Execs by command (0.2.0).", ["comm"]))
+        log.log(log.Level.INFO, "counting execs, ignoring 0 command name(s)", [])
+
+    def on_events(self, batch) -> None:
+        for offset in batch.offsets:
+            comm = bytes(batch.data[offset + 16 : offset + 32]).split(b"\0", 1)[0].decode()
+            execs.add([comm], 1)
+
+    def tick(self) -> None:
+        pass
+
+    def collect(self) -> None:
+        pass
+"#;
+
+/// A JavaScript or Python plugin built against the previous WIT
+/// (`crates/sdk/wit/v0.2.0`) by `conductor build` still loads in this host
+/// and counts exactly: the compatibility rule holds for every language.
+fn previous_wit_counts_exactly(lang: &str, env: (&str, &str), source: (&str, &str), prefix: &str) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let parent = tempfile::tempdir().unwrap();
+    let name = format!("old-{lang}");
+    let krate = name.replace('-', "_");
+    let out = conductor_in(parent.path(), &["new", "--lang", lang, &name], &[]);
+    assert!(out.status.success(), "new failed: {}", stderr(&out));
+    let project = parent.path().join(&name);
+    // The previous WIT instead of the current one, and a source using it.
+    std::fs::remove_dir_all(project.join("wit")).unwrap();
+    std::fs::create_dir(project.join("wit")).unwrap();
+    for entry in std::fs::read_dir(root.join("crates/sdk/wit/v0.2.0")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), project.join("wit").join(entry.file_name())).unwrap();
+    }
+    std::fs::write(project.join(source.0), source.1).unwrap();
+    let tool = root.join("target/tools").join(env.1);
+    let out = conductor_in(&project, &["build"], &[(env.0, tool.to_str().unwrap())]);
+    assert!(out.status.success(), "build failed:\n{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("WIT: conductor:plugin@0.2.0"),
+        "{}",
+        stdout(&out)
+    );
+    let package = project.join("target/conductor");
+    let cache = parent.path().join("cache");
+    conductor_runtime::Runtime::new(Some(cache.clone()))
+        .unwrap()
+        .prepare(&package.join(format!("{krate}.wasm")))
+        .unwrap();
+    let host = Host::start_package(&path_str(&package), Some(&cache), &[]);
+    let bin = UniqueBinary::new(prefix);
+    const N: usize = 6;
+    bin.run(N);
+    let series = format!(
+        r#"{krate}__execs_total{{plugin="{name}",comm="{}"}}"#,
+        bin.comm
+    );
+    let count = host.wait_for_metric(&series, LONG, |v| v >= N as f64);
+    assert_eq!(count, N as f64, "{}", host.scrape());
+    assert!(host.stop().success());
+}
+
+fn conductor_in(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut cmd = std::process::Command::new(conductor_bin());
+    cmd.current_dir(dir)
+        .args(args)
+        .stdin(std::process::Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+#[test]
+fn javascript_plugin_built_against_the_previous_wit_counts_exactly() {
+    if !require_root() {
+        return;
+    }
+    previous_wit_counts_exactly(
+        "js",
+        (
+            "CONDUCTOR_COMPONENTIZE_JS",
+            "node/node_modules/.bin/componentize-js",
+        ),
+        ("src/plugin.js", JS_V0_2_0),
+        "cndtroj",
+    );
+}
+
+#[test]
+fn python_plugin_built_against_the_previous_wit_counts_exactly() {
+    if !require_root() {
+        return;
+    }
+    previous_wit_counts_exactly(
+        "python",
+        ("CONDUCTOR_COMPONENTIZE_PY", "python/bin/componentize-py"),
+        ("src/app.py", PYTHON_V0_2_0),
+        "cndtrop",
     );
 }
