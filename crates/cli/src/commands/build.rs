@@ -29,7 +29,7 @@ const WASM_TARGET: &str = "wasm32-wasip2";
 /// Build the plugin project in DIR into a package directory.
 #[derive(clap::Args)]
 pub struct BuildArgs {
-    /// The project (the directory holding package.yaml, Cargo.toml and bpf/).
+    /// The project (the directory holding package.yaml, bpf/ and Cargo.toml, src/plugin.js or src/app.py).
     #[arg(long, short = 'C', value_name = "DIR", default_value = ".")]
     pub dir: PathBuf,
     /// Where to write the package [default: DIR/target/conductor].
