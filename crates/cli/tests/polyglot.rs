@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use conductor_api::v1;
 use conductor_test_support::daemon::*;
+use conductor_test_support::registry::{Registry, conductor, stderr, stdout};
 use conductor_test_support::*;
 use tonic::Code;
 
@@ -261,4 +262,314 @@ async fn a_memory_limit_below_what_the_component_needs_is_refused_naming_both() 
         .status
         .unwrap();
     assert_eq!(phase(&status), v1::Phase::Running, "{status:?}");
+}
+
+/// An author's workflow in JavaScript or Python: `conductor new --lang`
+/// outside the repository, `conductor build` with the toolchain `cargo
+/// xtask deps` pinned (the BPF object with clang, the component with
+/// componentize-js / componentize-py against the project's own `wit/`),
+/// then `conductor run` of the package it wrote, counting the execs this
+/// test causes exactly.
+fn new_build_and_run_counts_real_execs(lang: &str, env: (&str, &str), prefix: &str) {
+    let parent = tempfile::tempdir().unwrap();
+    let name = format!("my-{lang}-probe");
+    let krate = name.replace('-', "_");
+    let tool = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../target/tools")
+        .join(env.1);
+    assert!(
+        tool.is_file(),
+        "{} is missing: run `cargo xtask deps`",
+        tool.display()
+    );
+    let conductor = |dir: &Path, args: &[&str], with_tool: bool| {
+        let mut cmd = std::process::Command::new(conductor_bin());
+        cmd.current_dir(dir)
+            .args(args)
+            .stdin(std::process::Stdio::null());
+        if with_tool {
+            cmd.env(env.0, &tool);
+        } else {
+            cmd.env_remove(env.0);
+        }
+        cmd.output().unwrap()
+    };
+    let out = conductor(parent.path(), &["new", "--lang", lang, &name], false);
+    assert!(out.status.success(), "new failed: {}", stderr(&out));
+    let project = parent.path().join(&name);
+
+    // Without the toolchain: refused, saying how to install it.
+    let out = conductor(&project, &["build"], false);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("is not installed") && err.contains("cargo xtask deps"),
+        "{err}"
+    );
+
+    let out = conductor(&project, &["build"], true);
+    assert!(out.status.success(), "build failed:\n{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains(&format!(
+            "WIT: conductor:plugin@{}",
+            conductor_api::wit::CURRENT
+        )),
+        "{text}"
+    );
+    let package = project.join("target/conductor");
+    for f in [
+        "package.yaml",
+        &format!("{krate}.wasm"),
+        &format!("{krate}.bpf.o"),
+    ] {
+        assert!(
+            package.join(f).is_file(),
+            "{f} is not in the package: {text}"
+        );
+    }
+
+    // The fresh component's first compile (seconds) is done before the
+    // host starts, with the host's own runtime, so the host's start wait
+    // covers loading rather than compiling.
+    let cache = parent.path().join("cache");
+    conductor_runtime::Runtime::new(Some(cache.clone()))
+        .unwrap()
+        .prepare(&package.join(format!("{krate}.wasm")))
+        .unwrap();
+    let host = Host::start_package(&path_str(&package), Some(&cache), &[]);
+    let bin = UniqueBinary::new(prefix);
+    const N: usize = 9;
+    bin.run(N);
+    let series = format!(
+        r#"{krate}__execs_total{{plugin="{name}",comm="{}"}}"#,
+        bin.comm
+    );
+    let count = host.wait_for_metric(&series, LONG, |v| v >= N as f64);
+    assert_eq!(count, N as f64, "{}", host.scrape());
+    assert!(
+        host.log_text()
+            .contains("counting execs, ignoring 0 command name(s)"),
+        "{}",
+        host.log_text()
+    );
+    assert!(host.stop().success());
+}
+
+#[test]
+fn javascript_new_build_and_run_counts_real_execs() {
+    if !require_root() {
+        return;
+    }
+    new_build_and_run_counts_real_execs(
+        "js",
+        (
+            "CONDUCTOR_COMPONENTIZE_JS",
+            "node/node_modules/.bin/componentize-js",
+        ),
+        "cndtrnj",
+    );
+}
+
+#[test]
+fn python_new_build_and_run_counts_real_execs() {
+    if !require_root() {
+        return;
+    }
+    new_build_and_run_counts_real_execs(
+        "python",
+        ("CONDUCTOR_COMPONENTIZE_PY", "python/bin/componentize-py"),
+        "cndtrnp",
+    );
+}
+
+/// The JavaScript or Python exec-counter as a package
+/// (`plugins/<lang>/exec-counter/package.yaml`), pushed with `conductor
+/// push --package` to a real registry on loopback and run by reference
+/// with its default spec: it counts the execs this test causes exactly.
+fn package_runs_by_reference(lang: &str, name: &str, prefix: &str) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let text = std::fs::read_to_string(
+        root.join("plugins")
+            .join(lang)
+            .join("exec-counter/package.yaml"),
+    )
+    .unwrap();
+    let text = text.replace(
+        "../../../target/plugins/",
+        &format!("{}/", artifacts().display()),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("package.yaml"), text).unwrap();
+    let reg = Registry::start();
+    let reference = format!("oci://{}/catalog/{name}:0.1.0", reg.addr);
+    let out = conductor(
+        &[
+            "push",
+            "--package",
+            dir.path().to_str().unwrap(),
+            &reference,
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "push failed: {}", stderr(&out));
+    assert!(stdout(&out).contains("digest sha256:"), "{}", stdout(&out));
+
+    let host = Host::start_package(&reference, Some(&shared_cache()), &[]);
+    let bin = UniqueBinary::new(prefix);
+    const N: usize = 11;
+    bin.run(N);
+    let count = host.wait_for_metric(&execs(name, &bin.comm), LONG, |v| v >= N as f64);
+    assert_eq!(count, N as f64, "{}", host.scrape());
+    assert!(host.stop().success());
+}
+
+#[test]
+fn javascript_exec_counter_package_runs_by_reference() {
+    if !require_root() {
+        return;
+    }
+    package_runs_by_reference("js", "exec-counter-js", "cndtrpj");
+}
+
+#[test]
+fn python_exec_counter_package_runs_by_reference() {
+    if !require_root() {
+        return;
+    }
+    package_runs_by_reference("python", "exec-counter-py", "cndtrpp");
+}
+
+/// A JavaScript exec counter written against `conductor:plugin@0.2.0` (the
+/// previous WIT: no series handles), on the BPF object of `conductor new`.
+const JS_V0_2_0: &str = r#"
+import { Counter } from 'conductor:plugin/metrics@0.2.0';
+import { log } from 'conductor:plugin/log@0.2.0';
+let execs;
+export function init() {
+  execs = Counter.declare({ name: 'execs', help: 'Execs by command (0.2.0).', labels: ['comm'] });
+  log('info', 'counting execs, ignoring 0 command name(s)', []);
+}
+export function onEvents(batch) {
+  for (let i = 0; i < batch.offsets.length; i++) {
+    const at = batch.offsets[i] + 16;
+    const raw = batch.data.subarray(at, at + 16);
+    const end = raw.indexOf(0);
+    const comm = String.fromCharCode(...raw.subarray(0, end < 0 ? 16 : end));
+    execs.add([comm], 1n);
+  }
+}
+export function tick() {}
+export function collect() {}
+"#;
+
+/// The same in Python.
+const PYTHON_V0_2_0: &str = r#"
+import wit_world
+from wit_world.imports import log, metrics
+
+execs = None
+
+class WitWorld(wit_world.WitWorld):
+    def init(self) -> None:
+        global execs
+        execs = metrics.Counter.declare(metrics.MetricDesc("execs", "Execs by command (0.2.0).", ["comm"]))
+        log.log(log.Level.INFO, "counting execs, ignoring 0 command name(s)", [])
+
+    def on_events(self, batch) -> None:
+        for offset in batch.offsets:
+            comm = bytes(batch.data[offset + 16 : offset + 32]).split(b"\0", 1)[0].decode()
+            execs.add([comm], 1)
+
+    def tick(self) -> None:
+        pass
+
+    def collect(self) -> None:
+        pass
+"#;
+
+/// A JavaScript or Python plugin built against the previous WIT
+/// (`crates/sdk/wit/v0.2.0`) by `conductor build` still loads in this host
+/// and counts exactly: the compatibility rule holds for every language.
+fn previous_wit_counts_exactly(lang: &str, env: (&str, &str), source: (&str, &str), prefix: &str) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let parent = tempfile::tempdir().unwrap();
+    let name = format!("old-{lang}");
+    let krate = name.replace('-', "_");
+    let out = conductor_in(parent.path(), &["new", "--lang", lang, &name], &[]);
+    assert!(out.status.success(), "new failed: {}", stderr(&out));
+    let project = parent.path().join(&name);
+    // The previous WIT instead of the current one, and a source using it.
+    std::fs::remove_dir_all(project.join("wit")).unwrap();
+    std::fs::create_dir(project.join("wit")).unwrap();
+    for entry in std::fs::read_dir(root.join("crates/sdk/wit/v0.2.0")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), project.join("wit").join(entry.file_name())).unwrap();
+    }
+    std::fs::write(project.join(source.0), source.1).unwrap();
+    let tool = root.join("target/tools").join(env.1);
+    let out = conductor_in(&project, &["build"], &[(env.0, tool.to_str().unwrap())]);
+    assert!(out.status.success(), "build failed:\n{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("WIT: conductor:plugin@0.2.0"),
+        "{}",
+        stdout(&out)
+    );
+    let package = project.join("target/conductor");
+    let cache = parent.path().join("cache");
+    conductor_runtime::Runtime::new(Some(cache.clone()))
+        .unwrap()
+        .prepare(&package.join(format!("{krate}.wasm")))
+        .unwrap();
+    let host = Host::start_package(&path_str(&package), Some(&cache), &[]);
+    let bin = UniqueBinary::new(prefix);
+    const N: usize = 6;
+    bin.run(N);
+    let series = format!(
+        r#"{krate}__execs_total{{plugin="{name}",comm="{}"}}"#,
+        bin.comm
+    );
+    let count = host.wait_for_metric(&series, LONG, |v| v >= N as f64);
+    assert_eq!(count, N as f64, "{}", host.scrape());
+    assert!(host.stop().success());
+}
+
+fn conductor_in(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut cmd = std::process::Command::new(conductor_bin());
+    cmd.current_dir(dir)
+        .args(args)
+        .stdin(std::process::Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+#[test]
+fn javascript_plugin_built_against_the_previous_wit_counts_exactly() {
+    if !require_root() {
+        return;
+    }
+    previous_wit_counts_exactly(
+        "js",
+        (
+            "CONDUCTOR_COMPONENTIZE_JS",
+            "node/node_modules/.bin/componentize-js",
+        ),
+        ("src/plugin.js", JS_V0_2_0),
+        "cndtroj",
+    );
+}
+
+#[test]
+fn python_plugin_built_against_the_previous_wit_counts_exactly() {
+    if !require_root() {
+        return;
+    }
+    previous_wit_counts_exactly(
+        "python",
+        ("CONDUCTOR_COMPONENTIZE_PY", "python/bin/componentize-py"),
+        ("src/app.py", PYTHON_V0_2_0),
+        "cndtrop",
+    );
 }

@@ -5,6 +5,8 @@
 //! cargo run -p conductor-runtime --example compile_options -- target/plugins/exec_counter_py.wasm
 //! ```
 //!
+//! With `--features winch`, also wasmtime's baseline compiler (Winch).
+//!
 //! Prints one line per configuration (the host's own first), each the
 //! best of three compiles, and the ratio to the host's. Figures for the
 //! record are in docs/src/languages.md.
@@ -14,18 +16,26 @@ use std::time::{Duration, Instant};
 use wasmtime::component::Component;
 use wasmtime::{Config, Engine, OptLevel};
 
-fn config(opt: OptLevel, parallel: bool) -> Config {
+fn config(opt: OptLevel, parallel: bool, winch: bool) -> Config {
     // As conductor_runtime::Runtime::new, but for the varied options.
     let mut c = Config::new();
     c.wasm_component_model(true);
     c.epoch_interruption(true);
     c.cranelift_opt_level(opt);
     c.parallel_compilation(parallel);
+    if winch {
+        c.strategy(wasmtime::Strategy::Winch);
+    }
     c
 }
 
-fn best_of_three(f: impl Fn() -> Duration) -> Duration {
-    (0..3).map(|_| f()).min().unwrap_or_default()
+/// The best of three runs (`RUNS=N` for another number).
+fn best_of_three(mut f: impl FnMut() -> Duration) -> Duration {
+    let runs: usize = std::env::var("RUNS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(3);
+    (0..runs.max(1)).map(|_| f()).min().unwrap_or_default()
 }
 
 fn main() -> wasmtime::Result<()> {
@@ -39,17 +49,40 @@ fn main() -> wasmtime::Result<()> {
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
     let mut host = None;
-    for (name, opt, parallel) in [
-        ("host: cranelift speed, parallel", OptLevel::Speed, true),
-        ("cranelift speed, one thread", OptLevel::Speed, false),
-        ("cranelift none, parallel", OptLevel::None, true),
-    ] {
-        let engine = Engine::new(&config(opt, parallel))?;
+    let mut rows = vec![
+        (
+            "host: cranelift speed, parallel",
+            OptLevel::Speed,
+            true,
+            false,
+        ),
+        ("cranelift speed, one thread", OptLevel::Speed, false, false),
+        ("cranelift none, parallel", OptLevel::None, true, false),
+    ];
+    if cfg!(feature = "winch") {
+        rows.push(("winch, parallel", OptLevel::Speed, true, true));
+        rows.push(("winch, one thread", OptLevel::Speed, false, true));
+    }
+    for (name, opt, parallel, winch) in rows {
+        let engine = match Engine::new(&config(opt, parallel, winch)) {
+            Ok(e) => e,
+            Err(e) => {
+                println!("{name:<34} not available: {e:#}");
+                continue;
+            }
+        };
+        let mut failed = None;
         let took = best_of_three(|| {
             let started = Instant::now();
-            Component::new(&engine, &bytes).expect("the component compiles");
+            if let Err(e) = Component::new(&engine, &bytes) {
+                failed = Some(format!("{e:#}"));
+            }
             started.elapsed()
         });
+        if let Some(e) = failed {
+            println!("{name:<34} cannot compile it: {e}");
+            continue;
+        }
         let base = *host.get_or_insert(took);
         println!(
             "{name:<34} first compile {:>7.2} s  ({:.2}x the host's)",

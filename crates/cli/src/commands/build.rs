@@ -3,7 +3,11 @@
 //!
 //! 1. every `bpf/*.bpf.c` with clang (`-O2 -g -target bpf`, headers from
 //!    `bpf/include/`) into `target/bpf/<name>.bpf.o`;
-//! 2. the component with `cargo build --release --target wasm32-wasip2`;
+//! 2. the component: a Rust project (`Cargo.toml`) with `cargo build
+//!    --release --target wasm32-wasip2`; a JavaScript one (`src/plugin.js`)
+//!    with componentize-js, a Python one (`src/app.py`) with
+//!    componentize-py, both against the project's `wit/`, into
+//!    `target/<component>`;
 //! 3. checks: the programs and maps `package.yaml` names exist in the
 //!    object, the component's event records (`record!`) have the layouts of
 //!    the C structs in the object's BTF, the component implements a
@@ -25,7 +29,7 @@ const WASM_TARGET: &str = "wasm32-wasip2";
 /// Build the plugin project in DIR into a package directory.
 #[derive(clap::Args)]
 pub struct BuildArgs {
-    /// The project (the directory holding package.yaml, Cargo.toml and bpf/).
+    /// The project (the directory holding package.yaml, bpf/ and Cargo.toml, src/plugin.js or src/app.py).
     #[arg(long, short = 'C', value_name = "DIR", default_value = ".")]
     pub dir: PathBuf,
     /// Where to write the package [default: DIR/target/conductor].
@@ -39,6 +43,49 @@ pub struct BuildArgs {
         env = "CONDUCTOR_CLANG"
     )]
     pub clang: PathBuf,
+    /// componentize-js, for a JavaScript project [default: the project's
+    /// node_modules/.bin/componentize-js (`npm install`), else on PATH].
+    #[arg(long, value_name = "PATH", env = "CONDUCTOR_COMPONENTIZE_JS")]
+    pub componentize_js: Option<PathBuf>,
+    /// componentize-py, for a Python project [default: the project's
+    /// .venv/bin/componentize-py, else on PATH].
+    #[arg(long, value_name = "PATH", env = "CONDUCTOR_COMPONENTIZE_PY")]
+    pub componentize_py: Option<PathBuf>,
+}
+
+/// The language of a project's component, from the files it has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lang {
+    Rust,
+    Js,
+    Python,
+}
+
+/// The JavaScript and Python entry points, as `conductor new` writes them.
+const JS_ENTRY: &str = "src/plugin.js";
+const PYTHON_ENTRY: &str = "src/app.py";
+
+fn project_lang(dir: &Path) -> anyhow::Result<Lang> {
+    let found: Vec<Lang> = [
+        ("Cargo.toml", Lang::Rust),
+        (JS_ENTRY, Lang::Js),
+        (PYTHON_ENTRY, Lang::Python),
+    ]
+    .into_iter()
+    .filter(|(f, _)| dir.join(f).is_file())
+    .map(|(_, l)| l)
+    .collect();
+    match found.as_slice() {
+        [one] => Ok(*one),
+        [] => bail!(
+            "{} has no component source: a project has Cargo.toml (Rust), {JS_ENTRY} (JavaScript) or {PYTHON_ENTRY} (Python), as `conductor new --lang rust|js|python` writes them",
+            dir.display()
+        ),
+        many => bail!(
+            "{} has the sources of more than one language ({many:?}): keep one of Cargo.toml, {JS_ENTRY}, {PYTHON_ENTRY}",
+            dir.display()
+        ),
+    }
 }
 
 pub fn run(args: BuildArgs) -> anyhow::Result<()> {
@@ -82,8 +129,22 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
     };
 
     // 2. The component.
-    let component = build_component(dir)?;
     let component_name = plain_file_name(&spec.component, "spec.component")?;
+    let component = match project_lang(dir)? {
+        Lang::Rust => build_component(dir)?,
+        Lang::Js => componentize(
+            dir,
+            Toolchain::Js,
+            args.componentize_js.as_deref(),
+            component_name,
+        )?,
+        Lang::Python => componentize(
+            dir,
+            Toolchain::Python,
+            args.componentize_py.as_deref(),
+            component_name,
+        )?,
+    };
 
     // 3. The package directory: package.yaml and the files it names.
     if out.join(PACKAGE_FILE).is_file() {
@@ -391,6 +452,122 @@ fn build_component(dir: &Path) -> anyhow::Result<PathBuf> {
             wanted.display()
         )
     })
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Toolchain {
+    Js,
+    Python,
+}
+
+impl Toolchain {
+    fn program(self) -> &'static str {
+        match self {
+            Toolchain::Js => "componentize-js",
+            Toolchain::Python => "componentize-py",
+        }
+    }
+
+    /// Where the project's own install puts it.
+    fn local(self, dir: &Path) -> PathBuf {
+        match self {
+            Toolchain::Js => dir.join("node_modules/.bin/componentize-js"),
+            Toolchain::Python => dir.join(".venv/bin/componentize-py"),
+        }
+    }
+
+    /// How to install it, for the error when it is missing.
+    fn install_hint(self) -> &'static str {
+        match self {
+            Toolchain::Js => {
+                "run `npm install` in the project (its package.json pins @bytecodealliance/componentize-js 0.23.0 and @bytecodealliance/preview2-shim 0.25.0), or point --componentize-js / CONDUCTOR_COMPONENTIZE_JS at one (in a checkout, `cargo xtask deps` installs it as target/tools/node/node_modules/.bin/componentize-js)"
+            }
+            Toolchain::Python => {
+                "run `python3 -m venv .venv && .venv/bin/pip install -r requirements.txt` in the project (componentize-py==0.25.1), or point --componentize-py / CONDUCTOR_COMPONENTIZE_PY at one (in a checkout, `cargo xtask deps` installs it as target/tools/python/bin/componentize-py)"
+            }
+        }
+    }
+}
+
+/// Build a JavaScript or Python component with its toolchain's defaults
+/// against the project's `wit/` into `DIR/target/<component>`.
+fn componentize(
+    dir: &Path,
+    toolchain: Toolchain,
+    given: Option<&Path>,
+    component: &str,
+) -> anyhow::Result<PathBuf> {
+    let wit = dir.join("wit");
+    if !wit.is_dir() {
+        bail!(
+            "{} is missing: it holds the WIT package conductor:plugin the component is built against (copy a new project's, from `conductor new --lang {}`)",
+            wit.display(),
+            if matches!(toolchain, Toolchain::Js) {
+                "js"
+            } else {
+                "python"
+            }
+        );
+    }
+    let program = match given {
+        Some(p) => p.to_owned(),
+        None => {
+            let local = toolchain.local(dir);
+            if local.is_file() {
+                local
+            } else {
+                PathBuf::from(toolchain.program())
+            }
+        }
+    };
+    let target = dir.join("target");
+    std::fs::create_dir_all(&target)
+        .with_context(|| format!("cannot create {}", target.display()))?;
+    let out = target.join(component);
+    // Relative paths from the project: what the README shows.
+    let rel_out = Path::new("target").join(component);
+    let mut cmd = Command::new(&program);
+    cmd.current_dir(dir);
+    match toolchain {
+        Toolchain::Js => {
+            cmd.arg(JS_ENTRY)
+                .args(["--wit", "wit", "--world-name", "plugin", "-o"])
+                .arg(&rel_out);
+        }
+        Toolchain::Python => {
+            cmd.args([
+                "-d",
+                "wit",
+                "-w",
+                "plugin",
+                "componentize",
+                "-p",
+                "src",
+                "app",
+                "-o",
+            ])
+            .arg(&rel_out);
+        }
+    }
+    eprintln!("building the component ({})", toolchain.program());
+    let status = match cmd.stdin(Stdio::null()).stdout(Stdio::inherit()).status() {
+        Ok(s) => s,
+        Err(e) if e.kind() == ErrorKind::NotFound => bail!(
+            "{} is not installed ({} not found): {}",
+            toolchain.program(),
+            program.display(),
+            toolchain.install_hint()
+        ),
+        Err(e) => return Err(e).with_context(|| format!("cannot run {}", program.display())),
+    };
+    if !status.success() || !out.is_file() {
+        bail!(
+            "{} could not build the component in {} (its errors are above)",
+            toolchain.program(),
+            dir.display()
+        );
+    }
+    Ok(out)
 }
 
 /// `$CARGO` when run by cargo, else `cargo`.

@@ -1,13 +1,18 @@
 //! `conductor new`: a standalone plugin project from a template.
 //!
 //! The templates are the folders of `templates/` at the repository root
-//! (one per language: `templates/rust/`), embedded in the binary at build
-//! time with `include_dir`, so an installed `conductor` needs no checkout.
-//! In file contents `{{name}}` (the plugin's name), `{{crate}}` (its name as
-//! an identifier), `{{sdk}}` and `{{sdk_note}}` (the SDK dependency) are
-//! replaced; in paths, `__crate__`. Every project also gets the BPF headers
-//! this repository's plugins build with (`bpf/include/vmlinux.h`,
-//! `bpf/include/conductor.h`).
+//! (`common/`, shared by every language: the BPF C and the test script;
+//! then one per language: `rust/`, `js/`, `python/`), embedded in the
+//! binary at build time with `include_dir`, so an installed `conductor`
+//! needs no checkout. In file contents `{{name}}` (the plugin's name),
+//! `{{crate}}` (its name as an identifier), `{{wit}}` (the WIT version),
+//! `{{sdk}}` and `{{sdk_note}}` (the SDK dependency) are replaced; in
+//! paths, `__crate__`. Every project also gets the BPF headers this
+//! repository's plugins build with (`bpf/include/vmlinux.h`,
+//! `bpf/include/conductor.h`). A JavaScript or Python project also gets
+//! the current WIT package (`wit/`) and a copy of its language's SDK
+//! (`src/conductor/`, `src/conductor_plugin/`): neither SDK is published
+//! yet, and componentize-js resolves only relative imports.
 
 use std::path::{Path, PathBuf};
 
@@ -16,6 +21,28 @@ use conductor_api::package::{PACKAGE_FILE, PackageManifest};
 use include_dir::{Dir, include_dir};
 
 static TEMPLATES: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/../../templates");
+/// The WIT packages, one folder per version (`v0.2.1/`).
+static WIT: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/../sdk/wit");
+
+/// The JavaScript and Python SDKs, as copied into a new project.
+const SDK_JS: &[(&str, &str)] = &[
+    (
+        "src/conductor/index.js",
+        include_str!("../../../../sdk/js/index.js"),
+    ),
+    (
+        "src/conductor/index.d.ts",
+        include_str!("../../../../sdk/js/index.d.ts"),
+    ),
+    (
+        "src/conductor/package.json",
+        include_str!("../../../../sdk/js/package.json"),
+    ),
+];
+const SDK_PYTHON: &[(&str, &str)] = &[(
+    "src/conductor_plugin/__init__.py",
+    include_str!("../../../../sdk/python/src/conductor_plugin/__init__.py"),
+)];
 
 /// The hand-written CO-RE header the repository's own plugins use (see its
 /// comment for why it is not a dump of one kernel's BTF).
@@ -30,6 +57,10 @@ const SDK_GIT: &str = "https://github.com/ebpfconductor/ebpfconductor";
 pub enum Lang {
     /// A Rust crate built with conductor-sdk for wasm32-wasip2.
     Rust,
+    /// JavaScript built with componentize-js (npm).
+    Js,
+    /// Python built with componentize-py (PyPI).
+    Python,
 }
 
 impl Lang {
@@ -37,6 +68,17 @@ impl Lang {
     fn template(self) -> &'static str {
         match self {
             Lang::Rust => "rust",
+            Lang::Js => "js",
+            Lang::Python => "python",
+        }
+    }
+
+    /// The SDK files copied into the project (none for Rust: a dependency).
+    fn sdk_files(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            Lang::Rust => &[],
+            Lang::Js => SDK_JS,
+            Lang::Python => SDK_PYTHON,
         }
     }
 }
@@ -73,7 +115,21 @@ pub fn run(args: NewArgs) -> anyhow::Result<()> {
             project.display()
         );
     }
-    let sdk = sdk_source(args.sdk_path.as_deref(), args.sdk_git.as_deref())?;
+    let sdk = match args.lang {
+        Lang::Rust => sdk_source(args.sdk_path.as_deref(), args.sdk_git.as_deref())?,
+        lang => {
+            if args.sdk_path.is_some() || args.sdk_git.is_some() {
+                bail!(
+                    "--sdk-path and --sdk-git are for Rust projects: a {} project gets a copy of its SDK in src/",
+                    lang.template()
+                );
+            }
+            Sdk {
+                toml: String::new(),
+                note: format!("{} copied into src/", conductor_api::wit::CURRENT),
+            }
+        }
+    };
     let files = render(args.lang, &args.name, &sdk)?;
     for (rel, text, executable) in &files {
         let path = project.join(rel);
@@ -96,6 +152,13 @@ pub fn run(args: NewArgs) -> anyhow::Result<()> {
     );
     println!("next:");
     println!("  cd {}", project.display());
+    match args.lang {
+        Lang::Rust => {}
+        Lang::Js => println!("  npm install                          # the pinned componentize-js"),
+        Lang::Python => println!(
+            "  python3 -m venv .venv && .venv/bin/pip install -r requirements.txt  # the pinned componentize-py"
+        ),
+    }
     println!("  conductor build                      # -> target/conductor/");
     println!("  sudo conductor run target/conductor  # run it here");
     println!("  sudo sh tests/run-on-events.sh       # its test, on real events");
@@ -178,37 +241,57 @@ fn toml_string(s: &str) -> String {
 
 /// The project's files: relative path, contents, executable.
 fn render(lang: Lang, name: &str, sdk: &Sdk) -> anyhow::Result<Vec<(PathBuf, String, bool)>> {
-    let dir = TEMPLATES.get_dir(lang.template()).with_context(|| {
-        format!(
-            "this conductor was built without templates/{}",
-            lang.template()
-        )
-    })?;
     let krate = name.replace('-', "_");
+    let wit = conductor_api::wit::CURRENT;
     let fill = |text: &str| {
         text.replace("{{name}}", name)
             .replace("{{crate}}", &krate)
+            .replace("{{wit}}", wit)
             .replace("{{sdk}}", &sdk.toml)
             .replace("{{sdk_note}}", &sdk.note)
     };
     let mut out = Vec::new();
-    let mut stack = vec![dir];
-    while let Some(d) = stack.pop() {
-        stack.extend(d.dirs());
-        for f in d.files() {
-            let rel = f.path().strip_prefix(lang.template()).with_context(|| {
-                format!("template file {} is outside its folder", f.path().display())
-            })?;
-            let rel = PathBuf::from(rel.to_string_lossy().replace("__crate__", &krate));
-            let text = f
-                .contents_utf8()
-                .with_context(|| format!("template file {} is not UTF-8", f.path().display()))?;
-            let executable = rel.extension().is_some_and(|e| e == "sh");
-            out.push((rel, fill(text), executable));
+    for folder in ["common", lang.template()] {
+        let dir = TEMPLATES
+            .get_dir(folder)
+            .with_context(|| format!("this conductor was built without templates/{folder}"))?;
+        let mut stack = vec![dir];
+        while let Some(d) = stack.pop() {
+            stack.extend(d.dirs());
+            for f in d.files() {
+                let rel = f.path().strip_prefix(folder).with_context(|| {
+                    format!("template file {} is outside its folder", f.path().display())
+                })?;
+                let rel = PathBuf::from(rel.to_string_lossy().replace("__crate__", &krate));
+                let text = f.contents_utf8().with_context(|| {
+                    format!("template file {} is not UTF-8", f.path().display())
+                })?;
+                let executable = rel.extension().is_some_and(|e| e == "sh");
+                out.push((rel, fill(text), executable));
+            }
         }
     }
     for (file, text) in [("vmlinux.h", VMLINUX_H), ("conductor.h", CONDUCTOR_H)] {
         out.push((Path::new("bpf/include").join(file), text.to_owned(), false));
+    }
+    if lang != Lang::Rust {
+        let version = format!("v{wit}");
+        let dir = WIT.get_dir(&version).with_context(|| {
+            format!("this conductor was built without crates/sdk/wit/{version}")
+        })?;
+        for f in dir.files() {
+            let file = f
+                .path()
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned());
+            let (Some(file), Some(text)) = (file, f.contents_utf8()) else {
+                continue;
+            };
+            out.push((Path::new("wit").join(file), text.to_owned(), false));
+        }
+        for (rel, text) in lang.sdk_files() {
+            out.push((PathBuf::from(rel), (*text).to_owned(), false));
+        }
     }
     // The package's default spec must be one the host accepts.
     if let Some((_, text, _)) = out.iter().find(|(p, _, _)| p == Path::new(PACKAGE_FILE)) {
@@ -285,6 +368,62 @@ mod tests {
                 .1
                 .contains("my_probe__execs_total{plugin=\\\"my-probe\\\"")
         );
+    }
+
+    #[test]
+    fn the_js_and_python_templates_carry_their_sdk_wit_and_bpf_c() {
+        let sdk = Sdk {
+            toml: String::new(),
+            note: String::new(),
+        };
+        for (lang, source, sdk_file) in [
+            (Lang::Js, "src/plugin.js", "src/conductor/index.js"),
+            (
+                Lang::Python,
+                "src/app.py",
+                "src/conductor_plugin/__init__.py",
+            ),
+        ] {
+            let files = render(lang, "my-probe", &sdk).unwrap();
+            let has = |want: &str| files.iter().any(|f| f.0 == Path::new(want));
+            for want in [
+                source,
+                sdk_file,
+                "wit/world.wit",
+                "wit/metrics.wit",
+                "bpf/my_probe.bpf.c",
+                "bpf/include/vmlinux.h",
+                "package.yaml",
+                "README.md",
+                "tests/run-on-events.sh",
+            ] {
+                assert!(has(want), "{lang:?}: {want} missing");
+            }
+            assert!(!has("Cargo.toml") && !has("src/lib.rs"), "{lang:?}");
+            for (path, text, _) in &files {
+                assert!(
+                    !text.contains("{{") && !path.to_string_lossy().contains("__crate__"),
+                    "{}: {} has an unfilled placeholder",
+                    lang.template(),
+                    path.display()
+                );
+            }
+            let world = &files
+                .iter()
+                .find(|f| f.0 == Path::new("wit/world.wit"))
+                .unwrap()
+                .1;
+            assert!(
+                world.contains(&format!("conductor:plugin@{}", conductor_api::wit::CURRENT)),
+                "{world}"
+            );
+            let yaml = &files
+                .iter()
+                .find(|f| f.0 == Path::new("package.yaml"))
+                .unwrap()
+                .1;
+            assert!(yaml.contains("component: my_probe.wasm"), "{yaml}");
+        }
     }
 
     #[test]

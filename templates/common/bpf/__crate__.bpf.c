@@ -5,7 +5,7 @@
  * fires after a successful execve() once the task runs the new program.
  * Each exec is written to the ring buffer `events` (with its drop counter
  * `events_lost`, see include/conductor.h) as a struct event, which the wasm
- * component (src/lib.rs) decodes.
+ * component (src/) decodes.
  *
  * Built by `conductor build` with clang -O2 -g -target bpf (CO-RE: field
  * offsets read with BPF_CORE_READ are relocated against the running
@@ -16,7 +16,7 @@
 #include <bpf/bpf_core_read.h>
 #include "conductor.h"
 
-/* The record, 32 bytes, native byte order: an ABI shared with src/lib.rs. */
+/* The record, 32 bytes, native byte order: an ABI shared with the component in src/. */
 struct event {
 	__u64 cgroup_id; /* cgroup v2 id of the task */
 	__u32 pid;       /* process id (tgid) */
