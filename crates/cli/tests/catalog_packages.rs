@@ -100,18 +100,8 @@ fn a_catalog_package_runs_by_reference_with_a_config_override() {
         return;
     }
     let reg = Registry::start();
-    let reference = format!("oci://{}/catalog/syscall-latency:0.1.0", reg.addr);
     let dir = package_dir("syscall-latency");
-    let out = conductor(
-        &[
-            "push",
-            "--package",
-            dir.path().to_str().unwrap(),
-            &reference,
-        ],
-        &[],
-    );
-    assert!(out.status.success(), "push failed: {}", stderr(&out));
+    let (reference, _) = push_package(&reg, dir.path(), "catalog/syscall-latency:0.1.0");
 
     let cgroups = TestCgroups::new("catalogpkg");
     let pod = TestPod::new(&cgroups, 51, "batch", "packaged", &[]);

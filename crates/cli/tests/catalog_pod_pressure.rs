@@ -38,21 +38,7 @@ impl CpuV1 {
 
 impl Drop for CpuV1 {
     fn drop(&mut self) {
-        let mut dirs: Vec<_> = self
-            .container
-            .ancestors()
-            .take_while(|a| a.starts_with(&self.root))
-            .map(Path::to_owned)
-            .collect();
-        dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
-        for d in dirs {
-            for _ in 0..100 {
-                if std::fs::remove_dir(&d).is_ok() || !d.exists() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
+        remove_tree(&self.root);
     }
 }
 

@@ -419,7 +419,7 @@ fn an_exporter_package_runs_by_reference_from_a_registry() {
     if !require_root() {
         return;
     }
-    use conductor_test_support::registry::{Registry, conductor};
+    use conductor_test_support::registry::Registry;
     let reg = Registry::start();
     // A package directory: the object beside a package.yaml whose spec
     // carries the config.
@@ -439,21 +439,7 @@ fn an_exporter_package_runs_by_reference_from_a_registry() {
         },
     });
     std::fs::write(dir.path().join("package.yaml"), package.to_string()).unwrap();
-    let reference = format!("oci://{}/exporters/syscalls:1.0", reg.addr);
-    let out = conductor(
-        &[
-            "push",
-            "--package",
-            dir.path().to_str().unwrap(),
-            &reference,
-        ],
-        &[],
-    );
-    assert!(
-        out.status.success(),
-        "push failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (reference, _) = registry::push_package(&reg, dir.path(), "exporters/syscalls:1.0");
 
     let mut host = Host::start_package(&reference, None, &[]);
     host.wait_for_log("package resolved", Duration::from_secs(10))

@@ -47,22 +47,7 @@ fn package_dir() -> tempfile::TempDir {
 
 fn push_package(reg: &Registry, repo_tag: &str) -> String {
     let dir = package_dir();
-    let reference = format!("oci://{}/{repo_tag}", reg.addr);
-    let out = conductor(
-        &[
-            "push",
-            "--package",
-            dir.path().to_str().unwrap(),
-            &reference,
-        ],
-        &[],
-    );
-    assert!(out.status.success(), "push failed: {}", stderr(&out));
-    let text = stdout(&out);
-    text.lines()
-        .find_map(|l| l.strip_prefix("digest "))
-        .unwrap_or_else(|| panic!("no digest printed:\n{text}"))
-        .to_owned()
+    registry::push_package(reg, dir.path(), repo_tag).1
 }
 
 fn cache_arg(cache: &Path) -> [&str; 2] {

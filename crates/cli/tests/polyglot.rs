@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use conductor_api::v1;
 use conductor_test_support::daemon::*;
-use conductor_test_support::registry::{Registry, conductor, stderr, stdout};
+use conductor_test_support::registry::{Registry, stderr, stdout};
 use conductor_test_support::*;
 use tonic::Code;
 
@@ -402,18 +402,9 @@ fn package_runs_by_reference(lang: &str, name: &str, prefix: &str) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("package.yaml"), text).unwrap();
     let reg = Registry::start();
-    let reference = format!("oci://{}/catalog/{name}:0.1.0", reg.addr);
-    let out = conductor(
-        &[
-            "push",
-            "--package",
-            dir.path().to_str().unwrap(),
-            &reference,
-        ],
-        &[],
-    );
-    assert!(out.status.success(), "push failed: {}", stderr(&out));
-    assert!(stdout(&out).contains("digest sha256:"), "{}", stdout(&out));
+    let (reference, digest) =
+        registry::push_package(&reg, dir.path(), &format!("catalog/{name}:0.1.0"));
+    assert!(digest.starts_with("sha256:"), "{digest}");
 
     let host = Host::start_package(&reference, Some(&shared_cache()), &[]);
     let bin = UniqueBinary::new(prefix);

@@ -1196,7 +1196,7 @@ spec:
 /// keys, a real host that requires signatures, the real node agent.
 #[test]
 fn show_reads_the_package_and_the_signer_the_node_reports() {
-    use conductor_test_support::registry::{Registry, conductor, stderr};
+    use conductor_test_support::registry::{self, Registry, conductor, stderr};
     if !kubectl_present() || !require_root() {
         return;
     }
@@ -1206,17 +1206,7 @@ fn show_reads_the_package_and_the_signer_the_node_reports() {
         std::fs::copy(artifacts().join(f), dir.path().join(f)).unwrap();
     }
     std::fs::write(dir.path().join("package.yaml"), PACKAGE_YAML).unwrap();
-    let reference = format!("oci://{}/pkgs/exec-counter:1.0", reg.addr);
-    let out = conductor(
-        &[
-            "push",
-            "--package",
-            dir.path().to_str().unwrap(),
-            &reference,
-        ],
-        &[],
-    );
-    assert!(out.status.success(), "push: {}", stderr(&out));
+    let (reference, _) = registry::push_package(&reg, dir.path(), "pkgs/exec-counter:1.0");
     let prefix = dir.path().join("alice");
     let password = [("COSIGN_PASSWORD", "test-password")];
     let out = conductor(

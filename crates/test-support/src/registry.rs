@@ -236,6 +236,27 @@ fn pipe(mut from: TcpStream, mut to: TcpStream, limit: usize, fault: Fault) {
     let _ = to.shutdown(Shutdown::Write);
 }
 
+/// `conductor push --package DIR oci://<registry>/<repo_tag>`: panics with
+/// the CLI's error if the push fails; returns the reference pushed and the
+/// manifest digest the CLI printed.
+pub fn push_package(registry: &Registry, dir: &Path, repo_tag: &str) -> (String, String) {
+    let reference = format!("oci://{}/{repo_tag}", registry.addr);
+    let dir = dir.to_str().expect("a UTF-8 package directory");
+    let out = conductor(&["push", "--package", dir, &reference], &[]);
+    assert!(
+        out.status.success(),
+        "push of {dir} failed: {}",
+        stderr(&out)
+    );
+    let text = stdout(&out);
+    let digest = text
+        .lines()
+        .find_map(|l| l.strip_prefix("digest "))
+        .unwrap_or_else(|| panic!("no digest printed:\n{text}"))
+        .to_owned();
+    (reference, digest)
+}
+
 /// Run the `conductor` CLI with an isolated docker config (no credentials
 /// from the machine) and a quiet log.
 pub fn conductor(args: &[&str], env: &[(&str, &str)]) -> Output {

@@ -64,7 +64,7 @@ impl Drop for TestCgroups {
     }
 }
 
-fn remove_tree(root: &Path) {
+pub fn remove_tree(root: &Path) {
     let mut dirs = Vec::new();
     let mut stack = vec![root.to_owned()];
     while let Some(d) = stack.pop() {
