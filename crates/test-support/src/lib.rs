@@ -137,6 +137,11 @@ pub struct Host {
 }
 
 impl Host {
+    /// The host process's pid.
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
     /// Write `spec` (YAML, possibly several documents) and run it.
     pub fn start(spec: &str) -> Self {
         Self::start_with_cache(spec, None)
