@@ -137,32 +137,8 @@ impl Assembled {
             }
         }
         manifest.wit_version = Some(wit.clone());
-        let mut annotations = BTreeMap::new();
-        for (key, value) in [
-            (TITLE_ANNOTATION, Some(manifest.spec.name.clone())),
-            ("org.opencontainers.image.version", manifest.version.clone()),
-            ("org.opencontainers.image.source", manifest.source.clone()),
-            (
-                "org.opencontainers.image.description",
-                manifest.description.clone(),
-            ),
-            (
-                "org.opencontainers.image.licenses",
-                manifest.license.clone(),
-            ),
-            (
-                "org.opencontainers.image.created",
-                Some(chrono::Utc::now().to_rfc3339()),
-            ),
-            (
-                crate::WORLD_ANNOTATION,
-                Some(format!("{}/plugin@{wit}", conductor_api::wit::PACKAGE)),
-            ),
-        ] {
-            if let Some(v) = value {
-                annotations.insert(key.to_owned(), v);
-            }
-        }
+        let world = format!("{}/plugin@{wit}", conductor_api::wit::PACKAGE);
+        let annotations = annotations(&manifest, Some(world));
         Ok(Self {
             manifest,
             files,
@@ -185,28 +161,7 @@ impl Assembled {
         {
             return Err(bad(what, format!("{} is not an ELF object", b.path)));
         }
-        let mut annotations = BTreeMap::new();
-        for (key, value) in [
-            (TITLE_ANNOTATION, Some(manifest.spec.name.clone())),
-            ("org.opencontainers.image.version", manifest.version.clone()),
-            ("org.opencontainers.image.source", manifest.source.clone()),
-            (
-                "org.opencontainers.image.description",
-                manifest.description.clone(),
-            ),
-            (
-                "org.opencontainers.image.licenses",
-                manifest.license.clone(),
-            ),
-            (
-                "org.opencontainers.image.created",
-                Some(chrono::Utc::now().to_rfc3339()),
-            ),
-        ] {
-            if let Some(v) = value {
-                annotations.insert(key.to_owned(), v);
-            }
-        }
+        let annotations = annotations(&manifest, None);
         Ok(Self {
             manifest,
             files,
@@ -544,4 +499,30 @@ fn attach_point(p: &conductor_api::ProgramAttach) -> String {
         })
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// The manifest's `org.opencontainers.image.*` annotations, and the WIT
+/// world of a component package.
+fn annotations(manifest: &PackageManifest, world: Option<String>) -> BTreeMap<String, String> {
+    [
+        (TITLE_ANNOTATION, Some(manifest.spec.name.clone())),
+        ("org.opencontainers.image.version", manifest.version.clone()),
+        ("org.opencontainers.image.source", manifest.source.clone()),
+        (
+            "org.opencontainers.image.description",
+            manifest.description.clone(),
+        ),
+        (
+            "org.opencontainers.image.licenses",
+            manifest.license.clone(),
+        ),
+        (
+            "org.opencontainers.image.created",
+            Some(chrono::Utc::now().to_rfc3339()),
+        ),
+        (crate::WORLD_ANNOTATION, world),
+    ]
+    .into_iter()
+    .filter_map(|(key, value)| Some((key.to_owned(), value?)))
+    .collect()
 }
