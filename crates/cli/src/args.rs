@@ -29,6 +29,21 @@ pub struct NodeArgs {
     /// (pulled artifacts are still kept in the cache directory).
     #[arg(long)]
     pub no_cache: bool,
+    /// Components of at least this many MiB whose optimised code is not
+    /// cached start on wasmtime's baseline compiler (seconds instead of
+    /// tens of seconds for a JavaScript or Python component) and move to
+    /// the optimising compiler's code once it is ready, compiled in the
+    /// background into the cache. `0` starts every uncached component so.
+    #[arg(
+        long,
+        value_name = "MIB",
+        default_value_t = 4,
+        conflicts_with = "no_baseline"
+    )]
+    pub baseline_above_mib: u64,
+    /// Always compile with the optimising compiler before a plugin starts.
+    #[arg(long)]
+    pub no_baseline: bool,
     /// Largest component file a load reads, in bytes (only regular files
     /// are read).
     #[arg(long, value_name = "BYTES", default_value_t = files::DEFAULT_MAX_COMPONENT_BYTES)]
@@ -76,6 +91,8 @@ impl NodeArgs {
                 metrics_addr: self.metrics_addr,
                 cache_dir: self.cache_dir.unwrap_or_else(default_cache_dir),
                 no_cache: self.no_cache,
+                baseline_above: (!self.no_baseline)
+                    .then_some(self.baseline_above_mib.saturating_mul(1 << 20)),
                 otlp: self.otlp.config()?,
                 k8s: self.k8s.config(),
                 file_caps: files::FileCaps {

@@ -130,6 +130,69 @@ fn python_exec_counter_counts_exactly_through_conductor_run() {
     counts_exactly_through_run("exec-counter-py", "exec_counter_py.wasm", "cndtrpy");
 }
 
+/// From an empty compile cache, an 18 MB Python component starts on
+/// wasmtime's baseline compiler's code, counts exactly, moves to the
+/// optimising compiler's code (compiled in the background into the cache)
+/// without a restart or a lost event, and the next start begins there.
+#[test]
+fn python_component_starts_on_baseline_code_and_moves_to_optimised_code() {
+    if !require_root() {
+        return;
+    }
+    let cache = tempfile::tempdir().unwrap();
+    let spec = spec("py-tiers", "exec_counter_py.wasm");
+    let mut host = Host::start_with_cache(&spec, Some(cache.path()));
+    let running = host
+        .wait_for_log("plugin running", LONG)
+        .unwrap_or_else(|| panic!("{}", host.log_text()));
+    assert!(running.contains("code=baseline"), "{running}");
+    let log = host.log_text();
+    assert!(log.contains("compiled by the baseline compiler"), "{log}");
+    let bin = UniqueBinary::new("cndtrtier");
+    const N: usize = 12;
+    bin.run(N);
+    let series = execs("py-tiers", &bin.comm);
+    let count = host.wait_for_metric(&series, LONG, |v| v >= N as f64);
+    assert_eq!(count, N as f64, "{}", host.scrape());
+
+    // Cranelift takes tens of seconds for this component on a busy machine.
+    host.wait_for_log("plugin moved to optimised code", Duration::from_secs(600))
+        .unwrap_or_else(|| panic!("never moved to optimised code:\n{}", host.log_text()));
+    bin.run(N);
+    let count = host.wait_for_metric(&series, LONG, |v| v >= 2.0 * N as f64);
+    assert_eq!(count, 2.0 * N as f64, "{}", host.scrape());
+    let text = host.scrape();
+    assert_eq!(
+        value(
+            &text,
+            r#"conductor_plugin_restarts_total{plugin="py-tiers"}"#
+        ),
+        Some(0.0),
+        "{text}"
+    );
+    assert!(host.stop().success());
+    assert!(
+        std::fs::read_dir(cache.path())
+            .unwrap()
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().ends_with(".cwasm")),
+        "the optimised code is not in the cache"
+    );
+
+    // The next start loads the optimised code from the cache.
+    let mut host = Host::start_with_cache(&spec, Some(cache.path()));
+    let running = host
+        .wait_for_log("plugin running", LONG)
+        .unwrap_or_else(|| panic!("{}", host.log_text()));
+    assert!(running.contains("code=optimised"), "{running}");
+    let log = host.log_text();
+    assert!(!log.contains("baseline compiler"), "{log}");
+    bin.run(3);
+    let count = host.wait_for_metric(&series, LONG, |v| v >= 3.0);
+    assert_eq!(count, 3.0, "{}", host.scrape());
+    assert!(host.stop().success());
+}
+
 /// Both languages and the Rust plugin in one daemon, each counting the
 /// same execs exactly; the `ignore` config reaches the Python plugin.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

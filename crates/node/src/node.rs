@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
 use conductor_api::files::FileCaps;
-use conductor_runtime::Runtime;
+use conductor_runtime::{Runtime, RuntimeOptions};
 use tokio::sync::watch;
 
 use crate::k8s::{K8sConfig, Workloads};
@@ -34,6 +34,10 @@ pub struct NodeConfig {
     /// artifacts under `oci/`.
     pub cache_dir: PathBuf,
     pub no_cache: bool,
+    /// Components of at least this many bytes without cached optimised
+    /// code start on baseline code (see
+    /// [`conductor_runtime::RuntimeOptions::baseline_above`]); `None`: off.
+    pub baseline_above: Option<u64>,
     /// Push metrics over OTLP too.
     pub otlp: Option<OtlpConfig>,
     /// The workload cache behind the plugins' `k8s` lookups.
@@ -95,8 +99,11 @@ impl Node {
                 "dropped the capabilities plugins do not need"
             );
         }
-        let runtime = Runtime::new((!config.no_cache).then(|| config.cache_dir.clone()))
-            .context("cannot start the wasm runtime")?;
+        let runtime = Runtime::with_options(RuntimeOptions {
+            cache_dir: (!config.no_cache).then(|| config.cache_dir.clone()),
+            baseline_above: config.baseline_above,
+        })
+        .context("cannot start the wasm runtime")?;
         let metrics = Arc::new(Metrics::new());
         let manager = Arc::new(Manager::new(runtime, metrics));
         manager.set_file_caps(config.file_caps);

@@ -31,6 +31,7 @@ use conductor_kernel::layout::Checked;
 use conductor_kernel::object::{self as bpf, BpfError, LoadedObject};
 use conductor_runtime::{
     Call, EventBatch, Fault, Instance, PluginHost, Prepared, ReadOnlyDir, Runtime, RuntimeError,
+    Tier,
 };
 
 use crate::cpu::CpuAccount;
@@ -427,6 +428,8 @@ struct Worker {
     name: String,
     runtime: Arc<Runtime>,
     prepared: Prepared,
+    /// Moving to optimised code failed once; not tried again.
+    tier_up_failed: bool,
     host: Arc<PluginHost>,
     /// The metrics the plugin declared (through `host`).
     plugin_metrics: Arc<PluginMetrics>,
@@ -567,6 +570,7 @@ impl Worker {
             name,
             runtime,
             prepared,
+            tier_up_failed: false,
             host,
             plugin_metrics,
             memory_limit: (spec.limits.memory_mib as usize) << 20,
@@ -817,6 +821,12 @@ impl Worker {
     }
 
     fn housekeeping(&mut self) {
+        if self.prepared.tier == Tier::Baseline
+            && !self.tier_up_failed
+            && !self.paused(Instant::now())
+        {
+            self.tier_up();
+        }
         if let Some(change) = self.follow.as_mut().map(|f| f.check()) {
             self.follow_change(change);
         }
@@ -907,6 +917,7 @@ impl Worker {
                 plugin = %self.name,
                 digest = %self.prepared.digest,
                 from_cache = self.prepared.from_cache,
+                code = %self.prepared.tier.as_str(),
                 "plugin running"
             );
             self.up.set(1);
@@ -919,43 +930,15 @@ impl Worker {
 
     /// Take a new version over between two batches (see [`Plugin::swap`]).
     fn swap(&mut self, swap: Swap) {
-        // What the running version declared: a refused version's own
-        // declarations are undone.
-        let declared = self.plugin_metrics.declared_names();
-        let refuse = |message: String| {
-            self.plugin_metrics.forget_all_but(&declared);
-            let _ = swap.reply.send(Err(message));
-        };
-        let mut fresh = match self.runtime.instantiate(
-            &swap.prepared,
-            swap.host.clone(),
+        if let Err(message) = self.take_over(
+            swap.prepared,
+            swap.host,
             swap.memory_limit,
             swap.call_timeout,
         ) {
-            Ok(i) => i,
-            Err(fault) => {
-                refuse(format!("the new version failed to instantiate: {fault}"));
-                return;
-            }
-        };
-        let started = Instant::now();
-        let result = fresh.call(Call::Init, swap.call_timeout);
-        self.calls.init.observe(started.elapsed().as_secs_f64());
-        if let Err(fault) = result {
-            tracing::warn!(plugin = %self.name, "update refused, the running version stays: init failed: {fault}");
-            drop(fresh);
-            refuse(format!("the new version's init failed: {fault}"));
+            let _ = swap.reply.send(Err(message));
             return;
         }
-        // The old instance publishes what it buffered, then goes.
-        if self.instance.is_some() && !self.call(Call::Collect) {
-            tracing::warn!(plugin = %self.name, "the replaced version's last collect failed; its unpublished metrics are lost");
-        }
-        self.instance = Some(fresh);
-        self.prepared = swap.prepared;
-        self.host = swap.host;
-        self.memory_limit = swap.memory_limit;
-        self.call_timeout = swap.call_timeout;
         self.cpu_limit = swap.cpu_limit;
         self.cpu.set_limit(swap.cpu_limit);
         self.tick = swap.tick.map(|every| (every, Instant::now() + every));
@@ -971,6 +954,91 @@ impl Worker {
         self.set_phase(Phase::Running, None);
         tracing::info!(plugin = %self.name, digest = %self.prepared.digest, "plugin updated");
         let _ = swap.reply.send(Ok(()));
+    }
+
+    /// Replace the running instance by a new one of `prepared`, created and
+    /// initialised first; if that fails the running one stays and the
+    /// error says why.
+    fn take_over(
+        &mut self,
+        prepared: Prepared,
+        host: Arc<PluginHost>,
+        memory_limit: usize,
+        call_timeout: Duration,
+    ) -> Result<(), String> {
+        // What the running version declared: a refused version's own
+        // declarations are undone.
+        let declared = self.plugin_metrics.declared_names();
+        let refuse = |message: String| {
+            self.plugin_metrics.forget_all_but(&declared);
+            Err(message)
+        };
+        let mut fresh =
+            match self
+                .runtime
+                .instantiate(&prepared, host.clone(), memory_limit, call_timeout)
+            {
+                Ok(i) => i,
+                Err(fault) => {
+                    return refuse(format!("the new version failed to instantiate: {fault}"));
+                }
+            };
+        let started = Instant::now();
+        let result = fresh.call(Call::Init, call_timeout);
+        self.calls.init.observe(started.elapsed().as_secs_f64());
+        if let Err(fault) = result {
+            tracing::warn!(plugin = %self.name, "the new instance's init failed, the running one stays: {fault}");
+            drop(fresh);
+            return refuse(format!("the new version's init failed: {fault}"));
+        }
+        // The old instance publishes what it buffered, then goes.
+        if self.instance.is_some() && !self.call(Call::Collect) {
+            tracing::warn!(plugin = %self.name, "the replaced version's last collect failed; its unpublished metrics are lost");
+        }
+        self.instance = Some(fresh);
+        self.prepared = prepared;
+        self.host = host;
+        self.memory_limit = memory_limit;
+        self.call_timeout = call_timeout;
+        Ok(())
+    }
+
+    /// Move a plugin started on baseline code to the optimised code once
+    /// the background compile has it: a new instance of the same component
+    /// and config takes over between two batches, as an update does (its
+    /// `init` runs again; state kept in the host, like metrics, stays).
+    fn tier_up(&mut self) {
+        let Some(optimised) = self.runtime.optimised(&self.prepared) else {
+            return;
+        };
+        let optimised = match optimised {
+            Ok(p) => p,
+            Err(e) => {
+                // Cannot happen for code the baseline compile accepted;
+                // should it, the plugin keeps its baseline code.
+                tracing::warn!(plugin = %self.name, "cannot link the optimised code, staying on baseline code: {e}");
+                self.tier_up_failed = true;
+                return;
+            }
+        };
+        if self.instance.is_none() {
+            // Restarting: the next instance starts on the optimised code.
+            self.prepared = optimised;
+            return;
+        }
+        let (host, memory_limit, call_timeout) =
+            (self.host.clone(), self.memory_limit, self.call_timeout);
+        match self.take_over(optimised, host, memory_limit, call_timeout) {
+            Ok(()) => tracing::info!(
+                plugin = %self.name,
+                digest = %self.prepared.digest,
+                "plugin moved to optimised code"
+            ),
+            Err(e) => {
+                tracing::warn!(plugin = %self.name, "cannot move to optimised code, staying on baseline code: {e}");
+                self.tier_up_failed = true;
+            }
+        }
     }
 
     /// Call an export; on a fault the instance is dropped. True on success.

@@ -5,7 +5,8 @@
 //! cargo run -p conductor-runtime --example compile_options -- target/plugins/exec_counter_py.wasm
 //! ```
 //!
-//! With `--features winch`, also wasmtime's baseline compiler (Winch).
+//! Also wasmtime's baseline compiler (Winch), which the host uses for a
+//! quick first start of large components.
 //!
 //! Prints one line per configuration (the host's own first), each the
 //! best of three compiles, and the ratio to the host's. Figures for the
@@ -59,10 +60,8 @@ fn main() -> wasmtime::Result<()> {
         ("cranelift speed, one thread", OptLevel::Speed, false, false),
         ("cranelift none, parallel", OptLevel::None, true, false),
     ];
-    if cfg!(feature = "winch") {
-        rows.push(("winch, parallel", OptLevel::Speed, true, true));
-        rows.push(("winch, one thread", OptLevel::Speed, false, true));
-    }
+    rows.push(("winch, parallel", OptLevel::Speed, true, true));
+    rows.push(("winch, one thread", OptLevel::Speed, false, true));
     for (name, opt, parallel, winch) in rows {
         let engine = match Engine::new(&config(opt, parallel, winch)) {
             Ok(e) => e,

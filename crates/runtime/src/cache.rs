@@ -44,25 +44,77 @@ impl CompileCache {
         engine: &Engine,
         bytes: &[u8],
     ) -> wasmtime::Result<(Component, String, bool)> {
-        let digest = hex::encode(Sha256::digest(bytes));
-        if let Some(c) = self.in_memory(&digest) {
+        let digest = digest(bytes);
+        if let Some(c) = self.lookup(engine, &digest) {
             return Ok((c, digest, true));
         }
+        let component = self.compile(engine, bytes, &digest)?;
+        Ok((component, digest, false))
+    }
+
+    /// The compiled component of `digest` if it is in memory or on disk;
+    /// never compiles.
+    pub fn lookup(&self, engine: &Engine, digest: &str) -> Option<Component> {
+        if let Some(c) = self.in_memory(digest) {
+            return Some(c);
+        }
+        let path = self.path(engine, digest)?;
+        if !path.exists() {
+            return None;
+        }
+        // SAFETY: the file was written by `Component::serialize` of an
+        // engine with the same compatibility hash, into a directory only
+        // the host writes (mode 0700), and renamed into place only once
+        // complete. wasmtime still checks its header and version.
+        match unsafe { Component::deserialize_file(engine, &path) } {
+            Ok(c) => Some(self.keep(digest, c)),
+            Err(e) => {
+                tracing::warn!(
+                    path = %path.display(),
+                    "discarding unusable compiled component: {e:#}"
+                );
+                None
+            }
+        }
+    }
+
+    /// Compile `bytes` (whose digest is `digest`) and keep the result in
+    /// memory and on disk.
+    pub fn compile(
+        &self,
+        engine: &Engine,
+        bytes: &[u8],
+        digest: &str,
+    ) -> wasmtime::Result<Component> {
         // Compiled without holding the lock: a slow compile (a large
         // component takes seconds) must not stall loads of other, already
         // compiled components. Two concurrent first loads of one component
         // may both compile it (the daemon's load slots bound how many); the
         // first one kept wins, so its plugins still share one image.
-        let (component, from_cache) = self.load_uncached(engine, bytes, &digest)?;
+        let component = Component::new(engine, bytes)?;
+        if let Some(path) = self.path(engine, digest)
+            && let Some(dir) = &self.dir
+            && let Err(e) = store(dir, &path, &component)
+        {
+            // The cache is an optimisation: a read-only or full disk must not
+            // stop a plugin from running.
+            tracing::warn!(dir = %dir.display(), "cannot cache compiled component: {e:#}");
+        }
+        Ok(self.keep(digest, component))
+    }
+
+    /// Keep `component` in memory, or return the one already kept for
+    /// `digest`, so every plugin of a component shares one image.
+    fn keep(&self, digest: &str, component: Component) -> Component {
         let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((_, c)) = live.iter().find(|(d, _)| *d == digest) {
-            return Ok((c.clone(), digest, true));
+        if let Some((_, c)) = live.iter().find(|(d, _)| d == digest) {
+            return c.clone();
         }
         if live.len() >= IN_MEMORY {
             live.pop_front();
         }
-        live.push_back((digest.clone(), component.clone()));
-        Ok((component, digest, from_cache))
+        live.push_back((digest.to_owned(), component.clone()));
+        component
     }
 
     fn in_memory(&self, digest: &str) -> Option<Component> {
@@ -72,41 +124,19 @@ impl CompileCache {
             .map(|(_, c)| c.clone())
     }
 
-    fn load_uncached(
-        &self,
-        engine: &Engine,
-        bytes: &[u8],
-        digest: &str,
-    ) -> wasmtime::Result<(Component, bool)> {
-        let Some(dir) = &self.dir else {
-            return Ok((Component::new(engine, bytes)?, false));
-        };
+    /// Where the compiled code of `digest` for `engine` is kept, if the
+    /// cache has a directory.
+    fn path(&self, engine: &Engine, digest: &str) -> Option<PathBuf> {
+        let dir = self.dir.as_ref()?;
         let mut h = DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut h);
-        let path = dir.join(format!("{digest}-{:016x}.cwasm", h.finish()));
-
-        if path.exists() {
-            // SAFETY: the file was written by `Component::serialize` of an
-            // engine with the same compatibility hash, into a directory only
-            // the host writes (mode 0700), and renamed into place only once
-            // complete. wasmtime still checks its header and version.
-            match unsafe { Component::deserialize_file(engine, &path) } {
-                Ok(c) => return Ok((c, true)),
-                Err(e) => tracing::warn!(
-                    path = %path.display(),
-                    "discarding unusable compiled component: {e:#}"
-                ),
-            }
-        }
-
-        let component = Component::new(engine, bytes)?;
-        if let Err(e) = store(dir, &path, &component) {
-            // The cache is an optimisation: a read-only or full disk must not
-            // stop a plugin from running.
-            tracing::warn!(dir = %dir.display(), "cannot cache compiled component: {e:#}");
-        }
-        Ok((component, false))
+        Some(dir.join(format!("{digest}-{:016x}.cwasm", h.finish())))
     }
+}
+
+/// The sha256 of a component's bytes, in hex: its identity in the cache.
+pub fn digest(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
 }
 
 fn store(dir: &std::path::Path, path: &std::path::Path, c: &Component) -> anyhow::Result<()> {

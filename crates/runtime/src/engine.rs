@@ -2,10 +2,10 @@
 //! choosing the WIT version a component was built against, checking it
 //! against that version's world, and instantiating it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use conductor_api::files::{self, FileError};
@@ -130,8 +130,58 @@ pub(crate) struct Exports {
 pub struct Runtime {
     engine: Engine,
     linker: Linker<StoreData>,
-    cache: cache::CompileCache,
+    /// Wasmtime's baseline compiler, for a quick first start of large
+    /// components (see [`RuntimeOptions::baseline_above`]).
+    baseline: Option<Baseline>,
+    cache: Arc<cache::CompileCache>,
     ticker_stop: Arc<AtomicBool>,
+}
+
+/// How a [`Runtime`] compiles.
+#[derive(Debug, Clone, Default)]
+pub struct RuntimeOptions {
+    /// Where compiled components are kept; `None` disables the disk cache.
+    pub cache_dir: Option<PathBuf>,
+    /// Components of at least this many bytes whose optimised code is not
+    /// cached start on code from wasmtime's baseline compiler (Winch:
+    /// about 4 s for an 18 MB Python component where Cranelift takes
+    /// 24 s), while Cranelift compiles them into the cache on a
+    /// background thread; [`Runtime::optimised`] then hands the plugin the
+    /// optimised code. `None`: always compile with Cranelift first.
+    pub baseline_above: Option<u64>,
+}
+
+/// Which compiler made a [`Prepared`]'s code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tier {
+    /// Cranelift, optimising for speed: what plugins run on.
+    Optimised,
+    /// Winch, wasmtime's baseline compiler: fast to compile, slower to
+    /// run; used only until the optimised code is ready.
+    Baseline,
+}
+
+impl Tier {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Optimised => "optimised",
+            Self::Baseline => "baseline",
+        }
+    }
+}
+
+/// A component's bytes and digest, for the background compiler.
+type CompileJob = (Arc<[u8]>, String);
+
+/// The baseline engine and the background compiles into the cache.
+struct Baseline {
+    engine: Engine,
+    linker: Linker<StoreData>,
+    above: u64,
+    /// Optimised compiles queued or running, by digest (one per component).
+    in_flight: Arc<Mutex<HashSet<String>>>,
+    /// The background compiler's queue, started with the first job.
+    jobs: Mutex<Option<std::sync::mpsc::Sender<CompileJob>>>,
 }
 
 /// A compiled component, checked against the world, ready to instantiate
@@ -139,6 +189,10 @@ pub struct Runtime {
 #[derive(Clone)]
 pub struct Prepared {
     pre: InstancePre<StoreData>,
+    /// The engine `pre` was compiled for (its instances' stores).
+    engine: Engine,
+    /// Which compiler made the code.
+    pub tier: Tier,
     exports: Exports,
     /// The `conductor:plugin` version the component imports (the current
     /// one if it imports none of the package).
@@ -159,6 +213,12 @@ pub struct Prepared {
 }
 
 impl Prepared {
+    /// Built against an older WIT than the current one (linked through
+    /// the compatibility layer).
+    fn wit_version_is_older(&self) -> bool {
+        wit::range(&self.wit_version) != wit::range(wit::CURRENT)
+    }
+
     /// Refuse a memory limit below what the component needs to start: it
     /// could never run, and would restart for ever.
     pub fn check_memory_limit(&self, limit_mib: u32) -> Result<(), RuntimeError> {
@@ -217,49 +277,63 @@ pub fn record_layouts(
 }
 
 impl Runtime {
-    /// `cache_dir`: where compiled components are kept; `None` disables the cache.
+    /// `cache_dir`: where compiled components are kept; `None` disables the
+    /// cache. Compiles with Cranelift only (see [`Runtime::with_options`]).
     pub fn new(cache_dir: Option<PathBuf>) -> Result<Arc<Self>, RuntimeError> {
-        let mut config = Config::new();
-        config.wasm_component_model(true);
-        config.epoch_interruption(true);
-        config.cranelift_opt_level(wasmtime::OptLevel::Speed);
-        let engine = Engine::new(&config).map_err(|e| RuntimeError::Engine(e.to_string()))?;
+        Self::with_options(RuntimeOptions {
+            cache_dir,
+            baseline_above: None,
+        })
+    }
 
-        let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
-            .map_err(|e| RuntimeError::Engine(e.to_string()))?;
-        // What JavaScript components import by default; every outgoing
-        // request is denied (host/http.rs, docs/src/languages.md).
-        wasmtime_wasi_http::p2::add_only_http_to_linker_sync(&mut linker)
-            .map_err(|e| RuntimeError::Engine(e.to_string()))?;
-        // Every supported version side by side: their names differ in the
-        // version, and each component links against the one it imports.
-        bindings::Plugin::add_to_linker::<_, wasmtime::component::HasSelf<StoreData>>(
-            &mut linker,
-            |s| s,
-        )
-        .map_err(|e| RuntimeError::Engine(e.to_string()))?;
-        v0_1::add_to_linker(&mut linker).map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
+    pub fn with_options(options: RuntimeOptions) -> Result<Arc<Self>, RuntimeError> {
+        let engine = new_engine(false)?;
+        let linker = new_linker(&engine)?;
+        let baseline = match options.baseline_above {
+            None => None,
+            // Winch exists for x86_64 and aarch64 only: elsewhere every
+            // component is compiled by Cranelift first, as without it.
+            Some(above) => match new_engine(true) {
+                Ok(engine) => Some(Baseline {
+                    linker: new_linker(&engine)?,
+                    engine,
+                    above,
+                    in_flight: Arc::default(),
+                    jobs: Mutex::new(None),
+                }),
+                Err(e) => {
+                    tracing::info!(
+                        "no baseline compiler on this machine, large components compile with Cranelift first: {e}"
+                    );
+                    None
+                }
+            },
+        };
 
         let ticker_stop = Arc::new(AtomicBool::new(false));
         {
-            let engine = engine.clone();
+            let engines: Vec<Engine> = std::iter::once(engine.clone())
+                .chain(baseline.as_ref().map(|b| b.engine.clone()))
+                .collect();
             let stop = ticker_stop.clone();
             std::thread::Builder::new()
                 .name("epoch-ticker".into())
                 .spawn(move || {
                     while !stop.load(Ordering::Relaxed) {
                         std::thread::sleep(EPOCH_TICK);
-                        engine.increment_epoch();
+                        for engine in &engines {
+                            engine.increment_epoch();
+                        }
                     }
                 })
                 .map_err(|e| RuntimeError::Engine(format!("cannot start epoch ticker: {e}")))?;
         }
 
         Ok(Arc::new(Self {
-            cache: cache::CompileCache::new(cache_dir),
+            cache: Arc::new(cache::CompileCache::new(options.cache_dir)),
             engine,
             linker,
+            baseline,
             ticker_stop,
         }))
     }
@@ -330,52 +404,193 @@ impl Runtime {
             });
         }
         let records = record_layouts(&bytes, path)?;
-        let (component, digest, from_cache) =
-            self.cache
-                .load(&self.engine, &bytes)
-                .map_err(|e| RuntimeError::NotAComponent {
-                    path: path.to_owned(),
-                    cause: format!("{e:#}"),
-                })?;
-        let (contract, wit_version) = contract_of(&self.engine, &component, path)?;
+        let digest = cache::digest(&bytes);
+        let not_a_component = |e: wasmtime::Error| RuntimeError::NotAComponent {
+            path: path.to_owned(),
+            cause: format!("{e:#}"),
+        };
+        let (component, tier, from_cache) = match self.cache.lookup(&self.engine, &digest) {
+            Some(c) => (c, Tier::Optimised, true),
+            None => match self.compile_baseline(&bytes, &digest, path) {
+                Some(c) => (c, Tier::Baseline, false),
+                None => (
+                    self.cache
+                        .compile(&self.engine, &bytes, &digest)
+                        .map_err(not_a_component)?,
+                    Tier::Optimised,
+                    false,
+                ),
+            },
+        };
+        let prepared = self.finish(
+            component,
+            tier,
+            Unchecked {
+                digest,
+                from_cache,
+                initial_memory_bytes,
+                records,
+                path: path.to_owned(),
+            },
+        )?;
+        tracing::debug!(
+            component = %path.display(),
+            digest = %prepared.digest,
+            from_cache,
+            tier = %tier.as_str(),
+            wit = %prepared.wit_version,
+            batch = ?prepared.batch_shape,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "component ready"
+        );
+        if prepared.wit_version_is_older() {
+            tracing::info!(
+                component = %path.display(),
+                "component built against {}@{}, linked through the compatibility layer; rebuild it with the current conductor-sdk ({}@{})",
+                wit::PACKAGE,
+                prepared.wit_version,
+                wit::PACKAGE,
+                wit::CURRENT,
+            );
+        }
+        Ok(prepared)
+    }
+
+    /// The baseline compile of a large component whose optimised code is
+    /// not cached, with the optimised compile queued behind it; `None` if
+    /// the component is small, tiering is off, or Winch refused it (then
+    /// Cranelift compiles it as usual).
+    fn compile_baseline(&self, bytes: &[u8], digest: &str, path: &Path) -> Option<Component> {
+        let baseline = self.baseline.as_ref()?;
+        if (bytes.len() as u64) < baseline.above {
+            return None;
+        }
+        let started = Instant::now();
+        let component = match Component::new(&baseline.engine, bytes) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::info!(component = %path.display(), "the baseline compiler refused the component, compiling it optimised first: {e:#}");
+                return None;
+            }
+        };
+        tracing::info!(
+            component = %path.display(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "compiled by the baseline compiler; the optimised compile runs in the background"
+        );
+        self.queue_optimised(baseline, bytes, digest);
+        Some(component)
+    }
+
+    /// Queue the optimised compile of `bytes` on the background thread
+    /// (started on first use), once per component.
+    fn queue_optimised(&self, baseline: &Baseline, bytes: &[u8], digest: &str) {
+        {
+            let mut in_flight = baseline.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+            if !in_flight.insert(digest.to_owned()) {
+                return;
+            }
+        }
+        let mut jobs = baseline.jobs.lock().unwrap_or_else(|e| e.into_inner());
+        if jobs.is_none() {
+            let (tx, rx) = std::sync::mpsc::channel::<CompileJob>();
+            let (engine, cache, in_flight) = (
+                self.engine.clone(),
+                self.cache.clone(),
+                baseline.in_flight.clone(),
+            );
+            // One compile at a time: Cranelift already compiles a
+            // component's functions in parallel, and each compile of a
+            // large component holds hundreds of MiB while it runs. The
+            // thread ends when the runtime (the queue's sender) goes.
+            let spawned = std::thread::Builder::new()
+                .name("optimising-compiler".into())
+                .spawn(move || {
+                    for (bytes, digest) in rx {
+                        let started = Instant::now();
+                        match cache.compile(&engine, &bytes, &digest) {
+                            Ok(_) => tracing::info!(
+                                %digest,
+                                elapsed_ms = started.elapsed().as_millis() as u64,
+                                "optimised code ready"
+                            ),
+                            Err(e) => tracing::warn!(%digest, "the optimised compile failed; plugins of this component stay on baseline code: {e:#}"),
+                        }
+                        in_flight
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .remove(&digest);
+                    }
+                });
+            match spawned {
+                Ok(_) => *jobs = Some(tx),
+                Err(e) => {
+                    tracing::warn!(
+                        "cannot start the background compiler; plugins stay on baseline code until the host restarts: {e}"
+                    );
+                    return;
+                }
+            }
+        }
+        if let Some(tx) = jobs.as_ref() {
+            let _ = tx.send((Arc::from(bytes), digest.to_owned()));
+        }
+    }
+
+    /// The optimised version of a [`Tier::Baseline`] `prepared` once the
+    /// background compile has put it in the cache; `None` before that (or
+    /// if `prepared` is optimised already).
+    pub fn optimised(&self, prepared: &Prepared) -> Option<Result<Prepared, RuntimeError>> {
+        if prepared.tier != Tier::Baseline {
+            return None;
+        }
+        let component = self.cache.lookup(&self.engine, &prepared.digest)?;
+        Some(self.finish(
+            component,
+            Tier::Optimised,
+            Unchecked {
+                digest: prepared.digest.clone(),
+                from_cache: true,
+                initial_memory_bytes: prepared.initial_memory_bytes,
+                records: prepared.records.clone(),
+                path: prepared.path.clone(),
+            },
+        ))
+    }
+
+    /// Check `component` against the world of the version it imports and
+    /// link it with the linker of `tier`'s engine.
+    fn finish(
+        &self,
+        component: Component,
+        tier: Tier,
+        facts: Unchecked,
+    ) -> Result<Prepared, RuntimeError> {
+        let (engine, linker) = match (tier, &self.baseline) {
+            (Tier::Baseline, Some(b)) => (&b.engine, &b.linker),
+            _ => (&self.engine, &self.linker),
+        };
+        let path = &facts.path;
+        let (contract, wit_version) = contract_of(engine, &component, path)?;
         let wrong_world = |cause: wasmtime::Error| RuntimeError::WrongWorld {
             path: path.to_owned(),
             version: wit_version.clone(),
             cause: format!("{cause:#}"),
         };
-        let pre = self
-            .linker
-            .instantiate_pre(&component)
-            .map_err(wrong_world)?;
+        let pre = linker.instantiate_pre(&component).map_err(wrong_world)?;
         let exports = check_exports(&pre, contract).map_err(wrong_world)?;
-        tracing::debug!(
-            component = %path.display(),
-            %digest,
-            from_cache,
-            wit = %wit_version,
-            batch = ?exports.shape,
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "component ready"
-        );
-        if contract.version != wit::CURRENT {
-            tracing::info!(
-                component = %path.display(),
-                "component built against {}@{wit_version}, linked through the compatibility layer; rebuild it with the current conductor-sdk ({}@{})",
-                wit::PACKAGE,
-                wit::PACKAGE,
-                wit::CURRENT,
-            );
-        }
         Ok(Prepared {
             pre,
+            engine: engine.clone(),
+            tier,
             exports,
             wit_version,
             batch_shape: exports.shape,
-            digest,
-            from_cache,
-            initial_memory_bytes,
-            records,
-            path: path.to_owned(),
+            digest: facts.digest,
+            from_cache: facts.from_cache,
+            initial_memory_bytes: facts.initial_memory_bytes,
+            records: facts.records,
+            path: facts.path,
         })
     }
 
@@ -395,7 +610,7 @@ impl Runtime {
             },
         )?;
         let mut store = Store::new(
-            &self.engine,
+            &prepared.engine,
             StoreData {
                 wasi,
                 table: ResourceTable::new(),
@@ -435,6 +650,47 @@ impl Runtime {
             Err(e) => Err(classify(&store, e)),
         }
     }
+}
+
+/// What [`Runtime::finish`] carries over to a [`Prepared`].
+struct Unchecked {
+    digest: String,
+    from_cache: bool,
+    initial_memory_bytes: u64,
+    records: Vec<conductor_kernel::layout::RecordLayout>,
+    path: PathBuf,
+}
+
+/// The engine: Cranelift optimising for speed, or Winch (`baseline`).
+fn new_engine(baseline: bool) -> Result<Engine, RuntimeError> {
+    let mut config = Config::new();
+    config.wasm_component_model(true);
+    config.epoch_interruption(true);
+    config.cranelift_opt_level(wasmtime::OptLevel::Speed);
+    if baseline {
+        config.strategy(wasmtime::Strategy::Winch);
+    }
+    Engine::new(&config).map_err(|e| RuntimeError::Engine(format!("{e:#}")))
+}
+
+/// Every interface a plugin may import, for `engine`'s components.
+fn new_linker(engine: &Engine) -> Result<Linker<StoreData>, RuntimeError> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+        .map_err(|e| RuntimeError::Engine(e.to_string()))?;
+    // What JavaScript components import by default; every outgoing
+    // request is denied (host/http.rs, docs/src/languages.md).
+    wasmtime_wasi_http::p2::add_only_http_to_linker_sync(&mut linker)
+        .map_err(|e| RuntimeError::Engine(e.to_string()))?;
+    // Every supported version side by side: their names differ in the
+    // version, and each component links against the one it imports.
+    bindings::Plugin::add_to_linker::<_, wasmtime::component::HasSelf<StoreData>>(
+        &mut linker,
+        |s| s,
+    )
+    .map_err(|e| RuntimeError::Engine(e.to_string()))?;
+    v0_1::add_to_linker(&mut linker).map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
+    Ok(linker)
 }
 
 /// The contract `component` was built against, by the version in its
@@ -680,5 +936,66 @@ mod tests {
         assert!(msg.contains("conductor:plugin@0.1.0"), "{msg}");
         assert!(msg.contains("`span` records"), "{msg}");
         assert!(msg.contains("`offsets` and `lengths`"), "{msg}");
+    }
+
+    #[test]
+    fn a_large_component_starts_on_baseline_code_and_its_optimised_code_follows() {
+        let out = tempfile::tempdir().unwrap();
+        let path = component_of(&wit_dir(wit::CURRENT), out.path());
+        let options = RuntimeOptions {
+            cache_dir: Some(out.path().join("cache")),
+            // Every component counts as large.
+            baseline_above: Some(0),
+        };
+        let runtime = Runtime::with_options(options.clone()).unwrap();
+        let first = runtime.prepare(&path).unwrap();
+        assert_eq!(first.tier, Tier::Baseline);
+        assert!(!first.from_cache);
+
+        // The background compile puts the optimised code in the cache.
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let optimised = loop {
+            if let Some(ready) = runtime.optimised(&first) {
+                break ready.unwrap();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no optimised code after two minutes"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert_eq!(optimised.tier, Tier::Optimised);
+        assert_eq!(optimised.digest, first.digest);
+        assert_eq!(optimised.wit_version, first.wit_version);
+        assert!(runtime.optimised(&optimised).is_none());
+
+        // Both run: the dummy's `init` traps, in code of either compiler.
+        for prepared in [&first, &optimised] {
+            let mut instance = runtime
+                .instantiate(
+                    prepared,
+                    Arc::new(crate::host::test_host("tiers")),
+                    16 << 20,
+                    Duration::from_secs(5),
+                )
+                .unwrap_or_else(|f| panic!("{:?}: {f}", prepared.tier));
+            let fault = instance
+                .call(crate::Call::Init, Duration::from_secs(5))
+                .expect_err("the dummy's init traps");
+            assert!(
+                matches!(fault.kind, crate::FaultKind::Trap),
+                "{:?}: {fault}",
+                prepared.tier
+            );
+        }
+
+        // A later start (a new runtime over the same cache) starts on the
+        // optimised code straight away.
+        let again = Runtime::with_options(options)
+            .unwrap()
+            .prepare(&path)
+            .unwrap();
+        assert_eq!(again.tier, Tier::Optimised);
+        assert!(again.from_cache);
     }
 }

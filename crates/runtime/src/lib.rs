@@ -22,7 +22,7 @@ pub mod host;
 pub mod instance;
 mod stdio;
 
-pub use engine::{Prepared, Runtime, RuntimeError};
+pub use engine::{Prepared, Runtime, RuntimeError, RuntimeOptions, Tier};
 pub use host::events::EventBatch;
 pub use host::{GrantedMap, PluginHost, ReadOnlyDir};
 pub use instance::{Call, Fault, FaultKind, Instance, StoreData};
