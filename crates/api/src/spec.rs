@@ -754,6 +754,15 @@ impl PluginSpec {
                 p.validate(&at, &mut err);
                 if bytecode.loader == Loader::Bpfman
                     && let Some(point) = p.attach_point()
+                    && point.pattern().is_some()
+                {
+                    err(
+                        format!("{at}.{}", point.kind()),
+                        "interfaces and cgroups named by pattern are attached by the host: use `loader: host` for this program".into(),
+                    );
+                }
+                if bytecode.loader == Loader::Bpfman
+                    && let Some(point) = p.attach_point()
                     && !BPFMAN_ATTACH_KINDS.contains(&point.kind())
                 {
                     err(
