@@ -301,6 +301,11 @@ impl LoadedObject {
         })
     }
 
+    /// The kernel's id of loaded program `name`, if the object has it.
+    pub fn program_id(&self, name: &str) -> Option<u32> {
+        self.ebpf.program(name)?.info().ok().map(|i| i.id())
+    }
+
     /// The interfaces or cgroups each pattern program is attached to now.
     pub fn pattern_targets(&self) -> BTreeMap<String, Vec<Target>> {
         self.patterns.attached()
