@@ -1778,6 +1778,18 @@ maps:
     }
 
     #[test]
+    fn bpfman_refuses_interface_patterns_and_the_host_takes_them() {
+        let text = "name: p\ncomponent: p.wasm\nbytecode: {path: p.o, loader: bpfman, programs: [{name: x, tcx: {interface: \"veth*\", direction: ingress}}, {name: y, tcx: {interface: eth0, direction: ingress}}]}\n";
+        let Err(SpecError::Invalid { errors, .. }) = PluginSpec::from_yaml(text) else {
+            panic!("expected validation errors");
+        };
+        let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["bytecode.programs[0].tcx"], "{errors:?}");
+        assert!(errors[0].message.contains("loader: host"), "{errors:?}");
+        PluginSpec::from_yaml(&text.replace("loader: bpfman, ", "")).unwrap();
+    }
+
+    #[test]
     fn global_data_values_are_typed_by_their_yaml_form() {
         let spec = PluginSpec::from_yaml(
             "name: p\ncomponent: p.wasm\nbytecode:\n  path: p.o\n  globalData: {port: 8080, delta: -3, on: true, comm: cat, digits: '123', ports: [80, 443]}\n",
