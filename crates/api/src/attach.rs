@@ -439,9 +439,13 @@ impl ProgramAttach {
         if let Some(c) = &mut p.cgroup_skb {
             c.cgroup_path = Some(target.to_owned());
         }
-        for c in [&mut p.cgroup_sock, &mut p.cgroup_sock_addr, &mut p.cgroup_sockopt]
-            .into_iter()
-            .flatten()
+        for c in [
+            &mut p.cgroup_sock,
+            &mut p.cgroup_sock_addr,
+            &mut p.cgroup_sockopt,
+        ]
+        .into_iter()
+        .flatten()
         {
             c.cgroup_path = Some(target.to_owned());
         }
@@ -924,9 +928,17 @@ bytecode:
             ],
             "{got:#?}"
         );
-        assert!(got[0].1.contains("not a valid glob pattern"), "{}", got[0].1);
+        assert!(
+            got[0].1.contains("not a valid glob pattern"),
+            "{}",
+            got[0].1
+        );
         assert!(got[1].1.contains("interface pattern"), "{}", got[1].1);
-        assert!(got[2].1.contains("not a valid glob pattern"), "{}", got[2].1);
+        assert!(
+            got[2].1.contains("not a valid glob pattern"),
+            "{}",
+            got[2].1
+        );
     }
 
     #[test]

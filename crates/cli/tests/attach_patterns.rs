@@ -113,7 +113,10 @@ impl Drop for Fixture {
 }
 
 fn read_u64(map: &KernelMap, slot: u32) -> u64 {
-    let v = map.lookup(&slot.to_ne_bytes()).unwrap().expect("array slot");
+    let v = map
+        .lookup(&slot.to_ne_bytes())
+        .unwrap()
+        .expect("array slot");
     u64::from_ne_bytes(v[..8].try_into().unwrap())
 }
 

@@ -425,7 +425,10 @@ mod tests {
             })
             .collect();
         names.sort();
-        assert_eq!(names, ["pods/a/c1", "pods/a/c2", "pods/b/c3", "pods/b/deep"]);
+        assert_eq!(
+            names,
+            ["pods/a/c1", "pods/a/c2", "pods/b/c3", "pods/b/deep"]
+        );
     }
 
     #[test]

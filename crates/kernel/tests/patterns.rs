@@ -36,12 +36,18 @@ fn load(list: &[String]) -> LoadedObject {
         artifact("test_attach.bpf.o").display()
     );
     let spec = PluginSpec::from_yaml(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
-    object::load(&artifact("test_attach.bpf.o"), &spec.bytecode.unwrap().programs)
-        .unwrap_or_else(|e| panic!("{e}"))
+    object::load(
+        &artifact("test_attach.bpf.o"),
+        &spec.bytecode.unwrap().programs,
+    )
+    .unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn read_u64(map: &KernelMap, slot: u32) -> u64 {
-    let v = map.lookup(&slot.to_ne_bytes()).unwrap().expect("array slot");
+    let v = map
+        .lookup(&slot.to_ne_bytes())
+        .unwrap()
+        .expect("array slot");
     u64::from_ne_bytes(v[..8].try_into().unwrap())
 }
 
@@ -204,7 +210,11 @@ fn summary(changes: &[Change]) -> Vec<(String, String, &'static str)> {
     v
 }
 
-fn each(programs: &[&str], target: &str, what: &'static str) -> Vec<(String, String, &'static str)> {
+fn each(
+    programs: &[&str],
+    target: &str,
+    what: &'static str,
+) -> Vec<(String, String, &'static str)> {
     let mut v: Vec<_> = programs
         .iter()
         .map(|p| ((*p).to_owned(), target.to_owned(), what))
