@@ -18,6 +18,22 @@ const EXACTLY_ONE_RULE: &str = "[has(self.tracepoint), has(self.rawTracepoint), 
      has(self.tcx), has(self.cgroupSkb), has(self.cgroupSock), has(self.cgroupSockAddr), \
      has(self.cgroupSockopt), has(self.perfEvent)].filter(x, x).size() == 1";
 
+/// The CRD's pattern for an interface: a Linux interface name (1 to 15
+/// characters without `/`, `:` or whitespace), or a glob pattern holding
+/// `*`, `?` or `[` (up to 64 characters), as [`ProgramAttach::validate`]
+/// checks.
+#[cfg(feature = "schema")]
+const INTERFACE_RE: &str = r"^([^/\s:*?\[]{1,15}|[^/\s:]*[*?\[][^/\s:]*)$";
+
+/// True when an interface name or cgroup path is a glob pattern: it holds
+/// `*`, `?` or `[`. The host then attaches to every match, rescans for
+/// new and vanished ones, and keeps each match's link apart (see
+/// `conductor_kernel::patterns`). Linux allows those characters in
+/// interface names; such an interface cannot be named literally.
+pub fn is_pattern(name: &str) -> bool {
+    name.contains(['*', '?', '['])
+}
+
 /// One program of the object and where to attach it: exactly one attach
 /// point must be set. The program's kind in the object (its `SEC()` name,
 /// e.g. `SEC("xdp")` or `SEC("uprobe")`) must match the attach point.
@@ -163,8 +179,14 @@ pub struct KprobeAttach {
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct XdpAttach {
-    /// The network interface's name, e.g. `eth0`.
-    #[cfg_attr(feature = "schema", schemars(regex(pattern = r"^[^/\s:]{1,15}$")))]
+    /// The network interface's name, e.g. `eth0`, or a glob pattern
+    /// (`*`, `?`, `[...]`), e.g. `veth*`: the program attaches to every
+    /// matching interface, including ones that appear later, and leaves
+    /// the ones that go (see [`is_pattern`]).
+    #[cfg_attr(
+        feature = "schema",
+        schemars(length(max = 64), regex(pattern = INTERFACE_RE))
+    )]
     pub interface: String,
     #[serde(default)]
     pub mode: XdpMode,
@@ -201,8 +223,12 @@ pub enum Direction {
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TcAttach {
-    /// The network interface's name.
-    #[cfg_attr(feature = "schema", schemars(regex(pattern = r"^[^/\s:]{1,15}$")))]
+    /// The network interface's name, or a glob pattern (as in
+    /// [`XdpAttach::interface`]).
+    #[cfg_attr(
+        feature = "schema",
+        schemars(length(max = 64), regex(pattern = INTERFACE_RE))
+    )]
     pub interface: String,
     pub direction: Direction,
     /// The filter's priority, 1 (runs first) to 65535. Omitted: the
@@ -217,8 +243,12 @@ pub struct TcAttach {
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TcxAttach {
-    /// The network interface's name.
-    #[cfg_attr(feature = "schema", schemars(regex(pattern = r"^[^/\s:]{1,15}$")))]
+    /// The network interface's name, or a glob pattern (as in
+    /// [`XdpAttach::interface`]).
+    #[cfg_attr(
+        feature = "schema",
+        schemars(length(max = 64), regex(pattern = INTERFACE_RE))
+    )]
     pub interface: String,
     pub direction: Direction,
 }
@@ -228,7 +258,11 @@ pub struct TcxAttach {
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CgroupAttach {
-    /// The cgroup v2 directory, e.g. `/sys/fs/cgroup/kubepods.slice`.
+    /// The cgroup v2 directory, e.g. `/sys/fs/cgroup/kubepods.slice`, or
+    /// a glob pattern of directories (`*`, `?`, `[...]`; `*` stays within
+    /// one path component), e.g. `/sys/fs/cgroup/kubepods.slice/*/*`: the
+    /// program attaches to every matching cgroup, including ones created
+    /// later, and leaves the ones removed (see [`is_pattern`]).
     /// Omitted: the root of the cgroup v2 hierarchy (every process).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "schema", schemars(regex(pattern = r"^/")))]
@@ -240,7 +274,7 @@ pub struct CgroupAttach {
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CgroupSkbAttach {
-    /// As in [`CgroupAttach::cgroup_path`].
+    /// As in [`CgroupAttach::cgroup_path`] (a directory or a glob pattern).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "schema", schemars(regex(pattern = r"^/")))]
     pub cgroup_path: Option<String>,
@@ -366,6 +400,56 @@ impl AttachPoint<'_> {
             Self::CgroupSockopt(_) => "cgroupSockopt",
             Self::PerfEvent(_) => "perfEvent",
         }
+    }
+}
+
+impl AttachPoint<'_> {
+    /// The interface or cgroup pattern this point names, if it names one
+    /// (see [`is_pattern`]).
+    pub fn pattern(&self) -> Option<&str> {
+        let target = match self {
+            Self::Xdp(x) => Some(x.interface.as_str()),
+            Self::Tc(t) => Some(t.interface.as_str()),
+            Self::Tcx(t) => Some(t.interface.as_str()),
+            Self::CgroupSkb(c) => c.cgroup_path.as_deref(),
+            Self::CgroupSock(c) | Self::CgroupSockAddr(c) | Self::CgroupSockopt(c) => {
+                c.cgroup_path.as_deref()
+            }
+            _ => None,
+        };
+        target.filter(|t| is_pattern(t))
+    }
+}
+
+impl ProgramAttach {
+    /// This program attached to one `target` (an interface name or a
+    /// cgroup directory) in place of its interface or cgroup pattern;
+    /// unchanged for other kinds.
+    pub fn with_target(&self, target: &str) -> Self {
+        let mut p = self.clone();
+        if let Some(x) = &mut p.xdp {
+            x.interface = target.to_owned();
+        }
+        if let Some(t) = &mut p.tc {
+            t.interface = target.to_owned();
+        }
+        if let Some(t) = &mut p.tcx {
+            t.interface = target.to_owned();
+        }
+        if let Some(c) = &mut p.cgroup_skb {
+            c.cgroup_path = Some(target.to_owned());
+        }
+        for c in [
+            &mut p.cgroup_sock,
+            &mut p.cgroup_sock_addr,
+            &mut p.cgroup_sockopt,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            c.cgroup_path = Some(target.to_owned());
+        }
+        p
     }
 }
 
@@ -639,8 +723,28 @@ fn validate_uprobe(p: &UprobeAttach, field: &str, err: &mut dyn FnMut(String, St
     }
 }
 
-/// Linux interface names: 1 to 15 bytes, no `/`, `:` or whitespace.
+/// Linux interface names: 1 to 15 bytes, no `/`, `:` or whitespace; or a
+/// glob pattern of them (up to 64 bytes).
 fn check_interface(name: &str, field: &str, err: &mut dyn FnMut(String, String)) {
+    if is_pattern(name) {
+        let bad_char = name
+            .chars()
+            .any(|c| c == '/' || c == ':' || c.is_whitespace());
+        if name.len() > 64 || bad_char {
+            err(
+                format!("{field}.interface"),
+                format!(
+                    "{name:?} is not an interface pattern (up to 64 characters without '/', ':' or spaces, e.g. veth*)"
+                ),
+            );
+        } else if let Err(e) = glob::Pattern::new(name) {
+            err(
+                format!("{field}.interface"),
+                format!("{name:?} is not a valid glob pattern: {e} (e.g. veth*, eth[01], lxc?)"),
+            );
+        }
+        return;
+    }
     let ok = !name.is_empty()
         && name.len() <= 15
         && name != "."
@@ -659,13 +763,21 @@ fn check_interface(name: &str, field: &str, err: &mut dyn FnMut(String, String))
 }
 
 fn check_cgroup(path: Option<&str>, field: &str, err: &mut dyn FnMut(String, String)) {
-    if let Some(p) = path
-        && !Path::new(p).is_absolute()
-    {
+    let Some(p) = path else { return };
+    if !Path::new(p).is_absolute() {
         err(
             format!("{field}.cgroupPath"),
             format!(
                 "{p:?} must be an absolute path of a cgroup v2 directory (omit it for the root)"
+            ),
+        );
+    } else if is_pattern(p)
+        && let Err(e) = glob::Pattern::new(p)
+    {
+        err(
+            format!("{field}.cgroupPath"),
+            format!(
+                "{p:?} is not a valid glob pattern: {e} (e.g. /sys/fs/cgroup/kubepods.slice/*/*)"
             ),
         );
     }
@@ -781,6 +893,73 @@ bytecode:
         );
         assert!(got[1].1.contains("tpBtf and xdp"), "{}", got[1].1);
         assert!(got[0].1.contains("perfEvent"), "{}", got[0].1);
+    }
+
+    #[test]
+    fn interfaces_and_cgroups_may_be_glob_patterns_checked_like_names() {
+        assert!(
+            errors(
+                r#"
+    - {name: a, xdp: {interface: "veth*"}}
+    - {name: b, tc: {interface: "eth[01]", direction: egress}}
+    - {name: c, tcx: {interface: "a-long-pattern-of-lxc-interfaces-*", direction: ingress}}
+    - {name: d, cgroupSkb: {cgroupPath: "/sys/fs/cgroup/kubepods.slice/*/*", direction: egress}}
+    - {name: e, cgroupSock: {cgroupPath: "/sys/fs/cgroup/k?"}}
+"#
+            )
+            .is_empty()
+        );
+        let got = errors(
+            r#"
+    - {name: a, xdp: {interface: "veth[*"}}
+    - {name: b, tcx: {interface: "ve/th*", direction: ingress}}
+    - {name: c, cgroupSkb: {cgroupPath: "/sys/fs/cgroup/[", direction: egress}}
+    - {name: d, cgroupSockAddr: {cgroupPath: "kubepods/*"}}
+"#,
+        );
+        let fields: Vec<_> = got.iter().map(|(f, _)| f.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "bytecode.programs[0].xdp.interface",
+                "bytecode.programs[1].tcx.interface",
+                "bytecode.programs[2].cgroupSkb.cgroupPath",
+                "bytecode.programs[3].cgroupSockAddr.cgroupPath",
+            ],
+            "{got:#?}"
+        );
+        assert!(
+            got[0].1.contains("not a valid glob pattern"),
+            "{}",
+            got[0].1
+        );
+        assert!(got[1].1.contains("interface pattern"), "{}", got[1].1);
+        assert!(
+            got[2].1.contains("not a valid glob pattern"),
+            "{}",
+            got[2].1
+        );
+    }
+
+    #[test]
+    fn a_pattern_names_its_target_and_is_replaced_by_each_match() {
+        let text = "name: p\ncomponent: p.wasm\nbytecode:\n  path: p.o\n  programs:\n    - {name: a, tc: {interface: \"veth*\", direction: egress, priority: 3}}\n    - {name: b, cgroupSock: {cgroupPath: /sys/fs/cgroup/x}}\n";
+        let spec = PluginSpec::from_yaml(text).unwrap();
+        let [a, b] = &spec.bytecode.as_ref().unwrap().programs[..] else {
+            panic!("two programs")
+        };
+        assert_eq!(a.attach_point().unwrap().pattern(), Some("veth*"));
+        assert_eq!(b.attach_point().unwrap().pattern(), None);
+        let one = a.with_target("veth1");
+        let tc = one.tc.as_ref().unwrap();
+        assert_eq!((tc.interface.as_str(), tc.priority), ("veth1", Some(3)));
+        assert_eq!(one.attach_point().unwrap().pattern(), None);
+        let c = b.with_target("/sys/fs/cgroup/y");
+        assert_eq!(
+            c.cgroup_sock.unwrap().cgroup_path.as_deref(),
+            Some("/sys/fs/cgroup/y")
+        );
+        assert!(super::is_pattern("kubepods.slice/*") && !super::is_pattern("eth0"));
     }
 
     #[test]

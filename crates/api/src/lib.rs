@@ -15,6 +15,7 @@ pub mod wit;
 pub use attach::{
     ATTACH_KINDS, CgroupAttach, CgroupSkbAttach, Direction, HardwareEvent, KprobeAttach,
     PerfEventAttach, SoftwareEvent, TcAttach, TcxAttach, UprobeAttach, XdpAttach, XdpMode,
+    is_pattern,
 };
 pub use phase::Phase;
 pub use spec::{

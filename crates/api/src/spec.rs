@@ -754,6 +754,15 @@ impl PluginSpec {
                 p.validate(&at, &mut err);
                 if bytecode.loader == Loader::Bpfman
                     && let Some(point) = p.attach_point()
+                    && point.pattern().is_some()
+                {
+                    err(
+                        format!("{at}.{}", point.kind()),
+                        "interfaces and cgroups named by pattern are attached by the host: use `loader: host` for this program".into(),
+                    );
+                }
+                if bytecode.loader == Loader::Bpfman
+                    && let Some(point) = p.attach_point()
                     && !BPFMAN_ATTACH_KINDS.contains(&point.kind())
                 {
                     err(
@@ -1766,6 +1775,18 @@ maps:
             "{errors:?}"
         );
         assert!(errors[5].message.contains("loader: host"), "{errors:?}");
+    }
+
+    #[test]
+    fn bpfman_refuses_interface_patterns_and_the_host_takes_them() {
+        let text = "name: p\ncomponent: p.wasm\nbytecode: {path: p.o, loader: bpfman, programs: [{name: x, tcx: {interface: \"veth*\", direction: ingress}}, {name: y, tcx: {interface: eth0, direction: ingress}}]}\n";
+        let Err(SpecError::Invalid { errors, .. }) = PluginSpec::from_yaml(text) else {
+            panic!("expected validation errors");
+        };
+        let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["bytecode.programs[0].tcx"], "{errors:?}");
+        assert!(errors[0].message.contains("loader: host"), "{errors:?}");
+        PluginSpec::from_yaml(&text.replace("loader: bpfman, ", "")).unwrap();
     }
 
     #[test]

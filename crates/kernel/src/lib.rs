@@ -6,7 +6,8 @@
 //! consumer-position update per batch; [`events`] turns ring buffers and
 //! perf event arrays into batches for the plugin. [`layout`] checks the
 //! plugin's event records against the object's BTF. [`shared`] pins the
-//! maps one plugin exposes to others.
+//! maps one plugin exposes to others. [`patterns`] follows the interfaces
+//! and cgroups a program names by pattern.
 
 pub mod events;
 pub mod features;
@@ -14,6 +15,7 @@ pub mod globals;
 pub mod layout;
 pub mod maps;
 pub mod object;
+pub mod patterns;
 pub mod ringbuf;
 pub mod sections;
 pub mod shared;

@@ -21,6 +21,7 @@ use aya::{Btf, Ebpf, EbpfLoader};
 
 use crate::features::{self, Feature};
 use crate::maps::KernelMap;
+use crate::patterns::{Change, LinkId, Matcher, Patterns, Target};
 use conductor_api::files;
 use conductor_api::{
     AttachPoint, Direction, GlobalValue, HardwareEvent, ProgramAttach, SoftwareEvent, XdpMode,
@@ -101,6 +102,14 @@ pub struct LoadedObject {
     ebpf: Ebpf,
     /// Pins of the maps the plugin exposes; removed with the object.
     exposed: Vec<crate::shared::Exposed>,
+    /// Programs attached to interfaces or cgroups named by pattern.
+    patterns: Patterns,
+}
+
+impl Drop for LoadedObject {
+    fn drop(&mut self) {
+        self.patterns.detach_all(&mut self.ebpf);
+    }
 }
 
 impl std::fmt::Debug for LoadedObject {
@@ -211,14 +220,34 @@ pub fn load_capped(
     for p in programs {
         load_program(&mut ebpf, path, p, &mut btf)?;
     }
+    let mut patterns = Patterns::default();
     for p in programs {
+        // A pattern: attached below to what matches now, then followed.
+        if let Some(matcher) = p.attach_point().as_ref().and_then(Matcher::of) {
+            let matcher = matcher.map_err(|cause| BpfError::Object {
+                path: path.to_owned(),
+                cause: format!("program {:?}: {cause}", p.name),
+            })?;
+            if let Some(point) = p.attach_point() {
+                for f in features::required(&point) {
+                    missing(f, p, &point)?;
+                }
+            }
+            patterns.add(p, matcher);
+            continue;
+        }
         attach_program(&mut ebpf, p)?;
     }
-    Ok(LoadedObject {
+    let mut object = LoadedObject {
         path: path.to_owned(),
         ebpf,
         exposed: Vec::new(),
-    })
+        patterns,
+    };
+    for change in object.rescan() {
+        change.log(&path.display().to_string());
+    }
+    Ok(object)
 }
 
 impl LoadedObject {
@@ -256,6 +285,30 @@ impl LoadedObject {
                 })
             })
             .transpose()
+    }
+
+    /// Attach the programs whose interface or cgroup is a pattern to the
+    /// matches that appeared since the last call, and detach them from the
+    /// matches that went away (see [`crate::patterns`]). Cheap when the
+    /// object has no pattern. Interfaces are those of the calling thread's
+    /// network namespace.
+    pub fn rescan(&mut self) -> Vec<Change> {
+        if self.patterns.is_empty() {
+            return Vec::new();
+        }
+        self.patterns.rescan(&mut self.ebpf, |ebpf, one| {
+            attach_program(ebpf, one).map_err(|e| e.to_string())
+        })
+    }
+
+    /// The kernel's id of loaded program `name`, if the object has it.
+    pub fn program_id(&self, name: &str) -> Option<u32> {
+        self.ebpf.program(name)?.info().ok().map(|i| i.id())
+    }
+
+    /// The interfaces or cgroups each pattern program is attached to now.
+    pub fn pattern_targets(&self) -> BTreeMap<String, Vec<Target>> {
+        self.patterns.attached()
     }
 
     /// Keep an exposed map's pin for as long as the object is loaded.
@@ -521,9 +574,11 @@ fn open_cgroup(path: Option<&str>) -> Result<(String, std::fs::File), String> {
     Ok((path, file))
 }
 
-fn attach_program(ebpf: &mut Ebpf, p: &ProgramAttach) -> Result<(), BpfError> {
+/// Attach one program; for the kinds an interface or cgroup pattern can
+/// name, the link's id (to detach it alone when its target goes).
+fn attach_program(ebpf: &mut Ebpf, p: &ProgramAttach) -> Result<Option<LinkId>, BpfError> {
     let Some(point) = p.attach_point() else {
-        return Ok(());
+        return Ok(None);
     };
     let target = format!("{} {}", point.kind(), target_name(&point));
     let attach_err = |e: ProgramError| {
@@ -560,8 +615,9 @@ fn attach_program(ebpf: &mut Ebpf, p: &ProgramAttach) -> Result<(), BpfError> {
     }
     // Present and of the right type: `load_program` checked both.
     let Some(program) = ebpf.program_mut(&p.name) else {
-        return Ok(());
+        return Ok(None);
     };
+    let mut link = None;
     match point {
         AttachPoint::Tracepoint { category, name } => {
             if let Ok(tp) = <&mut TracePoint>::try_from(program) {
@@ -626,7 +682,9 @@ fn attach_program(ebpf: &mut Ebpf, p: &ProgramAttach) -> Result<(), BpfError> {
                     XdpMode::Driver => aya::programs::XdpMode::Driver,
                     XdpMode::Hardware => aya::programs::XdpMode::Hardware,
                 };
-                prog.attach(&x.interface, mode).map_err(attach_err)?;
+                link = Some(LinkId::Xdp(
+                    prog.attach(&x.interface, mode).map_err(attach_err)?,
+                ));
             }
         }
         AttachPoint::Tc(t) => {
@@ -640,22 +698,26 @@ fn attach_program(ebpf: &mut Ebpf, p: &ProgramAttach) -> Result<(), BpfError> {
                     priority: t.priority.and_then(|p| u16::try_from(p).ok()).unwrap_or(0),
                     ..Default::default()
                 };
-                c.attach_with_options(
-                    &t.interface,
-                    tc_attach_type(t.direction),
-                    TcAttachOptions::Netlink(options),
-                )
-                .map_err(attach_err)?;
+                let id = c
+                    .attach_with_options(
+                        &t.interface,
+                        tc_attach_type(t.direction),
+                        TcAttachOptions::Netlink(options),
+                    )
+                    .map_err(attach_err)?;
+                link = Some(LinkId::Tc(id));
             }
         }
         AttachPoint::Tcx(t) => {
             if let Ok(c) = <&mut SchedClassifier>::try_from(program) {
-                c.attach_with_options(
-                    &t.interface,
-                    tc_attach_type(t.direction),
-                    TcAttachOptions::TcxOrder(LinkOrder::default()),
-                )
-                .map_err(attach_err)?;
+                let id = c
+                    .attach_with_options(
+                        &t.interface,
+                        tc_attach_type(t.direction),
+                        TcAttachOptions::TcxOrder(LinkOrder::default()),
+                    )
+                    .map_err(attach_err)?;
+                link = Some(LinkId::Tc(id));
             }
         }
         // Single: since Linux 5.7 aya attaches through a BPF link, which
@@ -663,33 +725,41 @@ fn attach_program(ebpf: &mut Ebpf, p: &ProgramAttach) -> Result<(), BpfError> {
         AttachPoint::CgroupSkb(c) => {
             if let Ok(g) = <&mut CgroupSkb>::try_from(program) {
                 let (_, cgroup) = open_cgroup(c.cgroup_path.as_deref()).map_err(plain_err)?;
-                g.attach(
-                    &cgroup,
-                    skb_attach_type(c.direction),
-                    CgroupAttachMode::Single,
-                )
-                .map_err(attach_err)?;
+                let id = g
+                    .attach(
+                        &cgroup,
+                        skb_attach_type(c.direction),
+                        CgroupAttachMode::Single,
+                    )
+                    .map_err(attach_err)?;
+                link = Some(LinkId::CgroupSkb(id));
             }
         }
         AttachPoint::CgroupSock(c) => {
             if let Ok(g) = <&mut CgroupSock>::try_from(program) {
                 let (_, cgroup) = open_cgroup(c.cgroup_path.as_deref()).map_err(plain_err)?;
-                g.attach(&cgroup, CgroupAttachMode::Single)
+                let id = g
+                    .attach(&cgroup, CgroupAttachMode::Single)
                     .map_err(attach_err)?;
+                link = Some(LinkId::CgroupSock(id));
             }
         }
         AttachPoint::CgroupSockAddr(c) => {
             if let Ok(g) = <&mut CgroupSockAddr>::try_from(program) {
                 let (_, cgroup) = open_cgroup(c.cgroup_path.as_deref()).map_err(plain_err)?;
-                g.attach(&cgroup, CgroupAttachMode::Single)
+                let id = g
+                    .attach(&cgroup, CgroupAttachMode::Single)
                     .map_err(attach_err)?;
+                link = Some(LinkId::CgroupSockAddr(id));
             }
         }
         AttachPoint::CgroupSockopt(c) => {
             if let Ok(g) = <&mut CgroupSockopt>::try_from(program) {
                 let (_, cgroup) = open_cgroup(c.cgroup_path.as_deref()).map_err(plain_err)?;
-                g.attach(&cgroup, CgroupAttachMode::Single)
+                let id = g
+                    .attach(&cgroup, CgroupAttachMode::Single)
                     .map_err(attach_err)?;
+                link = Some(LinkId::CgroupSockopt(id));
             }
         }
         AttachPoint::PerfEvent(e) => {
@@ -722,7 +792,7 @@ fn attach_program(ebpf: &mut Ebpf, p: &ProgramAttach) -> Result<(), BpfError> {
             }
         }
     }
-    Ok(())
+    Ok(link)
 }
 
 /// A bare library name (`libc.so.6`) as the file of that exact name in the

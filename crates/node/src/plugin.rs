@@ -473,8 +473,10 @@ struct Worker {
     notify: Option<Notify>,
     /// Told the outcome of the first start, if someone waits for it.
     first_start: Option<Sender<Result<(), String>>>,
-    /// Keeps the programs attached for as long as the worker runs.
-    _object: Option<LoadedObject>,
+    /// Keeps the programs attached for as long as the worker runs; its
+    /// interface and cgroup patterns are rescanned on each housekeeping
+    /// round.
+    object: Option<LoadedObject>,
     /// The same for programs bpfman loaded: unloads them when dropped.
     _bpfman: Option<crate::bpfman::Loaded>,
     /// The bpfman program the maps come from (`bpfmanProgram`), checked
@@ -596,7 +598,7 @@ impl Worker {
             status,
             notify: None,
             first_start: None,
-            _object: object,
+            object,
             _bpfman: bpfman,
             follow,
         })
@@ -826,6 +828,13 @@ impl Worker {
             && !self.paused(Instant::now())
         {
             self.tier_up();
+        }
+        // Interfaces and cgroups named by pattern: attach to new matches,
+        // release vanished ones (see conductor_kernel::patterns).
+        if let Some(object) = self.object.as_mut() {
+            for change in object.rescan() {
+                change.log(&self.name);
+            }
         }
         if let Some(change) = self.follow.as_mut().map(|f| f.check()) {
             self.follow_change(change);
