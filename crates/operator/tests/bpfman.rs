@@ -130,7 +130,7 @@ fn a_cluster_bpf_application_is_followed_across_reloads_without_a_restart() {
 
     // No state from bpfman-agent yet: nothing on the host, the node state
     // says what it waits for.
-    let st = wait_for(T, "the node state waiting for bpfman", &ctx, || {
+    let st = wait_for(T, "the node state waiting for bpfman", ctx, || {
         let s = c.state("execs", NODE)?.status?;
         (s.conditions.first()?.reason == WAITING_FOR_BPFMAN).then_some(s)
     });
@@ -146,9 +146,10 @@ fn a_cluster_bpf_application_is_followed_across_reloads_without_a_restart() {
     rt.block_on(write_state(&states, 1, "NotLoaded", None));
     let first = load_in_bpfman(&bpfman);
     rt.block_on(write_state(&states, 2, "LoadSuccess", Some(first)));
-    let h = wait_for(T, "execs running on the host", &ctx, || {
-        d.get("execs")
-            .filter(|h| conductor_test_support::daemon::phase(h) == conductor_api::v1::Phase::Running)
+    let h = wait_for(T, "execs running on the host", ctx, || {
+        d.get("execs").filter(|h| {
+            conductor_test_support::daemon::phase(h) == conductor_api::v1::Phase::Running
+        })
     });
     let pin = format!("/run/bpfman/fs/maps/{first}/events");
     assert_eq!(
@@ -160,7 +161,7 @@ fn a_cluster_bpf_application_is_followed_across_reloads_without_a_restart() {
         h.annotations.get(host_annotations::BPFMAN_PROGRAM_ID),
         Some(&first.to_string())
     );
-    wait_for(T, "the node state running", &ctx, || {
+    wait_for(T, "the node state running", ctx, || {
         let s = c.state("execs", NODE)?.status?;
         (s.phase == NodePhase::Running && s.conditions.first()?.reason == "Running").then_some(())
     });
@@ -174,7 +175,7 @@ fn a_cluster_bpf_application_is_followed_across_reloads_without_a_restart() {
     let second = load_in_bpfman(&bpfman);
     assert_ne!(second, first);
     rt.block_on(write_state(&states, 3, "LoadSuccess", Some(second)));
-    let h = wait_for(T, "the host handed the new pins", &ctx, || {
+    let h = wait_for(T, "the host handed the new pins", ctx, || {
         d.get("execs").filter(|h| {
             h.annotations.get(host_annotations::BPFMAN_PROGRAM_ID) == Some(&second.to_string())
         })
@@ -200,7 +201,7 @@ fn a_cluster_bpf_application_is_followed_across_reloads_without_a_restart() {
         Some(0.0),
         "{text}"
     );
-    wait_for(T, "the node state running after the reload", &ctx, || {
+    wait_for(T, "the node state running after the reload", ctx, || {
         let s = c.state("execs", NODE)?.status?;
         (s.phase == NodePhase::Running && s.conditions.first()?.reason == "Running").then_some(())
     });
@@ -208,7 +209,7 @@ fn a_cluster_bpf_application_is_followed_across_reloads_without_a_restart() {
     // Deleting the resource unloads the plugin; bpfman's program stays
     // (bpfman-operator owns it).
     c.api.delete::<EbpfPlugin>(None, "execs");
-    wait_for(T, "the plugin unloaded", &ctx, || {
+    wait_for(T, "the plugin unloaded", ctx, || {
         (d.get("execs").is_none() && c.api.list::<EbpfPluginNodeState>().is_empty()).then_some(())
     });
     assert_eq!(bpfman.program_ids(&["--application", APP]), [second]);
