@@ -213,4 +213,24 @@ fn a_cluster_bpf_application_is_followed_across_reloads_without_a_restart() {
         (d.get("execs").is_none() && c.api.list::<EbpfPluginNodeState>().is_empty()).then_some(())
     });
     assert_eq!(bpfman.program_ids(&["--application", APP]), [second]);
+
+    // Given to the daemon by hand, nobody resolves it: refused, saying why.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("by-hand.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "name: by-hand\ncomponent: {}\nclusterBpfApplication: {{name: {APP}}}\nmaps: [{{name: events, events: {{}}}}]\n",
+            artifacts().join("exec_counter.wasm").display()
+        ),
+    )
+    .unwrap();
+    let out = d.cli(&["load", file.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("map \"events\" has no pin") && stderr.contains("node agent"),
+        "{stderr}"
+    );
+    assert!(d.get("by-hand").is_none());
 }
