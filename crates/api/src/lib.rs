@@ -19,7 +19,7 @@ pub use attach::{
 };
 pub use phase::Phase;
 pub use spec::{
-    Access, AttachPoint, BPFMAN_ATTACH_KINDS, BpfmanProgram, Bytecode, EventSource, ExporterSpec,
-    FieldError, GlobalValue, Limits, Loader, MapGrant, MapRef, PluginSpec, ProgramAttach,
-    PullPolicy, Restart, SpecError, load_file, oci_reference,
+    Access, AttachPoint, BPFMAN_ATTACH_KINDS, BpfmanProgram, Bytecode, ClusterBpfApplicationRef,
+    EventSource, ExporterSpec, FieldError, GlobalValue, Limits, Loader, MapGrant, MapRef,
+    PluginSpec, ProgramAttach, PullPolicy, Restart, SpecError, load_file, oci_reference,
 };

@@ -124,6 +124,9 @@ impl PackageManifest {
         if user.bpfman_program.is_some() {
             out.bpfman_program = user.bpfman_program.clone();
         }
+        if user.cluster_bpf_application.is_some() {
+            out.cluster_bpf_application = user.cluster_bpf_application.clone();
+        }
         let mut config: BTreeMap<String, String> = self
             .config_keys
             .iter()

@@ -24,6 +24,9 @@ use crate::files;
         "rule": "!(has(self.bpfmanProgram) && has(self.bytecode))",
         "message": "set at most one of bytecode (the plugin's own programs) and bpfmanProgram (maps of a program someone else loaded through bpfman)"
     }, {
+        "rule": "!has(self.clusterBpfApplication) || !(has(self.bytecode) || has(self.bpfmanProgram))",
+        "message": "clusterBpfApplication (maps of a program bpfman-operator loaded) excludes bytecode and bpfmanProgram"
+    }, {
         "rule": "(has(self.component) && self.component != '') != has(self.exporter)",
         "message": "set exactly one of component (a wasm component) and exporter (the built-in ebpf_exporter)"
     }]))
@@ -105,6 +108,20 @@ pub struct PluginSpec {
     /// kept. Not together with `bytecode`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bpfman_program: Option<BpfmanProgram>,
+    /// In a cluster (an `EbpfPlugin`): open the maps of a program that
+    /// bpfman-operator loaded for a `ClusterBpfApplication`
+    /// (`bpfman.io/v1alpha1`). The node agent waits until this node's
+    /// `ClusterBpfApplicationState` of that application says
+    /// `LoadSuccess`, takes the program id of the named function and hands
+    /// the host this spec with every map grant without `pin` pinned at
+    /// `/run/bpfman/fs/maps/<programId>/<map>`; when bpfman reloads the
+    /// program (a new id) the node agent updates the pins and the host
+    /// re-points the maps and event sources under the running instance,
+    /// whose state is kept. The host itself never resolves it: with
+    /// `conductor run` or the daemon every map grant must then have a
+    /// `pin`. Not together with `bytecode` or `bpfmanProgram`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_bpf_application: Option<ClusterBpfApplicationRef>,
     /// Instead of a component: the host's built-in ebpf_exporter, reading
     /// the maps of `bytecode`'s object as a cloudflare/ebpf_exporter
     /// configuration says (see "Coming from ebpf_exporter" in the manual).
@@ -149,6 +166,21 @@ pub struct BpfmanProgram {
     /// The program's function name, when the application has several (the
     /// maps of the first one listed otherwise); the kernel keeps its first
     /// 15 characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub program: Option<String>,
+}
+
+/// A bpfman-operator `ClusterBpfApplication` and one of its programs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ClusterBpfApplicationRef {
+    /// The `ClusterBpfApplication`'s name (its node states carry it in the
+    /// label `bpfman.io/ownedByProgram`).
+    #[cfg_attr(feature = "schema", schemars(length(min = 1)))]
+    pub name: String,
+    /// The program's function name (`status.programs[].name` of the node
+    /// state), when the application has several; the first one otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub program: Option<String>,
 }
@@ -720,6 +752,21 @@ impl PluginSpec {
                 );
             }
         }
+        if let Some(c) = &self.cluster_bpf_application {
+            if self.bytecode.is_some() || self.bpfman_program.is_some() {
+                err(
+                    "clusterBpfApplication".into(),
+                    "names maps of a program bpfman-operator loaded; remove it, or bytecode and bpfmanProgram".into(),
+                );
+            }
+            if c.name.trim().is_empty() {
+                err(
+                    "clusterBpfApplication.name".into(),
+                    "must name the ClusterBpfApplication whose program's maps the plugin opens"
+                        .into(),
+                );
+            }
+        }
         if let Some(bytecode) = &self.bytecode {
             match (&bytecode.image, bytecode.path.trim().is_empty()) {
                 (None, true) => err(
@@ -807,7 +854,10 @@ impl PluginSpec {
                     format!("{at}.pin"),
                     format!("{pin:?} must be an absolute path on bpffs (e.g. /sys/fs/bpf/...)"),
                 ),
-                None if self.bytecode.is_none() && self.bpfman_program.is_none() && m.from.is_none() => err(
+                None if self.bytecode.is_none()
+                    && self.bpfman_program.is_none()
+                    && self.cluster_bpf_application.is_none()
+                    && m.from.is_none() => err(
                     format!("{at}.pin"),
                     "the spec has no bytecode, so the map must be opened from a pin path (or name its bpfman program under bpfmanProgram)".into(),
                 ),
@@ -1013,6 +1063,10 @@ impl PluginSpec {
             ("tickIntervalMs", self.tick_interval_ms.is_some()),
             ("readOnlyPaths", !self.read_only_paths.is_empty()),
             ("bpfmanProgram", self.bpfman_program.is_some()),
+            (
+                "clusterBpfApplication",
+                self.cluster_bpf_application.is_some(),
+            ),
         ];
         for (field, set) in unused {
             if set {
@@ -1105,6 +1159,20 @@ impl PluginSpec {
     }
 
     /// The grant for map `name`, if any.
+    /// Whether `other` is this spec with only the `pin` of some map grants
+    /// changed (what the node agent sends when bpfman reloaded a
+    /// `clusterBpfApplication`'s program under a new id).
+    pub fn differs_only_in_pins(&self, other: &PluginSpec) -> bool {
+        let unpinned = |s: &PluginSpec| {
+            let mut s = s.clone();
+            for m in &mut s.maps {
+                m.pin = None;
+            }
+            s
+        };
+        self != other && unpinned(self) == unpinned(other)
+    }
+
     pub fn map_grant(&self, name: &str) -> Option<&MapGrant> {
         self.maps.iter().find(|m| m.name == name)
     }
@@ -1719,6 +1787,43 @@ maps:
         assert_eq!(
             fields,
             ["bpfmanProgram", "bpfmanProgram.application"],
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn a_cluster_bpf_application_stands_for_the_pins_alone() {
+        let yaml = "name: p\ncomponent: p.wasm\nclusterBpfApplication: {name: app, program: handle_exec}\nmaps: [{name: events, events: {}}]\n";
+        let spec = PluginSpec::from_yaml(yaml).unwrap();
+        let c = spec.cluster_bpf_application.as_ref().unwrap();
+        assert_eq!(
+            (c.name.as_str(), c.program.as_deref()),
+            ("app", Some("handle_exec"))
+        );
+        let wire = crate::v1::PluginSpec::from(&spec);
+        assert_eq!(PluginSpec::try_from(wire).unwrap(), spec);
+
+        // The node agent's re-pinned spec differs only in the pins.
+        let mut pinned = spec.clone();
+        pinned.maps[0].pin = Some("/run/bpfman/fs/maps/7/events".into());
+        let mut repinned = pinned.clone();
+        repinned.maps[0].pin = Some("/run/bpfman/fs/maps/9/events".into());
+        assert!(pinned.differs_only_in_pins(&repinned));
+        assert!(spec.differs_only_in_pins(&pinned));
+        assert!(!pinned.differs_only_in_pins(&pinned));
+        let mut other = repinned.clone();
+        other.config.insert("k".into(), "v".into());
+        assert!(!pinned.differs_only_in_pins(&other));
+
+        let Err(SpecError::Invalid { errors, .. }) = PluginSpec::from_yaml(
+            "name: p\ncomponent: p.wasm\nclusterBpfApplication: {name: ' '}\nbpfmanProgram: {application: a}\n",
+        ) else {
+            panic!("expected an invalid spec");
+        };
+        let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            ["clusterBpfApplication", "clusterBpfApplication.name"],
             "{errors:?}"
         );
     }

@@ -194,6 +194,12 @@ impl From<&spec::PluginSpec> for PluginSpec {
                 application: b.application.clone(),
                 program: b.program.clone(),
             }),
+            cluster_bpf_application: s.cluster_bpf_application.as_ref().map(|c| {
+                ClusterBpfApplication {
+                    name: c.name.clone(),
+                    program: c.program.clone(),
+                }
+            }),
         }
     }
 }
@@ -372,6 +378,12 @@ impl TryFrom<PluginSpec> for spec::PluginSpec {
             bpfman_program: w.bpfman_program.map(|b| spec::BpfmanProgram {
                 application: b.application,
                 program: b.program,
+            }),
+            cluster_bpf_application: w.cluster_bpf_application.map(|c| {
+                spec::ClusterBpfApplicationRef {
+                    name: c.name,
+                    program: c.program,
+                }
             }),
         };
         if !errors.is_empty() {

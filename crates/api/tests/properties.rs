@@ -104,6 +104,7 @@ fn seed() -> v1::PluginSpec {
         }],
         bpfman_program: None,
         exporter: None,
+        cluster_bpf_application: None,
     }
 }
 

@@ -114,19 +114,8 @@ impl Follow {
                 ),
             })?;
         let mut wiring = wiring::wire(&pinned_spec(spec, &found.maps), None)?;
-        let mut maps = HashMap::new();
-        for grant in spec.maps.iter().filter(|g| g.pin.is_none()) {
-            let Some(granted) = wiring.granted.get_mut(&grant.name) else {
-                continue;
-            };
-            let r = Arc::new(Repointable {
-                name: grant.name.clone(),
-                meta: granted.map.meta().clone(),
-                current: RwLock::new(granted.map.clone()),
-            });
-            granted.map = r.clone();
-            maps.insert(grant.name.clone(), r);
-        }
+        let unpinned = spec.maps.iter().filter(|g| g.pin.is_none());
+        let maps = repointable(&mut wiring, unpinned.map(|g| g.name.as_str()));
         tracing::info!(
             plugin = %spec.name,
             program = %describe(selector),
@@ -195,14 +184,7 @@ impl Follow {
                 return Change::Same;
             }
         };
-        for (name, r) in &self.maps {
-            if let Some(new) = wiring.granted.get(name) {
-                if new.map.meta() != &r.meta {
-                    tracing::warn!(plugin = %self.spec.name, map = %name, "the reloaded program's map has another layout ({:?}, was {:?})", new.map.meta(), r.meta);
-                }
-                *r.current.write().unwrap_or_else(|e| e.into_inner()) = new.map.clone();
-            }
-        }
+        repoint(&self.maps, &wiring, &self.spec.name);
         let message = format!(
             "bpfman program {} is back (id {}, was {}): re-opened its maps at {}",
             describe(&self.selector),
@@ -216,6 +198,41 @@ impl Follow {
         Change::Back {
             wiring: Box::new(wiring),
             message,
+        }
+    }
+}
+
+/// Wrap the granted maps `names` of `wiring` so that [`repoint`] can
+/// replace their kernel maps under a running instance.
+pub(crate) fn repointable<'a>(
+    wiring: &mut Wiring,
+    names: impl Iterator<Item = &'a str>,
+) -> HashMap<String, Arc<Repointable>> {
+    let mut maps = HashMap::new();
+    for name in names {
+        let Some(granted) = wiring.granted.get_mut(name) else {
+            continue;
+        };
+        let r = Arc::new(Repointable {
+            name: name.to_owned(),
+            meta: granted.map.meta().clone(),
+            current: RwLock::new(granted.map.clone()),
+        });
+        granted.map = r.clone();
+        maps.insert(name.to_owned(), r);
+    }
+    maps
+}
+
+/// Point `maps` at the maps of the same names `wiring` opened (a reloaded
+/// program's); a `bpf-map` resource the plugin holds reads them from now on.
+pub(crate) fn repoint(maps: &HashMap<String, Arc<Repointable>>, wiring: &Wiring, plugin: &str) {
+    for (name, r) in maps {
+        if let Some(new) = wiring.granted.get(name) {
+            if new.map.meta() != &r.meta {
+                tracing::warn!(plugin, map = %name, "the reloaded program's map has another layout ({:?}, was {:?})", new.map.meta(), r.meta);
+            }
+            *r.current.write().unwrap_or_else(|e| e.into_inner()) = new.map.clone();
         }
     }
 }

@@ -47,6 +47,11 @@ pub trait RunningPlugin: Send + Sync + 'static {
     fn status(&self) -> Status;
     /// Replace the user side by `prepared` (see [`Plugin::swap`]).
     fn swap(&self, spec: &PluginSpec, prepared: Self::Prepared) -> Result<(), String>;
+    /// Re-open the maps at `spec`'s new pins under the running instance
+    /// (see [`Plugin::repoint`]).
+    fn repoint(&self, _spec: &PluginSpec) -> Result<(), String> {
+        Err("this plugin cannot re-point its maps".into())
+    }
     /// Ask for a `collect` call; the receiver fires when it is done.
     fn request_collect(&self) -> Receiver<()>;
     /// Stop and detach; returns once done, stopping again does nothing.
@@ -183,6 +188,12 @@ impl RunningPlugin for NodePlugin {
             (Self::Wasm(p), Some(prepared)) => p.swap(spec, prepared),
             (Self::Exporter(_), None) => Ok(()),
             _ => Err("cannot turn a wasm plugin into an exporter or back in place".into()),
+        }
+    }
+    fn repoint(&self, spec: &PluginSpec) -> Result<(), String> {
+        match self {
+            Self::Wasm(p) => p.repoint(spec),
+            Self::Exporter(_) => Err("an exporter cannot re-point its maps".into()),
         }
     }
     fn request_collect(&self) -> Receiver<()> {

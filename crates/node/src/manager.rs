@@ -100,6 +100,10 @@ pub enum UpdateKind {
     Swapped,
     /// The kernel side changed: the plugin was stopped and started again.
     Replaced,
+    /// Only map pins changed (a `clusterBpfApplication`'s program was
+    /// reloaded by bpfman): the maps and event sources were re-opened at
+    /// the new pins under the running instance.
+    Repointed,
 }
 
 /// The desired state of one plugin: what is persisted.
@@ -636,6 +640,15 @@ impl<L: Launcher> Manager<L> {
         resolved
             .validate()
             .map_err(|e| (ManagerError::Load(e.into()), Restored::Unchanged))?;
+        // New pins of a ClusterBpfApplication's program (bpfman reloaded
+        // it): re-pointed in place, the instance and its state kept.
+        if let (Some(old), Some(p)) = (&old_resolved, &plugin)
+            && resolved.cluster_bpf_application.is_some()
+            && old.differs_only_in_pins(resolved)
+        {
+            p.repoint(resolved).map_err(refused)?;
+            return Ok((UpdateKind::Repointed, None, old_digest));
+        }
         let new_digest = resolved
             .bytecode
             .as_ref()

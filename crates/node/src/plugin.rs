@@ -9,6 +9,7 @@
 //! started after an exponential backoff. Nothing a plugin does can reach
 //! another plugin's thread or the host's.
 
+use std::collections::HashMap;
 use std::os::fd::{AsFd, AsRawFd};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -100,6 +101,9 @@ enum Command {
     Collect(Sender<()>),
     /// Replace the instance by one of another component or config (see [`Plugin::swap`]).
     Swap(Box<Swap>),
+    /// Take the event sources of maps re-opened at new pins (see
+    /// [`Plugin::repoint`]).
+    Repoint(Box<Wiring>, Sender<()>),
     Stop,
 }
 
@@ -147,6 +151,9 @@ pub struct Plugin {
     metrics: Arc<Metrics>,
     /// The event sources' names (the host's series are labelled by them).
     sources: Vec<String>,
+    /// With `clusterBpfApplication`: the pinned maps, re-pointed by
+    /// [`Plugin::repoint`] when the node agent sends new pins.
+    repin: Option<HashMap<String, Arc<crate::follow::Repointable>>>,
 }
 
 impl Plugin {
@@ -231,6 +238,7 @@ impl Plugin {
             None => None,
         };
 
+        let mut repin = None;
         let Wiring {
             granted,
             mut kernel,
@@ -241,6 +249,30 @@ impl Plugin {
             (None, Some(selector)) => {
                 let (follow, mut wiring) = crate::follow::Follow::start(spec, selector)?;
                 wiring.kernel.follow = Some(follow);
+                wiring
+            }
+            // A ClusterBpfApplication's program: the node agent resolved
+            // the pins and sends new ones when bpfman reloads it.
+            (None, None) if spec.cluster_bpf_application.is_some() => {
+                if let Some(g) = spec
+                    .maps
+                    .iter()
+                    .find(|g| g.pin.is_none() && g.from.is_none())
+                {
+                    return Err(LoadError::Start {
+                        plugin: spec.name.clone(),
+                        cause: format!(
+                            "map {:?} has no pin: clusterBpfApplication is resolved to pins by the node agent (conductor-operator node) from bpfman-operator's ClusterBpfApplicationState; outside a cluster give each map a pin, or name the program with bpfmanProgram",
+                            g.name
+                        ),
+                    });
+                }
+                let mut wiring = wiring::wire(spec, None)?;
+                let pinned = spec.maps.iter().filter(|g| g.pin.is_some());
+                repin = Some(crate::follow::repointable(
+                    &mut wiring,
+                    pinned.map(|g| g.name.as_str()),
+                ));
                 wiring
             }
             (None, None) => wiring::wire(spec, object)?,
@@ -301,6 +333,7 @@ impl Plugin {
             thread: Mutex::new(Some(thread)),
             metrics: metrics.clone(),
             sources,
+            repin,
         };
         if options.wait_for_init {
             // The thread answers once `init` returned (or the instance could
@@ -350,6 +383,28 @@ impl Plugin {
         answer
             .recv()
             .unwrap_or_else(|_| Err("the plugin's thread exited during the update".to_owned()))
+    }
+
+    /// Re-open the maps at the pins of `spec`, which differs from the
+    /// running spec only in them (the node agent's update when bpfman
+    /// reloaded a `clusterBpfApplication`'s program under a new id): the
+    /// granted maps are re-pointed and the event sources replaced under
+    /// the running instance, which keeps its state (no new instance, no
+    /// `init`). What the old rings still hold is delivered first. If the
+    /// new pins cannot be opened nothing changes and the error says why.
+    pub fn repoint(&self, spec: &PluginSpec) -> Result<(), String> {
+        let Some(maps) = &self.repin else {
+            return Err("only a plugin with clusterBpfApplication re-points its maps".into());
+        };
+        let wiring = wiring::wire(spec, None).map_err(|e| e.to_string())?;
+        crate::follow::repoint(maps, &wiring, &self.name);
+        let (reply, done) = crossbeam_channel::bounded(1);
+        self.commands
+            .send(Command::Repoint(Box::new(wiring), reply))
+            .map_err(|_| "the plugin's thread has exited".to_owned())?;
+        let _ = self.waker.wake();
+        done.recv()
+            .map_err(|_| "the plugin's thread exited during the update".to_owned())
     }
 
     pub fn name(&self) -> &str {
@@ -674,6 +729,24 @@ impl Worker {
                     }
                     Command::Collect(done) => collect_waiters.push(done),
                     Command::Swap(swap) => self.swap(*swap),
+                    Command::Repoint(wiring, done) => {
+                        // The old rings' last events first, then the new
+                        // sources take their places.
+                        for i in 0..self.sources.len() {
+                            self.drain(i);
+                        }
+                        for s in &self.sources {
+                            for fd in s.source.fds() {
+                                let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+                            }
+                        }
+                        self.follow_change(crate::follow::Change::Back {
+                            wiring,
+                            message: "re-opened the maps at the new pins the node agent sent"
+                                .into(),
+                        });
+                        let _ = done.send(());
+                    }
                 }
             }
             if !collect_waiters.is_empty() {

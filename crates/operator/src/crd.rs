@@ -42,6 +42,9 @@ pub mod host_annotations {
     pub const UID: &str = "ebpfconductor.io/uid";
     pub const GENERATION: &str = "ebpfconductor.io/generation";
     pub const SPEC_HASH: &str = "ebpfconductor.io/spec-hash";
+    /// With `clusterBpfApplication`: bpfman's id of the program whose pins
+    /// the host was handed.
+    pub const BPFMAN_PROGRAM_ID: &str = "ebpfconductor.io/bpfman-program-id";
 }
 
 /// A plugin to run on every node its selector matches.

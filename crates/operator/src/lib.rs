@@ -6,7 +6,9 @@
 //! - [`cluster`]: the cluster controller: finalizers, departed nodes, status.
 //! - [`status`]: how node states and the aggregate are computed.
 //! - [`host`]: the host daemon's gRPC API over its Unix socket.
+//! - [`bpfman`]: bpfman-operator's per-node ClusterBpfApplicationState, read for `clusterBpfApplication`.
 
+pub mod bpfman;
 pub mod cluster;
 pub mod crd;
 pub mod host;

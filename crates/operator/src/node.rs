@@ -71,6 +71,8 @@ struct Ctx {
     /// The last load/update failure per plugin, for the retry backoff.
     failures: StdMutex<HashMap<String, Failure>>,
     resync: Duration,
+    /// bpfman-operator's ClusterBpfApplicationStates (`clusterBpfApplication`).
+    bpfman_states: Api<kube::api::DynamicObject>,
 }
 
 /// Run the agent until SIGTERM/SIGINT.
@@ -89,6 +91,12 @@ pub async fn run(client: kube::Client, cfg: NodeConfig) -> anyhow::Result<()> {
         trigger.clone(),
     ));
     tokio::spawn(watch_host(host.clone(), trigger.clone()));
+    let bpfman_states = crate::bpfman::states(client.clone());
+    tokio::spawn(watch_bpfman(
+        bpfman_states.clone(),
+        cfg.node_name.clone(),
+        trigger.clone(),
+    ));
 
     let ctx = Arc::new(Ctx {
         node: cfg.node_name.clone(),
@@ -97,6 +105,7 @@ pub async fn run(client: kube::Client, cfg: NodeConfig) -> anyhow::Result<()> {
         labels,
         failures: StdMutex::new(HashMap::new()),
         resync: cfg.resync,
+        bpfman_states,
     });
     let plugins_for_sweep = plugins.clone();
     let controller = Controller::new(plugins, watcher::Config::default())
@@ -211,6 +220,37 @@ async fn watch_host(host: Arc<Host>, trigger: futures::channel::mpsc::UnboundedS
         }
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Follow this node's ClusterBpfApplicationStates (bpfman-operator's): each
+/// change re-reconciles, so a plugin naming an application is loaded once
+/// bpfman loaded it and re-pointed when bpfman reloads it (a new
+/// `programId`). Without bpfman-operator (its CRD not served) the watch
+/// retries with backoff and says so once.
+async fn watch_bpfman(
+    states: Api<kube::api::DynamicObject>,
+    node: String,
+    trigger: futures::channel::mpsc::UnboundedSender<()>,
+) {
+    let cfg = watcher::Config::default().labels(&crate::bpfman::node_selector(&node));
+    let mut stream = watcher(states, cfg).default_backoff().boxed();
+    let mut warned = false;
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_) | watcher::Event::InitDone) => {
+                let _ = trigger.unbounded_send(());
+                warned = false;
+            }
+            Ok(_) => {}
+            Err(e) if !warned => {
+                debug!(
+                    "cannot watch bpfman-operator's ClusterBpfApplicationStates (needed only for clusterBpfApplication; is bpfman-operator installed?), retrying: {e}"
+                );
+                warned = true;
+            }
+            Err(e) => debug!("watching ClusterBpfApplicationStates: {e}"),
+        }
     }
 }
 
@@ -349,12 +389,35 @@ async fn reconcile(plugin: Arc<EbpfPlugin>, ctx: Arc<Ctx>) -> Result<Action, Err
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
 
-    let spec = &plugin.spec.plugin;
-    let hash = spec_hash(spec);
+    let hash = spec_hash(&plugin.spec.plugin);
     let uid = plugin.uid().unwrap_or_default();
-    let annotations: HashMap<String, String> = host_annotations_for(&uid, generation, &hash)
+    let mut annotations: HashMap<String, String> = host_annotations_for(&uid, generation, &hash)
         .into_iter()
         .collect();
+    // A ClusterBpfApplication's program: the host gets the spec with its
+    // pins, once bpfman-operator loaded it on this node (the spec hash stays
+    // the resource's; the program id is an annotation of its own, so a
+    // reload under a new id is an update of the pins alone, which the host
+    // applies under the running instance).
+    let mut waiting_for_bpfman = None;
+    let resolved_spec;
+    let spec = match &plugin.spec.plugin.cluster_bpf_application {
+        Some(app) => match crate::bpfman::resolve(&ctx.bpfman_states, &ctx.node, app).await? {
+            crate::bpfman::Resolved::Loaded { program_id } => {
+                annotations.insert(
+                    host_annotations::BPFMAN_PROGRAM_ID.into(),
+                    program_id.to_string(),
+                );
+                resolved_spec = crate::bpfman::pinned(&plugin.spec.plugin, program_id);
+                &resolved_spec
+            }
+            crate::bpfman::Resolved::Waiting(message) => {
+                waiting_for_bpfman = Some(message);
+                &plugin.spec.plugin
+            }
+        },
+        None => &plugin.spec.plugin,
+    };
 
     let mut error: Option<(&str, String)> = None;
     let mut current = host;
@@ -377,6 +440,14 @@ async fn reconcile(plugin: Arc<EbpfPlugin>, ctx: Arc<Ctx>) -> Result<Action, Err
             ));
         }
         (_, Err(problem)) => error = Some(("InvalidSpec", problem)),
+        (_, Ok(())) if waiting_for_bpfman.is_some() => {
+            // Loaded already: it keeps running over the pins it has (the
+            // status says what bpfman-operator reports).
+            debug!(plugin = %name, "waiting for bpfman-operator");
+            error = waiting_for_bpfman
+                .take()
+                .map(|m| (crate::status::WAITING_FOR_BPFMAN, m));
+        }
         (None, Ok(())) if backing_off.is_some() => {
             // Refused before: the status already says why.
             return Ok(Action::requeue(backing_off.unwrap_or_default()));
@@ -403,7 +474,11 @@ async fn reconcile(plugin: Arc<EbpfPlugin>, ctx: Arc<Ctx>) -> Result<Action, Err
         (Some(h), Ok(())) => {
             let ann = |k: &str| h.annotations.get(k).map(String::as_str);
             let up_to_date = ann(host_annotations::SPEC_HASH) == Some(hash.as_str())
-                && ann(host_annotations::UID) == Some(uid.as_str());
+                && ann(host_annotations::UID) == Some(uid.as_str())
+                && ann(host_annotations::BPFMAN_PROGRAM_ID)
+                    == annotations
+                        .get(host_annotations::BPFMAN_PROGRAM_ID)
+                        .map(String::as_str);
             if !up_to_date && let Some(wait) = backing_off {
                 return Ok(Action::requeue(wait));
             } else if !up_to_date {

@@ -68,6 +68,10 @@ pub struct NodeReport<'a> {
     pub generation: Option<i64>,
 }
 
+/// The reason of a node state whose plugin waits for bpfman-operator to
+/// load its `clusterBpfApplication` on the node.
+pub const WAITING_FOR_BPFMAN: &str = "WaitingForBpfman";
+
 pub fn node_status(
     r: &NodeReport<'_>,
     previous: &EbpfPluginNodeStateStatus,
@@ -88,8 +92,12 @@ pub fn node_status(
             .as_ref()
             .and_then(|t| k8s_openapi::jiff::Timestamp::new(t.seconds, t.nanos).ok())
             .map(Time);
-    } else if r.error.is_some() {
-        s.phase = NodePhase::Failed;
+    } else if let Some((reason, _)) = &r.error {
+        s.phase = if *reason == WAITING_FOR_BPFMAN {
+            NodePhase::Pending
+        } else {
+            NodePhase::Failed
+        };
     }
     let current = s.spec_hash.as_deref() == Some(r.desired_hash);
     let (ready, reason, message) = match (&r.error, s.phase) {

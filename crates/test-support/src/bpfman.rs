@@ -190,6 +190,12 @@ impl Bpfman {
         ])
     }
 
+    /// The namespace's mount namespace file, for `nsenter --mount=` (a
+    /// process that only opens bpfman's pins needs nothing else).
+    pub fn mount_ns(&self) -> PathBuf {
+        PathBuf::from(format!("/proc/{}/ns/mnt", self.holder.id()))
+    }
+
     /// `path` as seen inside the namespace (e.g. a pin under /run/bpfman).
     pub fn path(&self, path: &str) -> PathBuf {
         PathBuf::from(format!("/proc/{}/root{path}", self.holder.id()))

@@ -134,6 +134,16 @@ impl RunningPlugin for FakePlugin {
         *self.component.lock().unwrap() = prepared;
         Ok(())
     }
+    fn repoint(&self, spec: &PluginSpec) -> Result<(), String> {
+        let pins: Vec<&str> = spec.maps.iter().filter_map(|m| m.pin.as_deref()).collect();
+        self.journal.push(format!(
+            "repoint {} #{} {}",
+            self.name,
+            self.serial,
+            pins.join(",")
+        ));
+        Ok(())
+    }
     fn request_collect(&self) -> Receiver<()> {
         let (tx, rx) = crossbeam_channel::bounded(1);
         let _ = tx.send(());
@@ -320,6 +330,40 @@ fn naming_another_bpfman_program_replaces_the_plugin() {
         journal.take(),
         ["stop a #1", "start a /plugins/one.wasm #2"]
     );
+}
+
+#[test]
+fn new_pins_of_a_cluster_bpf_application_re_point_the_running_plugin() {
+    let (m, journal) = manager();
+    let mut old = spec_with_map("a", "one");
+    old.cluster_bpf_application = Some(conductor_api::ClusterBpfApplicationRef {
+        name: "app".into(),
+        program: None,
+    });
+    m.load(&old, Path::new("/")).unwrap();
+    journal.take();
+    let mut new = old.clone();
+    new.maps[0].pin = Some("/run/bpfman/fs/maps/9/m".into());
+    let (info, kind) = m.update(&new, &new, BTreeMap::new()).unwrap();
+    assert_eq!(kind, UpdateKind::Repointed);
+    assert_eq!(info.phase, Phase::Running);
+    assert_eq!(journal.take(), ["repoint a #1 /run/bpfman/fs/maps/9/m"]);
+
+    // Anything else changed too: not a re-point.
+    let mut other = new.clone();
+    other.maps[0].pin = Some("/run/bpfman/fs/maps/10/m".into());
+    other.component = "/plugins/two.wasm".into();
+    let (_, kind) = m.update(&other, &other, BTreeMap::new()).unwrap();
+    assert_ne!(kind, UpdateKind::Repointed);
+    // Without clusterBpfApplication new pins are a new kernel side.
+    let (m, journal) = manager();
+    let plain = spec_with_map("b", "one");
+    m.load(&plain, Path::new("/")).unwrap();
+    journal.take();
+    let mut moved = plain.clone();
+    moved.maps[0].pin = Some("/sys/fs/bpf/elsewhere".into());
+    let (_, kind) = m.update(&moved, &moved, BTreeMap::new()).unwrap();
+    assert_eq!(kind, UpdateKind::Replaced);
 }
 
 #[test]
