@@ -4,7 +4,8 @@
 //! what a child process placed in its own cgroup does: syscalls by name
 //! (tp_btf), errors by errno, libc calls (uprobe) and write sizes
 //! (tracepoint, exp2 histogram with the sum convention); the same object
-//! with a `k8s_pod` decoder labelling a process in a pod; and malformed
+//! with a `k8s_pod` decoder labelling a process in a pod; connects labelled
+//! with the pod that has the destination address; and malformed
 //! configurations refused with the field named.
 
 mod catalog;
@@ -193,6 +194,83 @@ fn a_k8s_pod_decoder_labels_the_syscalls_of_a_process_in_a_pod() {
     assert_eq!(value(&text, calls), Some(23.0), "{text}");
     let errors = r#"ebpf_exporter_exporter_syscall_errors_total{namespace="shop",errno="EBADF"}"#;
     assert_eq!(value(&text, errors), Some(4.0), "{text}");
+    drop(host);
+    drop(cgroups);
+}
+
+/// `connect()` on UDP sockets: `(address, times)`. The syscall is entered
+/// (and counted) whether or not a route exists, and sends nothing.
+fn connects(to: &[(&str, u32)]) -> String {
+    let mut script = String::from(
+        "import socket\n\
+         def connect(ip, n):\n\
+         \x20   family = socket.AF_INET6 if ':' in ip else socket.AF_INET\n\
+         \x20   for _ in range(n):\n\
+         \x20       with socket.socket(family, socket.SOCK_DGRAM) as s:\n\
+         \x20           try: s.connect((ip, 9))\n\
+         \x20           except OSError: pass\n",
+    );
+    for (ip, n) in to {
+        script.push_str(&format!("connect({ip:?}, {n})\n"));
+    }
+    script
+}
+
+#[test]
+fn a_k8s_pod_decoder_labels_connects_by_the_pod_that_has_the_address() {
+    if !require_root() {
+        return;
+    }
+    let cgroups = TestCgroups::new("exporter-pod-ip");
+    // A pod with an IPv4 and an IPv6 address (status.podIPs), as a dual-stack
+    // cluster gives; 10.251.7.6 is no pod's.
+    let pod = TestPod::new(&cgroups, 17, "shop", "db-1", &["10.251.7.5", "fd00:251::5"]);
+    let api = FakeApiServer::start();
+    api.create(&pod.pod);
+    let kube = tempfile::tempdir().unwrap();
+    let kubeconfig = kube.path().join("kubeconfig");
+    api.write_kubeconfig(&kubeconfig);
+    let dir = config_dir(&[("exporter_connect_ips", "exporter_connect_ips")]);
+    let host = Host::start_args(&[
+        "--exporter-config",
+        dir.path().to_str().unwrap(),
+        "--names",
+        "exporter_connect_ips",
+        "--node-name",
+        NODE,
+        "--kubeconfig",
+        kubeconfig.to_str().unwrap(),
+        "--cgroup-root",
+        cgroups.root.to_str().unwrap(),
+    ]);
+    host.wait_for_metric("conductor_k8s_pods", Duration::from_secs(30), |v| v >= 1.0);
+    // The connecting process is in no pod: the label is the destination's.
+    let work = cgroups.mkdir("client");
+    run_in(
+        &work,
+        &connects(&[("10.251.7.5", 3), ("fd00:251::5", 2), ("10.251.7.6", 4)]),
+    );
+
+    let m = "ebpf_exporter_exporter_connects_total";
+    let v4 = format!(r#"{m}{{pod="db-1",ip="10.251.7.5"}}"#);
+    host.wait_for_metric(&v4, Duration::from_secs(10), |v| v >= 3.0);
+    let text = host.scrape();
+    assert_eq!(value(&text, &v4), Some(3.0), "{v4}\n{text}");
+    let v6 = format!(r#"{m}{{pod="db-1",ip="fd00:251::5"}}"#);
+    assert_eq!(value(&text, &v6), Some(2.0), "{v6}\n{text}");
+    let no_pod = format!(r#"{m}{{pod="",ip="10.251.7.6"}}"#);
+    assert_eq!(value(&text, &no_pod), Some(4.0), "{no_pod}\n{text}");
+    let errors = r#"ebpf_exporter_decoder_errors_total{config="exporter_connect_ips"}"#;
+    assert_eq!(value(&text, errors), Some(0.0), "{text}");
+
+    // The pod goes: its address is no one's at the next scrape (IP lookups
+    // are never cached, since the address passes to later pods).
+    assert!(api.delete::<k8s_openapi::api::core::v1::Pod>(Some(&pod.namespace), &pod.name));
+    host.wait_for_metric("conductor_k8s_pods", Duration::from_secs(30), |v| v == 0.0);
+    let text = host.scrape();
+    let gone = format!(r#"{m}{{pod="",ip="10.251.7.5"}}"#);
+    assert_eq!(value(&text, &gone), Some(3.0), "{gone}\n{text}");
+    assert_eq!(value(&text, &v4), None, "{text}");
     drop(host);
     drop(cgroups);
 }

@@ -6,7 +6,7 @@
 //! the [`Host`] the exporter is given, not from files the decoder opens.
 
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use regex::bytes::Regex;
 
@@ -44,6 +44,11 @@ pub trait Host: Send + Sync {
     fn workload(&self, id: u64) -> Option<Workload>;
     /// The id of process `pid`'s cgroup (v2), or `None` when it is gone.
     fn pid_cgroup_id(&self, _pid: u32) -> Option<u64> {
+        None
+    }
+    /// The pod that has `ip` among its `status.podIPs` (host-network pods
+    /// share the node's addresses and are never answered).
+    fn workload_by_ip(&self, _ip: IpAddr) -> Option<Workload> {
         None
     }
 }
@@ -271,22 +276,30 @@ fn decode_one(
                 DecoderKind::K8sContainer => "k8s_container",
                 _ => "k8s_workload",
             };
-            let id = text_uint(name, input)?;
-            match host.workload(id) {
-                Some(w) => match kind {
+            match k8s_subject(name, input)? {
+                Subject::CgroupId(id) => host.workload(id),
+                Subject::Ip(ip) => {
+                    // An IP passes to another pod when its pod goes: the
+                    // answer for this key may change, so it is never cached.
+                    *cacheable = false;
+                    host.workload_by_ip(ip)
+                }
+            }
+            .map(|w| {
+                match kind {
                     DecoderKind::K8sNamespace => w.namespace,
                     DecoderKind::K8sPod => w.pod,
                     DecoderKind::K8sContainer => w.container,
                     _ => w.workload,
                 }
-                .into_bytes(),
-                // Not a pod's cgroup (or not known yet): an empty value,
-                // which Prometheus treats as no label.
-                None => {
-                    *cacheable = false;
-                    Vec::new()
-                }
-            }
+                .into_bytes()
+            })
+            // Not a pod's cgroup or IP (or not known yet): an empty value,
+            // which Prometheus treats as no label.
+            .unwrap_or_else(|| {
+                *cacheable = false;
+                Vec::new()
+            })
         }
         DecoderKind::PidCgroupId => {
             let pid = text_uint("pid_cgroup_id", input)?;
@@ -303,6 +316,31 @@ fn decode_one(
         // Built as their own steps.
         DecoderKind::StaticMap | DecoderKind::Regexp => input.to_vec(),
     })
+}
+
+/// What a `k8s_*` decoder was given: a cgroup id (written by `uint`, or
+/// `pid_cgroup_id`) or a pod IP (written by `inet_ip`). A decimal number is
+/// never an IP in its text form, so the two cannot be confused.
+enum Subject {
+    CgroupId(u64),
+    Ip(IpAddr),
+}
+
+fn k8s_subject(decoder: &'static str, input: &[u8]) -> Result<Subject, DecodeError> {
+    let text = std::str::from_utf8(input).unwrap_or_default();
+    if let Ok(id) = text.parse() {
+        return Ok(Subject::CgroupId(id));
+    }
+    if let Ok(ip) = text.parse() {
+        return Ok(Subject::Ip(ip));
+    }
+    Err(failed(
+        decoder,
+        format!(
+            "{:?} is neither a cgroup id nor an IP address: put uint (for a cgroup id) or inet_ip (for a pod IP) before it",
+            String::from_utf8_lossy(input)
+        ),
+    ))
 }
 
 fn lookup(table: &[(u64, &'static str)], n: u64) -> Option<&'static str> {
@@ -416,6 +454,18 @@ pub(crate) mod tests {
         }
         fn pid_cgroup_id(&self, pid: u32) -> Option<u64> {
             (pid == 1234).then_some(7)
+        }
+        fn workload_by_ip(&self, ip: IpAddr) -> Option<Workload> {
+            let pod_ips: [IpAddr; 2] = [
+                Ipv4Addr::new(10, 244, 1, 5).into(),
+                "fd00:10:244::5".parse::<Ipv6Addr>().unwrap().into(),
+            ];
+            pod_ips.contains(&ip).then(|| Workload {
+                namespace: "shop".into(),
+                pod: "web-1".into(),
+                container: String::new(),
+                workload: "web".into(),
+            })
         }
     }
 
@@ -619,5 +669,41 @@ pub(crate) mod tests {
             .unwrap();
         assert_eq!(d.value, b"");
         assert!(!d.cacheable, "a pod may be learnt later");
+    }
+
+    #[test]
+    fn k8s_decoders_label_the_pod_of_an_ip() {
+        let v4 = [10, 244, 1, 5];
+        assert_eq!(run(&["inet_ip", "k8s_pod"], &v4), "web-1");
+        assert_eq!(run(&["inet_ip", "k8s_namespace"], &v4), "shop");
+        assert_eq!(run(&["inet_ip", "k8s_workload"], &v4), "web");
+        // A pod IP is the pod's, not one container's.
+        assert_eq!(run(&["inet_ip", "k8s_container"], &v4), "");
+        // IPv6, and IPv4 written as IPv4-mapped IPv6 (a dual-stack socket).
+        let v6: Ipv6Addr = "fd00:10:244::5".parse().unwrap();
+        assert_eq!(run(&["inet_ip", "k8s_pod"], &v6.octets()), "web-1");
+        let mapped = Ipv4Addr::from(v4).to_ipv6_mapped();
+        assert_eq!(run(&["inet_ip", "k8s_pod"], &mapped.octets()), "web-1");
+        // Never cached, found or not: the IP may pass to another pod.
+        let c = chain(&["inet_ip", "k8s_pod"]);
+        let found = c.decode(&v4, &FixedHost).unwrap();
+        assert!(!found.cacheable, "a pod IP is reused by later pods");
+        let other = c.decode(&[10, 244, 1, 6], &FixedHost).unwrap();
+        assert_eq!((other.value.as_slice(), other.cacheable), (&b""[..], false));
+    }
+
+    #[test]
+    fn k8s_decoders_refuse_raw_bytes_naming_the_decoders_to_add() {
+        let err = chain(&["k8s_pod"])
+            .decode(&[10, 244, 1, 5], &FixedHost)
+            .unwrap_err();
+        let DecodeError::Failed { decoder, problem } = err else {
+            panic!("not a failure: {err:?}");
+        };
+        assert_eq!(decoder, "k8s_pod");
+        assert!(
+            problem.contains("put uint (for a cgroup id) or inet_ip (for a pod IP) before it"),
+            "{problem}"
+        );
     }
 }

@@ -2,9 +2,10 @@
 //! `/proc/kallsyms` snapshot, interface names from `/sys/class/net`, cgroup
 //! paths by walking the cgroup v2 tree, block devices from
 //! `/proc/partitions`, and pods from the node's workload cache (given as a
-//! lookup function, since that cache lives in `conductor-node`).
+//! [`PodLookup`], since that cache lives in `conductor-node`).
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -69,8 +70,16 @@ impl Kallsyms {
     }
 }
 
-/// Looks up the pod of a cgroup id (the node's workload cache).
-pub type WorkloadLookup = Arc<dyn Fn(u64) -> Option<Workload> + Send + Sync>;
+/// The node's workload cache, as the `k8s_*` decoders ask it.
+pub trait PodLookup: Send + Sync {
+    /// The pod (and container) of cgroup `id`.
+    fn by_cgroup_id(&self, id: u64) -> Option<Workload>;
+    /// The pod with `ip` among its `status.podIPs`.
+    fn by_ip(&self, ip: IpAddr) -> Option<Workload>;
+}
+
+/// A shared [`PodLookup`].
+pub type WorkloadLookup = Arc<dyn PodLookup>;
 
 /// The [`Host`] of a real node.
 pub struct SystemHost {
@@ -196,7 +205,11 @@ impl Host for SystemHost {
     }
 
     fn workload(&self, id: u64) -> Option<Workload> {
-        self.workloads.as_ref().and_then(|w| w(id))
+        self.workloads.as_ref().and_then(|w| w.by_cgroup_id(id))
+    }
+
+    fn workload_by_ip(&self, ip: IpAddr) -> Option<Workload> {
+        self.workloads.as_ref().and_then(|w| w.by_ip(ip))
     }
 }
 

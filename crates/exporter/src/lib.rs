@@ -19,4 +19,4 @@ mod tables;
 pub use config::{Config, ConfigError, object_path, read_configs};
 pub use decoder::{Host, Workload};
 pub use exporter::{Exporter, ExporterSet, LoadError};
-pub use host::{Kallsyms, SystemHost, WorkloadLookup};
+pub use host::{Kallsyms, PodLookup, SystemHost, WorkloadLookup};
