@@ -514,9 +514,22 @@ pub enum DecoderKind {
     /// New: a pid (after `uint`) → the id of its cgroup (v2), for the
     /// `k8s_*` and `cgroup` decoders after it.
     PidCgroupId,
+    /// Names from the PCI ID database (`pci.ids`), read when the config loads.
+    PciVendor,
+    PciDevice,
+    PciClass,
+    PciSubclass,
 }
 
 impl DecoderKind {
+    /// Decoders that need the PCI ID database on the node.
+    pub fn needs_pci_ids(self) -> bool {
+        matches!(
+            self,
+            Self::PciVendor | Self::PciDevice | Self::PciClass | Self::PciSubclass
+        )
+    }
+
     pub const NAMES: &[&str] = &[
         "cgroup",
         "dname",
@@ -531,6 +544,10 @@ impl DecoderKind {
         "kstack",
         "ksym",
         "majorminor",
+        "pci_class",
+        "pci_device",
+        "pci_subclass",
+        "pci_vendor",
         "pid_cgroup_id",
         "regexp",
         "static_map",
@@ -560,6 +577,10 @@ impl DecoderKind {
             "k8s_container" => Self::K8sContainer,
             "k8s_workload" => Self::K8sWorkload,
             "pid_cgroup_id" => Self::PidCgroupId,
+            "pci_vendor" => Self::PciVendor,
+            "pci_device" => Self::PciDevice,
+            "pci_class" => Self::PciClass,
+            "pci_subclass" => Self::PciSubclass,
             _ => return None,
         })
     }

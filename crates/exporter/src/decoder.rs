@@ -7,10 +7,12 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 
 use regex::bytes::Regex;
 
 use crate::config::DecoderConfig;
+use crate::pci::PciIds;
 use crate::tables;
 
 pub use conductor_api::exporter::DecoderKind;
@@ -50,6 +52,12 @@ pub trait Host: Send + Sync {
     /// share the node's addresses and are never answered).
     fn workload_by_ip(&self, _ip: IpAddr) -> Option<Workload> {
         None
+    }
+    /// The PCI ID database, for the `pci_*` decoders. Asked once when a
+    /// config that uses them loads (an error then fails the load, with
+    /// the field named), and again at each decode.
+    fn pci_ids(&self) -> Result<Arc<PciIds>, String> {
+        Err("this host has no PCI ID database".into())
     }
 }
 
@@ -313,6 +321,20 @@ fn decode_one(
                 .to_string()
                 .into_bytes()
         }
+        DecoderKind::PciVendor
+        | DecoderKind::PciDevice
+        | DecoderKind::PciClass
+        | DecoderKind::PciSubclass => {
+            let name = match kind {
+                DecoderKind::PciVendor => "pci_vendor",
+                DecoderKind::PciDevice => "pci_device",
+                DecoderKind::PciClass => "pci_class",
+                _ => "pci_subclass",
+            };
+            let n = text_uint(name, input)?;
+            let ids = host.pci_ids().map_err(|e| failed(name, e))?;
+            pci_name(kind, n, &ids).into_bytes()
+        }
         // Built as their own steps.
         DecoderKind::StaticMap | DecoderKind::Regexp => input.to_vec(),
     })
@@ -341,6 +363,42 @@ fn k8s_subject(decoder: &'static str, input: &[u8]) -> Result<Subject, DecodeErr
             String::from_utf8_lossy(input)
         ),
     ))
+}
+
+/// ebpf_exporter's `pci_*` decoders: the number (after `uint`) is a vendor
+/// id, `vendor << 16 | device`, a class, or `class << 8 | subclass`; the
+/// unknown values are written as ebpf_exporter writes them.
+fn pci_name(kind: DecoderKind, n: u64, ids: &PciIds) -> String {
+    let found = |name: Option<&str>, unknown: String| name.map_or(unknown, str::to_owned);
+    match kind {
+        DecoderKind::PciVendor => found(
+            u16::try_from(n).ok().and_then(|v| ids.vendor(v)),
+            format!("unknown pci vendor: 0x{n:02x}"),
+        ),
+        DecoderKind::PciDevice => found(
+            u32::try_from(n)
+                .ok()
+                .and_then(|n| ids.device((n >> 16) as u16, n as u16)),
+            format!("unknown pci device: 0x{n:04x}"),
+        ),
+        DecoderKind::PciClass => found(
+            u8::try_from(n).ok().and_then(|c| ids.class(c)),
+            format!("unknown pci class: 0x{n:02x}"),
+        ),
+        _ => {
+            let (class, sub) = (n >> 8, n & 0xff);
+            match u8::try_from(class)
+                .ok()
+                .and_then(|c| ids.subclass(c, sub as u8))
+            {
+                Some(Some(name)) => name.to_owned(),
+                Some(None) => {
+                    format!("unknown pci subclass: 0x{sub:02x} (class 0x{class:02x})")
+                }
+                None => format!("unknown pci class: 0x{class:02x}"),
+            }
+        }
+    }
 }
 
 fn lookup(table: &[(u64, &'static str)], n: u64) -> Option<&'static str> {

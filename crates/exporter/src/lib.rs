@@ -14,9 +14,11 @@ pub mod decoder;
 pub mod exporter;
 pub mod histogram;
 pub mod host;
+pub mod pci;
 mod tables;
 
 pub use config::{Config, ConfigError, object_path, read_configs};
 pub use decoder::{Host, Workload};
 pub use exporter::{Exporter, ExporterSet, LoadError};
 pub use host::{Kallsyms, PodLookup, SystemHost, WorkloadLookup};
+pub use pci::{PCI_IDS_PATHS, PciIds, PciIdsError};
