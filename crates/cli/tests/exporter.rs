@@ -5,7 +5,8 @@
 //! (tp_btf), errors by errno, libc calls (uprobe) and write sizes
 //! (tracepoint, exp2 histogram with the sum convention); the same object
 //! with a `k8s_pod` decoder labelling a process in a pod; connects labelled
-//! with the pod that has the destination address; and malformed
+//! with the pod that has the destination address; a `cgroup_id_map` the host
+//! fills for the program to filter by; and malformed
 //! configurations refused with the field named.
 
 mod catalog;
@@ -271,6 +272,78 @@ fn a_k8s_pod_decoder_labels_connects_by_the_pod_that_has_the_address() {
     let gone = format!(r#"{m}{{pod="",ip="10.251.7.5"}}"#);
     assert_eq!(value(&text, &gone), Some(3.0), "{gone}\n{text}");
     assert_eq!(value(&text, &v4), None, "{text}");
+    drop(host);
+    drop(cgroups);
+}
+
+/// ebpf_exporter's `cgroup_id_map`: the host fills the object's map with
+/// the ids of the cgroups whose paths the YAML's regexps match, and the
+/// program counts their syscalls apart from the others'.
+#[test]
+fn a_cgroup_id_map_holds_the_cgroups_its_regexps_match() {
+    if !require_root() {
+        return;
+    }
+    // The YAML's regexp: `/conductor-exporter-idmap-<pid>/match-*`.
+    let cgroups = TestCgroups::new("exporter-idmap");
+    let early = cgroups.mkdir("match-early");
+    let other = cgroups.mkdir("other");
+    let dir = config_dir(&[("exporter_cgroup_id_map", "exporter_cgroup_id_map")]);
+    let host = Host::start_args(&[
+        "--exporter-config",
+        dir.path().to_str().unwrap(),
+        "--names",
+        "exporter_cgroup_id_map",
+    ]);
+    run_in(&early, &activity(7, 0));
+    run_in(&other, &activity(5, 0));
+
+    let series = |metric: &str, cgroup: &Path| {
+        format!(
+            r#"ebpf_exporter_exporter_{metric}_syscalls_total{{cgroup="{}",syscall="getppid"}}"#,
+            cgroup.display()
+        )
+    };
+    host.wait_for_metric(&series("unmatched", &other), Duration::from_secs(10), |v| {
+        v >= 5.0
+    });
+    let text = host.scrape();
+    // Filled when the config loaded: every call of the early cgroup matched.
+    assert_eq!(
+        value(&text, &series("matched", &early)),
+        Some(7.0),
+        "{text}"
+    );
+    assert_eq!(value(&text, &series("unmatched", &early)), None, "{text}");
+    assert_eq!(
+        value(&text, &series("unmatched", &other)),
+        Some(5.0),
+        "{text}"
+    );
+    assert_eq!(value(&text, &series("matched", &other)), None, "{text}");
+
+    // A cgroup made after the load joins the map at a later rescan: call
+    // until its calls count as matched; every call is counted once.
+    let late = cgroups.mkdir("match-late");
+    let mut calls = 0.0;
+    let text = loop {
+        run_in(&late, &activity(1, 0));
+        calls += 1.0;
+        let text = host.scrape();
+        if value(&text, &series("matched", &late)).is_some() || calls >= 100.0 {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let matched = value(&text, &series("matched", &late));
+    assert!(
+        matched.is_some(),
+        "never in the map after {calls} calls:\n{text}"
+    );
+    let unmatched = value(&text, &series("unmatched", &late)).unwrap_or(0.0);
+    assert_eq!(matched.unwrap_or(0.0) + unmatched, calls, "{text}");
+    let errors = r#"ebpf_exporter_decoder_errors_total{config="exporter_cgroup_id_map"}"#;
+    assert_eq!(value(&text, errors), Some(0.0), "{text}");
     drop(host);
     drop(cgroups);
 }

@@ -59,6 +59,10 @@ pub trait Host: Send + Sync {
     fn pci_ids(&self) -> Result<Arc<PciIds>, String> {
         Err("this host has no PCI ID database".into())
     }
+    /// Every cgroup (v2) now: id and full path, for `cgroup_id_map`.
+    fn cgroup_tree(&self) -> Vec<(u64, String)> {
+        Vec::new()
+    }
 }
 
 /// Why a chain produced no value.

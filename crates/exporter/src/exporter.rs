@@ -15,6 +15,7 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::DescriptorEncoder;
 use prometheus_client::metrics::MetricType;
 
+use crate::cgroup_id_map::{CgroupIdMapSync, Filler};
 use crate::collect::{self, KeyLayout, Row};
 use crate::config::{Config, ConfigError};
 use crate::decoder::Host;
@@ -88,6 +89,8 @@ pub struct Exporter {
     metrics: Vec<Metric>,
     host: Arc<dyn Host>,
     decoder_errors: AtomicU64,
+    /// Keeps the `cgroup_id_map` filled (its thread stops when dropped).
+    _cgroup_id_map: Option<CgroupIdMapSync>,
     // Last: the maps above are dropped before the object they came from.
     _object: LoadedObject,
 }
@@ -223,12 +226,32 @@ impl Exporter {
                 map,
             });
         }
+        let cgroup_id_map = match &config.cgroup_id_map {
+            None => None,
+            Some(conf) => {
+                let bad = |problem: String| LoadError::Map {
+                    config: config.name.clone(),
+                    field: "cgroup_id_map.name".into(),
+                    map: conf.name.clone(),
+                    problem,
+                };
+                let map = loaded
+                    .open_map(&conf.name)
+                    .map_err(|e| bad(e.to_string()))?;
+                let filler = Filler::new(&config.name, conf, map, host.clone()).map_err(bad)?;
+                Some(
+                    CgroupIdMapSync::start(filler)
+                        .map_err(|e| bad(format!("cannot start the thread that fills it: {e}")))?,
+                )
+            }
+        };
         tracing::info!(config = %config.name, metrics = metrics.len(), "ebpf_exporter config loaded");
         Ok(Self {
             config: config.name.clone(),
             metrics,
             host,
             decoder_errors: AtomicU64::new(0),
+            _cgroup_id_map: cgroup_id_map,
             _object: loaded,
         })
     }

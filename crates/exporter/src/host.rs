@@ -226,6 +226,17 @@ impl Host for SystemHost {
         self.workloads.as_ref().and_then(|w| w.by_ip(ip))
     }
 
+    fn cgroup_tree(&self) -> Vec<(u64, String)> {
+        let mut fresh = HashMap::new();
+        walk(&self.cgroup_root, &mut fresh);
+        let tree = fresh.iter().map(|(id, p)| (*id, p.clone())).collect();
+        // A fresh walk serves the cgroup decoder too.
+        let mut c = self.cgroups.lock().unwrap_or_else(|e| e.into_inner());
+        c.by_id = fresh;
+        c.scanned = Some(Instant::now());
+        tree
+    }
+
     fn pci_ids(&self) -> Result<Arc<PciIds>, String> {
         let mut pci = self.pci.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(ids) = &*pci {

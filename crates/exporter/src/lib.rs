@@ -8,6 +8,7 @@
 //! [`histogram`] lays buckets out as ebpf_exporter does. [`host`] is what
 //! decoders ask about the node (kernel symbols, cgroups, pods).
 
+pub mod cgroup_id_map;
 pub mod collect;
 pub mod config;
 pub mod decoder;
