@@ -417,6 +417,26 @@ fn malformed_configs_are_refused_with_the_field_named() {
         Some("exporter_syscalls"),
         "metrics.counters[0].labels: map \"exporter_syscalls_total\": the labels cover 12 bytes (sizes + paddings), but the map's key is 16 bytes",
     );
+    // A cgroup_id_map naming a map of the wrong layout, or none.
+    let id_map = example("exporter_cgroup_id_map");
+    // The unmatched counter's map (16-byte keys) named as the cgroup_id_map.
+    let (head, rest) = id_map
+        .split_once("    - name: exporter_unmatched_syscalls_total")
+        .unwrap();
+    let tail = &rest[rest.find("\ncgroup_id_map:").unwrap()..];
+    refused(
+        &format!("{head}{tail}").replace(
+            "name: exporter_cgroup_ids",
+            "name: exporter_unmatched_syscalls_total",
+        ),
+        Some("exporter_cgroup_id_map"),
+        "cgroup_id_map.name: map \"exporter_unmatched_syscalls_total\": a hash cgroup_id_map has u64 keys (cgroup ids) and u64 values, but this map has 16-byte keys and 8-byte values",
+    );
+    refused(
+        &id_map.replace("name: exporter_cgroup_ids", "name: no_such_map"),
+        Some("exporter_cgroup_id_map"),
+        "cgroup_id_map.name: map \"no_such_map\"",
+    );
 }
 
 /// A spec running ebpf_exporter config `config` (YAML text) over `object`
