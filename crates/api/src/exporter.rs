@@ -8,8 +8,8 @@
 //! `metrics.counters` and `metrics.histograms`, each naming the map it is
 //! read from and how the map's key bytes become labels. Fields this host
 //! does not know are ignored, as ebpf_exporter's YAML reader ignores them;
-//! the ones it knows but cannot do yet (`perf_event_array`, a
-//! `cgroup_id_map` of type `cgrp_storage`) are refused with the field named, and `tracing` is ignored with a warning
+//! the ones it knows but cannot do yet (`perf_event_array`) are refused
+//! with the field named, and `tracing` is ignored with a warning
 //! (metrics still work without it).
 
 use std::collections::BTreeMap;
@@ -47,11 +47,30 @@ pub struct CgroupIdMap {
     #[serde(default)]
     pub name: String,
     /// `hash` (the default: a hash map keyed by the `u64` id) or
-    /// `cgrp_storage` (not supported yet).
+    /// `cgrp_storage` (a `BPF_MAP_TYPE_CGRP_STORAGE` map, written through
+    /// the cgroup's directory descriptor).
     #[serde(default, rename = "type")]
     pub map_type: Option<String>,
     #[serde(default)]
     pub regexps: Vec<String>,
+}
+
+/// The kinds of map a `cgroup_id_map` can be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CgroupIdMapType {
+    Hash,
+    CgrpStorage,
+}
+
+impl CgroupIdMap {
+    /// `None` for a type this host does not know.
+    pub fn kind(&self) -> Option<CgroupIdMapType> {
+        match self.map_type.as_deref() {
+            None | Some("") | Some("hash") => Some(CgroupIdMapType::Hash),
+            Some("cgrp_storage") => Some(CgroupIdMapType::CgrpStorage),
+            Some(_) => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -375,20 +394,14 @@ fn check_cgroup_id_map(m: &CgroupIdMap) -> Result<(), Problem> {
             "missing: the name of the object's map to fill with cgroup ids".into(),
         ));
     }
-    match m.map_type.as_deref() {
-        None | Some("") | Some("hash") => {}
-        Some("cgrp_storage") => {
-            return Err((
-                "cgroup_id_map.type".into(),
-                "cgrp_storage is not supported by eBPFConductor yet: use a hash map (type: hash, u64 keys) instead".into(),
-            ));
-        }
-        Some(other) => {
-            return Err((
-                "cgroup_id_map.type".into(),
-                format!("unknown type {other:?}: use hash (or cgrp_storage)"),
-            ));
-        }
+    if m.kind().is_none() {
+        return Err((
+            "cgroup_id_map.type".into(),
+            format!(
+                "unknown type {:?}: use hash or cgrp_storage",
+                m.map_type.as_deref().unwrap_or_default()
+            ),
+        ));
     }
     if m.regexps.is_empty() {
         return Err((
@@ -796,9 +809,14 @@ metrics:
         // The type defaults to hash, as in ebpf_exporter.
         assert!(Config::parse("x", &with("  name: ids\n  regexps: [a]\n")).is_ok());
         assert_eq!(field_of(&with("  regexps: [a]\n")), "cgroup_id_map.name");
+        let storage = Config::parse(
+            "x",
+            &with("  name: ids\n  type: cgrp_storage\n  regexps: [a]\n"),
+        )
+        .unwrap();
         assert_eq!(
-            field_of(&with("  name: ids\n  type: cgrp_storage\n  regexps: [a]\n")),
-            "cgroup_id_map.type"
+            storage.cgroup_id_map.and_then(|m| m.kind()),
+            Some(CgroupIdMapType::CgrpStorage)
         );
         assert_eq!(
             field_of(&with("  name: ids\n  type: btree\n  regexps: [a]\n")),

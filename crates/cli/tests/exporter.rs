@@ -281,26 +281,43 @@ fn a_k8s_pod_decoder_labels_connects_by_the_pod_that_has_the_address() {
 /// program counts their syscalls apart from the others'.
 #[test]
 fn a_cgroup_id_map_holds_the_cgroups_its_regexps_match() {
+    // The YAML's regexp: `/conductor-exporter-idmap-<pid>/match-*`.
+    cgroup_id_map_filters("exporter_cgroup_id_map", "exporter-idmap", "exporter");
+}
+
+/// The same with `type: cgrp_storage`: the host writes through each
+/// matching cgroup's directory descriptor.
+#[test]
+fn a_cgrp_storage_cgroup_id_map_holds_the_cgroups_its_regexps_match() {
+    cgroup_id_map_filters(
+        "exporter_cgroup_storage_map",
+        "exporter-storagemap",
+        "exporter_storage",
+    );
+}
+
+/// Run example `config` (its regexp matching `/conductor-<tag>-<pid>/match-*`)
+/// and check its `<prefix>_{matched,unmatched}_syscalls_total` counters.
+fn cgroup_id_map_filters(config: &str, tag: &str, prefix: &str) {
     if !require_root() {
         return;
     }
-    // The YAML's regexp: `/conductor-exporter-idmap-<pid>/match-*`.
-    let cgroups = TestCgroups::new("exporter-idmap");
+    let cgroups = TestCgroups::new(tag);
     let early = cgroups.mkdir("match-early");
     let other = cgroups.mkdir("other");
-    let dir = config_dir(&[("exporter_cgroup_id_map", "exporter_cgroup_id_map")]);
+    let dir = config_dir(&[(config, config)]);
     let host = Host::start_args(&[
         "--exporter-config",
         dir.path().to_str().unwrap(),
         "--names",
-        "exporter_cgroup_id_map",
+        config,
     ]);
     run_in(&early, &activity(7, 0));
     run_in(&other, &activity(5, 0));
 
     let series = |metric: &str, cgroup: &Path| {
         format!(
-            r#"ebpf_exporter_exporter_{metric}_syscalls_total{{cgroup="{}",syscall="getppid"}}"#,
+            r#"ebpf_exporter_{prefix}_{metric}_syscalls_total{{cgroup="{}",syscall="getppid"}}"#,
             cgroup.display()
         )
     };
@@ -342,8 +359,8 @@ fn a_cgroup_id_map_holds_the_cgroups_its_regexps_match() {
     );
     let unmatched = value(&text, &series("unmatched", &late)).unwrap_or(0.0);
     assert_eq!(matched.unwrap_or(0.0) + unmatched, calls, "{text}");
-    let errors = r#"ebpf_exporter_decoder_errors_total{config="exporter_cgroup_id_map"}"#;
-    assert_eq!(value(&text, errors), Some(0.0), "{text}");
+    let errors = format!(r#"ebpf_exporter_decoder_errors_total{{config="{config}"}}"#);
+    assert_eq!(value(&text, &errors), Some(0.0), "{text}");
     drop(host);
     drop(cgroups);
 }
@@ -430,7 +447,7 @@ fn malformed_configs_are_refused_with_the_field_named() {
             "name: exporter_unmatched_syscalls_total",
         ),
         Some("exporter_cgroup_id_map"),
-        "cgroup_id_map.name: map \"exporter_unmatched_syscalls_total\": a hash cgroup_id_map has u64 keys (cgroup ids) and u64 values, but this map has 16-byte keys and 8-byte values",
+        "cgroup_id_map.name: map \"exporter_unmatched_syscalls_total\": a hash cgroup_id_map has u64 keys (cgroup ids) and u64 values, but this map (Hash) has 16-byte keys and 8-byte values",
     );
     refused(
         &id_map.replace("name: exporter_cgroup_ids", "name: no_such_map"),
