@@ -4,7 +4,8 @@
 //! what a child process placed in its own cgroup does: syscalls by name
 //! (tp_btf), errors by errno, libc calls (uprobe) and write sizes
 //! (tracepoint, exp2 histogram with the sum convention); the same object
-//! with a `k8s_pod` decoder labelling a process in a pod; connects labelled
+//! with a `k8s_pod` decoder labelling a process in a pod (by cgroup id, and
+//! by pid through `pid_cgroup_id`); connects labelled
 //! with the pod that has the destination address; a `cgroup_id_map` the host
 //! fills for the program to filter by; and malformed
 //! configurations refused with the field named.
@@ -195,6 +196,74 @@ fn a_k8s_pod_decoder_labels_the_syscalls_of_a_process_in_a_pod() {
     assert_eq!(value(&text, calls), Some(23.0), "{text}");
     let errors = r#"ebpf_exporter_exporter_syscall_errors_total{namespace="shop",errno="EBADF"}"#;
     assert_eq!(value(&text, errors), Some(4.0), "{text}");
+    drop(host);
+    drop(cgroups);
+}
+
+/// `pid_cgroup_id` on the kernel: a program keyed by process id, labelled
+/// with the pod of a process that still runs when the host scrapes.
+#[test]
+fn a_pid_decodes_to_the_pod_of_a_running_process() {
+    if !require_root() {
+        return;
+    }
+    let cgroups = TestCgroups::new("exporter-pid");
+    let pod = TestPod::new(&cgroups, 18, "shop", "web-2", &[]);
+    let api = FakeApiServer::start();
+    api.create(&pod.pod);
+    let kube = tempfile::tempdir().unwrap();
+    let kubeconfig = kube.path().join("kubeconfig");
+    api.write_kubeconfig(&kubeconfig);
+    let dir = config_dir(&[("exporter_pid_syscalls", "exporter_pid_syscalls")]);
+    let host = Host::start_args(&[
+        "--exporter-config",
+        dir.path().to_str().unwrap(),
+        "--names",
+        "exporter_pid_syscalls",
+        "--node-name",
+        NODE,
+        "--kubeconfig",
+        kubeconfig.to_str().unwrap(),
+        "--cgroup-root",
+        cgroups.root.to_str().unwrap(),
+    ]);
+    host.wait_for_metric("conductor_k8s_pods", Duration::from_secs(30), |v| v >= 1.0);
+
+    // getppid() 19 times in the pod's cgroup, then wait for stdin to close.
+    use std::io::{BufRead, Write};
+    use std::os::unix::process::CommandExt;
+    let procs = pod.cgroup.join("cgroup.procs");
+    let mut cmd = Command::new(python());
+    cmd.args([
+        "-c",
+        "import os, sys\n\
+         for _ in range(19): os.getppid()\n\
+         sys.stdout.write('ready\\n'); sys.stdout.flush()\n\
+         sys.stdin.read()\n",
+    ])
+    .stdin(std::process::Stdio::piped())
+    .stdout(std::process::Stdio::piped());
+    // SAFETY: only a write(2) of a constant between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || std::fs::write(&procs, b"0"));
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut ready = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut ready)
+        .unwrap();
+    assert_eq!(ready, "ready\n");
+
+    let calls = r#"ebpf_exporter_exporter_pid_syscalls_total{pod="web-2",syscall="getppid"}"#;
+    host.wait_for_metric(calls, Duration::from_secs(10), |v| v >= 19.0);
+    let text = host.scrape();
+    assert_eq!(value(&text, calls), Some(19.0), "{text}");
+    let errors = r#"ebpf_exporter_decoder_errors_total{config="exporter_pid_syscalls"}"#;
+    assert_eq!(value(&text, errors), Some(0.0), "{text}");
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"bye").unwrap();
+    drop(stdin);
+    assert!(child.wait().unwrap().success());
     drop(host);
     drop(cgroups);
 }
