@@ -71,6 +71,9 @@ const APT_PACKAGES: &[(&str, Probe)] = &[
     // The test script `conductor new` writes (run by the author test)
     // scrapes the plugin's /metrics with curl.
     ("curl", Probe::Command("curl")),
+    // The ebpf_exporter built-in's pci_* decoders name ids from the PCI ID
+    // database (the path ebpf_exporter reads); its tests check known ids.
+    ("pci.ids", Probe::File("/usr/share/misc/pci.ids")),
 ];
 
 /// Where the stock-client tests keep their pinned client packages

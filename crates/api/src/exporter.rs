@@ -8,8 +8,8 @@
 //! `metrics.counters` and `metrics.histograms`, each naming the map it is
 //! read from and how the map's key bytes become labels. Fields this host
 //! does not know are ignored, as ebpf_exporter's YAML reader ignores them;
-//! the ones it knows but cannot do yet (`cgroup_id_map`, `perf_event_array`)
-//! are refused with the field named, and `tracing` is ignored with a warning
+//! the ones it knows but cannot do yet (`perf_event_array`) are refused
+//! with the field named, and `tracing` is ignored with a warning
 //! (metrics still work without it).
 
 use std::collections::BTreeMap;
@@ -33,9 +33,44 @@ pub struct Config {
     /// Spans from ring buffers: not supported here (ignored with a warning).
     #[serde(default)]
     pub tracing: Option<serde_yaml_ng::Value>,
-    /// A map of cgroup ids the host keeps filled: not supported yet.
+    /// A map the host keeps filled with the ids of the cgroups whose paths
+    /// match, so programs can filter by cgroup.
     #[serde(default)]
-    pub cgroup_id_map: Option<serde_yaml_ng::Value>,
+    pub cgroup_id_map: Option<CgroupIdMap>,
+}
+
+/// `cgroup_id_map`: the object's map `name` holds key `cgroup id` → `1`
+/// for every cgroup whose full path (as the `cgroup` decoder writes it)
+/// one of `regexps` matches, kept current as cgroups come and go.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct CgroupIdMap {
+    #[serde(default)]
+    pub name: String,
+    /// `hash` (the default: a hash map keyed by the `u64` id) or
+    /// `cgrp_storage` (a `BPF_MAP_TYPE_CGRP_STORAGE` map, written through
+    /// the cgroup's directory descriptor).
+    #[serde(default, rename = "type")]
+    pub map_type: Option<String>,
+    #[serde(default)]
+    pub regexps: Vec<String>,
+}
+
+/// The kinds of map a `cgroup_id_map` can be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CgroupIdMapType {
+    Hash,
+    CgrpStorage,
+}
+
+impl CgroupIdMap {
+    /// `None` for a type this host does not know.
+    pub fn kind(&self) -> Option<CgroupIdMapType> {
+        match self.map_type.as_deref() {
+            None | Some("") | Some("hash") => Some(CgroupIdMapType::Hash),
+            Some("cgrp_storage") => Some(CgroupIdMapType::CgrpStorage),
+            Some(_) => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -224,12 +259,8 @@ impl Config {
             field,
             problem,
         };
-        if self.cgroup_id_map.is_some() {
-            return Err(bad(
-                "cgroup_id_map".into(),
-                "not supported by eBPFConductor yet: remove it, or filter by cgroup in the program"
-                    .into(),
-            ));
+        if let Some(m) = &self.cgroup_id_map {
+            check_cgroup_id_map(m).map_err(|(f, p)| bad(f, p))?;
         }
         if self.metrics.counters.is_empty() && self.metrics.histograms.is_empty() {
             return Err(bad(
@@ -351,6 +382,36 @@ fn check_labels(at: &str, labels: &[Label]) -> Result<(), Problem> {
                     }
                 }
             }
+        }
+    }
+    Ok(())
+}
+
+fn check_cgroup_id_map(m: &CgroupIdMap) -> Result<(), Problem> {
+    if m.name.is_empty() {
+        return Err((
+            "cgroup_id_map.name".into(),
+            "missing: the name of the object's map to fill with cgroup ids".into(),
+        ));
+    }
+    if m.kind().is_none() {
+        return Err((
+            "cgroup_id_map.type".into(),
+            format!(
+                "unknown type {:?}: use hash or cgrp_storage",
+                m.map_type.as_deref().unwrap_or_default()
+            ),
+        ));
+    }
+    if m.regexps.is_empty() {
+        return Err((
+            "cgroup_id_map.regexps".into(),
+            "no regexps: no cgroup would ever be in the map".into(),
+        ));
+    }
+    for (n, e) in m.regexps.iter().enumerate() {
+        if let Err(err) = regex::Regex::new(e) {
+            return Err((format!("cgroup_id_map.regexps[{n}]"), err.to_string()));
         }
     }
     Ok(())
@@ -514,9 +575,22 @@ pub enum DecoderKind {
     /// New: a pid (after `uint`) → the id of its cgroup (v2), for the
     /// `k8s_*` and `cgroup` decoders after it.
     PidCgroupId,
+    /// Names from the PCI ID database (`pci.ids`), read when the config loads.
+    PciVendor,
+    PciDevice,
+    PciClass,
+    PciSubclass,
 }
 
 impl DecoderKind {
+    /// Decoders that need the PCI ID database on the node.
+    pub fn needs_pci_ids(self) -> bool {
+        matches!(
+            self,
+            Self::PciVendor | Self::PciDevice | Self::PciClass | Self::PciSubclass
+        )
+    }
+
     pub const NAMES: &[&str] = &[
         "cgroup",
         "dname",
@@ -531,6 +605,10 @@ impl DecoderKind {
         "kstack",
         "ksym",
         "majorminor",
+        "pci_class",
+        "pci_device",
+        "pci_subclass",
+        "pci_vendor",
         "pid_cgroup_id",
         "regexp",
         "static_map",
@@ -560,6 +638,10 @@ impl DecoderKind {
             "k8s_container" => Self::K8sContainer,
             "k8s_workload" => Self::K8sWorkload,
             "pid_cgroup_id" => Self::PidCgroupId,
+            "pci_vendor" => Self::PciVendor,
+            "pci_device" => Self::PciDevice,
+            "pci_class" => Self::PciClass,
+            "pci_subclass" => Self::PciSubclass,
             _ => return None,
         })
     }
@@ -712,5 +794,41 @@ metrics:
         let twice =
             format!("{SYSCALLS}    - name: syscalls_total\n      help: again\n      labels: []\n");
         assert_eq!(field_of(&twice), "metrics.counters[1].name");
+    }
+
+    #[test]
+    fn cgroup_id_map_is_read_and_its_problems_are_named() {
+        let with = |m: &str| format!("{SYSCALLS}cgroup_id_map:\n{m}");
+        let ok = Config::parse(
+            "x",
+            &with("  name: ids\n  type: hash\n  regexps: ['^.*(system.slice/.*)$']\n"),
+        )
+        .unwrap();
+        let m = ok.cgroup_id_map.unwrap();
+        assert_eq!((m.name.as_str(), m.regexps.len()), ("ids", 1));
+        // The type defaults to hash, as in ebpf_exporter.
+        assert!(Config::parse("x", &with("  name: ids\n  regexps: [a]\n")).is_ok());
+        assert_eq!(field_of(&with("  regexps: [a]\n")), "cgroup_id_map.name");
+        let storage = Config::parse(
+            "x",
+            &with("  name: ids\n  type: cgrp_storage\n  regexps: [a]\n"),
+        )
+        .unwrap();
+        assert_eq!(
+            storage.cgroup_id_map.and_then(|m| m.kind()),
+            Some(CgroupIdMapType::CgrpStorage)
+        );
+        assert_eq!(
+            field_of(&with("  name: ids\n  type: btree\n  regexps: [a]\n")),
+            "cgroup_id_map.type"
+        );
+        assert_eq!(
+            field_of(&with("  name: ids\n  regexps: []\n")),
+            "cgroup_id_map.regexps"
+        );
+        assert_eq!(
+            field_of(&with("  name: ids\n  regexps: [a, '(']\n")),
+            "cgroup_id_map.regexps[1]"
+        );
     }
 }

@@ -4,7 +4,10 @@
 //! what a child process placed in its own cgroup does: syscalls by name
 //! (tp_btf), errors by errno, libc calls (uprobe) and write sizes
 //! (tracepoint, exp2 histogram with the sum convention); the same object
-//! with a `k8s_pod` decoder labelling a process in a pod; and malformed
+//! with a `k8s_pod` decoder labelling a process in a pod (by cgroup id, and
+//! by pid through `pid_cgroup_id`); connects labelled
+//! with the pod that has the destination address; a `cgroup_id_map` the host
+//! fills for the program to filter by; and malformed
 //! configurations refused with the field named.
 
 mod catalog;
@@ -197,6 +200,240 @@ fn a_k8s_pod_decoder_labels_the_syscalls_of_a_process_in_a_pod() {
     drop(cgroups);
 }
 
+/// `pid_cgroup_id` on the kernel: a program keyed by process id, labelled
+/// with the pod of a process that still runs when the host scrapes.
+#[test]
+fn a_pid_decodes_to_the_pod_of_a_running_process() {
+    if !require_root() {
+        return;
+    }
+    let cgroups = TestCgroups::new("exporter-pid");
+    let pod = TestPod::new(&cgroups, 18, "shop", "web-2", &[]);
+    let api = FakeApiServer::start();
+    api.create(&pod.pod);
+    let kube = tempfile::tempdir().unwrap();
+    let kubeconfig = kube.path().join("kubeconfig");
+    api.write_kubeconfig(&kubeconfig);
+    let dir = config_dir(&[("exporter_pid_syscalls", "exporter_pid_syscalls")]);
+    let host = Host::start_args(&[
+        "--exporter-config",
+        dir.path().to_str().unwrap(),
+        "--names",
+        "exporter_pid_syscalls",
+        "--node-name",
+        NODE,
+        "--kubeconfig",
+        kubeconfig.to_str().unwrap(),
+        "--cgroup-root",
+        cgroups.root.to_str().unwrap(),
+    ]);
+    host.wait_for_metric("conductor_k8s_pods", Duration::from_secs(30), |v| v >= 1.0);
+
+    // getppid() 19 times in the pod's cgroup, then wait for stdin to close.
+    use std::io::{BufRead, Write};
+    use std::os::unix::process::CommandExt;
+    let procs = pod.cgroup.join("cgroup.procs");
+    let mut cmd = Command::new(python());
+    cmd.args([
+        "-c",
+        "import os, sys\n\
+         for _ in range(19): os.getppid()\n\
+         sys.stdout.write('ready\\n'); sys.stdout.flush()\n\
+         sys.stdin.read()\n",
+    ])
+    .stdin(std::process::Stdio::piped())
+    .stdout(std::process::Stdio::piped());
+    // SAFETY: only a write(2) of a constant between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || std::fs::write(&procs, b"0"));
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut ready = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut ready)
+        .unwrap();
+    assert_eq!(ready, "ready\n");
+
+    let calls = r#"ebpf_exporter_exporter_pid_syscalls_total{pod="web-2",syscall="getppid"}"#;
+    host.wait_for_metric(calls, Duration::from_secs(10), |v| v >= 19.0);
+    let text = host.scrape();
+    assert_eq!(value(&text, calls), Some(19.0), "{text}");
+    let errors = r#"ebpf_exporter_decoder_errors_total{config="exporter_pid_syscalls"}"#;
+    assert_eq!(value(&text, errors), Some(0.0), "{text}");
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"bye").unwrap();
+    drop(stdin);
+    assert!(child.wait().unwrap().success());
+    drop(host);
+    drop(cgroups);
+}
+
+/// `connect()` on UDP sockets: `(address, times)`. The syscall is entered
+/// (and counted) whether or not a route exists, and sends nothing.
+fn connects(to: &[(&str, u32)]) -> String {
+    let mut script = String::from(
+        "import socket\n\
+         def connect(ip, n):\n\
+         \x20   family = socket.AF_INET6 if ':' in ip else socket.AF_INET\n\
+         \x20   for _ in range(n):\n\
+         \x20       with socket.socket(family, socket.SOCK_DGRAM) as s:\n\
+         \x20           try: s.connect((ip, 9))\n\
+         \x20           except OSError: pass\n",
+    );
+    for (ip, n) in to {
+        script.push_str(&format!("connect({ip:?}, {n})\n"));
+    }
+    script
+}
+
+#[test]
+fn a_k8s_pod_decoder_labels_connects_by_the_pod_that_has_the_address() {
+    if !require_root() {
+        return;
+    }
+    let cgroups = TestCgroups::new("exporter-pod-ip");
+    // A pod with an IPv4 and an IPv6 address (status.podIPs), as a dual-stack
+    // cluster gives; 10.251.7.6 is no pod's.
+    let pod = TestPod::new(&cgroups, 17, "shop", "db-1", &["10.251.7.5", "fd00:251::5"]);
+    let api = FakeApiServer::start();
+    api.create(&pod.pod);
+    let kube = tempfile::tempdir().unwrap();
+    let kubeconfig = kube.path().join("kubeconfig");
+    api.write_kubeconfig(&kubeconfig);
+    let dir = config_dir(&[("exporter_connect_ips", "exporter_connect_ips")]);
+    let host = Host::start_args(&[
+        "--exporter-config",
+        dir.path().to_str().unwrap(),
+        "--names",
+        "exporter_connect_ips",
+        "--node-name",
+        NODE,
+        "--kubeconfig",
+        kubeconfig.to_str().unwrap(),
+        "--cgroup-root",
+        cgroups.root.to_str().unwrap(),
+    ]);
+    host.wait_for_metric("conductor_k8s_pods", Duration::from_secs(30), |v| v >= 1.0);
+    // The connecting process is in no pod: the label is the destination's.
+    let work = cgroups.mkdir("client");
+    run_in(
+        &work,
+        &connects(&[("10.251.7.5", 3), ("fd00:251::5", 2), ("10.251.7.6", 4)]),
+    );
+
+    let m = "ebpf_exporter_exporter_connects_total";
+    let v4 = format!(r#"{m}{{pod="db-1",ip="10.251.7.5"}}"#);
+    host.wait_for_metric(&v4, Duration::from_secs(10), |v| v >= 3.0);
+    let text = host.scrape();
+    assert_eq!(value(&text, &v4), Some(3.0), "{v4}\n{text}");
+    let v6 = format!(r#"{m}{{pod="db-1",ip="fd00:251::5"}}"#);
+    assert_eq!(value(&text, &v6), Some(2.0), "{v6}\n{text}");
+    let no_pod = format!(r#"{m}{{pod="",ip="10.251.7.6"}}"#);
+    assert_eq!(value(&text, &no_pod), Some(4.0), "{no_pod}\n{text}");
+    let errors = r#"ebpf_exporter_decoder_errors_total{config="exporter_connect_ips"}"#;
+    assert_eq!(value(&text, errors), Some(0.0), "{text}");
+
+    // The pod goes: its address is no one's at the next scrape (IP lookups
+    // are never cached, since the address passes to later pods).
+    assert!(api.delete::<k8s_openapi::api::core::v1::Pod>(Some(&pod.namespace), &pod.name));
+    host.wait_for_metric("conductor_k8s_pods", Duration::from_secs(30), |v| v == 0.0);
+    let text = host.scrape();
+    let gone = format!(r#"{m}{{pod="",ip="10.251.7.5"}}"#);
+    assert_eq!(value(&text, &gone), Some(3.0), "{gone}\n{text}");
+    assert_eq!(value(&text, &v4), None, "{text}");
+    drop(host);
+    drop(cgroups);
+}
+
+/// ebpf_exporter's `cgroup_id_map`: the host fills the object's map with
+/// the ids of the cgroups whose paths the YAML's regexps match, and the
+/// program counts their syscalls apart from the others'.
+#[test]
+fn a_cgroup_id_map_holds_the_cgroups_its_regexps_match() {
+    // The YAML's regexp: `/conductor-exporter-idmap-<pid>/match-*`.
+    cgroup_id_map_filters("exporter_cgroup_id_map", "exporter-idmap", "exporter");
+}
+
+/// The same with `type: cgrp_storage`: the host writes through each
+/// matching cgroup's directory descriptor.
+#[test]
+fn a_cgrp_storage_cgroup_id_map_holds_the_cgroups_its_regexps_match() {
+    cgroup_id_map_filters(
+        "exporter_cgroup_storage_map",
+        "exporter-storagemap",
+        "exporter_storage",
+    );
+}
+
+/// Run example `config` (its regexp matching `/conductor-<tag>-<pid>/match-*`)
+/// and check its `<prefix>_{matched,unmatched}_syscalls_total` counters.
+fn cgroup_id_map_filters(config: &str, tag: &str, prefix: &str) {
+    if !require_root() {
+        return;
+    }
+    let cgroups = TestCgroups::new(tag);
+    let early = cgroups.mkdir("match-early");
+    let other = cgroups.mkdir("other");
+    let dir = config_dir(&[(config, config)]);
+    let host = Host::start_args(&[
+        "--exporter-config",
+        dir.path().to_str().unwrap(),
+        "--names",
+        config,
+    ]);
+    run_in(&early, &activity(7, 0));
+    run_in(&other, &activity(5, 0));
+
+    let series = |metric: &str, cgroup: &Path| {
+        format!(
+            r#"ebpf_exporter_{prefix}_{metric}_syscalls_total{{cgroup="{}",syscall="getppid"}}"#,
+            cgroup.display()
+        )
+    };
+    host.wait_for_metric(&series("unmatched", &other), Duration::from_secs(10), |v| {
+        v >= 5.0
+    });
+    let text = host.scrape();
+    // Filled when the config loaded: every call of the early cgroup matched.
+    assert_eq!(
+        value(&text, &series("matched", &early)),
+        Some(7.0),
+        "{text}"
+    );
+    assert_eq!(value(&text, &series("unmatched", &early)), None, "{text}");
+    assert_eq!(
+        value(&text, &series("unmatched", &other)),
+        Some(5.0),
+        "{text}"
+    );
+    assert_eq!(value(&text, &series("matched", &other)), None, "{text}");
+
+    // A cgroup made after the load joins the map at a later rescan: call
+    // until its calls count as matched; every call is counted once.
+    let late = cgroups.mkdir("match-late");
+    let mut calls = 0.0;
+    let text = loop {
+        run_in(&late, &activity(1, 0));
+        calls += 1.0;
+        let text = host.scrape();
+        if value(&text, &series("matched", &late)).is_some() || calls >= 100.0 {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let matched = value(&text, &series("matched", &late));
+    assert!(
+        matched.is_some(),
+        "never in the map after {calls} calls:\n{text}"
+    );
+    let unmatched = value(&text, &series("unmatched", &late)).unwrap_or(0.0);
+    assert_eq!(matched.unwrap_or(0.0) + unmatched, calls, "{text}");
+    let errors = format!(r#"ebpf_exporter_decoder_errors_total{{config="{config}"}}"#);
+    assert_eq!(value(&text, &errors), Some(0.0), "{text}");
+    drop(host);
+    drop(cgroups);
+}
+
 /// `conductor run --exporter-config` of a config that must be refused:
 /// the run fails and its error names `field`.
 fn refused(yaml: &str, object: Option<&str>, field: &str) {
@@ -265,6 +502,26 @@ fn malformed_configs_are_refused_with_the_field_named() {
         &short,
         Some("exporter_syscalls"),
         "metrics.counters[0].labels: map \"exporter_syscalls_total\": the labels cover 12 bytes (sizes + paddings), but the map's key is 16 bytes",
+    );
+    // A cgroup_id_map naming a map of the wrong layout, or none.
+    let id_map = example("exporter_cgroup_id_map");
+    // The unmatched counter's map (16-byte keys) named as the cgroup_id_map.
+    let (head, rest) = id_map
+        .split_once("    - name: exporter_unmatched_syscalls_total")
+        .unwrap();
+    let tail = &rest[rest.find("\ncgroup_id_map:").unwrap()..];
+    refused(
+        &format!("{head}{tail}").replace(
+            "name: exporter_cgroup_ids",
+            "name: exporter_unmatched_syscalls_total",
+        ),
+        Some("exporter_cgroup_id_map"),
+        "cgroup_id_map.name: map \"exporter_unmatched_syscalls_total\": a hash cgroup_id_map has u64 keys (cgroup ids) and u64 values, but this map (Hash) has 16-byte keys and 8-byte values",
+    );
+    refused(
+        &id_map.replace("name: exporter_cgroup_ids", "name: no_such_map"),
+        Some("exporter_cgroup_id_map"),
+        "cgroup_id_map.name: map \"no_such_map\"",
     );
 }
 

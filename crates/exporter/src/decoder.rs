@@ -6,11 +6,13 @@
 //! the [`Host`] the exporter is given, not from files the decoder opens.
 
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 
 use regex::bytes::Regex;
 
 use crate::config::DecoderConfig;
+use crate::pci::PciIds;
 use crate::tables;
 
 pub use conductor_api::exporter::DecoderKind;
@@ -45,6 +47,21 @@ pub trait Host: Send + Sync {
     /// The id of process `pid`'s cgroup (v2), or `None` when it is gone.
     fn pid_cgroup_id(&self, _pid: u32) -> Option<u64> {
         None
+    }
+    /// The pod that has `ip` among its `status.podIPs` (host-network pods
+    /// share the node's addresses and are never answered).
+    fn workload_by_ip(&self, _ip: IpAddr) -> Option<Workload> {
+        None
+    }
+    /// The PCI ID database, for the `pci_*` decoders. Asked once when a
+    /// config that uses them loads (an error then fails the load, with
+    /// the field named), and again at each decode.
+    fn pci_ids(&self) -> Result<Arc<PciIds>, String> {
+        Err("this host has no PCI ID database".into())
+    }
+    /// Every cgroup (v2) now: id and full path, for `cgroup_id_map`.
+    fn cgroup_tree(&self) -> Vec<(u64, String)> {
+        Vec::new()
     }
 }
 
@@ -271,22 +288,30 @@ fn decode_one(
                 DecoderKind::K8sContainer => "k8s_container",
                 _ => "k8s_workload",
             };
-            let id = text_uint(name, input)?;
-            match host.workload(id) {
-                Some(w) => match kind {
+            match k8s_subject(name, input)? {
+                Subject::CgroupId(id) => host.workload(id),
+                Subject::Ip(ip) => {
+                    // An IP passes to another pod when its pod goes: the
+                    // answer for this key may change, so it is never cached.
+                    *cacheable = false;
+                    host.workload_by_ip(ip)
+                }
+            }
+            .map(|w| {
+                match kind {
                     DecoderKind::K8sNamespace => w.namespace,
                     DecoderKind::K8sPod => w.pod,
                     DecoderKind::K8sContainer => w.container,
                     _ => w.workload,
                 }
-                .into_bytes(),
-                // Not a pod's cgroup (or not known yet): an empty value,
-                // which Prometheus treats as no label.
-                None => {
-                    *cacheable = false;
-                    Vec::new()
-                }
-            }
+                .into_bytes()
+            })
+            // Not a pod's cgroup or IP (or not known yet): an empty value,
+            // which Prometheus treats as no label.
+            .unwrap_or_else(|| {
+                *cacheable = false;
+                Vec::new()
+            })
         }
         DecoderKind::PidCgroupId => {
             let pid = text_uint("pid_cgroup_id", input)?;
@@ -300,9 +325,84 @@ fn decode_one(
                 .to_string()
                 .into_bytes()
         }
+        DecoderKind::PciVendor
+        | DecoderKind::PciDevice
+        | DecoderKind::PciClass
+        | DecoderKind::PciSubclass => {
+            let name = match kind {
+                DecoderKind::PciVendor => "pci_vendor",
+                DecoderKind::PciDevice => "pci_device",
+                DecoderKind::PciClass => "pci_class",
+                _ => "pci_subclass",
+            };
+            let n = text_uint(name, input)?;
+            let ids = host.pci_ids().map_err(|e| failed(name, e))?;
+            pci_name(kind, n, &ids).into_bytes()
+        }
         // Built as their own steps.
         DecoderKind::StaticMap | DecoderKind::Regexp => input.to_vec(),
     })
+}
+
+/// What a `k8s_*` decoder was given: a cgroup id (written by `uint`, or
+/// `pid_cgroup_id`) or a pod IP (written by `inet_ip`). A decimal number is
+/// never an IP in its text form, so the two cannot be confused.
+enum Subject {
+    CgroupId(u64),
+    Ip(IpAddr),
+}
+
+fn k8s_subject(decoder: &'static str, input: &[u8]) -> Result<Subject, DecodeError> {
+    let text = std::str::from_utf8(input).unwrap_or_default();
+    if let Ok(id) = text.parse() {
+        return Ok(Subject::CgroupId(id));
+    }
+    if let Ok(ip) = text.parse() {
+        return Ok(Subject::Ip(ip));
+    }
+    Err(failed(
+        decoder,
+        format!(
+            "{:?} is neither a cgroup id nor an IP address: put uint (for a cgroup id) or inet_ip (for a pod IP) before it",
+            String::from_utf8_lossy(input)
+        ),
+    ))
+}
+
+/// ebpf_exporter's `pci_*` decoders: the number (after `uint`) is a vendor
+/// id, `vendor << 16 | device`, a class, or `class << 8 | subclass`; the
+/// unknown values are written as ebpf_exporter writes them.
+fn pci_name(kind: DecoderKind, n: u64, ids: &PciIds) -> String {
+    let found = |name: Option<&str>, unknown: String| name.map_or(unknown, str::to_owned);
+    match kind {
+        DecoderKind::PciVendor => found(
+            u16::try_from(n).ok().and_then(|v| ids.vendor(v)),
+            format!("unknown pci vendor: 0x{n:02x}"),
+        ),
+        DecoderKind::PciDevice => found(
+            u32::try_from(n)
+                .ok()
+                .and_then(|n| ids.device((n >> 16) as u16, n as u16)),
+            format!("unknown pci device: 0x{n:04x}"),
+        ),
+        DecoderKind::PciClass => found(
+            u8::try_from(n).ok().and_then(|c| ids.class(c)),
+            format!("unknown pci class: 0x{n:02x}"),
+        ),
+        _ => {
+            let (class, sub) = (n >> 8, n & 0xff);
+            match u8::try_from(class)
+                .ok()
+                .and_then(|c| ids.subclass(c, sub as u8))
+            {
+                Some(Some(name)) => name.to_owned(),
+                Some(None) => {
+                    format!("unknown pci subclass: 0x{sub:02x} (class 0x{class:02x})")
+                }
+                None => format!("unknown pci class: 0x{class:02x}"),
+            }
+        }
+    }
 }
 
 fn lookup(table: &[(u64, &'static str)], n: u64) -> Option<&'static str> {
@@ -416,6 +516,18 @@ pub(crate) mod tests {
         }
         fn pid_cgroup_id(&self, pid: u32) -> Option<u64> {
             (pid == 1234).then_some(7)
+        }
+        fn workload_by_ip(&self, ip: IpAddr) -> Option<Workload> {
+            let pod_ips: [IpAddr; 2] = [
+                Ipv4Addr::new(10, 244, 1, 5).into(),
+                "fd00:10:244::5".parse::<Ipv6Addr>().unwrap().into(),
+            ];
+            pod_ips.contains(&ip).then(|| Workload {
+                namespace: "shop".into(),
+                pod: "web-1".into(),
+                container: String::new(),
+                workload: "web".into(),
+            })
         }
     }
 
@@ -619,5 +731,41 @@ pub(crate) mod tests {
             .unwrap();
         assert_eq!(d.value, b"");
         assert!(!d.cacheable, "a pod may be learnt later");
+    }
+
+    #[test]
+    fn k8s_decoders_label_the_pod_of_an_ip() {
+        let v4 = [10, 244, 1, 5];
+        assert_eq!(run(&["inet_ip", "k8s_pod"], &v4), "web-1");
+        assert_eq!(run(&["inet_ip", "k8s_namespace"], &v4), "shop");
+        assert_eq!(run(&["inet_ip", "k8s_workload"], &v4), "web");
+        // A pod IP is the pod's, not one container's.
+        assert_eq!(run(&["inet_ip", "k8s_container"], &v4), "");
+        // IPv6, and IPv4 written as IPv4-mapped IPv6 (a dual-stack socket).
+        let v6: Ipv6Addr = "fd00:10:244::5".parse().unwrap();
+        assert_eq!(run(&["inet_ip", "k8s_pod"], &v6.octets()), "web-1");
+        let mapped = Ipv4Addr::from(v4).to_ipv6_mapped();
+        assert_eq!(run(&["inet_ip", "k8s_pod"], &mapped.octets()), "web-1");
+        // Never cached, found or not: the IP may pass to another pod.
+        let c = chain(&["inet_ip", "k8s_pod"]);
+        let found = c.decode(&v4, &FixedHost).unwrap();
+        assert!(!found.cacheable, "a pod IP is reused by later pods");
+        let other = c.decode(&[10, 244, 1, 6], &FixedHost).unwrap();
+        assert_eq!((other.value.as_slice(), other.cacheable), (&b""[..], false));
+    }
+
+    #[test]
+    fn k8s_decoders_refuse_raw_bytes_naming_the_decoders_to_add() {
+        let err = chain(&["k8s_pod"])
+            .decode(&[10, 244, 1, 5], &FixedHost)
+            .unwrap_err();
+        let DecodeError::Failed { decoder, problem } = err else {
+            panic!("not a failure: {err:?}");
+        };
+        assert_eq!(decoder, "k8s_pod");
+        assert!(
+            problem.contains("put uint (for a cgroup id) or inet_ip (for a pod IP) before it"),
+            "{problem}"
+        );
     }
 }

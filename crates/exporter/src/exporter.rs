@@ -15,6 +15,7 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::DescriptorEncoder;
 use prometheus_client::metrics::MetricType;
 
+use crate::cgroup_id_map::{CgroupIdMapSync, Filler};
 use crate::collect::{self, KeyLayout, Row};
 use crate::config::{Config, ConfigError};
 use crate::decoder::Host;
@@ -47,6 +48,13 @@ pub enum LoadError {
         map: String,
         problem: String,
     },
+    /// A decoder needs something the node does not have (the PCI ID database).
+    #[error("ebpf_exporter config {config:?}: {field}: {problem}")]
+    Decoder {
+        config: String,
+        field: String,
+        problem: String,
+    },
 }
 
 impl LoadError {
@@ -54,7 +62,7 @@ impl LoadError {
     pub fn field(&self) -> Option<&str> {
         match self {
             Self::Config(e) => e.field(),
-            Self::Map { field, .. } => Some(field),
+            Self::Map { field, .. } | Self::Decoder { field, .. } => Some(field),
             Self::Kaddr { .. } => Some("kaddrs"),
             Self::Kernel { .. } => None,
         }
@@ -81,6 +89,8 @@ pub struct Exporter {
     metrics: Vec<Metric>,
     host: Arc<dyn Host>,
     decoder_errors: AtomicU64,
+    /// Keeps the `cgroup_id_map` filled (its thread stops when dropped).
+    _cgroup_id_map: Option<CgroupIdMapSync>,
     // Last: the maps above are dropped before the object they came from.
     _object: LoadedObject,
 }
@@ -92,6 +102,33 @@ impl fmt::Debug for Exporter {
             .field("metrics", &self.metrics.len())
             .finish_non_exhaustive()
     }
+}
+
+/// What the config's decoders need from the node, asked before anything
+/// loads: today the PCI ID database of the `pci_*` decoders.
+fn check_host_decoders(config: &Config, host: &dyn Host) -> Result<(), LoadError> {
+    let counters = config.metrics.counters.iter().map(|c| &c.labels);
+    let histograms = config.metrics.histograms.iter().map(|h| &h.labels);
+    let fields = counters
+        .map(|l| ("counters", l))
+        .enumerate()
+        .chain(histograms.map(|l| ("histograms", l)).enumerate());
+    for (i, (kind, labels)) in fields {
+        for (l, label) in labels.iter().enumerate() {
+            for (d, decoder) in label.decoders.iter().enumerate() {
+                let needs_pci = crate::decoder::DecoderKind::parse(&decoder.name)
+                    .is_some_and(|k| k.needs_pci_ids());
+                if needs_pci && let Err(problem) = host.pci_ids() {
+                    return Err(LoadError::Decoder {
+                        config: config.name.clone(),
+                        field: format!("metrics.{kind}[{i}].labels[{l}].decoders[{d}].name"),
+                        problem: format!("decoder {:?}: {problem}", decoder.name),
+                    });
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 impl Exporter {
@@ -119,6 +156,7 @@ impl Exporter {
         if config.tracing.is_some() {
             tracing::warn!(config = %config.name, "tracing spans are not supported: ignored");
         }
+        check_host_decoders(config, &*host)?;
         let mut globals = global_data.clone();
         for (index, symbol) in config.kaddrs.iter().enumerate() {
             let addr = kaddr(symbol).ok_or_else(|| LoadError::Kaddr {
@@ -188,12 +226,32 @@ impl Exporter {
                 map,
             });
         }
+        let cgroup_id_map = match &config.cgroup_id_map {
+            None => None,
+            Some(conf) => {
+                let bad = |problem: String| LoadError::Map {
+                    config: config.name.clone(),
+                    field: "cgroup_id_map.name".into(),
+                    map: conf.name.clone(),
+                    problem,
+                };
+                let map = loaded
+                    .open_map(&conf.name)
+                    .map_err(|e| bad(e.to_string()))?;
+                let filler = Filler::new(&config.name, conf, map, host.clone()).map_err(bad)?;
+                Some(
+                    CgroupIdMapSync::start(filler)
+                        .map_err(|e| bad(format!("cannot start the thread that fills it: {e}")))?,
+                )
+            }
+        };
         tracing::info!(config = %config.name, metrics = metrics.len(), "ebpf_exporter config loaded");
         Ok(Self {
             config: config.name.clone(),
             metrics,
             host,
             decoder_errors: AtomicU64::new(0),
+            _cgroup_id_map: cgroup_id_map,
             _object: loaded,
         })
     }
@@ -438,4 +496,54 @@ fn encode_family(encoder: &mut DescriptorEncoder, f: &Family) -> Result<(), fmt:
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::{Kallsyms, SystemHost};
+
+    /// A `pci_*` decoder on a node without the database: refused before the
+    /// object is opened (the object here does not exist), the field named.
+    #[test]
+    fn a_pci_decoder_without_the_database_fails_the_load_with_the_field_named() {
+        let yaml = "
+metrics:
+  counters:
+    - name: ok_total
+      help: no pci
+      labels:
+        - {name: x, size: 4, decoders: [{name: uint}]}
+  histograms:
+    - name: by_vendor
+      help: by vendor
+      bucket_type: exp2
+      bucket_min: 0
+      bucket_max: 4
+      labels:
+        - {name: vendor, size: 4, decoders: [{name: uint}, {name: pci_vendor}]}
+        - {name: bucket, size: 8, decoders: [{name: uint}]}
+";
+        let config = Config::parse("pcis", yaml).unwrap();
+        let err = Exporter::load(
+            &config,
+            Path::new("/nonexistent/pcis.bpf.o"),
+            Arc::new(
+                SystemHost::new(Kallsyms::default(), None)
+                    .with_pci_ids_path("/nonexistent/pci.ids"),
+            ),
+            |_| None,
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.field(),
+            Some("metrics.histograms[0].labels[0].decoders[1].name"),
+            "{err}"
+        );
+        let text = err.to_string();
+        assert!(
+            text.contains(r#"decoder "pci_vendor": the PCI ID database is not on this node (looked for /nonexistent/pci.ids): install it (Debian/Ubuntu: apt install pci.ids"#),
+            "{text}"
+        );
+    }
 }

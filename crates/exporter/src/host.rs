@@ -2,15 +2,17 @@
 //! `/proc/kallsyms` snapshot, interface names from `/sys/class/net`, cgroup
 //! paths by walking the cgroup v2 tree, block devices from
 //! `/proc/partitions`, and pods from the node's workload cache (given as a
-//! lookup function, since that cache lives in `conductor-node`).
+//! [`PodLookup`], since that cache lives in `conductor-node`).
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::decoder::{Host, Workload};
+use crate::pci::{PCI_IDS_PATHS, PciIds};
 
 /// Kernel symbols sorted by address.
 #[derive(Debug, Default, Clone)]
@@ -69,8 +71,16 @@ impl Kallsyms {
     }
 }
 
-/// Looks up the pod of a cgroup id (the node's workload cache).
-pub type WorkloadLookup = Arc<dyn Fn(u64) -> Option<Workload> + Send + Sync>;
+/// The node's workload cache, as the `k8s_*` decoders ask it.
+pub trait PodLookup: Send + Sync {
+    /// The pod (and container) of cgroup `id`.
+    fn by_cgroup_id(&self, id: u64) -> Option<Workload>;
+    /// The pod with `ip` among its `status.podIPs`.
+    fn by_ip(&self, ip: IpAddr) -> Option<Workload>;
+}
+
+/// A shared [`PodLookup`].
+pub type WorkloadLookup = Arc<dyn PodLookup>;
 
 /// The [`Host`] of a real node.
 pub struct SystemHost {
@@ -78,6 +88,10 @@ pub struct SystemHost {
     cgroup_root: PathBuf,
     cgroups: Mutex<CgroupPaths>,
     workloads: Option<WorkloadLookup>,
+    /// Where to look for `pci.ids`, and the database once read (a failed
+    /// read is not kept: the next config that needs it tries again).
+    pci_paths: Vec<PathBuf>,
+    pci: Mutex<Option<Arc<PciIds>>>,
 }
 
 #[derive(Default)]
@@ -106,7 +120,16 @@ impl SystemHost {
             cgroup_root: cgroup2_mount().unwrap_or_else(|| PathBuf::from("/sys/fs/cgroup")),
             cgroups: Mutex::new(CgroupPaths::default()),
             workloads,
+            pci_paths: PCI_IDS_PATHS.iter().map(PathBuf::from).collect(),
+            pci: Mutex::new(None),
         }
+    }
+
+    /// Read the PCI ID database from `path` instead of the distributions'
+    /// usual places.
+    pub fn with_pci_ids_path(mut self, path: impl Into<PathBuf>) -> Self {
+        self.pci_paths = vec![path.into()];
+        self
     }
 
     pub fn kallsyms(&self) -> &Kallsyms {
@@ -196,7 +219,32 @@ impl Host for SystemHost {
     }
 
     fn workload(&self, id: u64) -> Option<Workload> {
-        self.workloads.as_ref().and_then(|w| w(id))
+        self.workloads.as_ref().and_then(|w| w.by_cgroup_id(id))
+    }
+
+    fn workload_by_ip(&self, ip: IpAddr) -> Option<Workload> {
+        self.workloads.as_ref().and_then(|w| w.by_ip(ip))
+    }
+
+    fn cgroup_tree(&self) -> Vec<(u64, String)> {
+        let mut fresh = HashMap::new();
+        walk(&self.cgroup_root, &mut fresh);
+        let tree = fresh.iter().map(|(id, p)| (*id, p.clone())).collect();
+        // A fresh walk serves the cgroup decoder too.
+        let mut c = self.cgroups.lock().unwrap_or_else(|e| e.into_inner());
+        c.by_id = fresh;
+        c.scanned = Some(Instant::now());
+        tree
+    }
+
+    fn pci_ids(&self) -> Result<Arc<PciIds>, String> {
+        let mut pci = self.pci.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(ids) = &*pci {
+            return Ok(ids.clone());
+        }
+        let ids = Arc::new(PciIds::read_first(&self.pci_paths).map_err(|e| e.to_string())?);
+        *pci = Some(ids.clone());
+        Ok(ids)
     }
 }
 
@@ -256,5 +304,69 @@ mod tests {
             host.cgroup_path(meta.ino()).as_deref(),
             Some(root.to_str().unwrap())
         );
+    }
+
+    /// ebpf_exporter's own cases for its `pci_*` decoders, against the
+    /// database `cargo xtask deps` installs (Debian's `pci.ids`).
+    #[test]
+    fn pci_decoders_name_well_known_ids_from_the_real_database() {
+        use crate::config::DecoderConfig;
+        use crate::decoder::Chain;
+        let host = SystemHost::new(Kallsyms::default(), None);
+        if let Err(e) = host.pci_ids() {
+            panic!("{e} (cargo xtask deps installs it)");
+        }
+        let run = |decoder: &str, n: u32| {
+            let chain = Chain::new(&[
+                DecoderConfig {
+                    name: "uint".into(),
+                    ..Default::default()
+                },
+                DecoderConfig {
+                    name: decoder.into(),
+                    ..Default::default()
+                },
+            ])
+            .unwrap();
+            let d = chain.decode(&n.to_ne_bytes(), &host).unwrap();
+            assert!(d.cacheable, "the database does not change");
+            String::from_utf8(d.value).unwrap()
+        };
+        assert_eq!(run("pci_vendor", 0x8086), "Intel Corporation");
+        assert_eq!(run("pci_vendor", 0x10de), "NVIDIA Corporation");
+        assert_eq!(run("pci_vendor", 0x15b3), "Mellanox Technologies");
+        assert_eq!(run("pci_vendor", 0xbeef), "unknown pci vendor: 0xbeef");
+        assert_eq!(
+            run("pci_device", 0x8086_1000),
+            "82542 Gigabit Ethernet Controller (Fiber)"
+        );
+        assert_eq!(
+            run("pci_device", 0xdead_beef),
+            "unknown pci device: 0xdeadbeef"
+        );
+        assert_eq!(run("pci_class", 0x01), "Mass storage controller");
+        assert_eq!(run("pci_class", 0x02), "Network controller");
+        assert_eq!(run("pci_class", 0x0c), "Serial bus controller");
+        assert_eq!(run("pci_class", 0xfd), "unknown pci class: 0xfd");
+        assert_eq!(run("pci_subclass", 0x0200), "Ethernet controller");
+        assert_eq!(
+            run("pci_subclass", 0x0108),
+            "Non-Volatile memory controller"
+        );
+        assert_eq!(run("pci_subclass", 0x0604), "PCI bridge");
+        assert_eq!(run("pci_subclass", 0xfd00), "unknown pci class: 0xfd");
+        assert_eq!(
+            run("pci_subclass", 0x010b),
+            "unknown pci subclass: 0x0b (class 0x01)"
+        );
+    }
+
+    #[test]
+    fn a_missing_pci_database_is_reported_not_cached() {
+        let host =
+            SystemHost::new(Kallsyms::default(), None).with_pci_ids_path("/nonexistent/pci.ids");
+        let err = host.pci_ids().unwrap_err();
+        assert!(err.contains("/nonexistent/pci.ids"), "{err}");
+        assert!(host.pci.lock().unwrap().is_none());
     }
 }

@@ -8,15 +8,18 @@
 //! [`histogram`] lays buckets out as ebpf_exporter does. [`host`] is what
 //! decoders ask about the node (kernel symbols, cgroups, pods).
 
+pub mod cgroup_id_map;
 pub mod collect;
 pub mod config;
 pub mod decoder;
 pub mod exporter;
 pub mod histogram;
 pub mod host;
+pub mod pci;
 mod tables;
 
 pub use config::{Config, ConfigError, object_path, read_configs};
 pub use decoder::{Host, Workload};
 pub use exporter::{Exporter, ExporterSet, LoadError};
-pub use host::{Kallsyms, SystemHost, WorkloadLookup};
+pub use host::{Kallsyms, PodLookup, SystemHost, WorkloadLookup};
+pub use pci::{PCI_IDS_PATHS, PciIds, PciIdsError};

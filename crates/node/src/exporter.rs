@@ -10,12 +10,15 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
+use std::net::IpAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::SystemTime;
 
 use conductor_api::{Phase, PluginSpec};
-use conductor_exporter::{Exporter, ExporterSet, Kallsyms, SystemHost, Workload, WorkloadLookup};
+use conductor_exporter::{
+    Exporter, ExporterSet, Kallsyms, PodLookup, SystemHost, Workload, WorkloadLookup,
+};
 use sha2::{Digest, Sha256};
 
 use crate::k8s::{Identity, Workloads};
@@ -142,10 +145,26 @@ impl Builtin {
     }
 }
 
-/// The pod of a cgroup id from the node's workload cache, for the `k8s_*`
-/// decoders.
+/// The pod of a cgroup id or a pod IP from the node's workload cache, for
+/// the `k8s_*` decoders.
 pub fn workload_lookup(workloads: Arc<Workloads>) -> WorkloadLookup {
-    Arc::new(move |id| match workloads.by_cgroup_id(id) {
+    Arc::new(CachedPods(workloads))
+}
+
+struct CachedPods(Arc<Workloads>);
+
+impl PodLookup for CachedPods {
+    fn by_cgroup_id(&self, id: u64) -> Option<Workload> {
+        workload(self.0.by_cgroup_id(id))
+    }
+
+    fn by_ip(&self, ip: IpAddr) -> Option<Workload> {
+        workload(self.0.by_ip(ip))
+    }
+}
+
+fn workload(identity: Identity) -> Option<Workload> {
+    match identity {
         Identity::Workload { pod, container } => Some(Workload {
             namespace: pod.namespace.clone(),
             pod: pod.name.clone(),
@@ -160,7 +179,7 @@ pub fn workload_lookup(workloads: Arc<Workloads>) -> WorkloadLookup {
                 .unwrap_or_else(|| pod.name.clone()),
         }),
         Identity::Host | Identity::Unknown => None,
-    })
+    }
 }
 
 /// One running configuration, as the manager sees it. It has no thread:
