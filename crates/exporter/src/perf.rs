@@ -27,6 +27,8 @@ use crate::decoder::Host;
 
 /// Pages of each CPU's buffer (libbpfgo's `InitPerfBuf(..., 1024)` in ebpf_exporter).
 pub const PAGES: u32 = 1024;
+/// How long events gather after a wakeup before the buffers are read again.
+const GATHER: Duration = Duration::from_millis(1);
 /// Events per drained batch.
 const MAX_BATCH: u32 = 4096;
 /// ebpf_exporter polls with a 300 ms timeout; here it bounds how late a
@@ -74,8 +76,11 @@ impl PerfCounter {
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
             let (counts, events, stop) = (counts.clone(), events.clone(), stop.clone());
+            // Linux keeps 15 bytes of a thread's name (metric names are ASCII).
+            let mut name = format!("perf-{}", reader.metric);
+            name.truncate(15);
             std::thread::Builder::new()
-                .name(format!("perf-{}", reader.metric))
+                .name(name)
                 .spawn(move || run(source, reader, &counts, &events, &stop))?
         };
         Ok(Self {
@@ -183,6 +188,12 @@ fn run(
             }
             by_key.clear();
             if !delivered.more {
+                // Events arrived: let more gather before the next wait, so
+                // a busy source is read in batches rather than one wakeup
+                // per event (the counts are read at scrape time anyway).
+                if delivered.events > 0 {
+                    std::thread::sleep(GATHER);
+                }
                 break;
             }
         }
