@@ -1,6 +1,8 @@
-//! Scrape cost of the built-in ebpf_exporter with 10,000 series.
+//! The built-in ebpf_exporter: scrape cost with 10,000 series, and events
+//! per second through a `perf_event_array` counter against a wasm plugin
+//! doing the same counting, in one run.
 //!
-//! Loads `exporter_syscalls.bpf.o` (from `cargo xtask build`) with an
+//! Scrape: loads `exporter_syscalls.bpf.o` (from `cargo xtask build`) with an
 //! ebpf_exporter config whose counter reads its `(cgroup id, syscall)` hash
 //! map through `uint` and `uint` + `syscall` decoders, fills the map with
 //! 10,000 keys from user space, and times, in the same run: reading and
@@ -8,14 +10,37 @@
 //! scrape), and a whole `/metrics` exposition of the node's registry with
 //! the exporter in it, against the same registry without it.
 //!
+//! Perf events: `exporter_perf_getppid.bpf.o` sends `REPEAT` perf events
+//! (an 8-byte cgroup id each) per getppid() call; a thread pinned to CPU 0
+//! calls getppid() for `SECS` seconds. Consumers, one after the other,
+//! each with a fresh load of the object: the built-in exporter's
+//! `perf_event_array` counter (`uint`-decoded cgroup label; its reader
+//! thread pinned to CPU 1) and `testing_perf_count.wasm` (the same count
+//! by cgroup id, in the host's plugin thread pinned to CPU 1, batches of up
+//! to 4096). Both use 1024-page per-CPU buffers, as ebpf_exporter does.
+//! Printed per consumer: events handled per second (from the first call
+//! to the last event read), samples the kernel dropped (buffer full)
+//! beside it, and the consumer thread's CPU time per event; then the
+//! ratios. The producer is as fast as it can be, so drops are expected:
+//! this measures the consumer's throughput, not a zero-loss rate.
+//!
 //! Needs root. Run: `cargo bench -p conductor-benches --bench exporter`
 
+#[path = "common/threads.rs"]
+mod threads;
+use threads::{gettid, thread_cpu, wait_until};
+
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use anyhow::{Context, Result, bail};
+use conductor_api::{GlobalValue, PluginSpec};
 use conductor_exporter::{Config, Exporter, ExporterSet, Kallsyms, SystemHost};
-use conductor_node::metrics::Metrics;
+use conductor_node::metrics::{LostLabels, Metrics, SourceLabels};
+use conductor_node::plugin::Plugin;
+use conductor_runtime::Runtime;
 
 const SERIES: u64 = 10_000;
 const ROUNDS: usize = 21;
@@ -53,8 +78,13 @@ fn median(mut f: impl FnMut()) -> Duration {
     times[ROUNDS / 2]
 }
 
-fn main() {
+fn main() -> Result<()> {
     // `cargo bench` passes --bench; nothing to parse.
+    scrape();
+    perf_events()
+}
+
+fn scrape() {
     let object = artifacts().join("exporter_syscalls.bpf.o");
     let config = Config::parse("bench", CONFIG).expect("the bench config is valid");
     let host = Arc::new(SystemHost::new(Kallsyms::default(), None));
@@ -114,4 +144,256 @@ fn main() {
         scrape.as_secs_f64() * 1e3,
         scrape.as_nanos() as f64 / series as f64
     );
+}
+
+/// Perf events per getppid() call.
+const REPEAT: u64 = 64;
+/// Seconds the producer runs.
+const SECS: u64 = 3;
+const PRODUCER_CPU: usize = 0;
+const CONSUMER_CPU: usize = 1;
+const PERF_METRIC: &str = "exporter_getppid_events_total";
+
+const PERF_CONFIG: &str = "
+metrics:
+  counters:
+    - name: exporter_getppid_events_total
+      help: Calls of getppid(), by cgroup id, counted from perf events
+      perf_event_array: true
+      labels:
+        - name: cgroup
+          size: 8
+          decoders: [{name: uint}]
+";
+
+/// One consumer's run.
+struct Outcome {
+    /// Events the producer sent (this process's calls × REPEAT).
+    sent: u64,
+    /// Events the consumer read (any process's: others calling getppid
+    /// add a few).
+    handled: u64,
+    /// Samples the kernel dropped (buffer full).
+    dropped: u64,
+    elapsed: Duration,
+    consumer_cpu: Duration,
+}
+
+impl Outcome {
+    fn rate(&self) -> f64 {
+        self.handled as f64 / self.elapsed.as_secs_f64()
+    }
+    fn cpu_per_event(&self) -> f64 {
+        self.consumer_cpu.as_nanos() as f64 / self.handled.max(1) as f64
+    }
+    fn print(&self, name: &str) {
+        println!(
+            "  {name:<28} {:>6.3} M events/s  dropped {:>5.1} % ({} of {} sent)  consumer CPU {:>5.0} ns/event",
+            self.rate() / 1e6,
+            100.0 * self.dropped as f64 / self.sent.max(1) as f64,
+            self.dropped,
+            self.sent,
+            self.cpu_per_event()
+        );
+    }
+}
+
+/// Call getppid() on a thread pinned to the producer CPU for `SECS`;
+/// returns when it started and how many calls it made.
+fn produce() -> (Instant, u64) {
+    std::thread::spawn(|| {
+        pin(gettid(), PRODUCER_CPU);
+        let started = Instant::now();
+        let until = started + Duration::from_secs(SECS);
+        let mut calls = 0u64;
+        while Instant::now() < until {
+            for _ in 0..64 {
+                // SAFETY: getppid has no arguments and cannot fail.
+                unsafe { libc::getppid() };
+            }
+            calls += 64;
+        }
+        (started, calls)
+    })
+    .join()
+    .expect("the producer thread")
+}
+
+fn perf_events() -> Result<()> {
+    let object = artifacts().join("exporter_perf_getppid.bpf.o");
+    let globals = BTreeMap::from([("repeat".to_owned(), GlobalValue::Unsigned(REPEAT))]);
+    println!(
+        "\nperf_event_array counter, {REPEAT} events per getppid() call for {SECS} s (producer on CPU {PRODUCER_CPU}, consumer on CPU {CONSUMER_CPU}):"
+    );
+
+    let exporter = {
+        let config = Config::parse("bench_perf", PERF_CONFIG)?;
+        let host = Arc::new(SystemHost::new(Kallsyms::default(), None));
+        Exporter::load_with_globals(&config, &object, host, |_| None, &globals).with_context(
+            || {
+                format!(
+                    "{} (run as root, after `cargo xtask build`)",
+                    object.display()
+                )
+            },
+        )?
+    };
+    // The reader thread is named (by itself) once it runs.
+    let reader = &format!("perf-{PERF_METRIC}")[..15];
+    wait_until(Duration::from_secs(10), || find_thread(reader).is_ok())?;
+    let tid = find_thread(reader)?;
+    pin(tid, CONSUMER_CPU);
+    let (events0, dropped0) = exporter
+        .perf_events(PERF_METRIC)
+        .context("the perf counter")?;
+    let cpu0 = thread_cpu(tid)?;
+    let (started, calls) = produce();
+    let sent = calls * REPEAT;
+    let seen = || {
+        let (e, d) = exporter.perf_events(PERF_METRIC).unwrap_or_default();
+        (e - events0, d - dropped0)
+    };
+    wait_until(Duration::from_secs(120), || {
+        let (e, d) = seen();
+        e + d >= sent
+    })
+    .context("the exporter did not read every event")?;
+    let elapsed = started.elapsed();
+    let consumer_cpu = thread_cpu(tid)? - cpu0;
+    let (handled, dropped) = seen();
+    let series: u64 = exporter
+        .collect()
+        .iter()
+        .filter(|f| f.name == format!("ebpf_exporter_{PERF_METRIC}"))
+        .flat_map(|f| &f.series)
+        .map(|(_, v)| match v {
+            conductor_exporter::exporter::Value::Counter(n) => *n,
+            _ => 0,
+        })
+        .sum();
+    if series != handled + events0 {
+        bail!("the counter's series add up to {series}, but {handled} events were read");
+    }
+    let builtin = Outcome {
+        sent,
+        handled,
+        dropped,
+        elapsed,
+        consumer_cpu,
+    };
+    drop(exporter);
+    builtin.print("built-in exporter");
+
+    let plugin = plugin_run(&object)?;
+    plugin.print("wasm plugin (perf-count)");
+    println!(
+        "  ratios built-in / plugin: events/s {:.2}x, CPU per event {:.2}x (the machine is shared: compare within a run)",
+        builtin.rate() / plugin.rate(),
+        builtin.cpu_per_event() / plugin.cpu_per_event()
+    );
+    Ok(())
+}
+
+/// The same count by `testing_perf_count.wasm` in the host's plugin thread.
+fn plugin_run(object: &Path) -> Result<Outcome> {
+    let cache = tempfile::tempdir()?;
+    let runtime = Runtime::new(Some(cache.path().to_owned()))?;
+    let metrics = Arc::new(Metrics::new());
+    // Short: the thread name (`plugin-<name>`) is cut at 15 bytes.
+    let name = "bperf";
+    let spec = PluginSpec::from_yaml(&format!(
+        "name: {name}
+component: {}
+bytecode:
+  path: {}
+  globalData: {{repeat: {REPEAT}}}
+  programs:
+    - name: on_getppid
+      tracepoint: syscalls/sys_enter_getppid
+maps:
+  - name: {PERF_METRIC}
+    events: {{maxBatch: 4096, perfPages: 1024}}
+limits: {{callTimeoutMs: 10000}}
+",
+        artifacts().join("testing_perf_count.wasm").display(),
+        object.display()
+    ))?;
+    let plugin = Plugin::start(&runtime, &metrics, &spec, Path::new("/"))?;
+    wait_until(Duration::from_secs(60), || {
+        plugin.status().phase == conductor_api::Phase::Running
+    })
+    .context("the plugin did not start")?;
+    let source = SourceLabels {
+        plugin: name.into(),
+        source: PERF_METRIC.into(),
+    };
+    let received = metrics.host.events_received.get_or_create_owned(&source);
+    let lost = |reason| {
+        metrics
+            .host
+            .events_lost
+            .get_or_create_owned(&LostLabels {
+                plugin: name.into(),
+                source: PERF_METRIC.into(),
+                reason,
+            })
+            .get()
+    };
+    let tid = find_thread(&format!("plugin-{name}"))?;
+    pin(tid, CONSUMER_CPU);
+    let (received0, dropped0) = (received.get(), lost("kernel") + lost("host"));
+    let cpu0 = thread_cpu(tid)?;
+    let (started, calls) = produce();
+    let sent = calls * REPEAT;
+    let seen = || {
+        (
+            received.get() - received0,
+            lost("kernel") + lost("host") - dropped0,
+        )
+    };
+    wait_until(Duration::from_secs(120), || {
+        let (e, d) = seen();
+        e + d >= sent
+    })
+    .context("the plugin did not read every event")?;
+    let elapsed = started.elapsed();
+    let consumer_cpu = thread_cpu(tid)? - cpu0;
+    let (handled, dropped) = seen();
+    plugin.stop();
+    Ok(Outcome {
+        sent,
+        handled,
+        dropped,
+        elapsed,
+        consumer_cpu,
+    })
+}
+
+/// The thread of this process named `name`.
+fn find_thread(name: &str) -> Result<u32> {
+    for entry in std::fs::read_dir("/proc/self/task")? {
+        let entry = entry?;
+        let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
+        if comm.trim_end() == name
+            && let Some(tid) = entry.file_name().to_str().and_then(|s| s.parse().ok())
+        {
+            return Ok(tid);
+        }
+    }
+    let names: Vec<String> = std::fs::read_dir("/proc/self/task")?
+        .flatten()
+        .map(|e| std::fs::read_to_string(e.path().join("comm")).unwrap_or_default())
+        .collect();
+    bail!("no thread named {name} (threads: {names:?})")
+}
+
+/// Pin thread `tid` to `cpu` (modulo the CPUs there are).
+fn pin(tid: u32, cpu: usize) {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; `cpu % cpus` < CPU_SETSIZE.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu % cpus, &mut set);
+        libc::sched_setaffinity(tid as i32, size_of::<libc::cpu_set_t>(), &set);
+    }
 }

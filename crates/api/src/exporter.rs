@@ -7,14 +7,14 @@
 //! One YAML file per BPF object (`<name>.yaml` beside `<name>.bpf.o`):
 //! `metrics.counters` and `metrics.histograms`, each naming the map it is
 //! read from and how the map's key bytes become labels. Fields this host
-//! does not know are ignored, as ebpf_exporter's YAML reader ignores them;
-//! the ones it knows but cannot do yet (`perf_event_array`) are refused
-//! with the field named, and `tracing` is ignored with a warning
+//! does not know are ignored, as ebpf_exporter's YAML reader ignores them,
+//! and `tracing` is ignored with a warning
 //! (metrics still work without it).
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -88,8 +88,13 @@ pub struct Counter {
     pub name: String,
     #[serde(default)]
     pub help: String,
+    /// Counted from the events of the `BPF_MAP_TYPE_PERF_EVENT_ARRAY` of
+    /// the same name (one per event, labels from the event's first bytes),
+    /// not read from a hash map.
     #[serde(default)]
     pub perf_event_array: bool,
+    /// How often a `perf_event_array` counter forgets its series: a Go
+    /// duration (`"30s"`, `"1h30m"`) or nanoseconds; see [`Counter::flush_every`].
     #[serde(default)]
     pub flush_interval: Option<serde_yaml_ng::Value>,
     #[serde(default)]
@@ -170,6 +175,94 @@ impl BucketType {
             _ => None,
         }
     }
+}
+
+impl Counter {
+    /// How often a `perf_event_array` counter drops every series, as
+    /// ebpf_exporter does: `flush_interval` if above zero, else one hour.
+    /// (Valid once [`Config::validate`] passed; an unreadable value counts
+    /// as unset.)
+    pub fn flush_every(&self) -> Duration {
+        self.flush_interval
+            .as_ref()
+            .and_then(|v| go_duration(v).ok())
+            .filter(|d| *d > 0)
+            .map_or(DEFAULT_FLUSH, |ns| Duration::from_nanos(ns as u64))
+    }
+}
+
+/// ebpf_exporter's flush interval when `flush_interval` is unset or not
+/// above zero.
+pub const DEFAULT_FLUSH: Duration = Duration::from_secs(3600);
+
+/// A YAML value as Go's yaml.v2 reads a `time.Duration`: an integer of
+/// nanoseconds or a string for `time.ParseDuration`, in signed nanoseconds.
+fn go_duration(v: &serde_yaml_ng::Value) -> Result<i64, String> {
+    match v {
+        serde_yaml_ng::Value::Number(n) => n
+            .as_i64()
+            .ok_or_else(|| format!("{n} is not a whole number of nanoseconds")),
+        serde_yaml_ng::Value::String(s) => parse_go_duration(s),
+        other => Err(format!(
+            "{other:?} is not a duration: write one as Go does, e.g. \"30s\" or \"1m30s\""
+        )),
+    }
+}
+
+/// Go's `time.ParseDuration`: an optional sign, then one or more decimal
+/// numbers each with a unit (`ns`, `us`, `µs`, `ms`, `s`, `m`, `h`); a bare
+/// `0` is zero.
+fn parse_go_duration(text: &str) -> Result<i64, String> {
+    let bad = || {
+        format!(
+            "{text:?} is not a Go duration: numbers with units ns, us, ms, s, m, h, e.g. \"30s\" or \"1m30s\""
+        )
+    };
+    let (negative, mut rest) = match text.strip_prefix('-') {
+        Some(r) => (true, r),
+        None => (false, text.strip_prefix('+').unwrap_or(text)),
+    };
+    if rest == "0" {
+        return Ok(0);
+    }
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    let mut total: f64 = 0.0;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(bad)?;
+        let number: f64 = match &rest[..digits] {
+            "" | "." => return Err(bad()),
+            n => n.parse().map_err(|_| bad())?,
+        };
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let unit = match &rest[..unit_len] {
+            "ns" => 1.0,
+            "us" | "µs" | "μs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            _ => return Err(bad()),
+        };
+        rest = &rest[unit_len..];
+        total += number * unit;
+    }
+    if total > i64::MAX as f64 {
+        return Err(format!(
+            "{text:?} is longer than Go's longest duration (about 292 years)"
+        ));
+    }
+    Ok(if negative {
+        -(total as i64)
+    } else {
+        total as i64
+    })
 }
 
 impl Histogram {
@@ -272,11 +365,8 @@ impl Config {
         for (i, c) in self.metrics.counters.iter().enumerate() {
             let at = format!("metrics.counters[{i}]");
             check_metric(&at, &c.name, &c.help, &mut seen).map_err(|(f, p)| bad(f, p))?;
-            if c.perf_event_array {
-                return Err(bad(
-                    format!("{at}.perf_event_array"),
-                    "perf_event_array counters are not supported by eBPFConductor yet: count in a hash map instead".into(),
-                ));
+            if let Some(v) = &c.flush_interval {
+                go_duration(v).map_err(|p| bad(format!("{at}.flush_interval"), p))?;
             }
             check_labels(&at, &c.labels).map_err(|(f, p)| bad(f, p))?;
         }
@@ -788,9 +878,9 @@ metrics:
         assert_eq!(field_of("metrics: {}\n"), "metrics");
         let perf = SYSCALLS.replace(
             "      labels:",
-            "      perf_event_array: true\n      labels:",
+            "      perf_event_array: true\n      flush_interval: 5 minutes\n      labels:",
         );
-        assert_eq!(field_of(&perf), "metrics.counters[0].perf_event_array");
+        assert_eq!(field_of(&perf), "metrics.counters[0].flush_interval");
         let twice =
             format!("{SYSCALLS}    - name: syscalls_total\n      help: again\n      labels: []\n");
         assert_eq!(field_of(&twice), "metrics.counters[1].name");
@@ -830,5 +920,41 @@ metrics:
             field_of(&with("  name: ids\n  regexps: [a, '(']\n")),
             "cgroup_id_map.regexps[1]"
         );
+    }
+
+    #[test]
+    fn flush_intervals_read_as_go_durations() {
+        let flush = |v: &str| {
+            let yaml = SYSCALLS.replace(
+                "      labels:",
+                &format!("      perf_event_array: true\n      flush_interval: {v}\n      labels:"),
+            );
+            Config::parse("t", &yaml).unwrap().metrics.counters[0].flush_every()
+        };
+        assert_eq!(flush("30s"), Duration::from_secs(30));
+        assert_eq!(flush("1m30s"), Duration::from_secs(90));
+        assert_eq!(flush("1.5h"), Duration::from_secs(5400));
+        assert_eq!(flush("250ms"), Duration::from_millis(250));
+        assert_eq!(flush("2us"), Duration::from_micros(2));
+        // yaml.v2 reads an integer as nanoseconds.
+        assert_eq!(flush("1000000000"), Duration::from_secs(1));
+        // Zero, negative or unset: ebpf_exporter's hour.
+        assert_eq!(flush("0"), DEFAULT_FLUSH);
+        assert_eq!(flush("-5s"), DEFAULT_FLUSH);
+        assert_eq!(
+            Config::parse("t", SYSCALLS).unwrap().metrics.counters[0].flush_every(),
+            DEFAULT_FLUSH
+        );
+        for bad in ["5x", "s", "1d", "1.2.3s", "\"\""] {
+            let yaml = SYSCALLS.replace(
+                "      labels:",
+                &format!("      flush_interval: {bad}\n      labels:"),
+            );
+            assert_eq!(
+                field_of(&yaml),
+                "metrics.counters[0].flush_interval",
+                "{bad}"
+            );
+        }
     }
 }

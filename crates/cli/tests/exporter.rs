@@ -3,9 +3,10 @@
 //! in ebpf_exporter's style (`plugins/exporter-examples/`), counting exactly
 //! what a child process placed in its own cgroup does: syscalls by name
 //! (tp_btf), errors by errno, libc calls (uprobe) and write sizes
-//! (tracepoint, exp2 histogram with the sum convention); the same object
-//! with a `k8s_pod` decoder labelling a process in a pod (by cgroup id, and
-//! by pid through `pid_cgroup_id`); connects labelled
+//! (tracepoint, exp2 histogram with the sum convention); getppid() calls
+//! counted from a perf event array, and that counter's flushes; the same
+//! object with a `k8s_pod` decoder labelling a process in a pod (by cgroup
+//! id, and by pid through `pid_cgroup_id`); connects labelled
 //! with the pod that has the destination address; a `cgroup_id_map` the host
 //! fills for the program to filter by; and malformed
 //! configurations refused with the field named.
@@ -434,6 +435,148 @@ fn cgroup_id_map_filters(config: &str, tag: &str, prefix: &str) {
     drop(cgroups);
 }
 
+/// A python child in `cgroup` calling getppid() until its stdin closes
+/// (the returned handle's `stdin` dropped), a call every millisecond.
+fn caller_in(cgroup: &Path) -> std::process::Child {
+    let procs = cgroup.join("cgroup.procs");
+    let mut cmd = Command::new(python());
+    cmd.args([
+        "-c",
+        "import os, select, sys\n\
+         while not select.select([sys.stdin], [], [], 0.001)[0]: os.getppid()\n",
+    ])
+    .stdin(std::process::Stdio::piped());
+    use std::os::unix::process::CommandExt;
+    // SAFETY: only a write(2) of a constant between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || std::fs::write(&procs, b"0"));
+    }
+    cmd.spawn().unwrap()
+}
+
+#[test]
+fn a_perf_event_array_counter_counts_each_event_by_its_decoded_bytes() {
+    if !require_root() {
+        return;
+    }
+    // No flush_interval: ebpf_exporter's hour, longer than this test.
+    let dir = config_dir(&[("exporter_perf_getppid", "exporter_perf_getppid")]);
+    let host = Host::start_args(&[
+        "--exporter-config",
+        dir.path().to_str().unwrap(),
+        "--names",
+        "exporter_perf_getppid",
+        // Perf buffers of 1024 pages per CPU need CAP_IPC_LOCK (as
+        // ebpf_exporter documents) beyond RLIMIT_MEMLOCK.
+        "--keep-capabilities",
+        "bpf,perfmon,net_admin,ipc_lock",
+    ]);
+    let cgroups = TestCgroups::new("exporter-perf");
+    let cgroup = cgroups.mkdir("work");
+    let path = cgroup.display().to_string();
+    let calls = format!(r#"ebpf_exporter_exporter_getppid_events_total{{cgroup="{path}"}}"#);
+
+    // Events are decoded as they come, and the host finds a new cgroup's
+    // path by rescanning the tree at most once a second (before that it is
+    // `unknown_cgroup_id:<id>`, as in ebpf_exporter): call until the
+    // cgroup's series appears, then count from there.
+    let until = std::time::Instant::now() + Duration::from_secs(30);
+    let base = loop {
+        run_in(&cgroup, &activity(1, 0));
+        std::thread::sleep(Duration::from_millis(200));
+        if let Some(v) = value(&host.scrape(), &calls) {
+            break v;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "{calls} never appeared:\n{}",
+            host.scrape()
+        );
+    };
+    // One event per call, its 8-byte cgroup id decoded (the kernel pads
+    // each 8-byte sample to 12 bytes: the rest is ignored).
+    run_in(&cgroup, &activity(37, 0));
+    host.wait_for_metric(&calls, Duration::from_secs(10), |v| v >= base + 37.0);
+    run_in(&cgroup, &activity(5, 0));
+    host.wait_for_metric(&calls, Duration::from_secs(10), |v| v >= base + 42.0);
+    let text = host.scrape();
+    assert_eq!(value(&text, &calls), Some(base + 42.0), "{calls}\n{text}");
+    let dropped = "dropped_perf_event_map_events_exporter_getppid_events_total";
+    assert_eq!(value(&text, dropped), Some(0.0), "{text}");
+    let errors = r#"ebpf_exporter_decoder_errors_total{config="exporter_perf_getppid"}"#;
+    assert_eq!(value(&text, errors), Some(0.0), "{text}");
+    let (_, classic) = host.scrape_classic();
+    assert!(
+        classic.contains("# TYPE ebpf_exporter_exporter_getppid_events_total counter\n"),
+        "{classic}"
+    );
+    let (ok, out) = promtool_check_metrics(&classic);
+    assert!(ok, "promtool: {out}");
+    drop(host);
+    drop(cgroups);
+}
+
+#[test]
+fn a_perf_event_array_counter_forgets_its_series_at_each_flush() {
+    if !require_root() {
+        return;
+    }
+    // flush_interval: 1s. While a process keeps calling, its series grows
+    // and then falls back (flushed, counted again from zero); once it
+    // stops, its series disappears at the next flush.
+    let dir = config_dir(&[("exporter_perf_getppid_flush", "exporter_perf_getppid")]);
+    let host = Host::start_args(&[
+        "--exporter-config",
+        dir.path().to_str().unwrap(),
+        "--names",
+        "exporter_perf_getppid_flush",
+        // Perf buffers of 1024 pages per CPU need CAP_IPC_LOCK (as
+        // ebpf_exporter documents) beyond RLIMIT_MEMLOCK.
+        "--keep-capabilities",
+        "bpf,perfmon,net_admin,ipc_lock",
+    ]);
+    let cgroups = TestCgroups::new("exporter-flush");
+    let cgroup = cgroups.mkdir("work");
+    let path = cgroup.display().to_string();
+    let calls = format!(r#"ebpf_exporter_exporter_getppid_events_total{{cgroup="{path}"}}"#);
+    let mut caller = caller_in(&cgroup);
+
+    let mut highest = host.wait_for_metric(&calls, Duration::from_secs(10), |v| v >= 1.0);
+    let until = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        assert!(
+            std::time::Instant::now() < until,
+            "{calls} never fell back in 30 s of 1 s flushes:\n{}",
+            host.scrape()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+        match value(&host.scrape(), &calls) {
+            Some(v) if v < highest => break,
+            Some(v) => highest = v,
+            None => {} // just flushed, nothing counted yet
+        }
+    }
+    drop(caller.stdin.take());
+    assert!(caller.wait().unwrap().success());
+    let until = std::time::Instant::now() + Duration::from_secs(30);
+    while value(&host.scrape(), &calls).is_some() {
+        assert!(
+            std::time::Instant::now() < until,
+            "{calls} still there 30 s after its process stopped (1 s flushes):\n{}",
+            host.scrape()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The family stays, empty, and the drop counter with it.
+    let text = host.scrape();
+    assert!(
+        text.contains("# TYPE ebpf_exporter_exporter_getppid_events counter\n"),
+        "{text}"
+    );
+    drop(host);
+    drop(cgroups);
+}
+
 /// `conductor run --exporter-config` of a config that must be refused:
 /// the run fails and its error names `field`.
 fn refused(yaml: &str, object: Option<&str>, field: &str) {
@@ -522,6 +665,21 @@ fn malformed_configs_are_refused_with_the_field_named() {
         &id_map.replace("name: exporter_cgroup_ids", "name: no_such_map"),
         Some("exporter_cgroup_id_map"),
         "cgroup_id_map.name: map \"no_such_map\"",
+    );
+    // A hash map is not a perf event array, and the other way round.
+    refused(
+        &syscalls.replacen(
+            "      labels:",
+            "      perf_event_array: true\n      labels:",
+            1,
+        ),
+        Some("exporter_syscalls"),
+        "metrics.counters[0].perf_event_array: map \"exporter_syscalls_total\": the map is a Hash",
+    );
+    refused(
+        &example("exporter_perf_getppid").replace("      perf_event_array: true\n", ""),
+        Some("exporter_perf_getppid"),
+        "metrics.counters[0].name: map \"exporter_getppid_events_total\": is a perf event array: set perf_event_array: true",
     );
 }
 

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
-use conductor_kernel::maps::KernelMap;
+use conductor_kernel::maps::{KernelMap, MapKind};
 use conductor_kernel::object::{self, LoadedObject};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::DescriptorEncoder;
@@ -20,6 +20,7 @@ use crate::collect::{self, KeyLayout, Row};
 use crate::config::{Config, ConfigError};
 use crate::decoder::Host;
 use crate::histogram::Buckets;
+use crate::perf::{self, PerfCounter};
 
 /// ebpf_exporter's namespace: every metric is `ebpf_exporter_<name>`.
 pub const NAMESPACE: &str = "ebpf_exporter";
@@ -83,12 +84,22 @@ struct Metric {
     map: KernelMap,
 }
 
+/// A `perf_event_array` counter: counted from events, not read from a map.
+struct PerfMetric {
+    name: String,
+    help: String,
+    label_names: Vec<String>,
+    counter: PerfCounter,
+}
+
 /// One running configuration. Dropping it detaches its programs.
 pub struct Exporter {
     config: String,
     metrics: Vec<Metric>,
+    /// Stopped (their readers joined) before the object goes.
+    perf: Vec<PerfMetric>,
     host: Arc<dyn Host>,
-    decoder_errors: AtomicU64,
+    decoder_errors: Arc<AtomicU64>,
     /// Keeps the `cgroup_id_map` filled (its thread stops when dropped).
     _cgroup_id_map: Option<CgroupIdMapSync>,
     // Last: the maps above are dropped before the object they came from.
@@ -175,15 +186,73 @@ impl Exporter {
                 }
             })?;
         let mut metrics = Vec::new();
-        let counters = config.metrics.counters.iter().enumerate().map(|(i, c)| {
-            (
-                format!("metrics.counters[{i}]"),
-                c.name.clone(),
-                c.help.clone(),
-                &c.labels,
-                Kind::Counter,
+        let mut perf = Vec::new();
+        let decoder_errors = Arc::new(AtomicU64::new(0));
+        for (i, c) in config.metrics.counters.iter().enumerate() {
+            if !c.perf_event_array {
+                continue;
+            }
+            let at = format!("metrics.counters[{i}]");
+            let bad = |field: String, problem: String| LoadError::Map {
+                config: config.name.clone(),
+                field,
+                map: c.name.clone(),
+                problem,
+            };
+            let map = loaded
+                .open_map(&c.name)
+                .map_err(|e| bad(format!("{at}.name"), e.to_string()))?;
+            if map.meta().kind != MapKind::PerfEventArray {
+                return Err(bad(
+                    format!("{at}.perf_event_array"),
+                    format!(
+                        "the map is a {:?}, not a perf event array: remove perf_event_array to read it at scrape time",
+                        map.meta().kind
+                    ),
+                ));
+            }
+            let layout =
+                KeyLayout::new(&c.labels, false).map_err(|p| bad(format!("{at}.labels"), p))?;
+            let label_names = layout.label_names();
+            let counter = PerfCounter::start(
+                &map,
+                perf::Reader {
+                    config: config.name.clone(),
+                    metric: c.name.clone(),
+                    layout: Arc::new(layout),
+                    host: host.clone(),
+                    decoder_errors: decoder_errors.clone(),
+                    flush_every: c.flush_every(),
+                },
             )
-        });
+            .map_err(|e| {
+                bad(
+                    format!("{at}.name"),
+                    format!("cannot open its perf buffers ({} pages per CPU): {e}; the host needs CAP_PERFMON, and CAP_IPC_LOCK unless RLIMIT_MEMLOCK covers them: keep it, e.g. `--keep-capabilities bpf,perfmon,net_admin,ipc_lock`", perf::PAGES),
+                )
+            })?;
+            perf.push(PerfMetric {
+                name: c.name.clone(),
+                help: c.help.clone(),
+                label_names,
+                counter,
+            });
+        }
+        let counters = config
+            .metrics
+            .counters
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| !c.perf_event_array)
+            .map(|(i, c)| {
+                (
+                    format!("metrics.counters[{i}]"),
+                    c.name.clone(),
+                    c.help.clone(),
+                    &c.labels,
+                    Kind::Counter,
+                )
+            });
         let histograms = config.metrics.histograms.iter().enumerate().map(|(i, h)| {
             (
                 format!("metrics.histograms[{i}]"),
@@ -204,6 +273,13 @@ impl Exporter {
                 .open_map(&name)
                 .map_err(|e| bad(format!("{at}.name"), e.to_string()))?;
             let meta = map.meta().clone();
+            if meta.kind == MapKind::PerfEventArray {
+                return Err(bad(
+                    format!("{at}.name"),
+                    "is a perf event array: set perf_event_array: true on this counter to count its events"
+                        .into(),
+                ));
+            }
             if meta.value_size != 8 {
                 return Err(bad(
                     format!("{at}.name"),
@@ -245,12 +321,13 @@ impl Exporter {
                 )
             }
         };
-        tracing::info!(config = %config.name, metrics = metrics.len(), "ebpf_exporter config loaded");
+        tracing::info!(config = %config.name, metrics = metrics.len() + perf.len(), "ebpf_exporter config loaded");
         Ok(Self {
             config: config.name.clone(),
             metrics,
+            perf,
             host,
-            decoder_errors: AtomicU64::new(0),
+            decoder_errors,
             _cgroup_id_map: cgroup_id_map,
             _object: loaded,
         })
@@ -263,6 +340,15 @@ impl Exporter {
     /// The map behind metric `name` (benchmarks fill it from user space).
     pub fn map(&self, name: &str) -> Option<&KernelMap> {
         self.metrics.iter().find(|m| m.name == name).map(|m| &m.map)
+    }
+
+    /// Events read so far by `perf_event_array` counter `name`, and the
+    /// samples the kernel dropped (benchmarks report both).
+    pub fn perf_events(&self, name: &str) -> Option<(u64, u64)> {
+        self.perf
+            .iter()
+            .find(|p| p.name == name)
+            .map(|p| (p.counter.events(), p.counter.dropped()))
     }
 
     /// Errors met while reading or decoding maps (`ebpf_exporter_decoder_errors_total`).
@@ -313,7 +399,31 @@ impl Exporter {
 
     /// Read every metric's map now, as a scrape does.
     pub fn collect(&self) -> Vec<Family> {
-        let mut out = Vec::with_capacity(self.metrics.len());
+        let mut out = Vec::with_capacity(self.metrics.len() + 2 * self.perf.len());
+        // perf_event_array counters first, as ebpf_exporter collects them.
+        for p in &self.perf {
+            out.push(Family {
+                name: format!("{NAMESPACE}_{}", p.name),
+                help: p.help.clone(),
+                histogram: false,
+                label_names: p.label_names.clone(),
+                series: p
+                    .counter
+                    .series()
+                    .into_iter()
+                    .map(|(l, v)| (l, Value::Counter(v)))
+                    .collect(),
+            });
+            // ebpf_exporter makes this counter but never registers it; here
+            // it is exposed, under the name it was given there.
+            out.push(Family {
+                name: format!("dropped_perf_event_map_events_{}", p.name),
+                help: "Dropped perf map events".into(),
+                histogram: false,
+                label_names: Vec::new(),
+                series: vec![(Vec::new(), Value::Counter(p.counter.dropped()))],
+            });
+        }
         for m in &self.metrics {
             let rows = match Self::rows(&m.map, m.layout.by_cpu) {
                 Ok(r) => r,
@@ -484,18 +594,30 @@ fn encode_family(encoder: &mut DescriptorEncoder, f: &Family) -> Result<(), fmt:
             .map(String::as_str)
             .zip(values.iter().map(String::as_str))
             .collect();
-        let mut s = m.encode_family(&labels)?;
-        match value {
-            Value::Counter(v) if counter => {
-                s.encode_counter::<prometheus_client::encoding::NoLabelSet, _, u64>(v, None)?
-            }
-            Value::Counter(v) => s.encode_gauge(v)?,
-            Value::Histogram(b) => s.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
-                b.sum, b.count, &b.buckets, None,
-            )?,
+        // A series without labels is written `name value`, not `name{} value`.
+        if labels.is_empty() {
+            encode_value(&mut m, value, counter)?;
+        } else {
+            encode_value(&mut m.encode_family(&labels)?, value, counter)?;
         }
     }
     Ok(())
+}
+
+fn encode_value(
+    s: &mut prometheus_client::encoding::MetricEncoder<'_>,
+    value: &Value,
+    counter: bool,
+) -> Result<(), fmt::Error> {
+    match value {
+        Value::Counter(v) if counter => {
+            s.encode_counter::<prometheus_client::encoding::NoLabelSet, _, u64>(v, None)
+        }
+        Value::Counter(v) => s.encode_gauge(v),
+        Value::Histogram(b) => s.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+            b.sum, b.count, &b.buckets, None,
+        ),
+    }
 }
 
 #[cfg(test)]

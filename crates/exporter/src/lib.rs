@@ -5,7 +5,8 @@
 //! YAML; [`exporter`] loads the object (programs attached from their
 //! section names) and reads each metric's map at scrape time; [`collect`]
 //! turns rows into series through each label's [`decoder`] chain, and
-//! [`histogram`] lays buckets out as ebpf_exporter does. [`host`] is what
+//! [`histogram`] lays buckets out as ebpf_exporter does; [`perf`] counts
+//! the events of `perf_event_array` counters as they come. [`host`] is what
 //! decoders ask about the node (kernel symbols, cgroups, pods).
 
 pub mod cgroup_id_map;
@@ -16,6 +17,7 @@ pub mod exporter;
 pub mod histogram;
 pub mod host;
 pub mod pci;
+pub mod perf;
 mod tables;
 
 pub use config::{Config, ConfigError, object_path, read_configs};
