@@ -577,6 +577,95 @@ fn a_perf_event_array_counter_forgets_its_series_at_each_flush() {
     drop(cgroups);
 }
 
+/// ebpf_exporter's own section kind `xdp/<interface>`: the program attaches
+/// to the interface its section names, with no spec. The interface
+/// (`cndtrxdp0`, no address) is in this namespace so the test can scrape;
+/// its peer, in a namespace of the test's own, sends the packets.
+#[test]
+fn an_xdp_section_naming_its_interface_attaches_there() {
+    if !require_root() {
+        return;
+    }
+    let (host_if, peer_if) = ("cndtrxdp0", "cndtrxdp1");
+    let ns = format!("cdt-xdp-{}", std::process::id());
+    let cleanup = |ns: &str| {
+        for args in [vec!["link", "del", host_if], vec!["netns", "del", ns]] {
+            let _ = Command::new("ip")
+                .args(&args)
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+    };
+    cleanup(&ns);
+    ip(&["netns", "add", &ns]);
+    ip(&[
+        "link",
+        "add",
+        host_if,
+        "address",
+        "02:cd:00:00:0a:01",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        peer_if,
+        "netns",
+        &ns,
+    ]);
+    ip(&["link", "set", host_if, "up"]);
+    ip(&["-n", &ns, "addr", "add", "10.252.1.1/30", "dev", peer_if]);
+    ip(&["-n", &ns, "link", "set", peer_if, "up"]);
+    ip(&[
+        "-n",
+        &ns,
+        "neigh",
+        "replace",
+        "10.252.1.2",
+        "lladdr",
+        "02:cd:00:00:0a:01",
+        "dev",
+        peer_if,
+        "nud",
+        "permanent",
+    ]);
+
+    let dir = config_dir(&[("exporter_xdp", "exporter_xdp")]);
+    let host = Host::start_args(&[
+        "--exporter-config",
+        dir.path().to_str().unwrap(),
+        "--names",
+        "exporter_xdp",
+    ]);
+    let send = |n: u32, port: u16| {
+        let script = format!(
+            "import socket\n\
+             s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+             for _ in range({n}): s.sendto(b'x' * 32, ('10.252.1.2', {port}))\n"
+        );
+        let out = Command::new("ip")
+            .args(["netns", "exec", &ns, &python(), "-c", &script])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    send(23, 4242);
+    send(7, 4343);
+    let series = |port: u16| {
+        format!(r#"ebpf_exporter_xdp_packets_total{{ip="ipv4",protocol="udp",dst_port="{port}"}}"#)
+    };
+    host.wait_for_metric(&series(4242), Duration::from_secs(10), |v| v >= 23.0);
+    host.wait_for_metric(&series(4343), Duration::from_secs(10), |v| v >= 7.0);
+    let text = host.scrape();
+    assert_eq!(value(&text, &series(4242)), Some(23.0), "{text}");
+    assert_eq!(value(&text, &series(4343)), Some(7.0), "{text}");
+    drop(host);
+    cleanup(&ns);
+}
+
 /// `conductor run --exporter-config` of a config that must be refused:
 /// the run fails and its error names `field`.
 fn refused(yaml: &str, object: Option<&str>, field: &str) {

@@ -5,12 +5,15 @@
 //! Sections that say where to attach (`tracepoint/<cat>/<name>`,
 //! `raw_tp/<name>`, `tp_btf/<name>`, `fentry/<fn>`, `fexit/<fn>`,
 //! `lsm/<hook>`, `kprobe/<fn>[+off]`, `kretprobe/<fn>`,
-//! `uprobe/<binary>:<fn>[+off]`, `uretprobe/...`) become attach points;
-//! the others (`xdp`, `classifier`, `cgroup/...`, `perf_event`, a bare
-//! `uprobe`) need an interface, a cgroup or an event from the spec and are
-//! skipped, as libbpf skips them.
+//! `uprobe/<binary>:<fn>[+off]`, `uretprobe/...`, and ebpf_exporter's
+//! `xdp/<interface>`) become attach points; the others (a bare `xdp`,
+//! `classifier`, `cgroup/...`, `perf_event`, a bare `uprobe`) need an
+//! interface, a cgroup or an event from the spec and are skipped, as
+//! libbpf skips them.
 
-use conductor_api::{KprobeAttach, ProgramAttach, UprobeAttach};
+use std::borrow::Cow;
+
+use conductor_api::{KprobeAttach, ProgramAttach, UprobeAttach, XdpAttach};
 use object::{Object, ObjectSection, ObjectSymbol, SymbolKind};
 
 /// The result of reading an object's sections.
@@ -101,6 +104,14 @@ pub fn from_section(name: &str, section: &str) -> Result<ProgramAttach, String> 
                 p.uretprobe = Some(probe);
             }
         }
+        // ebpf_exporter's own section kind (libbpf has no such one): XDP
+        // on the named interface, in the kernel's default mode.
+        "xdp" if !rest.is_empty() => {
+            p.xdp = Some(XdpAttach {
+                interface: rest.to_owned(),
+                mode: Default::default(),
+            })
+        }
         "xdp" | "xdp.frags" => return needs("XDP needs an interface"),
         "classifier" | "tc" | "tcx" => return needs("TC needs an interface and direction"),
         "perf_event" => return needs("a perf event needs its event and rate"),
@@ -111,6 +122,99 @@ pub fn from_section(name: &str, section: &str) -> Result<ProgramAttach, String> 
         _ => return Err("not a section kind that can attach on its own".into()),
     }
     Ok(p)
+}
+
+/// The object as aya can parse it: aya knows the section kind `xdp` but
+/// not ebpf_exporter's `xdp/<interface>`, so in a copy of the object each
+/// such section name, and the same string among the BTF strings (which
+/// the BTF's per-section function info names), is cut at the slash. The
+/// interface is read from the original bytes ([`from_section`]). Bytes
+/// that are not an ELF64 object, or have no such section, are returned
+/// as they are.
+pub fn for_aya(bytes: &[u8]) -> Cow<'_, [u8]> {
+    use object::read::elf::{ElfFile64, FileHeader, SectionHeader};
+    let Ok(file) = ElfFile64::<object::Endianness>::parse(bytes) else {
+        return Cow::Borrowed(bytes);
+    };
+    let endian = file.endian();
+    let sections = file.elf_section_table();
+    let Some((names_at, _)) = file
+        .elf_header()
+        .shstrndx(endian, bytes)
+        .ok()
+        .and_then(|i| sections.section(object::SectionIndex(i as usize)).ok())
+        .and_then(|s| s.file_range(endian))
+    else {
+        return Cow::Borrowed(bytes);
+    };
+    // (offset of the slash, the whole name with its NUL)
+    let mut cuts: Vec<(usize, Vec<u8>)> = Vec::new();
+    let mut btf = None;
+    for header in sections.iter() {
+        let Ok(name) = sections.section_name(endian, header) else {
+            continue;
+        };
+        if name == b".BTF" {
+            btf = header.file_range(endian);
+        }
+        if name.len() > 4 && name.starts_with(b"xdp/") {
+            let slash = names_at as usize + header.sh_name(endian) as usize + 3;
+            cuts.push((slash, [name, b"\0"].concat()));
+        }
+    }
+    if cuts.is_empty() {
+        return Cow::Borrowed(bytes);
+    }
+    let mut out = bytes.to_vec();
+    for (slash, _) in &cuts {
+        if let Some(b) = out.get_mut(*slash) {
+            *b = 0;
+        }
+    }
+    if let Some((at, len)) = btf {
+        cut_btf_strings(&mut out, at as usize, len as usize, &cuts);
+    }
+    Cow::Owned(out)
+}
+
+/// Cut each name of `cuts` at its slash where it is a whole string in the
+/// string section of the BTF at `at..at + len` of `elf`.
+fn cut_btf_strings(elf: &mut [u8], at: usize, len: usize, cuts: &[(usize, Vec<u8>)]) {
+    let u32_at = |b: &[u8], i: usize| -> Option<usize> {
+        let v: [u8; 4] = b.get(i..i + 4)?.try_into().ok()?;
+        Some(u32::from_le_bytes(v) as usize)
+    };
+    let Some(btf) = elf.get(at..at.saturating_add(len)) else {
+        return;
+    };
+    // The header: magic (0xeb9f, little-endian here), version, flags,
+    // hdr_len, type_off, type_len, str_off, str_len.
+    if btf.get(0..2) != Some(&[0x9f, 0xeb]) {
+        return;
+    }
+    let (Some(hdr_len), Some(str_off), Some(str_len)) =
+        (u32_at(btf, 4), u32_at(btf, 16), u32_at(btf, 20))
+    else {
+        return;
+    };
+    let start = at + hdr_len + str_off;
+    let Some(strings) = elf.get_mut(start..start.saturating_add(str_len)) else {
+        return;
+    };
+    for (_, name) in cuts {
+        let mut from = 0;
+        while let Some(i) = strings[from..]
+            .windows(name.len())
+            .position(|w| w == name.as_slice())
+        {
+            let i = from + i;
+            // A whole string: at the start or right after a NUL.
+            if i == 0 || strings[i - 1] == 0 {
+                strings[i + 3] = 0;
+            }
+            from = i + 1;
+        }
+    }
 }
 
 /// `name+offset` (decimal or 0x hex) into its parts.
@@ -148,6 +252,9 @@ mod tests {
         assert!(kind("fentry/do_unlinkat").starts_with("Fentry"));
         assert!(kind("lsm.s/file_open").starts_with("Lsm"));
         assert!(kind("xdp").starts_with("skip: XDP needs an interface"));
+        // ebpf_exporter's own kind: XDP on the interface it names.
+        let p = from_section("p", "xdp/lo").unwrap();
+        assert_eq!(p.xdp.as_ref().map(|x| x.interface.as_str()), Some("lo"));
         assert!(kind("cgroup_skb/egress").starts_with("skip"));
         assert!(kind("uprobe").starts_with("skip"));
         let p = from_section("p", "uretprobe/libc.so.6:malloc+0x10").unwrap();
