@@ -755,6 +755,12 @@ fn malformed_configs_are_refused_with_the_field_named() {
         Some("exporter_cgroup_id_map"),
         "cgroup_id_map.name: map \"no_such_map\"",
     );
+    // A libbpf usdt section: refused by name, not as an unparsable object.
+    refused(
+        &syscalls,
+        Some("usdt_section"),
+        "section `usdt/python3:python:function__entry`: USDT probes are not supported yet",
+    );
     // A hash map is not a perf event array, and the other way round.
     refused(
         &syscalls.replacen(

@@ -29,10 +29,12 @@ pub const NAMESPACE: &str = "ebpf_exporter";
 pub enum LoadError {
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error("ebpf_exporter config {config:?}: {source}")]
+    // Not a `source`: the message already ends with it, and error
+    // chains (`{:#}`) would print it twice.
+    #[error("ebpf_exporter config {config:?}: {error}")]
     Kernel {
         config: String,
-        source: conductor_kernel::object::BpfError,
+        error: conductor_kernel::object::BpfError,
     },
     #[error(
         "ebpf_exporter config {config:?}: kaddrs[{index}]: symbol {symbol:?} is not in /proc/kallsyms (or its addresses were not readable: the host needs CAP_SYSLOG when it starts)"
@@ -179,10 +181,10 @@ impl Exporter {
         }
         let max_bytes = conductor_api::files::DEFAULT_MAX_BYTECODE_BYTES;
         let mut loaded =
-            object::load_capped(object, &[], &globals, max_bytes).map_err(|source| {
+            object::load_capped(object, &[], &globals, max_bytes).map_err(|error| {
                 LoadError::Kernel {
                     config: config.name.clone(),
-                    source,
+                    error,
                 }
             })?;
         let mut metrics = Vec::new();

@@ -203,12 +203,14 @@ pub fn load_capped(
     // Maps the object declares but the spec does not use are still created:
     // programs may reference them. BTF from /sys/kernel/btf/vmlinux drives
     // CO-RE relocations (aya's default).
-    let mut ebpf = loader
-        .load(&crate::sections::for_aya(&bytes))
-        .map_err(|e| BpfError::Object {
-            path: path.to_owned(),
-            cause: error_chain(&e),
-        })?;
+    let for_aya = crate::sections::for_aya(&bytes).map_err(|cause| BpfError::Object {
+        path: path.to_owned(),
+        cause,
+    })?;
+    let mut ebpf = loader.load(&for_aya).map_err(|e| BpfError::Object {
+        path: path.to_owned(),
+        cause: error_chain(&e),
+    })?;
 
     // No programs listed: attach what the section names say, like libbpf.
     let auto;

@@ -130,11 +130,12 @@ pub fn from_section(name: &str, section: &str) -> Result<ProgramAttach, String> 
 /// the BTF's per-section function info names), is cut at the slash. The
 /// interface is read from the original bytes ([`from_section`]). Bytes
 /// that are not an ELF64 object, or have no such section, are returned
-/// as they are.
-pub fn for_aya(bytes: &[u8]) -> Cow<'_, [u8]> {
+/// as they are. A `usdt` section is refused by name (aya's parser would
+/// only say "invalid program section").
+pub fn for_aya(bytes: &[u8]) -> Result<Cow<'_, [u8]>, String> {
     use object::read::elf::{ElfFile64, FileHeader, SectionHeader};
     let Ok(file) = ElfFile64::<object::Endianness>::parse(bytes) else {
-        return Cow::Borrowed(bytes);
+        return Ok(Cow::Borrowed(bytes));
     };
     let endian = file.endian();
     let sections = file.elf_section_table();
@@ -145,7 +146,7 @@ pub fn for_aya(bytes: &[u8]) -> Cow<'_, [u8]> {
         .and_then(|i| sections.section(object::SectionIndex(i as usize)).ok())
         .and_then(|s| s.file_range(endian))
     else {
-        return Cow::Borrowed(bytes);
+        return Ok(Cow::Borrowed(bytes));
     };
     // (offset of the slash, the whole name with its NUL)
     let mut cuts: Vec<(usize, Vec<u8>)> = Vec::new();
@@ -157,13 +158,19 @@ pub fn for_aya(bytes: &[u8]) -> Cow<'_, [u8]> {
         if name == b".BTF" {
             btf = header.file_range(endian);
         }
+        if name.starts_with(b"usdt") {
+            return Err(format!(
+                "section `{}`: USDT probes are not supported yet; attach a uprobe to the probe's address instead",
+                String::from_utf8_lossy(name)
+            ));
+        }
         if name.len() > 4 && name.starts_with(b"xdp/") {
             let slash = names_at as usize + header.sh_name(endian) as usize + 3;
             cuts.push((slash, [name, b"\0"].concat()));
         }
     }
     if cuts.is_empty() {
-        return Cow::Borrowed(bytes);
+        return Ok(Cow::Borrowed(bytes));
     }
     let mut out = bytes.to_vec();
     for (slash, _) in &cuts {
@@ -174,7 +181,7 @@ pub fn for_aya(bytes: &[u8]) -> Cow<'_, [u8]> {
     if let Some((at, len)) = btf {
         cut_btf_strings(&mut out, at as usize, len as usize, &cuts);
     }
-    Cow::Owned(out)
+    Ok(Cow::Owned(out))
 }
 
 /// Cut each name of `cuts` at its slash where it is a whole string in the
