@@ -159,6 +159,31 @@ pub struct UprobeAttach {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "schema", schemars(range(min = 1)))]
     pub pid: Option<u32>,
+    /// `target` is a path inside this pod's container (its root
+    /// filesystem), not the node's: the host finds a process of the
+    /// container on this node through its workload cache and opens the
+    /// binary through that process's root (`/proc/<pid>/root/<target>`).
+    /// The probe then fires wherever that file runs. Needs an absolute
+    /// `target` and no `pid`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<PodContainer>,
+}
+
+/// A container of a pod on this node.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PodContainer {
+    #[cfg_attr(feature = "schema", schemars(length(min = 1)))]
+    pub namespace: String,
+    /// The pod's name.
+    #[cfg_attr(feature = "schema", schemars(length(min = 1)))]
+    pub name: String,
+    /// The container's name; omitted: the pod's only container (a pod with
+    /// several must name one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(length(min = 1)))]
+    pub container: Option<String>,
 }
 
 /// A kprobe or kretprobe: a kernel function.
@@ -715,6 +740,37 @@ fn validate_uprobe(p: &UprobeAttach, field: &str, err: &mut dyn FnMut(String, St
         ),
         _ => {}
     }
+    if let Some(pod) = &p.pod {
+        if !Path::new(target).is_absolute() {
+            err(
+                format!("{field}.target"),
+                format!("{target:?} must be an absolute path inside the container when pod is set"),
+            );
+        }
+        if p.pid.is_some() {
+            err(
+                format!("{field}.pid"),
+                "a node pid and pod exclude each other: the host finds the container's process itself".into(),
+            );
+        }
+        for (name, value) in [
+            ("namespace", Some(&pod.namespace)),
+            ("name", Some(&pod.name)),
+            ("container", pod.container.as_ref()),
+        ] {
+            if value.is_some_and(|v| {
+                v.is_empty() || v.contains('/') || v.chars().any(char::is_whitespace)
+            }) {
+                err(
+                    format!("{field}.pod.{name}"),
+                    format!(
+                        "{:?} is not a Kubernetes name",
+                        value.map(String::as_str).unwrap_or_default()
+                    ),
+                );
+            }
+        }
+    }
     if p.pid == Some(0) {
         err(
             format!("{field}.pid"),
@@ -799,6 +855,26 @@ fn is_symbol(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use crate::{PluginSpec, SpecError};
+
+    #[test]
+    fn a_uprobe_in_a_pod_needs_an_absolute_target_and_no_pid() {
+        let ok = "    - {name: a, uprobe: {target: /app/server, symbol: f, pod: {namespace: shop, name: api-1}}}\n";
+        assert_eq!(errors(ok), Vec::<(String, String)>::new());
+        let bad = errors(
+            "    - {name: a, uprobe: {target: libc.so.6, symbol: f, pid: 4, pod: {namespace: shop, name: 'a b', container: ''}}}\n",
+        );
+        let fields: Vec<&str> = bad.iter().map(|(f, _)| f.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "bytecode.programs[0].uprobe.target",
+                "bytecode.programs[0].uprobe.pid",
+                "bytecode.programs[0].uprobe.pod.name",
+                "bytecode.programs[0].uprobe.pod.container",
+            ],
+            "{bad:?}"
+        );
+    }
 
     fn errors(programs: &str) -> Vec<(String, String)> {
         let text =

@@ -14,8 +14,8 @@ pub mod wit;
 
 pub use attach::{
     ATTACH_KINDS, CgroupAttach, CgroupSkbAttach, Direction, HardwareEvent, KprobeAttach,
-    PerfEventAttach, SoftwareEvent, TcAttach, TcxAttach, UprobeAttach, XdpAttach, XdpMode,
-    is_pattern,
+    PerfEventAttach, PodContainer, SoftwareEvent, TcAttach, TcxAttach, UprobeAttach, XdpAttach,
+    XdpMode, is_pattern,
 };
 pub use phase::Phase;
 pub use spec::{

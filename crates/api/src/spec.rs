@@ -809,6 +809,15 @@ impl PluginSpec {
                     );
                 }
                 if bytecode.loader == Loader::Bpfman
+                    && let Some(u) = p.uprobe.as_ref().or(p.uretprobe.as_ref())
+                    && u.pod.is_some()
+                {
+                    err(
+                        format!("{at}.{}.pod", if p.uprobe.is_some() { "uprobe" } else { "uretprobe" }),
+                        "targets inside a pod's container are resolved by the host: use `loader: host` for this program".into(),
+                    );
+                }
+                if bytecode.loader == Loader::Bpfman
                     && let Some(point) = p.attach_point()
                     && !BPFMAN_ATTACH_KINDS.contains(&point.kind())
                 {

@@ -411,6 +411,11 @@ impl From<&crate::attach::ProgramAttach> for ProgramAttach {
             symbol: u.symbol.clone(),
             offset: u.offset,
             pid: u.pid,
+            pod: u.pod.as_ref().map(|p| PodContainer {
+                namespace: p.namespace.clone(),
+                name: p.name.clone(),
+                container: p.container.clone(),
+            }),
         };
         let kprobe = |k: &a::KprobeAttach| KprobeAttach {
             function: k.function.clone(),
@@ -511,6 +516,11 @@ fn attach_from_wire(
         symbol: u.symbol,
         offset: u.offset,
         pid: u.pid,
+        pod: u.pod.map(|p| a::PodContainer {
+            namespace: p.namespace,
+            name: p.name,
+            container: p.container,
+        }),
     };
     let kprobe = |k: KprobeAttach| a::KprobeAttach {
         function: k.function,

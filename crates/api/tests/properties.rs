@@ -53,6 +53,7 @@ fn seed() -> v1::PluginSpec {
                         symbol: Some("main".into()),
                         offset: None,
                         pid: Some(1),
+                        pod: None,
                     }),
                     ..program("up")
                 },

@@ -97,6 +97,7 @@ pub fn from_section(name: &str, section: &str) -> Result<ProgramAttach, String> 
                 symbol: Some(symbol),
                 offset,
                 pid: None,
+                pod: None,
             };
             if kind.starts_with("uprobe") {
                 p.uprobe = Some(probe);

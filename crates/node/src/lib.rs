@@ -11,6 +11,7 @@
 //! metrics for the manual.
 
 pub mod bpfman;
+mod container_paths;
 pub mod cpu;
 pub mod exporter;
 pub mod features;

@@ -227,16 +227,34 @@ impl Plugin {
             }
             _ => None,
         };
-        let object = match &spec.bytecode {
-            Some(b) if b.loader == Loader::Bpfman => None,
-            Some(b) => Some(bpf::load_capped(
-                Path::new(&b.path),
-                &b.programs,
-                &b.global_data,
-                options.file_caps.bytecode_bytes,
-            )?),
-            None => None,
-        };
+        let object =
+            match &spec.bytecode {
+                Some(b) if b.loader == Loader::Bpfman => None,
+                Some(b) => {
+                    // Uprobe targets inside a pod's container, through one of
+                    // its processes (see `crate::container_paths`).
+                    let disabled;
+                    let workloads = match &options.workloads {
+                        Some(w) => w.as_ref(),
+                        None => {
+                            disabled = Workloads::disabled();
+                            disabled.as_ref()
+                        }
+                    };
+                    let programs = crate::container_paths::resolve(&b.programs, workloads)
+                        .map_err(|cause| LoadError::Start {
+                            plugin: name.clone(),
+                            cause,
+                        })?;
+                    Some(bpf::load_capped(
+                        Path::new(&b.path),
+                        &programs,
+                        &b.global_data,
+                        options.file_caps.bytecode_bytes,
+                    )?)
+                }
+                None => None,
+            };
 
         let mut repin = None;
         let Wiring {
