@@ -995,6 +995,11 @@ impl Worker {
 
     fn start_instance(&mut self, first: bool) {
         self.restart_at = None;
+        // A restart on baseline code takes the optimised code if it is
+        // ready by now (also after a move that failed).
+        if !first && let Some(Ok(optimised)) = self.runtime.optimised(&self.prepared) {
+            self.prepared = optimised;
+        }
         if !first {
             self.restarts.inc();
             self.update_status(|s| s.restarts += 1);
@@ -1047,6 +1052,9 @@ impl Worker {
         self.max_backoff = Duration::from_secs(u64::from(swap.restart.max_backoff_seconds));
         self.give_up_after = swap.restart.give_up_after;
         self.faults_in_a_row = 0;
+        // A new version (possibly on baseline code) gets its own chance
+        // to move to optimised code.
+        self.tier_up_failed = false;
         self.running_since = Instant::now();
         self.up.set(1);
         let digest = self.prepared.digest.clone();
