@@ -28,7 +28,7 @@
 
 #[path = "common/threads.rs"]
 mod threads;
-use threads::{gettid, thread_cpu, wait_until};
+use threads::{find_thread, gettid, thread_cpu, wait_until};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -367,24 +367,6 @@ limits: {{callTimeoutMs: 10000}}
         elapsed,
         consumer_cpu,
     })
-}
-
-/// The thread of this process named `name`.
-fn find_thread(name: &str) -> Result<u32> {
-    for entry in std::fs::read_dir("/proc/self/task")? {
-        let entry = entry?;
-        let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
-        if comm.trim_end() == name
-            && let Some(tid) = entry.file_name().to_str().and_then(|s| s.parse().ok())
-        {
-            return Ok(tid);
-        }
-    }
-    let names: Vec<String> = std::fs::read_dir("/proc/self/task")?
-        .flatten()
-        .map(|e| std::fs::read_to_string(e.path().join("comm")).unwrap_or_default())
-        .collect();
-    bail!("no thread named {name} (threads: {names:?})")
 }
 
 /// Pin thread `tid` to `cpu` (modulo the CPUs there are).

@@ -38,7 +38,7 @@
 
 #[path = "common/threads.rs"]
 mod threads;
-use threads::{gettid, thread_cpu, wait_until};
+use threads::{find_thread, gettid, thread_cpu, wait_until};
 
 use std::collections::{BTreeMap, HashMap};
 use std::os::fd::AsRawFd;
@@ -850,22 +850,6 @@ fn own_cpu() -> Duration {
     // SAFETY: one valid timespec.
     unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
-}
-
-/// The thread of this process named `name`.
-fn find_thread(name: &str) -> Result<u32> {
-    // Thread names are cut at 15 bytes.
-    let name = &name[..name.len().min(15)];
-    for entry in std::fs::read_dir("/proc/self/task")? {
-        let entry = entry?;
-        let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
-        if comm.trim_end() == name
-            && let Some(tid) = entry.file_name().to_str().and_then(|s| s.parse().ok())
-        {
-            return Ok(tid);
-        }
-    }
-    bail!("no thread named {name}")
 }
 
 /// Pin thread `tid` to `cpu` at nice -20.

@@ -33,7 +33,7 @@
 
 #[path = "common/threads.rs"]
 mod threads;
-use threads::{gettid, thread_cpu, wait_until};
+use threads::{find_thread, gettid, thread_cpu, wait_until};
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
@@ -895,20 +895,6 @@ impl Trigger {
     fn exit(&self) {
         self.state.store(EXIT, Ordering::Release);
     }
-}
-
-/// The thread of this process named `name`.
-fn find_thread(name: &str) -> Result<u32> {
-    for entry in std::fs::read_dir("/proc/self/task")? {
-        let entry = entry?;
-        let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
-        if comm.trim_end() == name
-            && let Some(tid) = entry.file_name().to_str().and_then(|s| s.parse().ok())
-        {
-            return Ok(tid);
-        }
-    }
-    bail!("no thread named {name}")
 }
 
 /// Pin thread `tid` to `cpu` and raise its priority to nice -20, so that

@@ -1,4 +1,4 @@
-//! Thread helpers shared by the ring-buffer and plugin-vs-native benches
+//! Thread helpers shared by the ring-buffer, plugin-vs-native and exporter benches
 //! (included with `#[path]`: a bench target is one file).
 
 use std::time::{Duration, Instant};
@@ -32,4 +32,24 @@ pub fn thread_cpu(tid: u32) -> Result<Duration> {
         .and_then(|v| v.parse().ok())
         .with_context(|| format!("unexpected {path}: {text:?}"))?;
     Ok(Duration::from_nanos(ns))
+}
+
+/// The thread of this process named `name` (cut at 15 bytes, as the
+/// kernel cuts thread names).
+pub fn find_thread(name: &str) -> Result<u32> {
+    let name = name.get(..15).unwrap_or(name);
+    for entry in std::fs::read_dir("/proc/self/task")? {
+        let entry = entry?;
+        let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
+        if comm.trim_end() == name
+            && let Some(tid) = entry.file_name().to_str().and_then(|s| s.parse().ok())
+        {
+            return Ok(tid);
+        }
+    }
+    let names: Vec<String> = std::fs::read_dir("/proc/self/task")?
+        .flatten()
+        .map(|e| std::fs::read_to_string(e.path().join("comm")).unwrap_or_default())
+        .collect();
+    bail!("no thread named {name} (threads: {names:?})")
 }
