@@ -99,6 +99,10 @@ struct Args {
     /// Idle plugins started to measure resident memory per plugin.
     #[arg(long, default_value_t = 16)]
     idle_plugins: usize,
+    /// Run only these consumers (comma-separated names as printed, e.g.
+    /// `conductor,aya`) [default: all].
+    #[arg(long, value_delimiter = ',')]
+    consumers: Vec<String>,
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     bench: bool,
@@ -118,6 +122,14 @@ fn main() -> Result<()> {
         args.event_size % 8 == 0 && (16..=4096).contains(&args.event_size),
         "--event-size must be a multiple of 8 in 16..=4096"
     );
+    for name in &args.consumers {
+        ensure!(
+            Mode::ALL.iter().any(|m| m.name() == name),
+            "--consumers: no consumer `{name}`; the consumers are {}",
+            Mode::ALL.map(Mode::name).join(", ")
+        );
+    }
+    let chosen = |m: &Mode| args.consumers.is_empty() || args.consumers.iter().any(|n| n == m.name());
     conductor_kernel::object::prepare_host();
     // Thread priorities only count within a scheduler autogroup (one per
     // session): on a machine shared with builds in other sessions, raise
@@ -157,7 +169,7 @@ fn main() -> Result<()> {
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
     let mut results = Vec::new();
-    for mode in Mode::ALL {
+    for mode in Mode::ALL.into_iter().filter(chosen) {
         let r = bench.run(mode, None, args.duration)?;
         println!(
             "  {:<20} {:>12.0} events/s  (produced {}, consumed {}, dropped {})",
@@ -167,6 +179,16 @@ fn main() -> Result<()> {
             r.consumed,
             r.dropped
         );
+        if let Some(e) = r.episodes.first() {
+            println!(
+                "  {:<20} {} runs of drops; the first at {:.1} ms ({} events, consumer {} KiB behind)",
+                "",
+                r.episode_count,
+                e.at.as_secs_f64() * 1e3,
+                e.dropped,
+                e.behind_bytes >> 10
+            );
+        }
         results.push((mode, r));
     }
     let mut sweep = Vec::new();
@@ -175,7 +197,7 @@ fn main() -> Result<()> {
             "zero-loss sweep: {} s per trial, rates {:?} M events/s",
             args.sweep_duration, args.rates
         );
-        for mode in Mode::SWEPT {
+        for mode in Mode::SWEPT.into_iter().filter(chosen) {
             sweep.extend(bench.sweep(mode)?);
         }
     }
@@ -263,6 +285,37 @@ struct Outcome {
     producer_cpu: Duration,
     /// Guest calls (conductor modes).
     batches: Option<u64>,
+    /// Runs of consecutive drops, the first [`EPISODES_KEPT`] of them, as
+    /// the producer logged them (`seq_drops`).
+    episodes: Vec<Episode>,
+    /// How many runs of drops there were in all.
+    episode_count: u64,
+}
+
+/// As many drop episodes as `seq_drops` keeps (SEQ_EPISODES).
+const EPISODES_KEPT: u32 = 64;
+
+/// A run of consecutive sequence numbers the producer could not output.
+#[derive(Debug, Clone)]
+struct Episode {
+    /// When the first of them was dropped, from the start of firing.
+    at: Duration,
+    first_seq: u64,
+    dropped: u64,
+    /// Producer minus consumer position at the first drop (ring buffers:
+    /// how far behind the consumer was; 0 for perf event arrays).
+    behind_bytes: u64,
+}
+
+impl Episode {
+    fn json(&self) -> serde_json::Value {
+        json!({
+            "at_ms": self.at.as_secs_f64() * 1e3,
+            "first_seq": self.first_seq,
+            "dropped": self.dropped,
+            "behind_bytes": self.behind_bytes,
+        })
+    }
 }
 
 impl Outcome {
@@ -304,6 +357,30 @@ impl Producer {
             PerCpuArray::try_from(self.ebpf.map(&lost).context("no lost map")?)?;
         let lost = lost.get(&0, 0)?.iter().sum();
         Ok((stats.get(&0, 0)?, lost))
+    }
+
+    /// The drop episodes the producer logged (the first [`EPISODES_KEPT`])
+    /// and how many there were, times taken from `started`, when firing
+    /// began.
+    fn episodes(&self, started: Instant) -> Result<(Vec<Episode>, u64)> {
+        let stats: Array<_, u64> =
+            Array::try_from(self.ebpf.map("seq_stats").context("no seq_stats map")?)?;
+        let count = stats.get(&3, 0)?;
+        let log: Array<_, [u64; 5]> =
+            Array::try_from(self.ebpf.map("seq_drops").context("no seq_drops map")?)?;
+        // bpf_ktime_get_ns() is CLOCK_MONOTONIC, as Instant is on Linux.
+        let started_ns = monotonic_ns()?.saturating_sub(started.elapsed().as_nanos() as u64);
+        let mut episodes = Vec::new();
+        for i in 0..count.min(u64::from(EPISODES_KEPT)) as u32 {
+            let [first_seq, dropped, ktime, cons, prod] = log.get(&i, 0)?;
+            episodes.push(Episode {
+                at: Duration::from_nanos(ktime.saturating_sub(started_ns)),
+                first_seq,
+                dropped,
+                behind_bytes: prod.wrapping_sub(cons),
+            });
+        }
+        Ok((episodes, count))
     }
 }
 
@@ -408,6 +485,16 @@ impl Bench {
                 100.0 * t.outcome.drop_ratio(),
                 t.outcome.cpu_ns_per_event()
             );
+            if let Some(e) = t.outcome.episodes.first() {
+                println!(
+                    "  {:<16} {} runs of drops; the first at {:.1} ms ({} events, consumer {} KiB behind)",
+                    "",
+                    t.outcome.episode_count,
+                    e.at.as_secs_f64() * 1e3,
+                    e.dropped,
+                    e.behind_bytes >> 10
+                );
+            }
             trials.push(t.clone());
             Ok(t)
         };
@@ -490,6 +577,7 @@ impl Bench {
             .join()
             .map_err(|_| anyhow::anyhow!("consumer thread panicked"))??;
         let (produced, dropped) = producer.stats(mode)?;
+        let (episodes, episode_count) = producer.episodes(started)?;
         Ok(Outcome {
             produced,
             consumed,
@@ -499,6 +587,8 @@ impl Bench {
             consumer_cpu,
             producer_cpu,
             batches: None,
+            episodes,
+            episode_count,
         })
     }
 
@@ -568,6 +658,7 @@ impl Bench {
         let batches0 = batches.get();
         let (started, firing, producer_cpu) = self.trigger.run(fire)?;
         let (produced, kernel_lost) = producer.stats(mode)?;
+        let (episodes, episode_count) = producer.episodes(started)?;
         wait_until(Duration::from_secs(60), || {
             received.get() + kernel_lost >= produced
         })
@@ -590,6 +681,8 @@ impl Bench {
             consumer_cpu,
             producer_cpu,
             batches: Some(batches),
+            episodes,
+            episode_count,
         })
     }
 
@@ -937,6 +1030,19 @@ fn metric_value(text: &str, name: &str) -> Result<u64> {
         .with_context(|| format!("metric {name} not found"))
 }
 
+/// CLOCK_MONOTONIC in nanoseconds, the clock of bpf_ktime_get_ns().
+fn monotonic_ns() -> Result<u64> {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec to write to.
+    if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) } != 0 {
+        return Err(std::io::Error::last_os_error().into());
+    }
+    Ok(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64)
+}
+
 fn nix_is_root() -> bool {
     // SAFETY: geteuid cannot fail.
     unsafe { libc::geteuid() == 0 }
@@ -1112,6 +1218,8 @@ fn report(
                 "consumer_utilisation": r.consumer_cpu.as_secs_f64() / r.elapsed.as_secs_f64(),
                 "consumer_ns_per_event": r.cpu_ns_per_event(),
                 "producer_ns_per_event": r.producer_cpu.as_nanos() as f64 / r.produced.max(1) as f64,
+                "drop_episodes": r.episode_count,
+                "drop_episodes_logged": r.episodes.iter().map(Episode::json).collect::<Vec<_>>(),
             })
         })
         .collect();

@@ -18,6 +18,11 @@
  * instead (bpf_perf_event_output on the current CPU, no discards), and
  * failed outputs (buffer full) are counted in `seq_perf_lost`, so the
  * same equation holds with seq_perf_lost for seq_ring_lost.
+ *
+ * Drops are also logged by episode (a run of consecutive sequence numbers
+ * dropped) in `seq_drops`, so a benchmark can say when in a run it lost
+ * events and how far behind the consumer was: the first SEQ_EPISODES
+ * episodes are kept, later ones only counted in seq_stats[3].
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -54,13 +59,65 @@ struct perf_loop {
 	struct bpf_raw_tracepoint_args *ctx;
 };
 
-/* [0]: next sequence number, [1]: records discarded */
+/* [0]: next sequence number, [1]: records discarded, [2]: the sequence
+ * number after the last one dropped, [3]: drop episodes */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 2);
+	__uint(max_entries, 4);
 	__type(key, __u32);
 	__type(value, __u64);
 } seq_stats SEC(".maps");
+
+#define SEQ_EPISODES 64
+
+/* One run of consecutive drops. The ring's positions are read when its
+ * first record was dropped. */
+struct drop_episode {
+	__u64 first_seq;
+	__u64 dropped;
+	__u64 ktime_ns;         /* CLOCK_MONOTONIC of the first drop */
+	__u64 consumer_pos;
+	__u64 producer_pos;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, SEQ_EPISODES);
+	__type(key, __u32);
+	__type(value, struct drop_episode);
+} seq_drops SEC(".maps");
+
+static __always_inline void log_drop(__u64 seq, void *ring)
+{
+	__u32 k2 = 2, k3 = 3;
+	__u64 *after_last = bpf_map_lookup_elem(&seq_stats, &k2);
+	__u64 *episodes = bpf_map_lookup_elem(&seq_stats, &k3);
+	struct drop_episode *e;
+	__u32 i;
+
+	if (!after_last || !episodes)
+		return;
+	if (*episodes == 0 || *after_last != seq) {
+		i = *episodes;
+		*episodes += 1;
+		e = bpf_map_lookup_elem(&seq_drops, &i);
+		if (e) {
+			e->first_seq = seq;
+			e->dropped = 1;
+			e->ktime_ns = bpf_ktime_get_ns();
+			if (ring) {
+				e->consumer_pos = bpf_ringbuf_query(ring, BPF_RB_CONS_POS);
+				e->producer_pos = bpf_ringbuf_query(ring, BPF_RB_PROD_POS);
+			}
+		}
+	} else if (*episodes <= SEQ_EPISODES) {
+		i = *episodes - 1;
+		e = bpf_map_lookup_elem(&seq_drops, &i);
+		if (e)
+			e->dropped += 1;
+	}
+	*after_last = seq + 1;
+}
 
 struct scratch {
 	__u64 words[MAX_RECORD / 8];
@@ -108,7 +165,8 @@ static long emit(__u64 index, void *ctx)
 	s->words[last] = ~seq;
 	if (wakeup_bytes)
 		flags = conductor_ringbuf_wakeup_flags(seq_ring, size, wakeup_bytes);
-	conductor_ringbuf_output(seq_ring, s, size, flags);
+	if (conductor_ringbuf_output(seq_ring, s, size, flags))
+		log_drop(seq, &seq_ring);
 	return 0;
 }
 
@@ -130,8 +188,10 @@ static long emit_perf(__u64 index, void *loop)
 	*next = seq + 1;
 	s->words[0] = seq;
 	s->words[last] = ~seq;
-	if (bpf_perf_event_output(ctx, &seq_perf, BPF_F_CURRENT_CPU, s, size))
+	if (bpf_perf_event_output(ctx, &seq_perf, BPF_F_CURRENT_CPU, s, size)) {
 		conductor__count_lost(&seq_perf_lost);
+		log_drop(seq, NULL);
+	}
 	return 0;
 }
 
