@@ -285,6 +285,9 @@ struct Outcome {
     producer_cpu: Duration,
     /// Guest calls (conductor modes).
     batches: Option<u64>,
+    /// Of `consumer_cpu`, the time the conductor consumer spent polling the
+    /// ring between batches instead of sleeping (`busyPollMs`).
+    polled: Duration,
     /// Runs of consecutive drops, the first [`EPISODES_KEPT`] of them, as
     /// the producer logged them (`seq_drops`).
     episodes: Vec<Episode>,
@@ -331,6 +334,11 @@ impl Outcome {
     }
     fn cpu_ns_per_event(&self) -> f64 {
         self.consumer_cpu.as_nanos() as f64 / self.consumed.max(1) as f64
+    }
+    /// CPU per event without the time spent polling: the work.
+    fn work_ns_per_event(&self) -> f64 {
+        self.consumer_cpu.saturating_sub(self.polled).as_nanos() as f64
+            / self.consumed.max(1) as f64
     }
 }
 
@@ -477,13 +485,14 @@ impl Bench {
                 outcome,
             };
             println!(
-                "  {:<16} target {:>6.2} M/s  offered {:>6.2} M/s  dropped {:>10} ({:.3} %)  {:>6.1} ns CPU/event",
+                "  {:<16} target {:>6.2} M/s  offered {:>6.2} M/s  dropped {:>10} ({:.3} %)  {:>6.1} ns CPU/event, {:>6.1} without polling",
                 mode.name(),
                 target / 1e6,
                 t.outcome.offered() / 1e6,
                 t.outcome.dropped,
                 100.0 * t.outcome.drop_ratio(),
-                t.outcome.cpu_ns_per_event()
+                t.outcome.cpu_ns_per_event(),
+                t.outcome.work_ns_per_event()
             );
             if let Some(e) = t.outcome.episodes.first() {
                 println!(
@@ -587,6 +596,7 @@ impl Bench {
             consumer_cpu,
             producer_cpu,
             batches: None,
+            polled: Duration::ZERO,
             episodes,
             episode_count,
         })
@@ -641,6 +651,7 @@ impl Bench {
         };
         let received = metrics.host.events_received.get_or_create_owned(&source);
         let batches = metrics.host.batches.get_or_create_owned(&source);
+        let polled = metrics.host.poll_seconds.get_or_create_owned(&source);
         let lost_host = metrics.host.events_lost.get_or_create_owned(&LostLabels {
             plugin: name.into(),
             source: mode.map().into(),
@@ -656,6 +667,7 @@ impl Bench {
         dedicate(tid, CONSUMER_CPU);
         let cpu0 = thread_cpu(tid)?;
         let batches0 = batches.get();
+        let polled0 = polled.get();
         let (started, firing, producer_cpu) = self.trigger.run(fire)?;
         let (produced, kernel_lost) = producer.stats(mode)?;
         let (episodes, episode_count) = producer.episodes(started)?;
@@ -671,6 +683,7 @@ impl Bench {
         let text = metrics.encode()?;
         let consumed = metric_value(&text, &format!("{}__events_total", name.replace('-', "_")))?;
         let batches = batches.get() - batches0;
+        let polled = Duration::from_secs_f64((polled.get() - polled0).max(0.0));
         plugin.stop();
         Ok(Outcome {
             produced,
@@ -681,6 +694,7 @@ impl Bench {
             consumer_cpu,
             producer_cpu,
             batches: Some(batches),
+            polled,
             episodes,
             episode_count,
         })
@@ -1108,19 +1122,21 @@ fn report(
 
     println!();
     println!(
-        "| consumer | produced | consumed | dropped | events/s | consumer CPU | consumer ns/event | producer CPU | producer ns/event |"
+        "| consumer | produced | consumed | dropped | events/s | consumer CPU | of it polling | consumer ns/event | without polling | producer CPU | producer ns/event |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (mode, r) in results {
         println!(
-            "| {} | {} | {} | {} | {:.2} M | {:.0} % | {:.1} | {:.0} % | {:.1} |",
+            "| {} | {} | {} | {} | {:.2} M | {:.0} % | {:.0} % | {:.1} | {:.1} | {:.0} % | {:.1} |",
             mode.name(),
             r.produced,
             r.consumed,
             r.dropped,
             r.events_per_sec() / 1e6,
             100.0 * r.consumer_cpu.as_secs_f64() / r.elapsed.as_secs_f64(),
+            100.0 * r.polled.as_secs_f64() / r.elapsed.as_secs_f64(),
             r.cpu_ns_per_event(),
+            r.work_ns_per_event(),
             100.0 * r.producer_cpu.as_secs_f64() / window,
             r.producer_cpu.as_nanos() as f64 / r.produced.max(1) as f64,
         );
@@ -1132,9 +1148,9 @@ fn report(
     if !sweep.is_empty() {
         println!();
         println!(
-            "| consumer | target | offered | produced | dropped | drop % | consumer CPU | consumer ns/event |"
+            "| consumer | target | offered | produced | dropped | drop % | consumer CPU | of it polling | consumer ns/event | without polling |"
         );
-        println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+        println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         let mut sorted: Vec<&Trial> = sweep.iter().collect();
         sorted.sort_by(|a, b| {
             (a.mode as u8, a.target)
@@ -1144,7 +1160,7 @@ fn report(
         for t in sorted {
             let r = &t.outcome;
             println!(
-                "| {} | {:.2} M/s | {:.2} M/s | {} | {} | {:.3} % | {:.0} % | {:.1} |",
+                "| {} | {:.2} M/s | {:.2} M/s | {} | {} | {:.3} % | {:.0} % | {:.0} % | {:.1} | {:.1} |",
                 t.mode.name(),
                 t.target / 1e6,
                 r.offered() / 1e6,
@@ -1152,7 +1168,9 @@ fn report(
                 r.dropped,
                 100.0 * r.drop_ratio(),
                 100.0 * r.consumer_cpu.as_secs_f64() / r.elapsed.as_secs_f64(),
+                100.0 * r.polled.as_secs_f64() / r.elapsed.as_secs_f64(),
                 r.cpu_ns_per_event(),
+                r.work_ns_per_event(),
             );
         }
         println!();
@@ -1195,6 +1213,8 @@ fn report(
                     "consumer_seconds": r.consumer_cpu.as_secs_f64(),
                     "consumer_utilisation": r.consumer_cpu.as_secs_f64() / r.elapsed.as_secs_f64(),
                     "consumer_ns_per_event": r.cpu_ns_per_event(),
+                    "consumer_poll_seconds": r.polled.as_secs_f64(),
+                    "consumer_ns_per_event_without_polling": r.work_ns_per_event(),
                     "producer_seconds": r.producer_cpu.as_secs_f64(),
                     "producer_utilisation": r.producer_cpu.as_secs_f64() / window,
                 },
@@ -1217,6 +1237,8 @@ fn report(
                 "dropped": r.dropped,
                 "consumer_utilisation": r.consumer_cpu.as_secs_f64() / r.elapsed.as_secs_f64(),
                 "consumer_ns_per_event": r.cpu_ns_per_event(),
+                "consumer_poll_seconds": r.polled.as_secs_f64(),
+                "consumer_ns_per_event_without_polling": r.work_ns_per_event(),
                 "producer_ns_per_event": r.producer_cpu.as_nanos() as f64 / r.produced.max(1) as f64,
                 "drop_episodes": r.episode_count,
                 "drop_episodes_logged": r.episodes.iter().map(Episode::json).collect::<Vec<_>>(),

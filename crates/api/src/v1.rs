@@ -159,6 +159,7 @@ impl From<&spec::PluginSpec> for PluginSpec {
                         perf_pages: e.perf_pages,
                         max_latency_ms: e.max_latency_ms,
                         drop_counter: e.drop_counter.clone(),
+                        busy_poll_ms: e.busy_poll_ms,
                     }),
                 })
                 .collect(),
@@ -290,6 +291,7 @@ impl TryFrom<PluginSpec> for spec::PluginSpec {
                     max_batch: or_default(e.max_batch, defaults.max_batch),
                     perf_pages: or_default(e.perf_pages, defaults.perf_pages),
                     max_latency_ms: e.max_latency_ms,
+                    busy_poll_ms: e.busy_poll_ms,
                     drop_counter: e.drop_counter,
                 }),
             });

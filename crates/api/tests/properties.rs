@@ -84,6 +84,7 @@ fn seed() -> v1::PluginSpec {
                 perf_pages: 0,
                 max_latency_ms: Some(5),
                 drop_counter: None,
+                busy_poll_ms: Some(0),
             }),
             ..Default::default()
         }],

@@ -186,6 +186,25 @@ impl EventSource {
         &self.name
     }
 
+    /// Ring buffers: poll between batches instead of sleeping while the
+    /// ring would fill within `within` at the rate events arrive (see
+    /// [`RingReader::set_busy_poll`]). Perf event arrays always sleep: the
+    /// kernel wakes their reader for every sample anyway.
+    pub fn set_busy_poll(&mut self, within: std::time::Duration) {
+        if let Kind::Ring(r) = &mut self.kind {
+            r.set_busy_poll(within);
+        }
+    }
+
+    /// Time spent polling (see [`EventSource::set_busy_poll`]) since the
+    /// last call.
+    pub fn take_polled(&mut self) -> std::time::Duration {
+        match &mut self.kind {
+            Kind::Ring(r) => r.take_polled(),
+            Kind::Perf { .. } => std::time::Duration::ZERO,
+        }
+    }
+
     /// Whether drops in the kernel can be counted for this source.
     pub fn counts_kernel_drops(&self) -> bool {
         matches!(self.kind, Kind::Perf { .. }) || self.lost_map.is_some()

@@ -102,6 +102,10 @@ pub const MAX_GATHER: Duration = Duration::from_millis(1);
 /// at once instead.
 const MIN_GATHER: Duration = Duration::from_micros(20);
 
+/// How long a polling reader spins between two looks at the clock (a few
+/// hundred nanoseconds of `pause`), so polling costs no syscall.
+const SPINS_PER_CLOCK: u32 = 64;
+
 /// Consumer of one BPF ring buffer map.
 pub struct RingReader {
     /// Keeps the map's descriptor open for the mappings' lifetime.
@@ -113,6 +117,16 @@ pub struct RingReader {
     mask: u64,
     /// A corrupt header was reported (once per reader).
     corrupt_seen: bool,
+    /// Poll instead of sleeping while the ring would fill within this at
+    /// the rate records arrive (zero: always sleep). See [`RingReader::batch`].
+    busy_poll: Duration,
+    /// When the previous batch began and the producer position then: the
+    /// arrival rate is measured from one batch to the next.
+    mark: Option<(Instant, u64)>,
+    /// Bytes per nanosecond between the last two batches.
+    rate: f64,
+    /// Time spent polling, not yet collected by [`RingReader::take_polled`].
+    polled: Duration,
 }
 
 impl RingReader {
@@ -137,7 +151,28 @@ impl RingReader {
             page: page as u64,
             mask: size - 1,
             corrupt_seen: false,
+            busy_poll: Duration::ZERO,
+            mark: None,
+            rate: 0.0,
+            polled: Duration::ZERO,
         })
+    }
+
+    /// Poll the ring between batches, instead of sleeping, while at the
+    /// rate records arrive it would fill within `within` (zero: never).
+    ///
+    /// A sleeping consumer relies on being woken (by the producer's wakeup
+    /// or its own timer), and on virtual machines waking a thread whose CPU
+    /// went idle can take milliseconds: long enough for a fast producer to
+    /// fill the ring. Polling keeps the consumer's CPU busy instead; it
+    /// costs that CPU's idle time, and only while records arrive that fast.
+    pub fn set_busy_poll(&mut self, within: Duration) {
+        self.busy_poll = within;
+    }
+
+    /// Time spent polling since the last call.
+    pub fn take_polled(&mut self) -> Duration {
+        std::mem::take(&mut self.polled)
     }
 
     /// The map's descriptor: readable (epoll) when the kernel wakes consumers.
@@ -206,6 +241,11 @@ impl RingReader {
         spans.clear();
         let began = Instant::now();
         let start = self.consumer_pos().load(Ordering::Relaxed);
+        let prod_then = self.producer_pos().load(Ordering::Acquire);
+        if let Some((t, p)) = self.mark.replace((began, prod_then)) {
+            let ns = began.duration_since(t).as_nanos().max(1) as f64;
+            self.rate = prod_then.wrapping_sub(p) as f64 / ns;
+        }
         let mut cons = start;
         let full = loop {
             let prod = self.producer_pos().load(Ordering::Acquire);
@@ -269,14 +309,17 @@ impl RingReader {
             .producer_pos()
             .load(Ordering::Acquire)
             .wrapping_sub(cons);
+        let taken = cons.wrapping_sub(start);
+        let worth = (taken / spans.len().max(1) as u64)
+            .saturating_mul(max_records as u64)
+            .min(max_bytes as u64)
+            .min((self.mask + 1) / 4);
+        if self.polls(arrived) {
+            return (Some(result), self.poll(cons, worth));
+        }
         let drained = if arrived == 0 {
             Drained::Empty
         } else {
-            let taken = cons.wrapping_sub(start);
-            let worth = (taken / spans.len().max(1) as u64)
-                .saturating_mul(max_records as u64)
-                .min(max_bytes as u64)
-                .min((self.mask + 1) / 4);
             if arrived >= worth {
                 Drained::More
             } else {
@@ -292,6 +335,46 @@ impl RingReader {
             }
         };
         (Some(result), drained)
+    }
+
+    /// Whether to poll rather than sleep for what comes next: the free
+    /// space (`arrived` bytes are already pending) fills within
+    /// `busy_poll` at the rate measured between the last two batches.
+    fn polls(&self, arrived: u64) -> bool {
+        if self.busy_poll.is_zero() || self.rate <= 0.0 {
+            return false;
+        }
+        let free = (self.mask + 1).saturating_sub(arrived) as f64;
+        free / self.rate < self.busy_poll.as_nanos() as f64
+    }
+
+    /// Spin until a batch's worth (`worth` bytes from `cons`) is pending or
+    /// [`MAX_GATHER`] has passed, then say to come back at once (or, if
+    /// nothing at all arrived meanwhile, to sleep until a wakeup: the
+    /// consumer position is published, so the producer will send one).
+    fn poll(&mut self, cons: u64, worth: u64) -> Drained {
+        let began = Instant::now();
+        let drained = loop {
+            for _ in 0..SPINS_PER_CLOCK {
+                std::hint::spin_loop();
+            }
+            let arrived = self
+                .producer_pos()
+                .load(Ordering::Acquire)
+                .wrapping_sub(cons);
+            if arrived >= worth {
+                break Drained::More;
+            }
+            if began.elapsed() >= MAX_GATHER {
+                break if arrived > 0 {
+                    Drained::More
+                } else {
+                    Drained::Empty
+                };
+            }
+        };
+        self.polled += began.elapsed();
+        drained
     }
 }
 

@@ -81,6 +81,7 @@ pub struct HostMetrics {
     pub events_received: Family<SourceLabels, Counter>,
     pub events_lost: Family<LostLabels, Counter>,
     pub batches: Family<SourceLabels, Counter>,
+    pub poll_seconds: Family<SourceLabels, Counter<f64, AtomicU64>>,
     pub call_seconds: Family<CallLabels, Histogram, fn() -> Histogram>,
     pub faults: Family<FaultLabels, Counter>,
     pub restarts: Family<PluginLabel, Counter>,
@@ -131,6 +132,7 @@ impl HostMetrics {
             events_received: Family::default(),
             events_lost: Family::default(),
             batches: Family::default(),
+            poll_seconds: Family::default(),
             call_seconds: Family::new_with_constructor(call_histogram),
             faults: Family::default(),
             restarts: Family::default(),
@@ -161,6 +163,11 @@ impl HostMetrics {
             "conductor_batches",
             "Event batches delivered to plugins",
             self.batches.clone(),
+        );
+        r.register(
+            "conductor_events_poll_seconds",
+            "Time a plugin's thread polled a fast ring buffer between batches instead of sleeping (events.busyPollMs); included in conductor_plugin_cpu_seconds",
+            self.poll_seconds.clone(),
         );
         r.register(
             "conductor_plugin_call_duration_seconds",
@@ -296,6 +303,7 @@ impl HostMetrics {
                     SourceSeries {
                         received: self.events_received.get_or_create_owned(&src),
                         batches: self.batches.get_or_create_owned(&src),
+                        polled: self.poll_seconds.get_or_create_owned(&src),
                         lost_kernel: lost(LOST_REASONS[0]),
                         lost_host: lost(LOST_REASONS[1]),
                     }
@@ -348,6 +356,7 @@ impl HostMetrics {
         for s in &sets.sources {
             self.events_received.remove(s);
             self.batches.remove(s);
+            self.poll_seconds.remove(s);
         }
         for l in &sets.lost {
             self.events_lost.remove(l);
@@ -381,6 +390,8 @@ pub struct PluginSeries {
 pub struct SourceSeries {
     pub received: Counter,
     pub batches: Counter,
+    /// Seconds spent polling the source (ring buffers, `busyPollMs`).
+    pub polled: Counter<f64, AtomicU64>,
     pub lost_kernel: Counter,
     pub lost_host: Counter,
 }

@@ -486,6 +486,7 @@ struct Source {
     lost_for_plugin: u64,
     received: Counter,
     batches: Counter,
+    polled: Counter<f64, std::sync::atomic::AtomicU64>,
     lost_kernel: Counter,
     lost_host: Counter,
 }
@@ -608,6 +609,7 @@ impl Worker {
                 lost_for_plugin: 0,
                 received: series.received,
                 batches: series.batches,
+                polled: series.polled,
                 lost_kernel: series.lost_kernel,
                 lost_host: series.lost_host,
                 source,
@@ -872,6 +874,10 @@ impl Worker {
                 Some(result)
             });
             let n = delivered.events as u64;
+            let polled = s.source.take_polled();
+            if !polled.is_zero() {
+                s.polled.inc_by(polled.as_secs_f64());
+            }
             let now = Instant::now();
             s.drain_by = s.max_latency.map(|d| now + d);
             if let Some(wait) = delivered.gather {

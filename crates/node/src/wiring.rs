@@ -86,8 +86,14 @@ pub(crate) fn wire(
             } else {
                 None
             };
-            let source = EventSource::open(map, lost, ev.perf_pages, ev.max_batch)
+            let mut source = EventSource::open(map, lost, ev.perf_pages, ev.max_batch)
                 .map_err(|e| map_err(&grant.name, e.to_string()))?;
+            let busy_poll = ev.busy_poll_ms.unwrap_or(if spec.limits.cpu.is_some() {
+                0
+            } else {
+                conductor_api::spec::EventSource::DEFAULT_BUSY_POLL_MS
+            });
+            source.set_busy_poll(std::time::Duration::from_millis(u64::from(busy_poll)));
             if !source.counts_kernel_drops() {
                 tracing::warn!(
                     plugin = %spec.name,
