@@ -129,7 +129,8 @@ fn main() -> Result<()> {
             Mode::ALL.map(Mode::name).join(", ")
         );
     }
-    let chosen = |m: &Mode| args.consumers.is_empty() || args.consumers.iter().any(|n| n == m.name());
+    let chosen =
+        |m: &Mode| args.consumers.is_empty() || args.consumers.iter().any(|n| n == m.name());
     conductor_kernel::object::prepare_host();
     // Thread priorities only count within a scheduler autogroup (one per
     // session): on a machine shared with builds in other sessions, raise

@@ -88,7 +88,7 @@ pub struct Delivered<R> {
 }
 
 enum Kind {
-    Ring(RingReader),
+    Ring(Box<RingReader>),
     Perf {
         buffers: Vec<PerfEventArrayBuffer<MapData>>,
         /// Buffer to start the next drain at, so no CPU starves the others.
@@ -150,7 +150,7 @@ impl EventSource {
         };
         Ok(Self {
             name: name.to_owned(),
-            kind: Kind::Ring(ring),
+            kind: Kind::Ring(Box::new(ring)),
             max_batch: max_batch as usize,
             spans: Spans::default(),
             data: Vec::new(),

@@ -104,7 +104,7 @@ const MIN_GATHER: Duration = Duration::from_micros(20);
 
 /// How long a polling reader spins between two looks at the clock (a few
 /// hundred nanoseconds of `pause`), so polling costs no syscall.
-const SPINS_PER_CLOCK: u32 = 64;
+const SPINS_PER_CLOCK: u32 = 512;
 
 /// Consumer of one BPF ring buffer map.
 pub struct RingReader {
@@ -341,11 +341,8 @@ impl RingReader {
     /// space (`arrived` bytes are already pending) fills within
     /// `busy_poll` at the rate measured between the last two batches.
     fn polls(&self, arrived: u64) -> bool {
-        if self.busy_poll.is_zero() || self.rate <= 0.0 {
-            return false;
-        }
-        let free = (self.mask + 1).saturating_sub(arrived) as f64;
-        free / self.rate < self.busy_poll.as_nanos() as f64
+        let free = (self.mask + 1).saturating_sub(arrived);
+        fills_within(free, self.rate, self.busy_poll)
     }
 
     /// Spin until a batch's worth (`worth` bytes from `cons`) is pending or
@@ -376,6 +373,12 @@ impl RingReader {
         self.polled += began.elapsed();
         drained
     }
+}
+
+/// Whether `free` bytes fill within `within` at `rate` bytes per
+/// nanosecond (never, with no rate or a zero `within`).
+fn fills_within(free: u64, rate: f64, within: Duration) -> bool {
+    rate > 0.0 && !within.is_zero() && (free as f64) < rate * within.as_nanos() as f64
 }
 
 /// Why [`walk`] stopped.
@@ -531,6 +534,17 @@ mod tests {
             prop_assert_eq!(w.cons, pos);
             prop_assert_eq!(spans.iter().collect::<Vec<_>>(), want);
         }
+    }
+
+    #[test]
+    fn polls_only_when_the_free_space_fills_within_the_limit() {
+        let ms = Duration::from_millis(1);
+        // 1 MiB at 1 byte/ns fills in ~1.05 ms.
+        assert!(!fills_within(1 << 20, 1.0, ms));
+        assert!(fills_within(1 << 20, 1.0, 2 * ms));
+        assert!(fills_within(0, 1e-9, ms), "a full ring fills at any rate");
+        assert!(!fills_within(1 << 20, 0.0, 10 * ms), "nothing arriving");
+        assert!(!fills_within(0, 1.0, Duration::ZERO), "polling turned off");
     }
 
     /// A record whose length runs past the producer is not read.

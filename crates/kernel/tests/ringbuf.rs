@@ -16,6 +16,9 @@ use conductor_kernel::maps::KernelMap;
 use conductor_kernel::object::into_map_data;
 use conductor_kernel::ringbuf::MAX_GATHER;
 use conductor_test_support::*;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 struct Producer {
     ebpf: Ebpf,
@@ -32,6 +35,25 @@ fn load(
     wakeup_bytes: u64,
 ) -> Ebpf {
     let tid = nix::unistd::gettid().as_raw() as u32;
+    load_for(
+        tid,
+        ring_bytes,
+        record_size,
+        per_trigger,
+        discard_every,
+        wakeup_bytes,
+    )
+}
+
+/// [`load`], fired by the getpgid() of thread `tid`.
+fn load_for(
+    tid: u32,
+    ring_bytes: u32,
+    record_size: u32,
+    per_trigger: u32,
+    discard_every: u32,
+    wakeup_bytes: u64,
+) -> Ebpf {
     let nr = libc::SYS_getpgid as u64;
     let mut ebpf = EbpfLoader::new()
         .override_global("target_tid", &tid, true)
@@ -283,6 +305,162 @@ fn a_few_records_arriving_during_a_delivery_are_gathered_then_taken() {
     );
     assert_eq!(check.received, 32);
     assert_eq!(check.lost + p.source.take_kernel_lost(), 0);
+}
+
+/// A thread of its own that fires getpgid() calls, a few microseconds
+/// apart, from when `go` is sent until `stop` is set; returns its tid at
+/// once.
+fn firing_thread(
+    stop: &Arc<AtomicBool>,
+) -> (
+    u32,
+    std::sync::mpsc::Sender<()>,
+    std::thread::JoinHandle<()>,
+) {
+    let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let stop = stop.clone();
+    let thread = std::thread::spawn(move || {
+        tid_tx.send(nix::unistd::gettid().as_raw() as u32).unwrap();
+        if go_rx.recv().is_err() {
+            return;
+        }
+        while !stop.load(Ordering::Relaxed) {
+            trigger(1);
+            let t = Instant::now();
+            while t.elapsed() < Duration::from_micros(20) {
+                std::hint::spin_loop();
+            }
+        }
+    });
+    (tid_rx.recv().unwrap(), go_tx, thread)
+}
+
+/// (sequence numbers used, records the kernel dropped)
+fn used_and_dropped(ebpf: &Ebpf) -> (u64, u64) {
+    let stats: Array<_, u64> = Array::try_from(ebpf.map("seq_stats").unwrap()).unwrap();
+    let lost: aya::maps::PerCpuArray<_, u64> =
+        aya::maps::PerCpuArray::try_from(ebpf.map("seq_ring_lost").unwrap()).unwrap();
+    (
+        stats.get(&0, 0).unwrap(),
+        lost.get(&0, 0).unwrap().iter().sum(),
+    )
+}
+
+#[test]
+fn a_fast_ring_is_polled_between_batches() {
+    if !require_root() {
+        return;
+    }
+    // Another thread fills a 4 MiB ring with 64 records every ~20 µs for
+    // 300 ms while this one drains it. With busy polling allowed whenever
+    // the ring would fill within a minute (any producer at all), the source
+    // polls between batches instead of asking to sleep; without it, it never
+    // polls. Either way every record is delivered once, in order, or counted
+    // as dropped (none should be, but a loaded test machine may stall this
+    // thread for longer than the ring lasts).
+    for busy_poll in [Duration::from_secs(60), Duration::ZERO] {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tid, go, thread) = firing_thread(&stop);
+        let mut ebpf = load_for(tid, 4 << 20, 64, 64, 0, 0);
+        let ring = ebpf.take_map("seq_ring").unwrap();
+        let lost = KernelMap::new(
+            "seq_ring_lost",
+            into_map_data(ebpf.take_map("seq_ring_lost").unwrap()),
+        )
+        .unwrap();
+        let mut source = EventSource::ring("seq_ring", ring, Some(lost), 1024).unwrap();
+        source.set_busy_poll(busy_poll);
+        let mut check = Checker::default();
+        let mut polled = Duration::ZERO;
+        go.send(()).unwrap();
+        let began = Instant::now();
+        let mut finished = false;
+        loop {
+            let delivered = source.deliver(|batch| check.check(&batch, 64));
+            polled += source.take_polled();
+            if finished && delivered.events == 0 {
+                break;
+            }
+            if began.elapsed() > Duration::from_millis(300) {
+                stop.store(true, Ordering::Relaxed);
+            }
+            finished = thread.is_finished();
+            if !delivered.more {
+                std::thread::sleep(delivered.gather.unwrap_or(Duration::from_micros(100)));
+            }
+        }
+        thread.join().unwrap();
+        check.lost += source.take_kernel_lost();
+        let stats: Array<_, u64> = Array::try_from(ebpf.map("seq_stats").unwrap()).unwrap();
+        let produced = stats.get(&0, 0).unwrap();
+        assert!(produced > 0);
+        assert_eq!(
+            check.received + check.lost,
+            produced,
+            "busy poll {busy_poll:?}: every record delivered or counted"
+        );
+        if busy_poll.is_zero() {
+            assert_eq!(polled, Duration::ZERO, "polling is off");
+        } else {
+            assert!(
+                polled > Duration::ZERO,
+                "a producer this fast is polled for"
+            );
+        }
+    }
+}
+
+#[test]
+fn busy_poll_ms_in_the_spec_reaches_the_ring_and_its_metric() {
+    if !require_root() {
+        return;
+    }
+    // Through a real `conductor run`: `busyPollMs` long enough for any
+    // producer makes the plugin's thread poll while records keep coming
+    // (conductor_events_poll_seconds grows), 0 keeps it at zero; either way
+    // every record is delivered or counted as dropped.
+    for (busy_poll_ms, polls) in [(60000, true), (0, false)] {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tid, go, thread) = firing_thread(&stop);
+        let ebpf = load_for(tid, 4 << 20, 64, 64, 0, 0);
+        let dir = PinDir::new("busypoll");
+        let pin = format!("{}/ring", dir.0);
+        ebpf.map("seq_ring").unwrap().pin(&pin).unwrap();
+        let spec = format!(
+            r#"
+name: busypoll
+component: {}
+maps:
+  - name: seq_ring
+    pin: {pin}
+    events: {{maxBatch: 1024, maxLatencyMs: 1, busyPollMs: {busy_poll_ms}}}
+"#,
+            path_str(&artifact("testing_seq_sum.wasm")),
+        );
+        let host = Host::start(&spec);
+        go.send(()).unwrap();
+        let series = r#"conductor_events_poll_seconds_total{plugin="busypoll",source="seq_ring"}"#;
+        if polls {
+            host.wait_for_metric(series, Duration::from_secs(30), |v| v > 0.0);
+        } else {
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        stop.store(true, Ordering::Relaxed);
+        thread.join().unwrap();
+        let (produced, dropped) = used_and_dropped(&ebpf);
+        host.wait_for_metric(
+            r#"busypoll__events_total{plugin="busypoll"}"#,
+            Duration::from_secs(30),
+            |v| v + dropped as f64 == produced as f64,
+        );
+        let polled = value(&host.scrape(), series)
+            .expect("conductor_events_poll_seconds_total is exposed for a ring buffer source");
+        if !polls {
+            assert_eq!(polled, 0.0, "busyPollMs 0: the thread polled");
+        }
+        host.stop();
+    }
 }
 
 #[test]
