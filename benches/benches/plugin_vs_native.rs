@@ -467,10 +467,8 @@ impl Bench {
             .context("no events map")?
             .pin(&pin)
             .with_context(|| format!("cannot pin the ring at {}", pin.display()))?;
-        // busyPollMs 0: the plugin's thread sleeps between batches as the
-        // native consumers do, so CPU per event compares the work alone.
         let text = format!(
-            "name: {name}\ncomponent: {}\nmaps:\n  - name: events\n    pin: {}\n    events: {{maxBatch: {}, maxLatencyMs: 1, busyPollMs: 0}}\nlimits: {{callTimeoutMs: 10000}}\n",
+            "name: {name}\ncomponent: {}\nmaps:\n  - name: events\n    pin: {}\n    events: {{maxBatch: {}, maxLatencyMs: 1}}\nlimits: {{callTimeoutMs: 10000}}\n",
             self.artifacts.join("exec_counter.wasm").display(),
             pin.display(),
             self.args.max_batch,

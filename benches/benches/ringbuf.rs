@@ -92,6 +92,10 @@ struct Args {
     /// Events per guest call in the batched conductor mode.
     #[arg(long, default_value_t = 4096)]
     max_batch: u32,
+    /// `busyPollMs` of the conductor consumers' event source [default: the
+    /// spec's default].
+    #[arg(long)]
+    busy_poll_ms: Option<u32>,
     /// Write the bar chart here [default: target/ringbuf.png in the workspace];
     /// the sweep's drops go next to it (`<name>-sweep.png`).
     #[arg(long)]
@@ -618,8 +622,11 @@ impl Bench {
                 pin.display()
             ),
             Some(pin) => format!(
-                "maps:\n  - name: seq_ring\n    pin: {}\n    events: {{maxBatch: {max_batch}, maxLatencyMs: 1}}\n",
-                pin.display()
+                "maps:\n  - name: seq_ring\n    pin: {}\n    events: {{maxBatch: {max_batch}, maxLatencyMs: 1{}}}\n",
+                pin.display(),
+                self.args
+                    .busy_poll_ms
+                    .map_or(String::new(), |ms| format!(", busyPollMs: {ms}"))
             ),
             None => String::new(),
         };
@@ -1278,6 +1285,7 @@ fn report(
             "ring_bytes": args.ring_bytes,
             "wakeup_bytes": args.wakeup_bytes,
             "max_batch": args.max_batch,
+            "busy_poll_ms": args.busy_poll_ms,
             "sweep_duration_seconds": args.sweep_duration,
             "sweep_rates": args.rates,
             "bisect": args.bisect,

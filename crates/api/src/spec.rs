@@ -474,9 +474,8 @@ pub struct EventSource {
     /// come milliseconds late (on virtual machines, whose idle CPUs must be
     /// woken by the hypervisor), long enough for a fast producer to fill
     /// the ring; polling spends the idle time of the thread's CPU instead,
-    /// and only while events arrive that fast. 0: always sleep. Omitted:
-    /// 10, or 0 when the plugin has a `limits.cpu` (polling counts against
-    /// it).
+    /// and only while events arrive that fast. Polling counts against
+    /// `limits.cpu`. Omitted or 0: always sleep.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "schema", schemars(range(max = 60000)))]
     pub busy_poll_ms: Option<u32>,
@@ -494,10 +493,6 @@ pub struct EventSource {
 impl EventSource {
     pub const MAX_BATCH_LIMIT: u32 = 65_536;
     pub const MAX_LATENCY_LIMIT_MS: u32 = 60_000;
-    /// `busyPollMs` when the spec omits it (and sets no CPU limit): above
-    /// the longest wakeup delays measured on the development VM (5–8 ms;
-    /// see the hot-path docs).
-    pub const DEFAULT_BUSY_POLL_MS: u32 = 10;
 
     fn default_max_batch() -> u32 {
         1024

@@ -88,11 +88,7 @@ pub(crate) fn wire(
             };
             let mut source = EventSource::open(map, lost, ev.perf_pages, ev.max_batch)
                 .map_err(|e| map_err(&grant.name, e.to_string()))?;
-            let busy_poll = ev.busy_poll_ms.unwrap_or(if spec.limits.cpu.is_some() {
-                0
-            } else {
-                conductor_api::spec::EventSource::DEFAULT_BUSY_POLL_MS
-            });
+            let busy_poll = ev.busy_poll_ms.unwrap_or(0);
             source.set_busy_poll(std::time::Duration::from_millis(u64::from(busy_poll)));
             if !source.counts_kernel_drops() {
                 tracing::warn!(
