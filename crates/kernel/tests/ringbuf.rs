@@ -336,17 +336,6 @@ fn firing_thread(
     (tid_rx.recv().unwrap(), go_tx, thread)
 }
 
-/// (sequence numbers used, records the kernel dropped)
-fn used_and_dropped(ebpf: &Ebpf) -> (u64, u64) {
-    let stats: Array<_, u64> = Array::try_from(ebpf.map("seq_stats").unwrap()).unwrap();
-    let lost: aya::maps::PerCpuArray<_, u64> =
-        aya::maps::PerCpuArray::try_from(ebpf.map("seq_ring_lost").unwrap()).unwrap();
-    (
-        stats.get(&0, 0).unwrap(),
-        lost.get(&0, 0).unwrap().iter().sum(),
-    )
-}
-
 #[test]
 fn a_fast_ring_is_polled_between_batches() {
     if !require_root() {
@@ -448,7 +437,7 @@ maps:
         }
         stop.store(true, Ordering::Relaxed);
         thread.join().unwrap();
-        let (produced, dropped) = used_and_dropped(&ebpf);
+        let (produced, dropped) = used_and_lost(&ebpf);
         host.wait_for_metric(
             r#"busypoll__events_total{plugin="busypoll"}"#,
             Duration::from_secs(30),
