@@ -27,8 +27,6 @@ use crate::decoder::Host;
 
 /// Pages of each CPU's buffer (libbpfgo's `InitPerfBuf(..., 1024)` in ebpf_exporter).
 pub const PAGES: u32 = 1024;
-/// How long events gather after a wakeup before the buffers are read again.
-const GATHER: Duration = Duration::from_millis(1);
 /// Events per drained batch.
 const MAX_BATCH: u32 = 4096;
 /// ebpf_exporter polls with a 300 ms timeout; here it bounds how late a
@@ -191,8 +189,8 @@ fn run(
                 // Events arrived: let more gather before the next wait, so
                 // a busy source is read in batches rather than one wakeup
                 // per event (the counts are read at scrape time anyway).
-                if delivered.events > 0 {
-                    std::thread::sleep(GATHER);
+                if let Some(wait) = delivered.gather {
+                    std::thread::sleep(wait);
                 }
                 break;
             }

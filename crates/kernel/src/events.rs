@@ -31,6 +31,12 @@ use crate::ringbuf::{Drained, RingReader};
 /// call cannot ask the plugin for unbounded memory.
 pub const MAX_BATCH_BYTES: usize = 4 << 20;
 
+/// How long a perf event array's samples gather after a drain that found
+/// some: the kernel wakes the reader for every sample, so reading at each
+/// wakeup would make a guest call per event (as ebpf_exporter's reader,
+/// the host's built-in one gathers for the same time).
+pub const PERF_GATHER: std::time::Duration = std::time::Duration::from_millis(1);
+
 /// Where each record of a batch lies in its data, as the WIT `event-batch`
 /// carries it.
 #[derive(Debug, Default)]
@@ -79,9 +85,12 @@ pub struct Delivered<R> {
     pub events: usize,
     /// More events are ready: deliver again now.
     pub more: bool,
-    /// Fewer than a batch's worth of events arrived during the delivery,
-    /// and no wakeup will announce them: deliver again after this delay
-    /// (see [`RingReader::batch`]).
+    /// Deliver again after this delay. Ring buffers: fewer than a batch's
+    /// worth of events arrived during the delivery, and no wakeup will
+    /// announce them (see [`RingReader::batch`]). Perf event arrays: events
+    /// were delivered, so more are likely; let them gather for
+    /// [`PERF_GATHER`] and ignore the wakeups meanwhile (see
+    /// [`EventSource::wakes_per_event`]).
     pub gather: Option<std::time::Duration>,
     /// What the delivery returned; `None` if there were no events.
     pub result: Option<R>,
@@ -205,6 +214,12 @@ impl EventSource {
         }
     }
 
+    /// Whether the kernel wakes the reader for every event (perf event
+    /// arrays), so a reader that is gathering should ignore the wakeups.
+    pub fn wakes_per_event(&self) -> bool {
+        matches!(self.kind, Kind::Perf { .. })
+    }
+
     /// Whether drops in the kernel can be counted for this source.
     pub fn counts_kernel_drops(&self) -> bool {
         matches!(self.kind, Kind::Perf { .. }) || self.lost_map.is_some()
@@ -298,8 +313,7 @@ impl EventSource {
                 Delivered {
                     events: spans.len(),
                     more,
-                    // Perf buffers wake the reader for every sample.
-                    gather: None,
+                    gather: (!more && !spans.is_empty()).then_some(PERF_GATHER),
                     result,
                 }
             }

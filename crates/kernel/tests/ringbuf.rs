@@ -11,7 +11,7 @@
 use aya::maps::Array;
 use aya::programs::RawTracePoint;
 use aya::{Ebpf, EbpfLoader};
-use conductor_kernel::events::{Batch, EventSource};
+use conductor_kernel::events::{Batch, EventSource, PERF_GATHER};
 use conductor_kernel::maps::KernelMap;
 use conductor_kernel::object::into_map_data;
 use conductor_kernel::ringbuf::MAX_GATHER;
@@ -450,6 +450,48 @@ maps:
         }
         host.stop();
     }
+}
+
+#[test]
+fn a_perf_array_that_delivered_gathers_before_it_is_read_again() {
+    if !require_root() {
+        return;
+    }
+    // The kernel wakes a perf buffer's reader for every sample; a source
+    // that just delivered samples asks to be read again after PERF_GATHER
+    // (and to have those wakeups ignored meanwhile), one that found none
+    // does not. Ring buffers wake on their own terms.
+    let tid = nix::unistd::gettid().as_raw() as u32;
+    let nr = libc::SYS_getpgid as u64;
+    let (per_trigger, use_perf) = (8u32, 1u32);
+    let mut ebpf = EbpfLoader::new()
+        .override_global("target_tid", &tid, true)
+        .override_global("trigger_nr", &nr, true)
+        .override_global("per_trigger", &per_trigger, true)
+        .override_global("use_perf", &use_perf, true)
+        .load_file(artifact("seq_producer.bpf.o"))
+        .unwrap();
+    let prog: &mut RawTracePoint = ebpf.program_mut("trigger").unwrap().try_into().unwrap();
+    prog.load().unwrap();
+    prog.attach("sys_enter").unwrap();
+    let perf = ebpf.take_map("seq_perf").unwrap();
+    let mut source = EventSource::perf("seq_perf", perf, 8, 64).unwrap();
+    assert!(source.wakes_per_event());
+    trigger(1);
+    let first = source.deliver(|batch| batch.spans.len());
+    assert_eq!(first.events, 8);
+    assert!(!first.more);
+    assert_eq!(
+        first.gather,
+        Some(PERF_GATHER),
+        "samples delivered: gather more"
+    );
+    let second = source.deliver(|batch| batch.spans.len());
+    assert_eq!(second.events, 0);
+    assert_eq!(second.gather, None, "nothing delivered: wait for a wakeup");
+
+    let ring = producer(4096, 64, 1, 0, 8);
+    assert!(!ring.source.wakes_per_event());
 }
 
 #[test]

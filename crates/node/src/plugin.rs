@@ -482,6 +482,11 @@ struct Source {
     /// The last drain stopped because the batch was full: drain again
     /// without waiting for a wakeup.
     pending: bool,
+    /// Whether the source's descriptors are in the epoll set. A perf event
+    /// array whose samples are gathering (see [`Delivered::gather`]) is
+    /// taken out, so the kernel's wakeup per sample wakes nobody; it is
+    /// drained by its deadline and put back once a drain finds nothing.
+    registered: bool,
     /// Events lost since the plugin last received a batch.
     lost_for_plugin: u64,
     received: Counter,
@@ -606,6 +611,7 @@ impl Worker {
                 // Events may have arrived before registration; edge-triggered
                 // polling would never report them.
                 pending: true,
+                registered: true,
                 lost_for_plugin: 0,
                 received: series.received,
                 batches: series.batches,
@@ -883,6 +889,24 @@ impl Worker {
             if let Some(wait) = delivered.gather {
                 let soon = now + wait;
                 s.drain_by = Some(s.drain_by.map_or(soon, |t| t.min(soon)));
+            }
+            if s.source.wakes_per_event() && s.registered == delivered.gather.is_some() {
+                let registry = self.poll.registry();
+                let register = !s.registered;
+                for fd in s.source.fds() {
+                    let fd = &mut SourceFd(&fd);
+                    let done = if register {
+                        registry.register(fd, Token(i), Interest::READABLE)
+                    } else {
+                        registry.deregister(fd)
+                    };
+                    if let Err(e) = done {
+                        // Left registered, it merely wakes per sample;
+                        // left out, the deadline still drains it.
+                        tracing::warn!(plugin = %self.name, source = %s.name, "cannot change the event source's epoll registration: {e}");
+                    }
+                }
+                s.registered = register;
             }
             s.pending = delivered.more;
             let limited = self.cpu.limited();
