@@ -336,6 +336,19 @@ fn firing_thread(
     (tid_rx.recv().unwrap(), go_tx, thread)
 }
 
+/// A real `conductor` running the `seq-sum` plugin `name` on `ebpf`'s
+/// `seq_ring`, pinned for it, with `events` as the source's settings.
+fn seq_sum_on_ring(name: &str, ebpf: &Ebpf, events: &str) -> (PinDir, Host) {
+    let dir = PinDir::new(name);
+    let pin = format!("{}/ring", dir.0);
+    ebpf.map("seq_ring").unwrap().pin(&pin).unwrap();
+    let spec = format!(
+        "name: {name}\ncomponent: {}\nmaps:\n  - name: seq_ring\n    pin: {pin}\n    events: {events}\n",
+        path_str(&artifact("testing_seq_sum.wasm")),
+    );
+    (dir, Host::start(&spec))
+}
+
 #[test]
 fn a_fast_ring_is_polled_between_batches() {
     if !require_root() {
@@ -413,21 +426,11 @@ fn busy_poll_ms_in_the_spec_reaches_the_ring_and_its_metric() {
         let stop = Arc::new(AtomicBool::new(false));
         let (tid, go, thread) = firing_thread(&stop);
         let ebpf = load_for(tid, 4 << 20, 64, 64, 0, 0);
-        let dir = PinDir::new("busypoll");
-        let pin = format!("{}/ring", dir.0);
-        ebpf.map("seq_ring").unwrap().pin(&pin).unwrap();
-        let spec = format!(
-            r#"
-name: busypoll
-component: {}
-maps:
-  - name: seq_ring
-    pin: {pin}
-    events: {{maxBatch: 1024, maxLatencyMs: 1, busyPollMs: {busy_poll_ms}}}
-"#,
-            path_str(&artifact("testing_seq_sum.wasm")),
+        let (_dir, host) = seq_sum_on_ring(
+            "busypoll",
+            &ebpf,
+            &format!("{{maxBatch: 1024, maxLatencyMs: 1, busyPollMs: {busy_poll_ms}}}"),
         );
-        let host = Host::start(&spec);
         go.send(()).unwrap();
         let series = r#"conductor_events_poll_seconds_total{plugin="busypoll",source="seq_ring"}"#;
         if polls {
@@ -502,21 +505,7 @@ fn max_latency_delivers_events_that_never_wake_the_host() {
     // A threshold the ring can never reach: every record is committed with
     // BPF_RB_NO_WAKEUP, so epoll never reports the ring readable.
     let ebpf = load(64 * 1024, 64, 10, 0, 1 << 40);
-    let dir = PinDir::new("latency");
-    let pin = format!("{}/ring", dir.0);
-    ebpf.map("seq_ring").unwrap().pin(&pin).unwrap();
-    let spec = format!(
-        r#"
-name: latency
-component: {}
-maps:
-  - name: seq_ring
-    pin: {pin}
-    events: {{maxBatch: 64, maxLatencyMs: 5}}
-"#,
-        path_str(&artifact("testing_seq_sum.wasm")),
-    );
-    let host = Host::start(&spec);
+    let (_dir, host) = seq_sum_on_ring("latency", &ebpf, "{maxBatch: 64, maxLatencyMs: 5}");
     trigger(20);
     host.wait_for_metric(
         r#"latency__events_total{plugin="latency"}"#,
