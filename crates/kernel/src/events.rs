@@ -197,8 +197,8 @@ impl EventSource {
 
     /// Ring buffers: poll between batches instead of sleeping while the
     /// ring would fill within `within` at the rate events arrive (see
-    /// [`RingReader::set_busy_poll`]). Perf event arrays always sleep: the
-    /// kernel wakes their reader for every sample anyway.
+    /// [`RingReader::set_busy_poll`]). Perf event arrays never poll: they
+    /// gather for [`PERF_GATHER`] instead.
     pub fn set_busy_poll(&mut self, within: std::time::Duration) {
         if let Kind::Ring(r) = &mut self.kind {
             r.set_busy_poll(within);

@@ -102,8 +102,9 @@ pub const MAX_GATHER: Duration = Duration::from_millis(1);
 /// at once instead.
 const MIN_GATHER: Duration = Duration::from_micros(20);
 
-/// How long a polling reader spins between two looks at the clock (a few
-/// hundred nanoseconds of `pause`), so polling costs no syscall.
+/// `pause` instructions a polling reader spins between two looks at the
+/// producer position and the clock, so that it does not keep pulling the
+/// cache line the producer writes for every record.
 const SPINS_PER_CLOCK: u32 = 512;
 
 /// Consumer of one BPF ring buffer map.

@@ -893,6 +893,7 @@ impl Worker {
             if s.source.wakes_per_event() && s.registered == delivered.gather.is_some() {
                 let registry = self.poll.registry();
                 let register = !s.registered;
+                let mut failed = false;
                 for fd in s.source.fds() {
                     let fd = &mut SourceFd(&fd);
                     let done = if register {
@@ -900,13 +901,25 @@ impl Worker {
                     } else {
                         registry.deregister(fd)
                     };
-                    if let Err(e) = done {
-                        // Left registered, it merely wakes per sample;
-                        // left out, the deadline still drains it.
-                        tracing::warn!(plugin = %self.name, source = %s.name, "cannot change the event source's epoll registration: {e}");
+                    match done {
+                        Ok(()) => {}
+                        // Put back on a retry after a partial failure.
+                        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                        Err(e) => {
+                            failed = true;
+                            tracing::warn!(plugin = %self.name, source = %s.name, "cannot change the event source's epoll registration: {e}");
+                        }
                     }
                 }
-                s.registered = register;
+                if register && failed {
+                    // Not back in the epoll set: drain by deadline, and try
+                    // again then, rather than wait for a wakeup that cannot come.
+                    let soon = now + conductor_kernel::events::PERF_GATHER;
+                    s.drain_by = Some(s.drain_by.map_or(soon, |t| t.min(soon)));
+                } else {
+                    // A buffer left registered merely wakes per sample.
+                    s.registered = register;
+                }
             }
             s.pending = delivered.more;
             let limited = self.cpu.limited();
